@@ -1,0 +1,39 @@
+import type { NetworkInfo, LocalLeaseInfo, RouteSink } from '../dataplane/types';
+import type { Prefix } from '../net/addr';
+
+/** The network config (flannel's `<prefix>/config`), validated. */
+export interface NetworkConfig extends NetworkInfo {
+  readonly subnetLen: number;
+  /** first and last allocatable subnet network addresses, uint32 */
+  readonly subnetMin: number;
+  readonly subnetMax: number;
+  readonly backendType: 'udp';
+}
+
+export interface AcquiredLease extends LocalLeaseInfo {
+  readonly subnet: Prefix;
+  /** when the lease expires unless renewed; undefined for static config */
+  readonly expiresAt?: Date;
+}
+
+/**
+ * A route source: the static file (fixed clusters) or etcd (the normal mode).
+ * Lifecycle, all on the JS main thread: start() -> sync(sink) -> ... -> close().
+ */
+export interface RouteSource {
+  readonly kind: 'static' | 'etcd';
+  /** Resolves once the network config is known and this node holds its lease. */
+  start(): Promise<{ config: NetworkConfig; lease: AcquiredLease }>;
+  /**
+   * Delivers every peer route (this node's own lease excluded) to `sink`, then keeps it in
+   * sync with later changes. Resolves once the first full set has been applied.
+   */
+  sync(sink: RouteSink): Promise<void>;
+  /**
+   * Registers the handler for unrecoverable errors after start (e.g. this node's subnet is
+   * now held by another node). The daemon shuts down and exits non-zero on it.
+   */
+  onFatal(handler: (err: Error) => void): void;
+  /** Stops watching and renewing; keeps the lease in etcd so a restart reuses the subnet. */
+  close(): Promise<void>;
+}
