@@ -1,0 +1,193 @@
+/**
+ * Flags + environment + defaults -> one validated, typed Config. The flag list lives here
+ * and only here: every flag `--foo-bar` is also read from `OVERLAYD_FOO_BAR`; a flag on the
+ * command line wins over the environment, which wins over the default.
+ */
+import { parseArgs } from 'node:util';
+import { ConfigError } from './errors';
+import { isIp } from './net/addr';
+import { LOG_LEVELS, type LogLevel } from './ops/log';
+
+export type EngineKind = 'js' | 'native';
+export const ENGINES: readonly EngineKind[] = ['js', 'native'];
+
+type FlagType = 'string' | 'boolean';
+interface FlagSpec {
+  readonly type: FlagType;
+  /** default as the user would type it; undefined = unset */
+  readonly default?: string;
+  readonly help: string;
+  /** not read from the environment (e.g. --help) */
+  readonly noEnv?: boolean;
+}
+
+/** Every daemon flag, in --help order. */
+export const FLAGS = {
+  'engine': { type: 'string', default: 'js', help: 'forwarding engine: js (node:dgram reference) or native' },
+  'static-config': { type: 'string', help: 'JSON file with Network, this node\'s Subnet/PublicIP and its Peers; replaces etcd' },
+  'etcd-endpoints': { type: 'string', default: 'http://127.0.0.1:2379', help: 'comma-separated etcd endpoints' },
+  'etcd-prefix': { type: 'string', default: '/coreos.com/network', help: 'etcd key prefix of the network config and leases' },
+  'etcd-cafile': { type: 'string', help: 'CA certificate file for etcd TLS' },
+  'etcd-certfile': { type: 'string', help: 'client certificate file for etcd TLS' },
+  'etcd-keyfile': { type: 'string', help: 'client key file for etcd TLS' },
+  'etcd-username': { type: 'string', help: 'etcd username' },
+  'etcd-password': { type: 'string', help: 'etcd password' },
+  'iface': { type: 'string', help: 'underlay interface name or address (default: the interface of the default route)' },
+  'public-ip': { type: 'string', help: 'this node\'s address peers send to (default: the underlay interface\'s first IPv4 address)' },
+  'subnet-file': { type: 'string', default: '/run/flannel/subnet.env', help: 'where to write the flannel subnet file' },
+  'subnet-lease-ttl': { type: 'string', default: '24h', help: 'TTL of the subnet lease in etcd (e.g. 24h, 90m, 600s)' },
+  'tun-name': { type: 'string', default: 'flannel0', help: 'name of the TUN device' },
+  'metrics-addr': { type: 'string', default: '127.0.0.1:9285', help: 'HTTP address for /metrics, /healthz and /status (empty disables)' },
+  'log-level': { type: 'string', default: 'info', help: `log level: ${LOG_LEVELS.join(', ')}` },
+  'help': { type: 'boolean', help: 'print this help and exit', noEnv: true },
+  'version': { type: 'boolean', help: 'print the version and exit', noEnv: true },
+} as const satisfies Record<string, FlagSpec>;
+
+export type FlagName = keyof typeof FLAGS;
+
+export function envName(flag: string): string {
+  return `OVERLAYD_${flag.toUpperCase().replace(/-/g, '_')}`;
+}
+
+export interface EtcdConnection {
+  readonly endpoints: string[];
+  readonly prefix: string;
+  readonly cafile?: string;
+  readonly certfile?: string;
+  readonly keyfile?: string;
+  readonly username?: string;
+  readonly password?: string;
+}
+
+export interface Config {
+  readonly engine: EngineKind;
+  readonly staticConfig?: string;
+  readonly etcd: EtcdConnection;
+  readonly iface?: string;
+  readonly publicIp?: string;
+  readonly subnetFile: string;
+  /** seconds */
+  readonly subnetLeaseTtl: number;
+  readonly tunName: string;
+  /** host:port, or undefined when disabled */
+  readonly metricsAddr?: { host: string; port: number };
+  readonly logLevel: LogLevel;
+}
+
+export type ParsedCommand =
+  | { kind: 'help' }
+  | { kind: 'version' }
+  | { kind: 'daemon'; config: Config };
+
+/** Parses "24h", "90m", "600s", "1d" or plain seconds into seconds. */
+export function parseDuration(flag: string, value: string): number {
+  const m = /^(\d+)(s|m|h|d)?$/.exec(value.trim());
+  if (!m) throw new ConfigError(`--${flag}: "${value}" is not a duration (examples: 24h, 90m, 600s)`);
+  const n = Number(m[1]) * ({ s: 1, m: 60, h: 3600, d: 86400 }[m[2] as 's' | 'm' | 'h' | 'd' | undefined ?? 's']);
+  if (!Number.isSafeInteger(n) || n < 10) throw new ConfigError(`--${flag}: ${value} is too short (at least 10s)`);
+  return n;
+}
+
+/** Parses "host:port" ("[::1]:9285" too). */
+export function parseHostPort(flag: string, value: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port < 0 || port > 65535) throw new ConfigError(`--${flag}: "${value}" is not host:port`);
+  return { host: (m[1] ?? m[2]) as string, port };
+}
+
+const IFNAME = /^[A-Za-z0-9_.:-]{1,15}$/;
+
+/** Turns argv (after the subcommand) and the environment into a validated command. */
+export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ParsedCommand {
+  const options: Record<string, { type: FlagType }> = {};
+  for (const [name, spec] of Object.entries(FLAGS)) options[name] = { type: spec.type };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({ args: [...argv], options, allowPositionals: false, strict: true }) as { values: Record<string, string | boolean | undefined> });
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message.replace(/\. To specify.*$/s, '')} (see overlayd --help)`);
+  }
+  if (values['help'] === true) return { kind: 'help' };
+  if (values['version'] === true) return { kind: 'version' };
+
+  const get = (flag: FlagName): string | undefined => {
+    const v = values[flag];
+    if (typeof v === 'string') return v;
+    const spec: FlagSpec = FLAGS[flag];
+    if (!spec.noEnv) {
+      const e = env[envName(flag)];
+      if (e !== undefined) return e;
+    }
+    return spec.default;
+  };
+  const getOpt = (flag: FlagName): string | undefined => {
+    const v = get(flag);
+    return v === undefined || v === '' ? undefined : v;
+  };
+
+  const engine = get('engine') as string;
+  if (!(ENGINES as readonly string[]).includes(engine)) throw new ConfigError(`--engine: "${engine}" is not one of ${ENGINES.join(', ')}`);
+  if (engine === 'native') throw new ConfigError('--engine native: the native forwarding engine is not built yet in this version; use --engine js');
+  const logLevel = get('log-level') as string;
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`--log-level: "${logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
+
+  const endpoints = (get('etcd-endpoints') as string).split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (endpoints.length === 0) throw new ConfigError('--etcd-endpoints: no endpoint given');
+  for (const ep of endpoints) {
+    if (!/^(https?:\/\/)?[^\s/]+:\d{1,5}\/?$/.test(ep)) throw new ConfigError(`--etcd-endpoints: "${ep}" is not an endpoint like http://127.0.0.1:2379`);
+  }
+  const prefix = get('etcd-prefix') as string;
+  if (!prefix.startsWith('/') || prefix.endsWith('/') && prefix !== '/') throw new ConfigError(`--etcd-prefix: "${prefix}" must start with "/" and not end with "/"`);
+  const certfile = getOpt('etcd-certfile');
+  const keyfile = getOpt('etcd-keyfile');
+  if ((certfile === undefined) !== (keyfile === undefined)) throw new ConfigError('--etcd-certfile and --etcd-keyfile must be given together');
+
+  const publicIp = getOpt('public-ip');
+  if (publicIp !== undefined && !isIp(publicIp)) throw new ConfigError(`--public-ip: "${publicIp}" is not an IPv4 address`);
+  const iface = getOpt('iface');
+  if (iface !== undefined && !isIp(iface) && !IFNAME.test(iface)) throw new ConfigError(`--iface: "${iface}" is neither an interface name nor an IPv4 address`);
+  const tunName = get('tun-name') as string;
+  if (!IFNAME.test(tunName)) throw new ConfigError(`--tun-name: "${tunName}" is not a valid interface name (1-15 characters of A-Z a-z 0-9 _ . : -)`);
+  const subnetFile = get('subnet-file') as string;
+  if (subnetFile === '' || subnetFile.endsWith('/')) throw new ConfigError(`--subnet-file: "${subnetFile}" is not a file path`);
+  const metrics = getOpt('metrics-addr');
+
+  const config: Config = {
+    engine: engine as EngineKind,
+    staticConfig: getOpt('static-config'),
+    etcd: {
+      endpoints,
+      prefix,
+      cafile: getOpt('etcd-cafile'),
+      certfile,
+      keyfile,
+      username: getOpt('etcd-username'),
+      password: getOpt('etcd-password'),
+    },
+    iface,
+    publicIp,
+    subnetFile,
+    subnetLeaseTtl: parseDuration('subnet-lease-ttl', get('subnet-lease-ttl') as string),
+    tunName,
+    metricsAddr: metrics === undefined ? undefined : parseHostPort('metrics-addr', metrics),
+    logLevel: logLevel as LogLevel,
+  };
+  return { kind: 'daemon', config };
+}
+
+/** The --help text: every flag with its environment variable and default. */
+export function helpText(): string {
+  const lines = [
+    'usage: overlayd [flags]            run the daemon',
+    '       overlayd status [--json]    ask the running daemon of this network namespace',
+    '',
+    'flags (each also read from the environment variable shown):',
+  ];
+  for (const [name, spec] of Object.entries(FLAGS) as [string, FlagSpec][]) {
+    const def = spec.default !== undefined ? ` (default ${JSON.stringify(spec.default)})` : '';
+    const env = spec.noEnv ? '' : `  [${envName(name)}]`;
+    lines.push(`  --${name}${spec.type === 'string' ? ' VALUE' : ''}`, `      ${spec.help}${def}${env}`);
+  }
+  return lines.join('\n') + '\n';
+}

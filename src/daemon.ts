@@ -1,0 +1,248 @@
+/**
+ * The daemon: wires a route source (static file or etcd) to a forwarding engine, configures
+ * the TUN link, serves status, and owns the lifecycle: start in order, shut down in reverse
+ * on SIGTERM/SIGINT (exit 0) or on a fatal error (exit 1). Everything runs on the JS main
+ * thread.
+ */
+import * as net from 'node:net';
+import type * as http from 'node:http';
+import type { Config } from './config';
+import { AlreadyRunningError, ConfigError, errorMessage } from './errors';
+import { formatIp, formatPrefix, parseIp, type Prefix, prefixKey } from './net/addr';
+import { configureTun, ENCAP_OVERHEAD, resolveUnderlay, unconfigureTun, type TunLinkState } from './net/link';
+import type { Engine } from './dataplane/engine';
+import { JsEngine } from './dataplane/js-engine';
+import type { Route, RouteSink } from './dataplane/types';
+import type { AcquiredLease, NetworkConfig, RouteSource } from './control/source';
+import { StaticRouteSource } from './control/static-source';
+import { EtcdRouteSource } from './control/etcd-source';
+import { writeSubnetFile } from './control/subnet-file';
+import { startHttp, closeHttp } from './ops/http';
+import type { Logger } from './ops/log';
+
+/** Abstract unix socket (per network namespace, gone with the process): the single-instance lock. */
+export const INSTANCE_SOCKET = '\0overlayd.instance';
+/** Shutdown must finish within this bound (ms); past it the process exits anyway. */
+const SHUTDOWN_BOUND_MS = 1500;
+
+function acquireInstanceLock(): Promise<net.Server> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer((c) => c.end());
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EADDRINUSE') {
+        reject(new AlreadyRunningError('another overlayd instance is already running in this network namespace'));
+      } else reject(err);
+    });
+    server.listen(INSTANCE_SOCKET, () => {
+      server.unref();
+      resolve(server);
+    });
+  });
+}
+
+/** Forwards route changes to the engine and remembers when each route was installed. */
+class TrackingSink implements RouteSink {
+  readonly since = new Map<string, number>();
+  constructor(private readonly engine: Engine, private readonly logger: Logger) {}
+  upsert(route: Route): void {
+    this.engine.upsert(route);
+    if (!this.since.has(prefixKey(route.subnet))) {
+      this.since.set(prefixKey(route.subnet), Date.now());
+      this.logger.debug({ subnet: formatPrefix(route.subnet), peer: formatIp(route.publicIp) }, 'route installed');
+    }
+  }
+  remove(subnet: Prefix): void {
+    this.engine.remove(subnet);
+    if (this.since.delete(prefixKey(subnet))) this.logger.debug({ subnet: formatPrefix(subnet) }, 'route removed');
+  }
+}
+
+export class Daemon {
+  private source: RouteSource | undefined;
+  private engine: Engine | undefined;
+  private link: TunLinkState | undefined;
+  private httpServer: http.Server | undefined;
+  private lock: net.Server | undefined;
+  private sink: TrackingSink | undefined;
+  private netConfig: NetworkConfig | undefined;
+  private lease: AcquiredLease | undefined;
+  private tunMtu = 0;
+  private ready = false;
+  private stopping = false;
+  private readonly startedAt = Date.now();
+  private finish: ((code: number) => void) | undefined;
+  readonly done: Promise<number>;
+
+  constructor(private readonly config: Config, private readonly logger: Logger) {
+    this.done = new Promise((resolve) => {
+      this.finish = resolve;
+    });
+  }
+
+  /** Brings everything up; on failure tears down what was built and rethrows. */
+  async start(): Promise<void> {
+    try {
+      await this.startSteps();
+    } catch (err) {
+      await this.teardown();
+      throw err;
+    }
+  }
+
+  private async startSteps(): Promise<void> {
+    const c = this.config;
+    this.lock = await acquireInstanceLock();
+    const underlay = await resolveUnderlay(c.iface);
+    const publicIp = c.publicIp ?? underlay.address;
+    if (publicIp === undefined) throw new ConfigError(`underlay interface ${underlay.name} has no IPv4 address; give --public-ip`);
+    this.tunMtu = underlay.mtu - ENCAP_OVERHEAD;
+    if (this.tunMtu < 576) throw new ConfigError(`underlay ${underlay.name} MTU ${underlay.mtu} is too small (TUN MTU would be ${this.tunMtu} < 576)`);
+
+    const source: RouteSource = c.staticConfig !== undefined
+      ? new StaticRouteSource(c.staticConfig)
+      : new EtcdRouteSource({ etcd: c.etcd, publicIp, subnetFile: c.subnetFile, leaseTtlSeconds: c.subnetLeaseTtl, logger: this.logger });
+    this.source = source;
+    source.onFatal((err) => this.fail(err));
+    const { config: netConfig, lease } = await source.start();
+    this.checkNotStopping();
+    this.netConfig = netConfig;
+    this.lease = lease;
+    if (c.staticConfig !== undefined && c.publicIp !== undefined && parseIp(c.publicIp) !== lease.publicIp) {
+      throw new ConfigError(`--public-ip ${c.publicIp} differs from PublicIP ${formatIp(lease.publicIp)} in ${c.staticConfig}`);
+    }
+    this.logger.info({ subnet: formatPrefix(lease.subnet), publicIp: formatIp(lease.publicIp), network: formatPrefix(netConfig.network), source: source.kind }, 'lease held');
+
+    const engine = new JsEngine({
+      tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger,
+    });
+    this.engine = engine;
+    engine.onFatal((err) => this.fail(err));
+    await engine.open();
+    this.checkNotStopping();
+    this.link = await configureTun({ name: engine.tunName, address: lease.subnet.addr, mtu: this.tunMtu, network: netConfig.network });
+    await engine.start();
+    this.sink = new TrackingSink(engine, this.logger);
+    await source.sync(this.sink);
+    this.checkNotStopping();
+    await writeSubnetFile(c.subnetFile, { network: netConfig.network, subnet: lease.subnet, mtu: this.tunMtu, ipMasq: false });
+    if (c.metricsAddr) this.httpServer = await startHttp(c.metricsAddr, this);
+    this.ready = true;
+    this.logger.info({ tun: engine.tunName, mtu: this.tunMtu, engine: engine.kind, routes: engine.routes().length, underlay: underlay.name }, 'forwarding');
+  }
+
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
+  /** A signal during start() aborts it: start() rejects, teardown has run or will run. */
+  private checkNotStopping(): void {
+    if (this.stopping) throw new Error('stopped during start-up');
+  }
+
+  /** Graceful stop (signal): exit code 0. */
+  async stop(reason: string): Promise<void> {
+    if (this.stopping) return;
+    this.logger.info({ reason }, 'shutting down');
+    await this.shutdown(0);
+  }
+
+  private fail(err: Error): void {
+    if (this.stopping) return;
+    this.logger.error({ err: errorMessage(err) }, 'fatal error, shutting down');
+    void this.shutdown(1);
+  }
+
+  private async shutdown(code: number): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.ready = false;
+    const timer = setTimeout(() => {
+      this.logger.warn('shutdown took too long; exiting anyway');
+      this.finish?.(code);
+    }, SHUTDOWN_BOUND_MS);
+    timer.unref();
+    await this.teardown();
+    clearTimeout(timer);
+    this.finish?.(code);
+  }
+
+  /** Reverse of start; each step independent, errors logged. Keeps the etcd lease. */
+  private async teardown(): Promise<void> {
+    const step = async (what: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        this.logger.warn({ err: errorMessage(err) }, `shutdown: ${what} failed`);
+      }
+    };
+    if (this.httpServer) await step('close http', () => closeHttp(this.httpServer as http.Server));
+    this.httpServer = undefined;
+    if (this.source) await step('close route source', () => (this.source as RouteSource).close());
+    this.source = undefined;
+    if (this.link) {
+      const errs = await unconfigureTun(this.link);
+      for (const e of errs) this.logger.debug({ err: e.message }, 'link undo step failed');
+    }
+    this.link = undefined;
+    if (this.engine) await step('close engine', () => (this.engine as Engine).close());
+    this.engine = undefined;
+    this.lock?.close();
+    this.lock = undefined;
+  }
+
+  // ---- StatusProvider ----
+  unhealthy(): string | undefined {
+    if (this.stopping) return 'shutting down';
+    if (!this.ready) return 'starting';
+    if (!this.engine?.alive()) return 'data plane not running';
+    const exp = this.lease?.expiresAt;
+    if (exp && exp.getTime() <= Date.now()) return 'lease expired';
+    return undefined;
+  }
+
+  status(): unknown {
+    const engine = this.engine;
+    const now = Date.now();
+    return {
+      pid: process.pid,
+      uptimeSeconds: Math.round((now - this.startedAt) / 1000),
+      ready: this.ready,
+      source: this.source?.kind,
+      network: this.netConfig && { network: formatPrefix(this.netConfig.network), port: this.netConfig.port },
+      lease: this.lease && {
+        subnet: formatPrefix(this.lease.subnet),
+        publicIp: formatIp(this.lease.publicIp),
+        expiresAt: this.lease.expiresAt?.toISOString() ?? null,
+      },
+      tun: engine && { name: engine.tunName, address: this.lease ? formatIp(this.lease.subnet.addr) : null, mtu: this.tunMtu },
+      engine: engine?.kind,
+      routes: (engine?.routes() ?? []).map((r) => {
+        const since = this.sink?.since.get(prefixKey(r.subnet));
+        return { subnet: formatPrefix(r.subnet), publicIp: formatIp(r.publicIp), ageSeconds: since === undefined ? null : Math.round((now - since) / 1000) };
+      }),
+      counters: engine?.counters() ?? {},
+    };
+  }
+}
+
+/** Runs the daemon until a signal or a fatal error; resolves the exit code. */
+export async function runDaemon(config: Config, logger: Logger): Promise<number> {
+  const daemon = new Daemon(config, logger);
+  const onSignal = (sig: NodeJS.Signals) => void daemon.stop(sig);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  try {
+    await daemon.start();
+  } catch (err) {
+    // a signal during start-up is a clean stop, not a start failure
+    if (!daemon.isStopping) {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      throw err;
+    }
+  }
+  const code = await daemon.done;
+  process.off('SIGTERM', onSignal);
+  process.off('SIGINT', onSignal);
+  return code;
+}

@@ -1,0 +1,63 @@
+import type { Route, RouteSink, NetworkInfo, LocalLeaseInfo } from './types';
+import type { EngineKind } from '../config';
+import type { Logger } from '../ops/log';
+
+/**
+ * Forwarding counters, the same names for every engine (DESIGN.md). Units: packets unless
+ * the name ends in _bytes. Monotonic for the life of the engine.
+ */
+export const ENGINE_COUNTERS = [
+  'tun_rx', //           packets read from the TUN
+  'tx', //               datagrams sent to peers
+  'tx_bytes', //         payload bytes sent to peers
+  'rx', //               datagrams received on the UDP socket (all, before checks)
+  'rx_bytes', //         payload bytes received
+  'tun_tx', //           packets written into the TUN (forwarded inbound + ICMP errors)
+  'icmp_sent', //        ICMP errors generated (net unreachable, time exceeded)
+  'drop_no_route', //    outbound: no route for the destination
+  'drop_ttl', //         TTL would reach 0
+  'drop_malformed', //   not a well-formed IPv4 packet (either direction)
+  'drop_unknown_peer', // inbound: sender is not a known peer's PublicIP:port
+  'drop_spoofed', //     inbound: inner source not inside the sending peer's subnet
+  'drop_wrong_dst', //   inbound: inner destination not inside this node's subnet
+  'drop_too_big', //     inbound: packet larger than the TUN MTU
+  'drop_ring_full', //   the TUN-bound ring was full
+  'tx_error', //         UDP send failed
+] as const;
+export type EngineCounter = (typeof ENGINE_COUNTERS)[number];
+export type EngineCounters = Record<EngineCounter, number>;
+
+export function zeroCounters(): EngineCounters {
+  return Object.fromEntries(ENGINE_COUNTERS.map((n) => [n, 0])) as EngineCounters;
+}
+
+export interface EngineOptions {
+  readonly tunName: string;
+  /** the TUN's address (the lease's network address), uint32 */
+  readonly tunAddress: number;
+  /** bytes */
+  readonly tunMtu: number;
+  readonly network: NetworkInfo;
+  readonly lease: LocalLeaseInfo;
+  readonly logger: Logger;
+}
+
+/**
+ * A forwarding engine. Lifecycle on the JS main thread: open() creates the TUN device (so
+ * the daemon can configure the link), start() begins forwarding, close() stops it and
+ * removes the TUN. RouteSink calls may come at any time after open().
+ */
+export interface Engine extends RouteSink {
+  readonly kind: EngineKind;
+  /** the TUN device name, valid after open() */
+  readonly tunName: string;
+  open(): Promise<void>;
+  start(): Promise<void>;
+  counters(): EngineCounters;
+  routes(): Route[];
+  /** false once the engine failed or was closed */
+  alive(): boolean;
+  /** Registers the handler for a fatal data-plane error (the daemon exits non-zero). */
+  onFatal(handler: (err: Error) => void): void;
+  close(): Promise<void>;
+}

@@ -1,0 +1,134 @@
+/**
+ * Link setup through ip(8): underlay discovery, TUN configuration and its undo.
+ * Every command runs with a time bound; a failure names the command and its stderr.
+ * All calls run in the network namespace of this process.
+ */
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { LinkError, ConfigError } from '../errors';
+import { formatIp, formatPrefix, isIp, parseIp, type Prefix } from './addr';
+
+const IP_TIMEOUT_MS = 10_000;
+
+/** Runs `ip args...`, resolves its stdout; rejects with LinkError(command, stderr). */
+export function ip(args: readonly string[]): Promise<string> {
+  const command = `ip ${args.join(' ')}`;
+  return new Promise((resolve, reject) => {
+    execFile('ip', [...args], { timeout: IP_TIMEOUT_MS, encoding: 'utf8' }, (err, stdout, stderr) => {
+      if (err) reject(new LinkError(command, stderr || err.message));
+      else resolve(stdout);
+    });
+  });
+}
+
+interface IpAddrInfo { family?: string; local?: string; prefixlen?: number }
+interface IpLink { ifname: string; mtu: number; addr_info?: IpAddrInfo[]; flags?: string[] }
+interface IpRoute { dst?: string; dev?: string; gateway?: string }
+
+export interface Underlay {
+  /** interface name */
+  readonly name: string;
+  /** interface MTU, bytes */
+  readonly mtu: number;
+  /** the interface's first IPv4 address, if any */
+  readonly address?: string;
+}
+
+async function links(): Promise<IpLink[]> {
+  return JSON.parse(await ip(['-j', 'addr', 'show'])) as IpLink[];
+}
+
+function firstIpv4(l: IpLink): string | undefined {
+  return l.addr_info?.find((a) => a.family === 'inet' && a.local !== undefined)?.local;
+}
+
+/**
+ * Finds the underlay interface: by name, by one of its IPv4 addresses, or (neither given)
+ * the interface of the IPv4 default route. ConfigError when it cannot be found.
+ */
+export async function resolveUnderlay(iface: string | undefined): Promise<Underlay> {
+  const all = await links();
+  let found: IpLink | undefined;
+  if (iface === undefined) {
+    const routes = JSON.parse(await ip(['-j', '-4', 'route', 'show', 'default'])) as IpRoute[];
+    const dev = routes.find((r) => r.dev !== undefined)?.dev;
+    if (dev === undefined) throw new ConfigError('no IPv4 default route to take the underlay interface from; give --iface');
+    found = all.find((l) => l.ifname === dev);
+  } else if (isIp(iface)) {
+    found = all.find((l) => l.addr_info?.some((a) => a.family === 'inet' && a.local === iface));
+    if (!found) throw new ConfigError(`--iface ${iface}: no interface has this address`);
+  } else {
+    found = all.find((l) => l.ifname === iface);
+    if (!found) throw new ConfigError(`--iface ${iface}: no such interface`);
+  }
+  if (!found) throw new ConfigError('cannot find the underlay interface; give --iface');
+  return { name: found.ifname, mtu: found.mtu, address: isIp(iface ?? '') ? iface : firstIpv4(found) };
+}
+
+/** IPv4 + UDP header bytes added to every packet on the underlay. */
+export const ENCAP_OVERHEAD = 28;
+
+export interface TunLinkPlan {
+  readonly name: string;
+  /** the lease's network address, given /32 */
+  readonly address: number;
+  /** bytes; underlay MTU - ENCAP_OVERHEAD */
+  readonly mtu: number;
+  /** the cluster Network, routed through the TUN */
+  readonly network: Prefix;
+}
+
+/** What configureTun did, so that it can be undone. */
+export interface TunLinkState {
+  readonly plan: TunLinkPlan;
+  readonly undo: (() => Promise<void>)[];
+}
+
+/**
+ * Configures the TUN device: address/32, MTU, up, accept_local=1, route Network dev TUN.
+ * On failure undoes what it did and rethrows the first error. `replace` semantics make
+ * it idempotent over the leftovers of a crashed instance.
+ */
+export async function configureTun(plan: TunLinkPlan): Promise<TunLinkState> {
+  const dev = plan.name;
+  const addr = `${formatIp(plan.address)}/32`;
+  const net = formatPrefix(plan.network);
+  const state: TunLinkState = { plan, undo: [] };
+  try {
+    await ip(['addr', 'replace', addr, 'dev', dev]);
+    state.undo.push(() => ip(['addr', 'del', addr, 'dev', dev]).then(() => undefined));
+    await ip(['link', 'set', 'dev', dev, 'mtu', String(plan.mtu), 'up']);
+    state.undo.push(() => ip(['link', 'set', 'dev', dev, 'down']).then(() => undefined));
+    // ICMP errors we write into the TUN carry the TUN's (local) address as source: without
+    // accept_local the kernel drops them as martians.
+    const sysctl = `/proc/sys/net/ipv4/conf/${dev}/accept_local`;
+    await writeFile(sysctl, '1').catch((err: unknown) => {
+      throw new LinkError(`write 1 > ${sysctl}`, String(err));
+    });
+    await ip(['route', 'replace', net, 'dev', dev]);
+    state.undo.push(() => ip(['route', 'del', net, 'dev', dev]).then(() => undefined));
+  } catch (err) {
+    await unconfigureTun(state);
+    throw err;
+  }
+  return state;
+}
+
+/** Undoes configureTun in reverse order; errors are collected, not thrown (the device may be gone). */
+export async function unconfigureTun(state: TunLinkState): Promise<Error[]> {
+  const errors: Error[] = [];
+  for (const step of state.undo.splice(0).reverse()) {
+    try {
+      await step();
+    } catch (err) {
+      errors.push(err as Error);
+    }
+  }
+  return errors;
+}
+
+export function ipToUint(s: string): number {
+  const n = parseIp(s);
+  if (n === undefined) throw new ConfigError(`"${s}" is not an IPv4 address`);
+  return n;
+}

@@ -1,0 +1,181 @@
+/**
+ * Behaviour of the forwarding engines on the DESIGN.md topology (root only): two nodes on a
+ * veth underlay, a cni0 bridge and a pod on each, overlayd with a static route source.
+ * Every engine runs the same assertions.
+ */
+import t from 'tap';
+import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { isRoot, run } from '../helpers/exec';
+import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, PORT, type DaemonHandle } from '../helpers/topology';
+import { ipv4HeaderChecksum } from '../../src/net/ipv4';
+import { parseIp } from '../../src/net/addr';
+import * as path from 'node:path';
+
+const ENGINES = ['js'] as const;
+const FIXTURES = path.resolve(__dirname, 'fixtures');
+const FAKE_PEER = '10.99.0.200';
+const FAKE_PEER_SUBNET = '10.244.200.0/24';
+
+/** A minimal IPv4/UDP packet, valid header checksum (UDP checksum 0 = none). */
+function udpPacket(src: string, dst: string, payload: Buffer, ttl = 64): Buffer {
+  const p = Buffer.alloc(28 + payload.length);
+  p[0] = 0x45;
+  p.writeUInt16BE(p.length, 2);
+  p[8] = ttl;
+  p[9] = 17;
+  p.writeUInt32BE(parseIp(src) as number, 12);
+  p.writeUInt32BE(parseIp(dst) as number, 16);
+  p.writeUInt16BE(ipv4HeaderChecksum(p, 20), 10);
+  p.writeUInt16BE(4000, 20);
+  p.writeUInt16BE(4001, 22);
+  p.writeUInt16BE(8 + payload.length, 24);
+  payload.copy(p, 28);
+  return p;
+}
+
+function statusOf(topo: Topology, ns: string): { counters: Record<string, number>; routes: { subnet: string; publicIp: string }[]; tun: { mtu: number } } {
+  const out = topo.netns.exec(ns, process.execPath, [OVERLAYD_BIN, 'status', '--json'], 10_000);
+  return JSON.parse(out) as ReturnType<typeof statusOf>;
+}
+
+function ping(topo: Topology, ns: string, dst: string, extra: string[] = []) {
+  return topo.netns.tryExec(ns, 'ping', ['-n', '-c', '2', '-i', '0.2', '-W', '2', ...extra, dst], 15_000);
+}
+
+const prefixes: string[] = [];
+
+if (!isRoot) {
+  t.skip('e2e forwarding tests need root (network namespaces, TUN devices)', () => undefined);
+} else {
+  for (const engine of ENGINES) {
+    t.test(`engine ${engine}`, async (t) => {
+      const topo = new Topology({ nodes: 2, podsPerNode: 1 });
+      t.teardown(() => topo.cleanup());
+      prefixes.push(topo.netns.prefix);
+      topo.netns.ip(topo.underlayNs, 'addr', 'add', `${FAKE_PEER}/24`, 'dev', 'br0');
+      const [n1, n2] = [topo.node(1), topo.node(2)];
+      const [p1, p2] = [n1.pods[0]!, n2.pods[0]!];
+      const common = ['--engine', engine, '--iface', 'eth0', '--log-level', 'info'];
+      const daemons: DaemonHandle[] = [];
+      t.teardown(async () => { for (const d of daemons) await stopDaemon(d); });
+      daemons.push(await startDaemon(n1.ns, [...common, '--static-config', topo.staticConfig(1), '--subnet-file', path.join(topo.tmp, 'n1.env')]));
+      daemons.push(await startDaemon(n2.ns, [...common, '--static-config', topo.staticConfig(2, [{ Subnet: FAKE_PEER_SUBNET, PublicIP: FAKE_PEER }]), '--subnet-file', path.join(topo.tmp, 'n2.env')]));
+      const [d1] = daemons as [DaemonHandle, DaemonHandle];
+
+      t.test('TUN configured: address /32, MTU = underlay - 28, Network routed', async (t) => {
+        const link = topo.netns.ip(n1.ns, '-j', 'addr', 'show', 'dev', 'flannel0');
+        const [info] = JSON.parse(link) as { mtu: number; addr_info: { local: string; prefixlen: number }[] }[];
+        t.equal(info?.mtu, 1472);
+        t.same(info?.addr_info.map((a) => `${a.local}/${a.prefixlen}`), ['10.244.1.0/32']);
+        t.match(topo.netns.ip(n1.ns, 'route', 'show', '10.244.0.0/16'), /10\.244\.0\.0\/16 dev flannel0/);
+        t.equal(topo.netns.exec(n1.ns, 'cat', ['/proc/sys/net/ipv4/conf/flannel0/accept_local']).trim(), '1');
+      });
+
+      t.test('pod-to-pod ping both ways', async (t) => {
+        const a = ping(topo, p1.ns, p2.ip);
+        t.equal(a.status, 0, `p1 -> p2: ${a.stdout}${a.stderr}`);
+        const b = ping(topo, p2.ns, p1.ip);
+        t.equal(b.status, 0, `p2 -> p1: ${b.stdout}${b.stderr}`);
+        t.match(a.stdout, /2 received/);
+      });
+
+      t.test('20 MB TCP transfer pod to pod arrives intact', async (t) => {
+        const bytes = 20 * 1024 * 1024;
+        const server = spawn('ip', ['netns', 'exec', p2.ns, process.execPath, path.join(FIXTURES, 'tcp-xfer.js'), 'serve', '5001', '90000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let serverOut = '';
+        server.stdout.on('data', (d: Buffer) => { serverOut += d.toString(); });
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('server did not listen')), 10_000);
+          server.stderr.on('data', (d: Buffer) => { if (d.toString().includes('listening')) { clearTimeout(timer); resolve(); } });
+        });
+        const serverDone = new Promise<number | null>((resolve) => server.on('exit', (c) => resolve(c)));
+        const client = topo.netns.tryExec(p1.ns, process.execPath, [path.join(FIXTURES, 'tcp-xfer.js'), 'send', p2.ip, '5001', String(bytes), '90000'], 100_000);
+        t.equal(client.status, 0, client.stderr);
+        t.equal(await serverDone, 0);
+        const [sentN, sentHash] = client.stdout.trim().split(' ');
+        const [gotN, gotHash] = serverOut.trim().split(' ');
+        t.equal(Number(sentN), bytes);
+        t.equal(Number(gotN), bytes, 'every byte arrived');
+        t.equal(gotHash, sentHash, 'sha256 of received bytes equals sent');
+      });
+
+      t.test('MTU: the largest DF ping fits, one byte more gets frag-needed from node 1', async (t) => {
+        const fits = ping(topo, p1.ns, p2.ip, ['-M', 'do', '-s', String(1472 - 28)]);
+        t.equal(fits.status, 0, fits.stdout + fits.stderr);
+        const tooBig = ping(topo, p1.ns, p2.ip, ['-M', 'do', '-s', String(1472 - 28 + 1)]);
+        t.not(tooBig.status, 0);
+        t.match(tooBig.stdout + tooBig.stderr, /Frag needed and DF set \(mtu = 1472\)|message too long, mtu=1472/i);
+      });
+
+      t.test('no lease for the destination: Destination Net Unreachable from the TUN address', async (t) => {
+        const before = statusOf(topo, n1.ns).counters;
+        const r = ping(topo, p1.ns, '10.244.77.5');
+        t.not(r.status, 0);
+        t.match(r.stdout, /From 10\.244\.1\.0 icmp_seq=\d+ Destination Net Unreachable/);
+        const after = statusOf(topo, n1.ns).counters;
+        t.ok((after['drop_no_route'] ?? 0) - (before['drop_no_route'] ?? 0) >= 1, 'drop_no_route counted');
+        t.ok((after['icmp_sent'] ?? 0) - (before['icmp_sent'] ?? 0) >= 1, 'icmp_sent counted');
+      });
+
+      t.test('TTL: expiring on the sending node gives Time to live exceeded', async (t) => {
+        // the pod's kernel sends TTL 2; node 1's kernel forwards it with TTL 1; the engine may not send it on
+        const r = ping(topo, p1.ns, p2.ip, ['-t', '2']);
+        t.not(r.status, 0);
+        t.match(r.stdout, /From 10\.244\.1\.0 icmp_seq=\d+ Time to live exceeded/);
+      });
+
+      t.test('bad datagrams are dropped, counted by reason, and forwarding goes on', async (t) => {
+        const send = (bindIp: string, bindPort: number, ...pkts: Buffer[]) => {
+          const r = topo.netns.tryExec(topo.underlayNs, process.execPath, [path.join(FIXTURES, 'udp-send.js'), bindIp, String(bindPort), n2.underlayIp, String(PORT), ...pkts.map((p) => p.toString('hex'))]);
+          t.equal(r.status, 0, r.stderr);
+        };
+        const good = udpPacket('10.244.200.5', p2.ip, Buffer.from('hello'));
+        const before = statusOf(topo, n2.ns).counters;
+        send('10.99.0.254', PORT, good); //                       not a peer
+        send(FAKE_PEER, 9999, good); //                           a peer's address, wrong port
+        const truncated = good.subarray(0, 15);
+        const badVersion = Buffer.from(good); badVersion[0] = 0x65;
+        const longer = Buffer.concat([good, Buffer.alloc(3)]);
+        send(FAKE_PEER, PORT, truncated, badVersion, longer, Buffer.from('garbage, not a packet at all')); // malformed
+        send(FAKE_PEER, PORT, udpPacket('10.244.1.9', p2.ip, Buffer.from('x'))); // source inside node 1's subnet: spoofed
+        send(FAKE_PEER, PORT, udpPacket('10.244.200.5', '10.244.1.2', Buffer.from('x'))); // not for node 2
+        send(FAKE_PEER, PORT, good); // legitimate: forwarded into the TUN
+        let after = statusOf(topo, n2.ns).counters;
+        for (let i = 0; i < 40 && (after['rx'] ?? 0) - (before['rx'] ?? 0) < 10; i++) {
+          await new Promise((r) => setTimeout(r, 50));
+          after = statusOf(topo, n2.ns).counters;
+        }
+        const d = (k: string) => (after[k] ?? 0) - (before[k] ?? 0);
+        t.equal(d('rx'), 10, 'all datagrams received');
+        t.equal(d('drop_unknown_peer'), 2);
+        t.equal(d('drop_malformed'), 4);
+        t.equal(d('drop_spoofed'), 1);
+        t.equal(d('drop_wrong_dst'), 1);
+        t.equal(d('tun_tx'), 1, 'the legitimate one went into the TUN');
+        const again = ping(topo, p1.ns, p2.ip);
+        t.equal(again.status, 0, 'forwarding goes on');
+      });
+
+      t.test('status reports routes and MTU', async (t) => {
+        const s = statusOf(topo, n1.ns);
+        t.same(s.routes.map((r) => [r.subnet, r.publicIp]), [['10.244.2.0/24', n2.underlayIp]]);
+        t.equal(s.tun.mtu, 1472);
+      });
+
+      t.test('SIGTERM: exits 0 within 2 s, TUN and route gone', async (t) => {
+        const { code, ms } = await stopDaemon(d1);
+        t.equal(code, 0, d1.output().slice(-2000));
+        t.ok(ms < 2000, `stopped in ${ms} ms`);
+        t.not(run('ip', ['-n', n1.ns, 'link', 'show', 'flannel0']).status, 0, 'flannel0 removed');
+        t.equal(topo.netns.ip(n1.ns, 'route', 'show', '10.244.0.0/16').trim(), '', 'Network route removed');
+        t.ok(existsSync(path.join(topo.tmp, 'n1.env')), 'subnet file written');
+      });
+    });
+  }
+  t.test('no namespace left behind', async (t) => {
+    const names = run('ip', ['netns', 'list']).stdout.split('\n').map((l) => l.split(' ')[0] ?? '');
+    t.ok(prefixes.length > 0);
+    for (const prefix of prefixes) t.same(names.filter((n) => n.startsWith(`${prefix}-`)), [], `none of ${prefix}-*`);
+  });
+}
