@@ -1,0 +1,76 @@
+import t from 'tap';
+import { parseDaemonArgs, helpText, FLAGS, envName, parseDuration, type Config } from '../../src/config';
+import { ConfigError } from '../../src/errors';
+
+function daemonConfig(argv: string[], env: NodeJS.ProcessEnv = {}): Config {
+  const r = parseDaemonArgs(argv, env);
+  if (r.kind !== 'daemon') throw new Error(`expected daemon, got ${r.kind}`);
+  return r.config;
+}
+
+t.test('defaults match flannel', async (t) => {
+  const c = daemonConfig([]);
+  t.same(c.etcd.endpoints, ['http://127.0.0.1:2379']);
+  t.equal(c.etcd.prefix, '/coreos.com/network');
+  t.equal(c.subnetFile, '/run/flannel/subnet.env');
+  t.equal(c.tunName, 'flannel0');
+  t.equal(c.subnetLeaseTtl, 86400);
+  t.same(c.metricsAddr, { host: '127.0.0.1', port: 9285 });
+  t.equal(c.staticConfig, undefined);
+});
+
+t.test('every flag is also an OVERLAYD_ environment variable; the flag wins', async (t) => {
+  t.equal(envName('etcd-endpoints'), 'OVERLAYD_ETCD_ENDPOINTS');
+  const env = {
+    OVERLAYD_ETCD_ENDPOINTS: 'http://10.0.0.1:2379, https://10.0.0.2:2379',
+    OVERLAYD_ETCD_PREFIX: '/x/net',
+    OVERLAYD_TUN_NAME: 'ovl0',
+    OVERLAYD_SUBNET_LEASE_TTL: '90m',
+    OVERLAYD_METRICS_ADDR: '',
+  };
+  const c = daemonConfig([], env);
+  t.same(c.etcd.endpoints, ['http://10.0.0.1:2379', 'https://10.0.0.2:2379']);
+  t.equal(c.etcd.prefix, '/x/net');
+  t.equal(c.tunName, 'ovl0');
+  t.equal(c.subnetLeaseTtl, 5400);
+  t.equal(c.metricsAddr, undefined, 'empty disables');
+  t.equal(daemonConfig(['--tun-name', 'tun7'], env).tunName, 'tun7');
+});
+
+t.test('bad values are ConfigErrors naming the flag', async (t) => {
+  const cases: [string[], RegExp][] = [
+    [['--engine', 'turbo'], /--engine/],
+    [['--log-level', 'loud'], /--log-level/],
+    [['--public-ip', '10.0.0.300'], /--public-ip/],
+    [['--iface', 'this-name-is-way-too-long'], /--iface/],
+    [['--tun-name', 'a/b'], /--tun-name/],
+    [['--etcd-endpoints', ' , '], /--etcd-endpoints/],
+    [['--etcd-endpoints', 'not an endpoint'], /--etcd-endpoints/],
+    [['--etcd-prefix', 'no-slash'], /--etcd-prefix/],
+    [['--etcd-certfile', '/c.pem'], /--etcd-keyfile/],
+    [['--subnet-lease-ttl', 'forever'], /--subnet-lease-ttl/],
+    [['--metrics-addr', 'localhost'], /--metrics-addr/],
+    [['--no-such-flag'], /no-such-flag/],
+  ];
+  for (const [argv, re] of cases) {
+    t.throws(() => parseDaemonArgs(argv, {}), ConfigError, argv.join(' '));
+    t.throws(() => parseDaemonArgs(argv, {}), re, argv.join(' '));
+  }
+});
+
+t.test('durations', async (t) => {
+  t.equal(parseDuration('x', '24h'), 86400);
+  t.equal(parseDuration('x', '600'), 600);
+  t.equal(parseDuration('x', '2d'), 172800);
+  t.throws(() => parseDuration('x', '5s'), /too short/);
+});
+
+t.test('--help lists every flag with its default and variable', async (t) => {
+  t.equal(parseDaemonArgs(['--help'], {}).kind, 'help');
+  const text = helpText();
+  for (const [name, spec] of Object.entries(FLAGS)) {
+    t.match(text, `--${name}`);
+    if ('default' in spec) t.match(text, `(default ${JSON.stringify(spec.default)})`);
+  }
+  t.match(text, 'OVERLAYD_ETCD_CAFILE');
+});

@@ -1,0 +1,45 @@
+import t from 'tap';
+import { parseStaticCluster } from '../../src/control/static-source';
+import { ConfigError } from '../../src/errors';
+import { formatIp, formatPrefix } from '../../src/net/addr';
+
+const good = {
+  Network: '10.244.0.0/16',
+  Backend: { Type: 'udp', Port: 8285 },
+  Subnet: '10.244.1.0/24',
+  PublicIP: '10.99.0.1',
+  Peers: [{ Subnet: '10.244.2.0/24', PublicIP: '10.99.0.2' }],
+};
+
+t.test('a good file', async (t) => {
+  const c = parseStaticCluster(JSON.stringify(good), '/etc/x.json');
+  t.equal(formatPrefix(c.config.network), '10.244.0.0/16');
+  t.equal(c.config.port, 8285);
+  t.equal(formatPrefix(c.lease.subnet), '10.244.1.0/24');
+  t.equal(formatIp(c.lease.publicIp), '10.99.0.1');
+  t.same(c.peers.map((p) => [formatPrefix(p.subnet), formatIp(p.publicIp)]), [['10.244.2.0/24', '10.99.0.2']]);
+});
+
+t.test('errors name the file and the field', async (t) => {
+  const bad: [unknown, RegExp][] = [
+    ['{not json', /x\.json: invalid JSON/],
+    [[1, 2], /must be a JSON object/],
+    [{ ...good, Network: '10.244.0.0/33' }, /Network/],
+    [{ ...good, Subnet: '10.245.1.0/24' }, /Subnet: 10\.245\.1\.0\/24 is not a \/24 inside Network/],
+    [{ ...good, Subnet: '10.244.1.0/25' }, /Subnet/],
+    [{ ...good, Subnet: 'x' }, /Subnet: "x" is not an IPv4 subnet/],
+    [{ ...good, PublicIP: '1.2.3' }, /PublicIP: "1\.2\.3" is not an IPv4 address/],
+    [{ ...good, Peers: {} }, /Peers: must be an array/],
+    [{ ...good, Peers: ['x'] }, /Peers\[0\]: must be an object/],
+    [{ ...good, Peers: [{ Subnet: '10.244.1.0/24', PublicIP: '10.99.0.3' }] }, /Peers\[0\]\.Subnet: 10\.244\.1\.0\/24 is already used by Subnet/],
+    [{ ...good, Peers: [good.Peers[0], { Subnet: '10.244.2.0/24', PublicIP: '10.99.0.3' }] }, /Peers\[1\]\.Subnet: .* already used by Peers\[0\]/],
+    [{ ...good, Peers: [{ Subnet: '10.244.3.0/24', PublicIP: 'nope' }] }, /Peers\[0\]\.PublicIP/],
+    [{ ...good, Peers: [{ Subnet: '10.244.3.0/24', PublicIP: '10.99.0.1' }] }, /Peers\[0\]\.PublicIP: equals this node's PublicIP/],
+  ];
+  for (const [doc, re] of bad) {
+    const text = typeof doc === 'string' ? doc : JSON.stringify(doc);
+    t.throws(() => parseStaticCluster(text, '/etc/x.json'), ConfigError, text);
+    t.throws(() => parseStaticCluster(text, '/etc/x.json'), re, text);
+    t.throws(() => parseStaticCluster(text, '/etc/x.json'), /\/etc\/x\.json/, 'names the file');
+  }
+});
