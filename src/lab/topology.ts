@@ -1,0 +1,154 @@
+/**
+ * The DESIGN.md test topology, built in network namespaces owned by one run:
+ *
+ *   ul  (underlay namespace): bridge br0, 10.99.0.254/24 (etcd may listen here)
+ *   nK  (node K): eth0 10.99.0.K/24 on br0; cni0 bridge 10.244.K.1/24; ip_forward=1
+ *   nK-pJ (pod J of node K): eth0 10.244.K.(J+1)/24, default via 10.244.K.1
+ *
+ * Traffic stays between these namespaces. cleanup() deletes exactly them.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { NetnsSet } from './netns';
+
+export const UNDERLAY_NET = '10.99.0';
+export const CLUSTER_NETWORK = '10.244.0.0/16';
+export const PORT = 8285;
+
+export interface PodInfo { readonly ns: string; readonly ip: string }
+export interface NodeInfo {
+  readonly index: number;
+  readonly ns: string;
+  readonly underlayIp: string;
+  readonly subnet: string;
+  readonly pods: PodInfo[];
+}
+
+export interface TopologyOptions {
+  readonly nodes: number;
+  readonly podsPerNode: number;
+  /** underlay MTU, bytes (default 1500) */
+  readonly underlayMtu?: number;
+  readonly tag?: string;
+}
+
+export class Topology {
+  readonly netns: NetnsSet;
+  readonly nodes: NodeInfo[] = [];
+  readonly underlayNs: string;
+  readonly tmp: string;
+
+  constructor(readonly opts: TopologyOptions) {
+    this.netns = new NetnsSet(opts.tag ?? 'ovt');
+    this.tmp = mkdtempSync(path.join(tmpdir(), `${this.netns.prefix}-`));
+    const ns = this.netns;
+    try {
+      this.underlayNs = ns.add('ul');
+      ns.ip(this.underlayNs, 'link', 'add', 'br0', 'type', 'bridge');
+      ns.ip(this.underlayNs, 'addr', 'add', `${UNDERLAY_NET}.254/24`, 'dev', 'br0');
+      ns.ip(this.underlayNs, 'link', 'set', 'br0', 'up');
+      for (let k = 1; k <= opts.nodes; k++) this.addNode(k);
+    } catch (err) {
+      this.cleanup();
+      throw err;
+    }
+  }
+
+  private addNode(k: number): void {
+    const ns = this.netns;
+    const node = ns.add(`n${k}`);
+    const mtu = String(this.opts.underlayMtu ?? 1500);
+    ns.ip(node, 'link', 'add', 'eth0', 'mtu', mtu, 'type', 'veth', 'peer', 'name', `v${k}`, 'mtu', mtu, 'netns', this.underlayNs);
+    ns.ip(this.underlayNs, 'link', 'set', `v${k}`, 'master', 'br0', 'up');
+    ns.ip(node, 'addr', 'add', `${UNDERLAY_NET}.${k}/24`, 'dev', 'eth0');
+    ns.ip(node, 'link', 'set', 'eth0', 'up');
+    ns.ip(node, 'link', 'add', 'cni0', 'type', 'bridge');
+    ns.ip(node, 'addr', 'add', `10.244.${k}.1/24`, 'dev', 'cni0');
+    ns.ip(node, 'link', 'set', 'cni0', 'up');
+    ns.exec(node, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+    const info: NodeInfo = { index: k, ns: node, underlayIp: `${UNDERLAY_NET}.${k}`, subnet: `10.244.${k}.0/24`, pods: [] };
+    for (let j = 1; j <= this.opts.podsPerNode; j++) {
+      const pod = ns.add(`n${k}p${j}`);
+      const ipAddr = `10.244.${k}.${j + 1}`;
+      ns.ip(node, 'link', 'add', `vp${j}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod);
+      ns.ip(node, 'link', 'set', `vp${j}`, 'master', 'cni0', 'up');
+      ns.ip(pod, 'addr', 'add', `${ipAddr}/24`, 'dev', 'eth0');
+      ns.ip(pod, 'link', 'set', 'eth0', 'up');
+      ns.ip(pod, 'route', 'add', 'default', 'via', `10.244.${k}.1`);
+      info.pods.push({ ns: pod, ip: ipAddr });
+    }
+    this.nodes.push(info);
+  }
+
+  node(k: number): NodeInfo {
+    const n = this.nodes[k - 1];
+    if (!n) throw new Error(`no node ${k}`);
+    return n;
+  }
+
+  /** Writes a static cluster file for node k (all other nodes as peers); returns its path. */
+  staticConfig(k: number, extraPeers: { Subnet: string; PublicIP: string }[] = []): string {
+    const me = this.node(k);
+    const file = path.join(this.tmp, `static-n${k}.json`);
+    const doc = {
+      Network: CLUSTER_NETWORK,
+      SubnetLen: 24,
+      Backend: { Type: 'udp', Port: PORT },
+      Subnet: me.subnet,
+      PublicIP: me.underlayIp,
+      Peers: [...this.nodes.filter((n) => n !== me).map((n) => ({ Subnet: n.subnet, PublicIP: n.underlayIp })), ...extraPeers],
+    };
+    writeFileSync(file, JSON.stringify(doc, null, 2));
+    return file;
+  }
+
+  cleanup(): void {
+    this.netns.cleanup();
+    rmSync(this.tmp, { recursive: true, force: true });
+  }
+}
+
+/** The overlayd command, run from the built tree. */
+export const OVERLAYD_BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'overlayd');
+
+export interface DaemonHandle {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  /** all stdout+stderr so far */
+  output(): string;
+  /** resolves the exit code (or signal name) */
+  readonly exited: Promise<number | string>;
+}
+
+/** Starts `overlayd args` inside namespace ns and waits (bounded) until it logs "forwarding". */
+export async function startDaemon(ns: string, args: readonly string[], timeoutMs = 20_000): Promise<DaemonHandle> {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, OVERLAYD_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stderr?.on('data', (d: Buffer) => { out += d.toString(); });
+  const exited = new Promise<number | string>((resolve) => child.on('exit', (code, sig) => resolve(code ?? sig ?? -1)));
+  const handle: DaemonHandle = { child, pid: child.pid ?? -1, output: () => out, exited };
+  const deadline = Date.now() + timeoutMs;
+  while (!/"msg":"forwarding"/.test(out)) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`overlayd exited during start-up:\n${out}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`overlayd did not start within ${timeoutMs} ms:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return handle;
+}
+
+/** SIGTERM by pid, wait (bounded) for exit; SIGKILL past the bound. Resolves exit code and ms taken. */
+export async function stopDaemon(h: DaemonHandle, timeoutMs = 5000): Promise<{ code: number | string; ms: number }> {
+  const t0 = Date.now();
+  if (h.child.exitCode !== null || h.child.signalCode !== null) return { code: h.child.exitCode ?? h.child.signalCode ?? -1, ms: 0 };
+  h.child.kill('SIGTERM');
+  const timer = setTimeout(() => h.child.kill('SIGKILL'), timeoutMs);
+  const code = await h.exited;
+  clearTimeout(timer);
+  return { code, ms: Date.now() - t0 };
+}
