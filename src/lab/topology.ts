@@ -2,8 +2,9 @@
  * The DESIGN.md test topology, built in network namespaces owned by one run:
  *
  *   ul  (underlay namespace): bridge br0, 10.99.0.254/24 (etcd may listen here)
- *   nK  (node K): eth0 10.99.0.K/24 on br0; cni0 bridge 10.244.K.1/24; ip_forward=1
- *   nK-pJ (pod J of node K): eth0 10.244.K.(J+1)/24, default via 10.244.K.1
+ *   nK  (node K): eth0 10.99.0.K/24 on br0; ip_forward=1; cni0 bridge with the first address
+ *         of the node's subnet (10.244.K.0/24 unless given, e.g. from the lease's subnet file)
+ *   nKpJ (pod J of node K): eth0 = the (J+1)th address of the subnet, default via cni0
  *
  * Traffic stays between these namespaces. cleanup() deletes exactly them.
  */
@@ -12,6 +13,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { NetnsSet } from './netns';
+import { formatIp, parsePrefix } from '../net/addr';
 
 export const UNDERLAY_NET = '10.99.0';
 export const CLUSTER_NETWORK = '10.244.0.0/16';
@@ -22,13 +24,16 @@ export interface NodeInfo {
   readonly index: number;
   readonly ns: string;
   readonly underlayIp: string;
-  readonly subnet: string;
+  /** the node's pod subnet; set by addPods() */
+  subnet: string;
   readonly pods: PodInfo[];
 }
 
 export interface TopologyOptions {
   readonly nodes: number;
   readonly podsPerNode: number;
+  /** pods now in 10.244.K.0/24 (true, default), or later through addPods() once the subnet is known */
+  readonly podsNow?: boolean;
   /** underlay MTU, bytes (default 1500) */
   readonly underlayMtu?: number;
   readonly tag?: string;
@@ -64,22 +69,36 @@ export class Topology {
     ns.ip(this.underlayNs, 'link', 'set', `v${k}`, 'master', 'br0', 'up');
     ns.ip(node, 'addr', 'add', `${UNDERLAY_NET}.${k}/24`, 'dev', 'eth0');
     ns.ip(node, 'link', 'set', 'eth0', 'up');
-    ns.ip(node, 'link', 'add', 'cni0', 'type', 'bridge');
-    ns.ip(node, 'addr', 'add', `10.244.${k}.1/24`, 'dev', 'cni0');
-    ns.ip(node, 'link', 'set', 'cni0', 'up');
     ns.exec(node, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
-    const info: NodeInfo = { index: k, ns: node, underlayIp: `${UNDERLAY_NET}.${k}`, subnet: `10.244.${k}.0/24`, pods: [] };
+    const info: NodeInfo = { index: k, ns: node, underlayIp: `${UNDERLAY_NET}.${k}`, subnet: '', pods: [] };
+    this.nodes.push(info);
+    if (this.opts.podsNow !== false) this.addPods(k, `10.244.${k}.0/24`);
+  }
+
+  /**
+   * What flannel's CNI plugin does with the subnet file: a cni0 bridge with the subnet's
+   * first address, and podsPerNode pods behind veths. `podMtu` (bytes) defaults to 1500.
+   */
+  addPods(k: number, subnet: string, podMtu = 1500): void {
+    const ns = this.netns;
+    const info = this.node(k);
+    const p = parsePrefix(subnet);
+    if (!p || p.len > 29) throw new Error(`addPods: bad subnet ${subnet}`);
+    const host = (i: number) => formatIp(p.addr + i);
+    info.subnet = subnet;
+    ns.ip(info.ns, 'link', 'add', 'cni0', 'type', 'bridge');
+    ns.ip(info.ns, 'addr', 'add', `${host(1)}/${p.len}`, 'dev', 'cni0');
+    ns.ip(info.ns, 'link', 'set', 'cni0', 'up');
     for (let j = 1; j <= this.opts.podsPerNode; j++) {
       const pod = ns.add(`n${k}p${j}`);
-      const ipAddr = `10.244.${k}.${j + 1}`;
-      ns.ip(node, 'link', 'add', `vp${j}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod);
-      ns.ip(node, 'link', 'set', `vp${j}`, 'master', 'cni0', 'up');
-      ns.ip(pod, 'addr', 'add', `${ipAddr}/24`, 'dev', 'eth0');
+      const ipAddr = host(j + 1);
+      ns.ip(info.ns, 'link', 'add', `vp${j}`, 'mtu', String(podMtu), 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', String(podMtu), 'netns', pod);
+      ns.ip(info.ns, 'link', 'set', `vp${j}`, 'master', 'cni0', 'up');
+      ns.ip(pod, 'addr', 'add', `${ipAddr}/${p.len}`, 'dev', 'eth0');
       ns.ip(pod, 'link', 'set', 'eth0', 'up');
-      ns.ip(pod, 'route', 'add', 'default', 'via', `10.244.${k}.1`);
+      ns.ip(pod, 'route', 'add', 'default', 'via', host(1));
       info.pods.push({ ns: pod, ip: ipAddr });
     }
-    this.nodes.push(info);
   }
 
   node(k: number): NodeInfo {
