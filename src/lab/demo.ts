@@ -1,0 +1,201 @@
+/**
+ * The demo (`npm run demo`, as root): a local 3-node overlayd cluster in network namespaces
+ * with 2 pods per node and a real etcd, then a reachability matrix, one pod-to-pod TCP
+ * stream through iperf3 and `overlayd status` of node 1. Tears everything down at the end
+ * and on Ctrl-C; `--keep` leaves it up and prints how to enter a pod and how to remove it.
+ *   npm run demo [-- --keep] [-- --engine js] [-- --down PREFIX]
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync, mkdirSync, rmSync, readdirSync } from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import { NsEtcd } from './etcd-ns';
+import { run } from './exec';
+import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, type DaemonHandle } from './topology';
+import { parseSubnetFile } from '../control/subnet-file';
+import { formatPrefix } from '../net/addr';
+
+const STATE_DIR = '/run/overlayd-demo';
+const NODES = 3;
+const PODS = 2;
+const NETWORK_CONFIG = '{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"udp","Port":8285}}';
+
+const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
+const say = (s: string) => process.stdout.write(`${s}\n`);
+const step = (i: number, n: number, s: string) => say(bold(`\n[${i}/${n}] ${s}`));
+
+interface DemoState { prefix: string; tmp: string; pids: number[] }
+
+/** Installs missing system tools from Debian's packages (the demo's only side effect outside its namespaces). */
+function ensurePackages(): void {
+  const wanted: [string, string][] = [['etcd', 'etcd-server'], ['etcdctl', 'etcd-client'], ['ip', 'iproute2'], ['ping', 'iputils-ping'], ['iperf3', 'iperf3']];
+  const missing = wanted.filter(([cmd]) => run('sh', ['-c', `command -v ${cmd}`]).status !== 0).map(([, pkg]) => pkg);
+  if (missing.length === 0) {
+    say(`  all present: ${wanted.map(([c]) => c).join(', ')}`);
+    return;
+  }
+  say(`  installing ${missing.join(' ')} (apt-get)`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  for (const args of [['update', '-qq'], ['install', '-y', '-qq', ...missing]]) {
+    const r = spawnSync('apt-get', args, { stdio: 'inherit', env, timeout: 600_000 });
+    if (r.status !== 0) throw new Error(`apt-get ${args.join(' ')} failed`);
+  }
+}
+
+/** Removes a kept demo: stops its recorded processes by pid and deletes its namespaces. */
+function down(prefix: string): number {
+  const file = path.join(STATE_DIR, `${prefix}.json`);
+  let state: DemoState;
+  try {
+    state = JSON.parse(readFileSync(file, 'utf8')) as DemoState;
+  } catch {
+    const known = (() => { try { return readdirSync(STATE_DIR).map((f) => f.replace(/\.json$/, '')); } catch { return []; } })();
+    process.stderr.write(`no kept demo named ${prefix}${known.length ? ` (kept: ${known.join(', ')})` : ''}\n`);
+    return 1;
+  }
+  for (const pid of state.pids) {
+    try { process.kill(pid, 'SIGTERM'); } catch { /* already gone */ }
+  }
+  spawnSync('sleep', ['2']);
+  const names = run('ip', ['netns', 'list']).stdout.split('\n').map((l) => l.split(' ')[0] ?? '');
+  for (const ns of names.filter((n) => n.startsWith(`${state.prefix}-`))) run('ip', ['netns', 'del', ns]);
+  rmSync(state.tmp, { recursive: true, force: true });
+  rmSync(file, { force: true });
+  say(`removed demo ${prefix}`);
+  return 0;
+}
+
+async function demo(keep: boolean, engine: string): Promise<number> {
+  const STEPS = 7;
+  step(1, STEPS, 'system packages');
+  ensurePackages();
+
+  step(2, STEPS, `topology: ${NODES} nodes x ${PODS} pods in network namespaces, a bridge as the underlay`);
+  const topo = new Topology({ nodes: NODES, podsPerNode: PODS, podsNow: false, tag: 'ovdemo' });
+  const etcd = new NsEtcd(topo.underlayNs, '10.99.0.254', path.join(topo.tmp, 'etcd'));
+  const daemons: DaemonHandle[] = [];
+  let tornDown = false;
+  const teardown = async () => {
+    if (tornDown) return;
+    tornDown = true;
+    say(bold('\nteardown'));
+    for (const d of daemons) {
+      const { code, ms } = await stopDaemon(d);
+      say(`  overlayd pid ${d.pid} stopped (exit ${code}, ${ms} ms)`);
+    }
+    await etcd.stop();
+    say('  etcd stopped');
+    topo.cleanup();
+    const left = topo.netns.leftovers();
+    say(left.length === 0 ? `  namespaces ${topo.netns.prefix}-* deleted; nothing left behind` : `  LEFT BEHIND: ${left.join(' ')}`);
+  };
+  const onSignal = () => {
+    say('\ninterrupted');
+    void teardown().then(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  say(`  namespaces: ${topo.netns.prefix}-ul (underlay bridge 10.99.0.0/24), ${topo.nodes.map((n) => n.ns).join(', ')}`);
+
+  try {
+    step(3, STEPS, `etcd in ${topo.underlayNs} at ${etcd.endpoint}`);
+    await etcd.start();
+    const put = etcd.ctl(['put', '/coreos.com/network/config', NETWORK_CONFIG]);
+    if (put.status !== 0) throw new Error(`etcdctl put failed: ${put.stderr}`);
+    say(`  /coreos.com/network/config = ${NETWORK_CONFIG}`);
+
+    step(4, STEPS, `overlayd (--engine ${engine}) on each node: lease a subnet, open flannel0, sync routes`);
+    for (const node of topo.nodes) {
+      const subnetFile = path.join(topo.tmp, `${path.basename(node.ns)}-subnet.env`);
+      const d = await startDaemon(node.ns, ['--engine', engine, '--iface', 'eth0', '--etcd-endpoints', etcd.endpoint, '--subnet-file', subnetFile]);
+      daemons.push(d);
+      const sf = parseSubnetFile(readFileSync(subnetFile, 'utf8'), subnetFile);
+      // what flannel's CNI plugin would do with the subnet file: cni0 + pods with FLANNEL_MTU
+      topo.addPods(node.index, formatPrefix(sf.subnet), sf.mtu);
+      say(`  node ${node.index} (${node.underlayIp}): lease ${formatPrefix(sf.subnet)}, FLANNEL_MTU=${sf.mtu}, pods ${node.pods.map((p) => p.ip).join(' ')}  [pid ${d.pid}]`);
+    }
+    const lease = etcd.ctl(['get', '--prefix', '/coreos.com/network/subnets/']);
+    say(`  etcd now holds:\n${lease.stdout.trim().split('\n').map((l) => `    ${l}`).join('\n')}`);
+
+    step(5, STEPS, 'routes: every node knows every other node (waiting for the watches)');
+    for (const node of topo.nodes) {
+      const deadline = Date.now() + 10_000;
+      let n = 0;
+      while (Date.now() < deadline) {
+        const r = topo.netns.tryExec(node.ns, process.execPath, [OVERLAYD_BIN, 'status', '--json']);
+        n = r.status === 0 ? (JSON.parse(r.stdout) as { routes: unknown[] }).routes.length : 0;
+        if (n === NODES - 1) break;
+        await new Promise((res) => setTimeout(res, 200));
+      }
+      say(`  node ${node.index}: ${n} routes`);
+    }
+
+    step(6, STEPS, 'reachability: every pod pings every other pod');
+    const pods = topo.nodes.flatMap((n) => n.pods);
+    say(`  ${'from \\ to'.padEnd(14)}${pods.map((p) => p.ip.padEnd(13)).join('')}`);
+    let bad = 0;
+    for (const a of pods) {
+      const cells = pods.map((b) => {
+        if (a === b) return '-'.padEnd(13);
+        const r = topo.netns.tryExec(a.ns, 'ping', ['-n', '-c', '1', '-W', '2', b.ip], 5000);
+        if (r.status !== 0) bad++;
+        return (r.status === 0 ? 'ok' : 'FAIL').padEnd(13);
+      });
+      say(`  ${a.ip.padEnd(14)}${cells.join('')}`);
+    }
+    say(bad === 0 ? `  all ${pods.length * (pods.length - 1)} pairs reach each other` : `  ${bad} pairs FAILED`);
+
+    step(7, STEPS, 'throughput: one TCP stream, pod on node 1 -> pod on node 2 (iperf3, 3 s)');
+    const [src, dst] = [topo.node(1).pods[0], topo.node(2).pods[0]];
+    if (!src || !dst) throw new Error('pods missing');
+    const server = spawn('ip', ['netns', 'exec', dst.ns, 'iperf3', '-s', '-1', '-B', dst.ip], { stdio: 'ignore' });
+    await new Promise((r) => setTimeout(r, 500));
+    const ip3 = topo.netns.tryExec(src.ns, 'iperf3', ['-c', dst.ip, '-t', '3', '-J'], 20_000);
+    server.kill();
+    try {
+      const j = JSON.parse(ip3.stdout) as { end: { sum_received: { bits_per_second: number; bytes: number } } };
+      say(`  ${src.ip} -> ${dst.ip}: ${(j.end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s (${(j.end.sum_received.bytes / 1e6).toFixed(0)} MB received)`);
+    } catch {
+      say(`  iperf3 failed: ${ip3.stderr || ip3.stdout}`.slice(0, 500));
+      bad++;
+    }
+
+    say(bold(`\noverlayd status of node 1 (ip netns exec ${topo.node(1).ns} overlayd status)`));
+    say(topo.netns.tryExec(topo.node(1).ns, process.execPath, [OVERLAYD_BIN, 'status']).stdout.trimEnd().split('\n').map((l) => `  ${l}`).join('\n'));
+
+    if (keep) {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      mkdirSync(STATE_DIR, { recursive: true });
+      const state: DemoState = { prefix: topo.netns.prefix, tmp: topo.tmp, pids: [...daemons.map((d) => d.pid), etcd.pid ?? -1].filter((p) => p > 0) };
+      writeFileSync(path.join(STATE_DIR, `${topo.netns.prefix}.json`), JSON.stringify(state));
+      for (const d of daemons) d.child.unref();
+      say(bold('\nthe cluster stays up (--keep):'));
+      say(`  enter a pod:      ip netns exec ${src.ns} bash      (then: ping ${dst.ip})`);
+      say(`  ask a node:       ip netns exec ${topo.node(1).ns} ${OVERLAYD_BIN} status`);
+      say(`  remove it all:    npm run demo -- --down ${topo.netns.prefix}`);
+      process.exit(bad === 0 ? 0 : 1);
+    }
+    await teardown();
+    return bad === 0 ? 0 : 1;
+  } catch (err) {
+    process.stderr.write(`demo failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    for (const d of daemons) process.stderr.write(`--- overlayd pid ${d.pid} output (tail):\n${d.output().slice(-1500)}\n`);
+    await teardown();
+    return 1;
+  }
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({ options: { keep: { type: 'boolean' }, engine: { type: 'string', default: 'js' }, down: { type: 'string' } }, strict: true });
+  if (process.getuid?.() !== 0) {
+    process.stderr.write('the demo needs root (network namespaces, TUN devices, apt-get)\n');
+    return 1;
+  }
+  if (values.down !== undefined) return down(values.down);
+  return demo(values.keep === true, values.engine ?? 'js');
+}
+
+void main().then((code) => process.exit(code));
+
+
