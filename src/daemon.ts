@@ -18,6 +18,7 @@ import { StaticRouteSource } from './control/static-source';
 import { EtcdRouteSource } from './control/etcd-source';
 import { writeSubnetFile } from './control/subnet-file';
 import { startHttp, closeHttp } from './ops/http';
+import { createMetrics, type MetricsSource } from './ops/metrics';
 import type { Logger } from './ops/log';
 
 /** Abstract unix socket (per network namespace, gone with the process): the single-instance lock. */
@@ -125,7 +126,7 @@ export class Daemon {
     await source.sync(this.sink);
     this.checkNotStopping();
     await writeSubnetFile(c.subnetFile, { network: netConfig.network, subnet: lease.subnet, mtu: this.tunMtu, ipMasq: false });
-    if (c.metricsAddr) this.httpServer = await startHttp(c.metricsAddr, this);
+    if (c.metricsAddr) this.httpServer = await startHttp(c.metricsAddr, this, createMetrics(this.metricsSource()));
     this.ready = true;
     this.logger.info({ tun: engine.tunName, mtu: this.tunMtu, engine: engine.kind, routes: engine.routes().length, underlay: underlay.name }, 'forwarding');
   }
@@ -190,19 +191,33 @@ export class Daemon {
     this.lock = undefined;
   }
 
+  private metricsSource(): MetricsSource {
+    return {
+      engineKind: () => this.engine?.kind,
+      counters: () => this.engine?.counters(),
+      routeCount: () => this.engine?.routes().length ?? 0,
+      leaseExpiresAt: () => this.source?.stats().leaseExpiresAt?.getTime(),
+      etcdConnected: () => this.source?.stats().connected,
+      watchResyncs: () => this.source?.stats().resyncs ?? 0,
+    };
+  }
+
   // ---- StatusProvider ----
   unhealthy(): string | undefined {
     if (this.stopping) return 'shutting down';
     if (!this.ready) return 'starting';
     if (!this.engine?.alive()) return 'data plane not running';
-    const exp = this.lease?.expiresAt;
-    if (exp && exp.getTime() <= Date.now()) return 'lease expired';
+    const stats = this.source?.stats();
+    if (!stats?.leaseValid) return 'subnet lease lost';
+    const exp = stats.leaseExpiresAt;
+    if (exp && exp.getTime() <= Date.now()) return 'subnet lease expired';
     return undefined;
   }
 
   status(): unknown {
     const engine = this.engine;
     const now = Date.now();
+    const stats = this.source?.stats();
     return {
       pid: process.pid,
       uptimeSeconds: Math.round((now - this.startedAt) / 1000),
@@ -212,8 +227,11 @@ export class Daemon {
       lease: this.lease && {
         subnet: formatPrefix(this.lease.subnet),
         publicIp: formatIp(this.lease.publicIp),
-        expiresAt: this.lease.expiresAt?.toISOString() ?? null,
+        expiresAt: (stats?.leaseExpiresAt ?? this.lease.expiresAt)?.toISOString() ?? null,
+        valid: stats?.leaseValid ?? false,
       },
+      etcd: stats?.connected === undefined ? null : { connected: stats.connected, resyncs: stats.resyncs },
+      healthy: this.unhealthy() ?? 'ok',
       tun: engine && { name: engine.tunName, address: this.lease ? formatIp(this.lease.subnet.addr) : null, mtu: this.tunMtu },
       engine: engine?.kind,
       routes: (engine?.routes() ?? []).map((r) => {

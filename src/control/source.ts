@@ -34,6 +34,19 @@ export interface RouteSource {
    * now held by another node). The daemon shuts down and exits non-zero on it.
    */
   onFatal(handler: (err: Error) => void): void;
+  /** Control-plane state for metrics and health; read at scrape time. */
+  stats(): SourceStats;
   /** Stops watching and renewing; keeps the lease in etcd so a restart reuses the subnet. */
   close(): Promise<void>;
+}
+
+export interface SourceStats {
+  /** etcd connection up; undefined for the static source */
+  readonly connected?: boolean;
+  /** times the watch broke and routes were re-listed */
+  readonly resyncs: number;
+  /** current lease expiry; undefined when it never expires */
+  readonly leaseExpiresAt?: Date;
+  /** false once this node's lease is known lost (expired/deleted and not yet re-acquired) */
+  readonly leaseValid: boolean;
 }

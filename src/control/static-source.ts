@@ -10,7 +10,7 @@ import { ConfigError, errorMessage } from '../errors';
 import { formatPrefix, parseIp, parsePrefix, prefixCovers, prefixKey, type Prefix } from '../net/addr';
 import type { Route, RouteSink } from '../dataplane/types';
 import { parseNetworkConfig } from './network-config';
-import type { AcquiredLease, NetworkConfig, RouteSource } from './source';
+import type { AcquiredLease, NetworkConfig, RouteSource, SourceStats } from './source';
 
 export interface StaticClusterFile {
   readonly config: NetworkConfig;
@@ -86,6 +86,10 @@ export class StaticRouteSource implements RouteSource {
   async sync(sink: RouteSink): Promise<void> {
     if (!this.cluster) throw new Error('StaticRouteSource.sync() before start()');
     for (const route of this.cluster.peers) sink.upsert(route);
+  }
+
+  stats(): SourceStats {
+    return { resyncs: 0, leaseValid: this.cluster !== undefined };
   }
 
   onFatal(): void {

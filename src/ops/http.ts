@@ -1,9 +1,11 @@
 /**
- * The daemon's HTTP endpoint (--metrics-addr): GET /status (JSON for `overlayd status`),
+ * The daemon's HTTP endpoint (--metrics-addr): GET /metrics (Prometheus text format),
+ * GET /status (JSON for `overlayd status`),
  * GET /healthz (200 while forwarding and the lease is valid, else 503 with a JSON reason).
  * Bound to loopback by default; one per network namespace.
  */
 import * as http from 'node:http';
+import type { Registry } from 'prom-client';
 
 export interface StatusProvider {
   status(): unknown;
@@ -11,7 +13,7 @@ export interface StatusProvider {
   unhealthy(): string | undefined;
 }
 
-export async function startHttp(addr: { host: string; port: number }, provider: StatusProvider): Promise<http.Server> {
+export async function startHttp(addr: { host: string; port: number }, provider: StatusProvider, metrics: Registry): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     const send = (code: number, body: unknown) => {
       const text = JSON.stringify(body, null, 1) + '\n';
@@ -21,11 +23,18 @@ export async function startHttp(addr: { host: string; port: number }, provider: 
     if (req.method !== 'GET') return send(405, { error: 'method not allowed' });
     const url = (req.url ?? '/').split('?')[0];
     if (url === '/status') return send(200, provider.status());
+    if (url === '/metrics') {
+      metrics.metrics().then((text) => {
+        res.writeHead(200, { 'content-type': metrics.contentType });
+        res.end(text);
+      }, (err: unknown) => send(500, { error: String(err) }));
+      return;
+    }
     if (url === '/healthz') {
       const reason = provider.unhealthy();
       return reason === undefined ? send(200, { ok: true }) : send(503, { ok: false, reason });
     }
-    return send(404, { error: 'not found', paths: ['/status', '/healthz'] });
+    return send(404, { error: 'not found', paths: ['/metrics', '/status', '/healthz'] });
   });
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve, reject) => {

@@ -1,0 +1,85 @@
+/**
+ * Prometheus metrics (prom-client), computed at scrape time from the engine's counters and
+ * the route source's state: nothing is updated per packet here.
+ */
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { EngineCounters } from '../dataplane/engine';
+
+/** What the daemon exposes to the metrics collector; read at scrape time. */
+export interface MetricsSource {
+  engineKind(): string | undefined;
+  counters(): EngineCounters | undefined;
+  routeCount(): number;
+  /** ms since epoch, undefined when the lease does not expire (static config) */
+  leaseExpiresAt(): number | undefined;
+  /** undefined for the static route source */
+  etcdConnected(): boolean | undefined;
+  watchResyncs(): number;
+}
+
+/** engine counter -> [metric, label value] */
+const PACKETS: Partial<Record<keyof EngineCounters, string>> = {
+  tun_rx: 'tun_read', tx: 'udp_sent', rx: 'udp_received', tun_tx: 'tun_written',
+};
+const BYTES: Partial<Record<keyof EngineCounters, string>> = { tx_bytes: 'udp_sent', rx_bytes: 'udp_received' };
+const DROPS: Partial<Record<keyof EngineCounters, string>> = {
+  drop_no_route: 'no_route', drop_ttl: 'ttl', drop_malformed: 'malformed', drop_unknown_peer: 'unknown_peer',
+  drop_spoofed: 'spoofed', drop_wrong_dst: 'wrong_dst', drop_too_big: 'too_big', drop_ring_full: 'ring_full',
+};
+
+export function createMetrics(src: MetricsSource): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'overlayd_process_' });
+  const perEngine = (c: Counter<string>, map: Partial<Record<keyof EngineCounters, string>>, label: string) => {
+    c.reset();
+    const counters = src.counters();
+    const engine = src.engineKind();
+    if (!counters || !engine) return;
+    for (const [name, value] of Object.entries(map) as [keyof EngineCounters, string][]) {
+      c.inc({ engine, queue: '0', [label]: value }, counters[name]);
+    }
+  };
+  const perEngineOne = (c: Counter<string>, name: keyof EngineCounters) => {
+    c.reset();
+    const counters = src.counters();
+    const engine = src.engineKind();
+    if (counters && engine) c.inc({ engine, queue: '0' }, counters[name]);
+  };
+  new Counter({
+    name: 'overlayd_packets_total', help: 'Packets by direction', labelNames: ['engine', 'queue', 'direction'], registers: [registry],
+    collect() { perEngine(this, PACKETS, 'direction'); },
+  });
+  new Counter({
+    name: 'overlayd_bytes_total', help: 'UDP payload bytes by direction', labelNames: ['engine', 'queue', 'direction'], registers: [registry],
+    collect() { perEngine(this, BYTES, 'direction'); },
+  });
+  new Counter({
+    name: 'overlayd_drops_total', help: 'Packets dropped, by reason', labelNames: ['engine', 'queue', 'reason'], registers: [registry],
+    collect() { perEngine(this, DROPS, 'reason'); },
+  });
+  new Counter({
+    name: 'overlayd_icmp_errors_sent_total', help: 'ICMP errors generated (net unreachable, time exceeded)', labelNames: ['engine', 'queue'], registers: [registry],
+    collect() { perEngineOne(this, 'icmp_sent'); },
+  });
+  new Counter({
+    name: 'overlayd_tx_errors_total', help: 'UDP sends that failed', labelNames: ['engine', 'queue'], registers: [registry],
+    collect() { perEngineOne(this, 'tx_error'); },
+  });
+  new Gauge({
+    name: 'overlayd_routes', help: 'Peer routes installed in the data plane', registers: [registry],
+    collect() { this.set(src.routeCount()); },
+  });
+  new Gauge({
+    name: 'overlayd_lease_expiry_timestamp_seconds', help: 'When this node\'s subnet lease expires unless renewed (0: never)', registers: [registry],
+    collect() { this.set(Math.round((src.leaseExpiresAt() ?? 0) / 1000)); },
+  });
+  new Gauge({
+    name: 'overlayd_etcd_connected', help: '1 while the etcd connection is up (absent with a static config)', registers: [registry],
+    collect() { const c = src.etcdConnected(); this.reset(); if (c !== undefined) this.set(c ? 1 : 0); },
+  });
+  new Counter({
+    name: 'overlayd_watch_resyncs_total', help: 'Times the lease watch broke and the route table was re-listed from etcd', registers: [registry],
+    collect() { this.reset(); this.inc(src.watchResyncs()); },
+  });
+  return registry;
+}
