@@ -1,5 +1,7 @@
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { FLAGS, envName } from '../../src/config';
 
@@ -22,4 +24,19 @@ t.test('overlayd.service: notify, restart on failure, after network-online, leas
     t.match(unit, new RegExp(`^${line.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&')}$`, 'm'), line);
   }
   t.notMatch(unit, /^ProtectKernelTunables=yes/m, 'overlayd writes net.ipv4.conf.<tun>.accept_local');
+});
+
+t.test('systemd-analyze verify accepts the unit without a single warning', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'overlayd-unit-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const unit = readFileSync(path.join(root, 'systemd', 'overlayd.service'), 'utf8')
+    // verify checks that ExecStart exists: point it at this checkout's command
+    .replace(/^ExecStart=\/usr\/bin\/overlayd$/m, `ExecStart=${path.join(root, 'bin', 'overlayd')}`);
+  t.match(unit, /ExecStart=\/.*\/bin\/overlayd$/m);
+  const file = path.join(dir, 'overlayd.service');
+  writeFileSync(file, unit);
+  const r = spawnSync('systemd-analyze', ['verify', file], { encoding: 'utf8', timeout: 30_000 });
+  t.equal(r.error, undefined, 'systemd-analyze runs (package systemd)');
+  t.equal(r.status, 0);
+  t.equal(`${r.stdout}${r.stderr}`.trim(), '', 'no warnings');
 });
