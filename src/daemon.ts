@@ -19,6 +19,7 @@ import { EtcdRouteSource } from './control/etcd-source';
 import { writeSubnetFile } from './control/subnet-file';
 import { startHttp, closeHttp } from './ops/http';
 import { createMetrics, type MetricsSource } from './ops/metrics';
+import { SdNotifier } from './ops/sdnotify';
 import type { Logger } from './ops/log';
 
 /** Abstract unix socket (per network namespace, gone with the process): the single-instance lock. */
@@ -72,6 +73,7 @@ export class Daemon {
   private stopping = false;
   private readonly startedAt = Date.now();
   private finish: ((code: number) => void) | undefined;
+  private readonly notifier = SdNotifier.fromEnv();
   readonly done: Promise<number>;
 
   constructor(private readonly config: Config, private readonly logger: Logger) {
@@ -128,6 +130,9 @@ export class Daemon {
     await writeSubnetFile(c.subnetFile, { network: netConfig.network, subnet: lease.subnet, mtu: this.tunMtu, ipMasq: false });
     if (c.metricsAddr) this.httpServer = await startHttp(c.metricsAddr, this, createMetrics(this.metricsSource()));
     this.ready = true;
+    const err = this.notifier?.ready(`forwarding for ${formatPrefix(lease.subnet)}, ${engine.routes().length} routes`);
+    if (err) this.logger.warn({ err: err.message }, 'sd_notify READY=1 failed');
+    this.notifier?.startWatchdog(() => this.engine?.alive() === true);
     this.logger.info({ tun: engine.tunName, mtu: this.tunMtu, engine: engine.kind, routes: engine.routes().length, underlay: underlay.name }, 'forwarding');
   }
 
@@ -157,6 +162,7 @@ export class Daemon {
     if (this.stopping) return;
     this.stopping = true;
     this.ready = false;
+    this.notifier?.stopping();
     const timer = setTimeout(() => {
       this.logger.warn('shutdown took too long; exiting anyway');
       this.finish?.(code);

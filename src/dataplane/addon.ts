@@ -53,6 +53,11 @@ export interface Addon {
    * (e.g. 'open', 'ioctl(TUNSETIFF)').
    */
   openTun(name: string, options: TunPortOptions, onReadable: () => void): TunPort;
+  /**
+   * Sends one datagram `message` to the unix datagram socket `path` (sd_notify(3):
+   * a leading '@' names an abstract socket). Throws an errno Error (code, syscall) on failure.
+   */
+  sdNotify(path: string, message: string): void;
   /** Names of TunPort.counters, in index order. */
   readonly tunCounterNames: readonly string[];
 }
