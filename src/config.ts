@@ -37,6 +37,7 @@ export const FLAGS = {
   'subnet-file': { type: 'string', default: '/run/flannel/subnet.env', help: 'where to write the flannel subnet file' },
   'subnet-lease-ttl': { type: 'string', default: '24h', help: 'TTL of the subnet lease in etcd (e.g. 24h, 90m, 600s)' },
   'tun-name': { type: 'string', default: 'flannel0', help: 'name of the TUN device' },
+  'ip-masq': { type: 'boolean', default: 'false', help: 'masquerade traffic from pods to destinations outside the cluster Network (nftables)' },
   'metrics-addr': { type: 'string', default: '127.0.0.1:9285', help: 'HTTP address for /metrics, /healthz and /status (empty disables)' },
   'log-level': { type: 'string', default: 'info', help: `log level: ${LOG_LEVELS.join(', ')}` },
   'help': { type: 'boolean', help: 'print this help and exit', noEnv: true },
@@ -69,6 +70,7 @@ export interface Config {
   /** seconds */
   readonly subnetLeaseTtl: number;
   readonly tunName: string;
+  readonly ipMasq: boolean;
   /** host:port, or undefined when disabled */
   readonly metricsAddr?: { host: string; port: number };
   readonly logLevel: LogLevel;
@@ -121,6 +123,15 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     }
     return spec.default;
   };
+  const getBool = (flag: FlagName): boolean => {
+    const v = values[flag];
+    if (typeof v === 'boolean') return v;
+    const e = env[envName(flag)];
+    if (e === undefined || e === '') return false;
+    if (/^(1|true|yes|on)$/i.test(e)) return true;
+    if (/^(0|false|no|off)$/i.test(e)) return false;
+    throw new ConfigError(`${envName(flag)}: "${e}" is not a boolean (true/false)`);
+  };
   const getOpt = (flag: FlagName): string | undefined => {
     const v = get(flag);
     return v === undefined || v === '' ? undefined : v;
@@ -170,6 +181,7 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     subnetFile,
     subnetLeaseTtl: parseDuration('subnet-lease-ttl', get('subnet-lease-ttl') as string),
     tunName,
+    ipMasq: getBool('ip-masq'),
     metricsAddr: metrics === undefined ? undefined : parseHostPort('metrics-addr', metrics),
     logLevel: logLevel as LogLevel,
   };
@@ -190,4 +202,18 @@ export function helpText(): string {
     lines.push(`  --${name}${spec.type === 'string' ? ' VALUE' : ''}`, `      ${spec.help}${def}${env}`);
   }
   return lines.join('\n') + '\n';
+}
+
+/** The text of systemd/overlayd.env: every variable, commented out, at its default. */
+export function envFileText(): string {
+  const lines = [
+    '# overlayd environment file (systemd EnvironmentFile=/etc/overlayd/overlayd.env).',
+    '# Every variable is shown at its default, commented out; a command-line flag wins over it.',
+    '',
+  ];
+  for (const [name, spec] of Object.entries(FLAGS) as [string, FlagSpec][]) {
+    if (spec.noEnv) continue;
+    lines.push(`# --${name}: ${spec.help}`, `#${envName(name)}=${spec.default ?? ''}`, '');
+  }
+  return lines.join('\n');
 }

@@ -9,6 +9,7 @@ import type * as http from 'node:http';
 import type { Config } from './config';
 import { AlreadyRunningError, ConfigError, errorMessage } from './errors';
 import { formatIp, formatPrefix, parseIp, type Prefix, prefixKey } from './net/addr';
+import { installMasq, removeMasq } from './net/masq';
 import { configureTun, ENCAP_OVERHEAD, resolveUnderlay, unconfigureTun, type TunLinkState } from './net/link';
 import type { Engine } from './dataplane/engine';
 import { JsEngine } from './dataplane/js-engine';
@@ -63,6 +64,7 @@ export class Daemon {
   private source: RouteSource | undefined;
   private engine: Engine | undefined;
   private link: TunLinkState | undefined;
+  private masq = false;
   private httpServer: http.Server | undefined;
   private lock: net.Server | undefined;
   private sink: TrackingSink | undefined;
@@ -124,10 +126,14 @@ export class Daemon {
     this.checkNotStopping();
     this.link = await configureTun({ name: engine.tunName, address: lease.subnet.addr, mtu: this.tunMtu, network: netConfig.network });
     await engine.start();
+    if (c.ipMasq) {
+      await installMasq(netConfig.network);
+      this.masq = true;
+    }
     this.sink = new TrackingSink(engine, this.logger);
     await source.sync(this.sink);
     this.checkNotStopping();
-    await writeSubnetFile(c.subnetFile, { network: netConfig.network, subnet: lease.subnet, mtu: this.tunMtu, ipMasq: false });
+    await writeSubnetFile(c.subnetFile, { network: netConfig.network, subnet: lease.subnet, mtu: this.tunMtu, ipMasq: c.ipMasq });
     if (c.metricsAddr) this.httpServer = await startHttp(c.metricsAddr, this, createMetrics(this.metricsSource()));
     this.ready = true;
     const err = this.notifier?.ready(`forwarding for ${formatPrefix(lease.subnet)}, ${engine.routes().length} routes`);
@@ -186,6 +192,8 @@ export class Daemon {
     this.httpServer = undefined;
     if (this.source) await step('close route source', () => (this.source as RouteSource).close());
     this.source = undefined;
+    if (this.masq) await step('remove ip-masq rules', () => removeMasq());
+    this.masq = false;
     if (this.link) {
       const errs = await unconfigureTun(this.link);
       for (const e of errs) this.logger.debug({ err: e.message }, 'link undo step failed');

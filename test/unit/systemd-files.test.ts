@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { FLAGS, envName } from '../../src/config';
+import { FLAGS, envName, envFileText } from '../../src/config';
 
 const root = path.resolve(__dirname, '..', '..', '..');
 
@@ -14,6 +14,7 @@ t.test('overlayd.env lists every OVERLAYD_* variable, commented, at its default'
     t.match(env, new RegExp(`^#${envName(name)}=${(spec.default ?? '').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`, 'm'), name);
   }
   t.notMatch(env, /^OVERLAYD_/m, 'nothing set, only documented');
+  t.equal(env, envFileText(), 'systemd/overlayd.env is up to date (regenerate: node -e "process.stdout.write(require(\'./dist/src/config\').envFileText())" > systemd/overlayd.env)');
 });
 
 t.test('overlayd.service: notify, restart on failure, after network-online, least privilege', async (t) => {
