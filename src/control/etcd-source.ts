@@ -1,0 +1,293 @@
+/**
+ * The etcd route source (overlayd's normal mode): flannel's schema, flannel's allocation.
+ *
+ * start(): connect, read and validate `<prefix>/config` (waiting while it is missing),
+ * acquire this node's subnet lease, start keeping it, list the leases and start watching.
+ * sync(sink): hand every peer route to the sink, then keep it in sync.
+ * close(): stop watching and renewing; the lease stays in etcd so a restart reuses it.
+ */
+import type { Etcd3 } from 'etcd3';
+import type { RouteSink } from '../dataplane/types';
+import { ConfigError, EtcdError, LeaseError, OverlaydError, errorMessage } from '../errors';
+import { formatIp, formatPrefix, parseIp, type Prefix } from '../net/addr';
+import type { Logger } from '../ops/log';
+import { Backoff, Stopper, type BackoffOptions } from './backoff';
+import { createEtcdClient, explainEtcdError, isTransientEtcdError, type EtcdOptions } from './etcd-client';
+import { configKey, normalizePrefix, subnetKey, subnetsPrefix } from './etcd-schema';
+import { acquireLease, LeaseKeeper, type AcquireResult } from './lease';
+import { describeNetworkConfig, parseNetworkConfig } from './network-config';
+import { RouteSync } from './route-sync';
+import type { AcquiredLease, NetworkConfig, RouteSource, SourceStats } from './source';
+import { readSubnetFile } from './subnet-file';
+import { RangeMirror, type KvEntry, type MirrorConsumer } from './watch';
+
+export type { EtcdOptions } from './etcd-client';
+
+export interface EtcdSourceOptions {
+  etcd: EtcdOptions;
+  /** this node's underlay IPv4 (PublicIP in the lease value) */
+  publicIp: string;
+  /** previous subnet file to read for reuse (the daemon writes the new one) */
+  subnetFile: string;
+  /** --subnet-lease-ttl, default 86400 */
+  leaseTtlSeconds: number;
+  logger: Logger;
+
+  // Optional tuning; the defaults are for production. Tests shorten them.
+  /** how long start() keeps retrying an unreachable etcd before failing, ms (default 60000) */
+  startTimeoutMs?: number;
+  /** deadline of each etcd call, ms (default 5000) */
+  callTimeoutMs?: number;
+  /** lease renewal interval, ms (default TTL/3) */
+  renewIntervalMs?: number;
+  /** longest pause between polls while the config key is missing, ms (default 2000) */
+  configPollMaxMs?: number;
+  /** backoff of re-lists after a broken watch (default 250 ms .. 5 s) */
+  resyncBackoff?: BackoffOptions;
+  /** bound on create attempts lost to other nodes (default 20) */
+  maxAcquireAttempts?: number;
+  /** [0,1) random source for the subnet pick */
+  random?: () => number;
+}
+
+export const DEFAULT_START_TIMEOUT_MS = 60_000;
+
+export class EtcdRouteSource implements RouteSource {
+  readonly kind = 'etcd' as const;
+  private readonly o: EtcdSourceOptions;
+  private readonly log: Logger;
+  private readonly prefix: string;
+  private readonly stopper = new Stopper();
+  private client: Etcd3 | undefined;
+  private keeper: LeaseKeeper | undefined;
+  private mirror: RangeMirror | undefined;
+  private routeSync: RouteSync | undefined;
+  private acquired: AcquireResult | undefined;
+  private fatalHandler: ((err: Error) => void) | undefined;
+  private fatalError: Error | undefined;
+  private startDeadline = 0;
+  private closed = false;
+
+  constructor(opts: EtcdSourceOptions) {
+    this.o = opts;
+    this.log = opts.logger.child({ component: 'etcd' });
+    this.prefix = normalizePrefix(opts.etcd.prefix);
+  }
+
+  onFatal(handler: (err: Error) => void): void {
+    this.fatalHandler = handler;
+    const pending = this.fatalError;
+    if (pending) queueMicrotask(() => handler(pending));
+  }
+
+  private fatal(err: Error): void {
+    if (this.fatalError) return;
+    this.fatalError = err;
+    this.fatalHandler?.(err);
+  }
+
+  /** The etcd key of this node's lease (after start). */
+  get leaseKey(): string | undefined {
+    return this.acquired?.key;
+  }
+
+  /** The etcd lease id currently keeping this node's key (after start). */
+  get etcdLeaseId(): string | undefined {
+    return this.keeper?.currentLeaseId;
+  }
+
+  /** How the subnet was chosen at start: reused by PublicIP, from the subnet file, or new. */
+  get acquiredHow(): AcquireResult['how'] | undefined {
+    return this.acquired?.how;
+  }
+
+  /** Re-lists done after broken watches since start. */
+  get resyncs(): number {
+    return this.mirror?.resyncs ?? 0;
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new EtcdError('etcd route source closed during start-up');
+  }
+
+  /**
+   * Runs an etcd operation during start-up, retrying while etcd is unreachable (bounded by
+   * startTimeoutMs overall). Errors that will not go away by waiting (TLS, auth) fail at once
+   * with an explanation; ConfigError/LeaseError pass through.
+   */
+  private async retrying<T>(action: string, fn: () => Promise<T>): Promise<T> {
+    const backoff = new Backoff({ initialMs: 250, maxMs: 5000 });
+    let warned = false;
+    for (;;) {
+      this.checkOpen();
+      try {
+        return await fn();
+      } catch (err) {
+        if (err instanceof OverlaydError && !(err instanceof EtcdError)) throw err;
+        if (!isTransientEtcdError(err) || Date.now() >= this.startDeadline) {
+          throw explainEtcdError(err, this.o.etcd, action);
+        }
+        if (!warned) {
+          this.log.warn({ err: errorMessage(err), endpoints: this.o.etcd.endpoints }, `etcd unreachable while ${action}; retrying`);
+          warned = true;
+        }
+        const wait = Math.min(backoff.next(), Math.max(0, this.startDeadline - Date.now()));
+        await this.stopper.sleep(wait);
+      }
+    }
+  }
+
+  async start(): Promise<{ config: NetworkConfig; lease: AcquiredLease }> {
+    if (this.client) throw new Error('EtcdRouteSource.start() called twice');
+    const publicIp = parseIp(this.o.publicIp);
+    if (publicIp === undefined) throw new ConfigError(`--public-ip: ${JSON.stringify(this.o.publicIp)} is not an IPv4 address`);
+    const ttl = this.o.leaseTtlSeconds;
+    if (!Number.isInteger(ttl) || ttl < 1) throw new ConfigError(`--subnet-lease-ttl: ${ttl} s is not a positive whole number of seconds`);
+    this.startDeadline = Date.now() + (this.o.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
+
+    const client = await createEtcdClient(this.o.etcd, this.o.callTimeoutMs !== undefined ? { callTimeoutMs: this.o.callTimeoutMs } : {});
+    this.client = client;
+    this.log.info({ endpoints: this.o.etcd.endpoints, prefix: this.prefix, publicIp: this.o.publicIp }, 'connecting to etcd');
+
+    // 1. the network config
+    const config = await this.waitForConfig(client);
+
+    // 2. the lease
+    const previousSubnet = await this.previousSubnet();
+    const acquired = await this.retrying('acquiring the subnet lease', () =>
+      acquireLease({
+        client,
+        prefix: this.prefix,
+        config,
+        publicIp,
+        ttlSeconds: ttl,
+        logger: this.log,
+        stopper: this.stopper,
+        ...(previousSubnet ? { previousSubnet } : {}),
+        ...(this.o.maxAcquireAttempts !== undefined ? { maxAttempts: this.o.maxAcquireAttempts } : {}),
+        ...(this.o.random ? { random: this.o.random } : {}),
+      }),
+    );
+    this.acquired = acquired;
+    this.checkOpen();
+
+    const keeper = new LeaseKeeper({
+      client,
+      prefix: this.prefix,
+      subnet: acquired.subnet,
+      publicIp,
+      ttlSeconds: ttl,
+      leaseId: acquired.leaseId,
+      logger: this.log,
+      onFatal: (err: LeaseError) => this.fatal(err),
+      ...(this.o.renewIntervalMs !== undefined ? { renewIntervalMs: this.o.renewIntervalMs } : {}),
+      ...(this.o.callTimeoutMs !== undefined ? { callTimeoutMs: this.o.callTimeoutMs } : {}),
+    });
+    this.keeper = keeper;
+    keeper.start();
+
+    // 3. the leases of the other nodes: list now, watch from there
+    const routeSync = new RouteSync({
+      prefix: this.prefix,
+      network: config.network,
+      ownSubnet: acquired.subnet,
+      ownPublicIp: publicIp,
+      logger: this.log,
+    });
+    this.routeSync = routeSync;
+    const ownKey = acquired.key;
+    const consumer: MirrorConsumer = {
+      snapshot: (entries: ReadonlyMap<string, KvEntry>, revision: number, initial: boolean) => {
+        routeSync.snapshot(entries, revision, initial);
+        keeper.observe(entries.get(ownKey));
+      },
+      put: (e: KvEntry) => {
+        routeSync.put(e);
+        if (e.key === ownKey) keeper.observe(e);
+      },
+      delete: (key: string, revision: number) => {
+        routeSync.delete(key);
+        if (key === ownKey) keeper.observe(undefined);
+        void revision;
+      },
+    };
+    const mirror = new RangeMirror({
+      client,
+      prefix: subnetsPrefix(this.prefix),
+      consumer,
+      logger: this.log,
+      ...(this.o.resyncBackoff ? { backoff: this.o.resyncBackoff } : {}),
+    });
+    this.mirror = mirror;
+    await this.retrying('listing the subnet leases', () => mirror.start());
+    this.checkOpen();
+
+    const lease: AcquiredLease = { subnet: acquired.subnet, publicIp, expiresAt: acquired.expiresAt };
+    return { config, lease };
+  }
+
+  private async waitForConfig(client: Etcd3): Promise<NetworkConfig> {
+    const key = configKey(this.prefix);
+    const poll = new Backoff({ initialMs: 250, maxMs: this.o.configPollMaxMs ?? 2000 });
+    let warned = false;
+    for (;;) {
+      const text = await this.retrying('reading the network config', () => client.get(key).string());
+      if (text !== null) {
+        const config = parseNetworkConfig(text, key);
+        this.log.info({ key, config: describeNetworkConfig(config) }, 'network config read');
+        return config;
+      }
+      if (!warned) {
+        this.log.warn({ key }, 'network config not found in etcd; waiting for it to be created');
+        warned = true;
+      }
+      await this.stopper.sleep(poll.next());
+      this.checkOpen();
+    }
+  }
+
+  /** The subnet of the previous subnet file; undefined when absent or unreadable (warned). */
+  private async previousSubnet(): Promise<Prefix | undefined> {
+    try {
+      const prev = await readSubnetFile(this.o.subnetFile);
+      if (prev) this.log.info({ file: this.o.subnetFile, subnet: formatPrefix(prev.subnet) }, 'previous subnet file found');
+      return prev?.subnet;
+    } catch (err) {
+      this.log.warn({ file: this.o.subnetFile, err: errorMessage(err) }, 'ignoring an unreadable previous subnet file');
+      return undefined;
+    }
+  }
+
+  async sync(sink: RouteSink): Promise<void> {
+    if (!this.routeSync || !this.mirror) throw new Error('EtcdRouteSource.sync() before start()');
+    this.routeSync.attach(sink);
+  }
+
+  stats(): SourceStats {
+    const keeper = this.keeper;
+    const connected = !this.closed && (this.mirror?.healthy ?? false) && !(keeper?.renewalFailing ?? false);
+    return {
+      connected,
+      resyncs: this.mirror?.resyncs ?? 0,
+      ...(keeper ? { leaseExpiresAt: keeper.expiresAt } : {}),
+      leaseValid: keeper?.valid ?? false,
+    };
+  }
+
+  /** The routes currently given to the sink. */
+  routes(): { subnet: string; publicIp: string }[] {
+    return (this.routeSync?.routes() ?? []).map((r) => ({ subnet: formatPrefix(r.subnet), publicIp: formatIp(r.publicIp) }));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopper.stop();
+    this.keeper?.close();
+    await this.mirror?.close();
+    this.client?.close();
+    if (this.acquired) {
+      this.log.info({ key: subnetKey(this.prefix, this.acquired.subnet) }, 'etcd route source closed; lease kept for a restart');
+    }
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * Lease keys -> peer routes. Keeps its own copy of the leases (fed by RangeMirror) and its
+ * own map of the routes it gave the sink, so that a resync after a broken watch applies
+ * only the difference: an unchanged route is never removed and re-added.
+ */
+import type { Route, RouteSink } from '../dataplane/types';
+import { formatIp, formatPrefix, prefixCovers, prefixEquals, prefixKey, type Prefix } from '../net/addr';
+import type { Logger } from '../ops/log';
+import { parseLeaseValue, parseSubnetKey } from './etcd-schema';
+import type { KvEntry, MirrorConsumer } from './watch';
+
+export interface RouteDiff {
+  readonly upserts: Route[];
+  readonly removes: Prefix[];
+}
+
+/**
+ * What to do to turn the routes in force into the desired ones: upsert every route that is
+ * new or whose peer changed, remove every route no longer desired. Unchanged routes appear
+ * in neither list.
+ */
+export function diffRoutes(inForce: ReadonlyMap<string, Route>, desired: ReadonlyMap<string, Route>): RouteDiff {
+  const upserts: Route[] = [];
+  const removes: Prefix[] = [];
+  for (const [k, r] of inForce) if (!desired.has(k)) removes.push(r.subnet);
+  for (const [k, r] of desired) {
+    const cur = inForce.get(k);
+    if (!cur || cur.publicIp !== r.publicIp || !prefixEquals(cur.subnet, r.subnet)) upserts.push(r);
+  }
+  return { upserts, removes };
+}
+
+export interface RouteSyncOptions {
+  /** the etcd prefix (e.g. /coreos.com/network) */
+  readonly prefix: string;
+  /** the cluster Network: leases outside it are not routed */
+  readonly network: Prefix;
+  /** this node's subnet (never routed) and underlay address */
+  readonly ownSubnet: Prefix;
+  readonly ownPublicIp: number;
+  readonly logger: Logger;
+}
+
+interface Held {
+  readonly entry: KvEntry;
+  /** the IPv4 subnet the key names; undefined for keys that name none */
+  readonly subnet: Prefix | undefined;
+}
+
+export class RouteSync implements MirrorConsumer {
+  private readonly leases = new Map<string, Held>();
+  private readonly inForce = new Map<string, Route>();
+  /** "key@modRevision" already warned about, so each bad value is logged once */
+  private readonly warned = new Set<string>();
+  private sink: RouteSink | undefined;
+
+  constructor(private readonly o: RouteSyncOptions) {}
+
+  /** Starts delivering to `sink`: every desired route now, changes later. */
+  attach(sink: RouteSink): void {
+    this.sink = sink;
+    const d = this.applyAll();
+    this.o.logger.info({ routes: this.inForce.size, added: d.upserts.length }, 'initial routes delivered');
+  }
+
+  /** Routes currently given to the sink. */
+  routes(): Route[] {
+    return [...this.inForce.values()];
+  }
+
+  snapshot(entries: ReadonlyMap<string, KvEntry>, revision: number, initial: boolean): void {
+    this.leases.clear();
+    for (const e of entries.values()) this.leases.set(e.key, { entry: e, subnet: parseSubnetKey(this.o.prefix, e.key) });
+    if (!this.sink) return;
+    const d = this.applyAll();
+    if (!initial) {
+      this.o.logger.info(
+        { revision, leases: entries.size, routes: this.inForce.size, upserted: d.upserts.length, removed: d.removes.length },
+        'resync: routes reconciled with etcd',
+      );
+    }
+  }
+
+  put(entry: KvEntry): void {
+    const subnet = parseSubnetKey(this.o.prefix, entry.key);
+    const old = this.leases.get(entry.key);
+    this.leases.set(entry.key, { entry, subnet });
+    if (old?.subnet && (!subnet || !prefixEquals(old.subnet, subnet))) this.applyOne(old.subnet);
+    if (subnet) this.applyOne(subnet);
+    else this.warnOnce(entry, 'key does not name an IPv4 subnet; ignored');
+  }
+
+  delete(key: string): void {
+    const old = this.leases.get(key);
+    this.leases.delete(key);
+    if (old?.subnet) this.applyOne(old.subnet);
+  }
+
+  private warnOnce(e: KvEntry, why: string, extra: Record<string, unknown> = {}): void {
+    const id = `${e.key}@${e.modRevision}`;
+    if (this.warned.has(id)) return;
+    if (this.warned.size > 10_000) this.warned.clear();
+    this.warned.add(id);
+    this.o.logger.warn({ key: e.key, modRevision: e.modRevision, ...extra }, `lease skipped: ${why}`);
+  }
+
+  /** The route a lease asks for, or undefined (own lease, bad value, outside the Network). */
+  private routeOf(h: Held): Route | undefined {
+    const subnet = h.subnet;
+    if (!subnet) return undefined;
+    if (prefixEquals(subnet, this.o.ownSubnet)) return undefined;
+    const v = parseLeaseValue(h.entry.value);
+    if (!v.ok) {
+      this.warnOnce(h.entry, `malformed value (${v.reason})`, { value: h.entry.value.slice(0, 200) });
+      return undefined;
+    }
+    if (!prefixCovers(this.o.network, subnet)) {
+      this.warnOnce(h.entry, `subnet ${formatPrefix(subnet)} is outside the Network ${formatPrefix(this.o.network)}`);
+      return undefined;
+    }
+    if (v.value.publicIp === this.o.ownPublicIp) {
+      this.warnOnce(h.entry, `another subnet held by this node's own PublicIP ${formatIp(v.value.publicIp)}`);
+      return undefined;
+    }
+    return { subnet, publicIp: v.value.publicIp };
+  }
+
+  /** Desired route for one subnet (the newest of the keys naming it wins). */
+  private desiredFor(subnet: Prefix): Route | undefined {
+    let best: { route: Route; rev: number } | undefined;
+    for (const h of this.leases.values()) {
+      if (!h.subnet || !prefixEquals(h.subnet, subnet)) continue;
+      const r = this.routeOf(h);
+      if (r && (!best || h.entry.modRevision > best.rev)) best = { route: r, rev: h.entry.modRevision };
+    }
+    return best?.route;
+  }
+
+  private desiredAll(): Map<string, Route> {
+    const best = new Map<string, { route: Route; rev: number }>();
+    for (const h of this.leases.values()) {
+      const r = this.routeOf(h);
+      if (!r) continue;
+      const k = prefixKey(r.subnet);
+      const cur = best.get(k);
+      if (!cur || h.entry.modRevision > cur.rev) best.set(k, { route: r, rev: h.entry.modRevision });
+    }
+    return new Map([...best].map(([k, v]) => [k, v.route]));
+  }
+
+  private applyAll(): RouteDiff {
+    const d = diffRoutes(this.inForce, this.desiredAll());
+    for (const s of d.removes) this.remove(s);
+    for (const r of d.upserts) this.upsert(r);
+    return d;
+  }
+
+  private applyOne(subnet: Prefix): void {
+    if (!this.sink) return;
+    const k = prefixKey(subnet);
+    const want = this.desiredFor(subnet);
+    const cur = this.inForce.get(k);
+    if (!want) {
+      if (cur) this.remove(subnet);
+    } else if (!cur || cur.publicIp !== want.publicIp) {
+      this.upsert(want);
+    }
+  }
+
+  private upsert(r: Route): void {
+    const k = prefixKey(r.subnet);
+    const cur = this.inForce.get(k);
+    this.sink?.upsert(r);
+    this.inForce.set(k, r);
+    if (cur) this.o.logger.info({ subnet: k, publicIp: formatIp(r.publicIp), was: formatIp(cur.publicIp) }, 'route changed');
+    else this.o.logger.info({ subnet: k, publicIp: formatIp(r.publicIp) }, 'route added');
+  }
+
+  private remove(subnet: Prefix): void {
+    const k = prefixKey(subnet);
+    const cur = this.inForce.get(k);
+    if (!cur) return;
+    this.sink?.remove(subnet);
+    this.inForce.delete(k);
+    this.o.logger.info({ subnet: k, publicIp: formatIp(cur.publicIp) }, 'route removed');
+  }
+}

@@ -1,0 +1,196 @@
+/**
+ * A mirror of one etcd key range (the leases under `<prefix>/subnets/`): list, then watch
+ * from the listed revision + 1; when the watch breaks (compaction, etcd restart, lost
+ * connection) list again and hand the consumer the new full snapshot, then watch again
+ * from that list's revision. Retries with bounded exponential backoff, forever, until
+ * closed. The consumer diffs the snapshot against its own state, so nothing flaps.
+ */
+import type { Etcd3, IKeyValue, IWatchResponse, Watcher } from 'etcd3';
+import { errorMessage } from '../errors';
+import type { Logger } from '../ops/log';
+import { Backoff, Stopper, type BackoffOptions } from './backoff';
+
+/** One key as listed or watched. Revisions are etcd int64s, exact as numbers below 2^53. */
+export interface KvEntry {
+  readonly key: string;
+  readonly value: string;
+  readonly modRevision: number;
+  readonly createRevision: number;
+  /** the etcd lease id the key is attached to, "0" for none */
+  readonly lease: string;
+}
+
+export function toKvEntry(kv: IKeyValue): KvEntry {
+  return {
+    key: kv.key.toString('utf8'),
+    value: kv.value.toString('utf8'),
+    modRevision: Number(kv.mod_revision),
+    createRevision: Number(kv.create_revision),
+    lease: String(kv.lease || '0'),
+  };
+}
+
+export interface MirrorConsumer {
+  /**
+   * The full state of the range at `revision` after a (re)list. `initial` is true for the
+   * first list. The consumer replaces its view with it.
+   */
+  snapshot(entries: ReadonlyMap<string, KvEntry>, revision: number, initial: boolean): void;
+  /** A key was created or modified. */
+  put(entry: KvEntry): void;
+  /** A key was deleted (or expired with its lease). */
+  delete(key: string, revision: number): void;
+}
+
+export interface RangeMirrorOptions {
+  readonly client: Etcd3;
+  /** the key prefix to mirror, e.g. "/coreos.com/network/subnets/" */
+  readonly prefix: string;
+  readonly consumer: MirrorConsumer;
+  readonly logger: Logger;
+  /** backoff between failed re-lists (default 250 ms .. 5 s) */
+  readonly backoff?: BackoffOptions;
+}
+
+export const DEFAULT_RESYNC_BACKOFF: BackoffOptions = { initialMs: 250, maxMs: 5000 };
+
+export class RangeMirror {
+  private readonly stopper = new Stopper();
+  private readonly backoff: Backoff;
+  private watcher: Watcher | undefined;
+  private resyncing = false;
+  private resyncPending = false;
+  private listedOnce = false;
+  /** the last revision we know the consumer has seen everything up to */
+  private revision = 0;
+  private brokenSince: number | undefined;
+  private resyncCount = 0;
+
+  constructor(private readonly o: RangeMirrorOptions) {
+    this.backoff = new Backoff(o.backoff ?? DEFAULT_RESYNC_BACKOFF);
+  }
+
+  /** Revision up to which the consumer is current. */
+  get currentRevision(): number {
+    return this.revision;
+  }
+
+  /** How many times the range was re-listed after a break (not counting the first list). */
+  get resyncs(): number {
+    return this.resyncCount;
+  }
+
+  /** True while the watch is established (false while broken / re-listing). */
+  get healthy(): boolean {
+    return this.watcher !== undefined && this.brokenSince === undefined;
+  }
+
+  /**
+   * Lists once (throws the list's error: the caller decides whether that is fatal), hands the
+   * snapshot to the consumer, and starts watching.
+   */
+  async start(): Promise<void> {
+    await this.listAndWatch(true);
+  }
+
+  private async listAndWatch(initial: boolean): Promise<void> {
+    const res = await this.o.client.getAll().prefix(this.o.prefix).exec();
+    if (this.stopper.stopped) return;
+    const entries = new Map<string, KvEntry>();
+    for (const kv of res.kvs) {
+      const e = toKvEntry(kv);
+      entries.set(e.key, e);
+    }
+    const revision = Number(res.header.revision);
+    this.revision = revision;
+    this.listedOnce = true;
+    this.o.consumer.snapshot(entries, revision, initial);
+    this.watchFrom(revision + 1);
+  }
+
+  private watchFrom(startRevision: number): void {
+    const w = this.o.client.watch().prefix(this.o.prefix).startRevision(String(startRevision)).watcher();
+    this.watcher = w;
+    w.on('data', (res: IWatchResponse) => {
+      if (this.watcher !== w) return;
+      this.onData(res);
+    });
+    // 'disconnected': the stream broke (etcd down, member gone); etcd3 would resume on its
+    // own, but from a revision it tracks loosely: we re-list instead and keep control.
+    w.on('disconnected', (err: Error) => this.broken(w, `connection lost: ${errorMessage(err)}`, true));
+    // 'error': etcd cancelled the watch, e.g. its start revision was compacted.
+    w.on('error', (err: Error) => this.broken(w, `watch cancelled by etcd: ${errorMessage(err) || 'compacted'}`, false));
+  }
+
+  private onData(res: IWatchResponse): void {
+    if (res.compact_revision && res.compact_revision !== '0') {
+      // etcd3 turns this into an 'error' (canceled); nothing to apply here
+      return;
+    }
+    for (const ev of res.events) {
+      const e = toKvEntry(ev.kv);
+      try {
+        if (ev.type === 'Put') this.o.consumer.put(e);
+        else this.o.consumer.delete(e.key, e.modRevision);
+      } catch (err) {
+        this.o.logger.error({ err: errorMessage(err), key: e.key }, 'lease event handler failed');
+      }
+      if (e.modRevision > this.revision) this.revision = e.modRevision;
+    }
+  }
+
+  private broken(w: Watcher, reason: string, detach: boolean): void {
+    if (this.watcher !== w || this.stopper.stopped) return;
+    this.watcher = undefined;
+    if (detach) void w.cancel().catch(() => undefined);
+    if (this.brokenSince === undefined) {
+      this.brokenSince = Date.now();
+      this.o.logger.warn({ prefix: this.o.prefix, revision: this.revision, reason }, 'etcd watch broken; will re-list and resync');
+    }
+    void this.resyncLoop();
+  }
+
+  /** Re-list until it works (bounded backoff), then watch again; again if it broke meanwhile. */
+  private async resyncLoop(): Promise<void> {
+    this.resyncPending = true;
+    if (this.resyncing) return;
+    this.resyncing = true;
+    let lastErr = '';
+    try {
+      while (this.resyncPending && !this.stopper.stopped) {
+        this.resyncPending = false;
+        // a pause first: lets a restarting etcd come up, and coalesces bursts of breaks
+        if (!(await this.stopper.sleep(this.backoff.next()))) return;
+        try {
+          await this.listAndWatch(!this.listedOnce);
+          if (this.stopper.stopped) return;
+          const downMs = this.brokenSince === undefined ? 0 : Date.now() - this.brokenSince;
+          this.brokenSince = undefined;
+          this.backoff.reset();
+          this.resyncCount++;
+          this.o.logger.info({ prefix: this.o.prefix, revision: this.revision, downMs }, 'etcd watch resumed after re-list (resync)');
+        } catch (err) {
+          const msg = errorMessage(err);
+          if (msg !== lastErr) {
+            this.o.logger.warn({ err: msg }, 'etcd unreachable; retrying re-list with backoff');
+            lastErr = msg;
+          }
+          this.resyncPending = true;
+        }
+      }
+    } finally {
+      this.resyncing = false;
+    }
+  }
+
+  /** Stops watching (no more consumer calls after this resolves). */
+  async close(): Promise<void> {
+    this.stopper.stop();
+    const w = this.watcher;
+    this.watcher = undefined;
+    if (w) {
+      // cancel() waits for etcd's confirmation; don't let a dead etcd hold up shutdown
+      await Promise.race([w.cancel().catch(() => undefined), new Promise<void>((r) => setTimeout(r, 1000).unref())]);
+    }
+  }
+}
