@@ -48,6 +48,8 @@ export interface EtcdSourceOptions {
   maxAcquireAttempts?: number;
   /** [0,1) random source for the subnet pick */
   random?: () => number;
+  /** test seams (see RangeMirrorOptions.beforeWatch); never set in production */
+  testHooks?: { beforeWatch?: (listRevision: number) => Promise<void> };
 }
 
 export const DEFAULT_START_TIMEOUT_MS = 60_000;
@@ -217,6 +219,7 @@ export class EtcdRouteSource implements RouteSource {
       consumer,
       logger: this.log,
       ...(this.o.resyncBackoff ? { backoff: this.o.resyncBackoff } : {}),
+      ...(this.o.testHooks?.beforeWatch ? { beforeWatch: this.o.testHooks.beforeWatch } : {}),
     });
     this.mirror = mirror;
     await this.retrying('listing the subnet leases', () => mirror.start());

@@ -50,6 +50,11 @@ export interface RangeMirrorOptions {
   readonly logger: Logger;
   /** backoff between failed re-lists (default 250 ms .. 5 s) */
   readonly backoff?: BackoffOptions;
+  /**
+   * Test seam: awaited between a list and the creation of its watch, e.g. to change and
+   * compact etcd past the list's revision. Never set in production.
+   */
+  readonly beforeWatch?: (listRevision: number) => Promise<void>;
 }
 
 export const DEFAULT_RESYNC_BACKOFF: BackoffOptions = { initialMs: 250, maxMs: 5000 };
@@ -105,6 +110,8 @@ export class RangeMirror {
     this.revision = revision;
     this.listedOnce = true;
     this.o.consumer.snapshot(entries, revision, initial);
+    if (this.o.beforeWatch) await this.o.beforeWatch(revision);
+    if (this.stopper.stopped) return;
     this.watchFrom(revision + 1);
   }
 

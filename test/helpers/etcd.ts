@@ -13,7 +13,11 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Etcd3 } from 'etcd3';
+import pino from 'pino';
 import { createEtcdClient, type EtcdOptions } from '../../src/control/etcd-client';
+import type { Route } from '../../src/dataplane/types';
+import { formatIp, formatPrefix, type Prefix } from '../../src/net/addr';
+import type { Logger } from '../../src/ops/log';
 import { must } from './exec';
 
 export const ETCD_BIN = process.env['OVERLAYD_TEST_ETCD'] ?? '/usr/bin/etcd';
@@ -395,4 +399,62 @@ export class EtcdCluster {
 /** Starts etcd for test `t` (stopped in t.teardown). */
 export function startEtcd(t: TeardownHost, opts: StartEtcdOptions = {}): Promise<EtcdCluster> {
   return EtcdCluster.start(t, opts);
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers for control-plane tests against this etcd (route sinks, logs, waiting).
+
+/** A RouteSink that records every call (with a timestamp) and the resulting table. */
+export class RecordingSink {
+  readonly calls: Array<{ op: 'upsert' | 'remove'; subnet: string; publicIp?: string; at: number }> = [];
+  readonly table = new Map<string, string>();
+  upsert(r: Route): void {
+    const subnet = formatPrefix(r.subnet);
+    this.calls.push({ op: 'upsert', subnet, publicIp: formatIp(r.publicIp), at: Date.now() });
+    this.table.set(subnet, formatIp(r.publicIp));
+  }
+  remove(s: Prefix): void {
+    const subnet = formatPrefix(s);
+    this.calls.push({ op: 'remove', subnet, at: Date.now() });
+    this.table.delete(subnet);
+  }
+  /** "subnet>ip" lines, sorted */
+  snapshot(): string[] {
+    return [...this.table].map(([s, ip]) => `${s}>${ip}`).sort();
+  }
+  callsFor(subnet: string) {
+    return this.calls.filter((c) => c.subnet === subnet);
+  }
+}
+
+/** A pino logger that keeps every line (parsed) in memory. */
+export function memoryLogger(level: 'debug' | 'info' | 'warn' = 'info'): { logger: Logger; lines: Array<Record<string, unknown>>; msgs(): string[] } {
+  const lines: Array<Record<string, unknown>> = [];
+  const logger = pino({ level }, {
+    write(s: string) {
+      try {
+        lines.push(JSON.parse(s) as Record<string, unknown>);
+      } catch {
+        lines.push({ msg: s });
+      }
+    },
+  });
+  return { logger, lines, msgs: () => lines.map((l) => String(l['msg'])) };
+}
+
+/** Polls `cond` every `everyMs` until true; throws after `timeoutMs`. */
+export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 5000, everyMs = 25): Promise<number> {
+  const t0 = Date.now();
+  for (;;) {
+    if (await cond()) return Date.now() - t0;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+export { sleep };
+
+/** flannel's lease value for a PublicIP (what flanneld and overlayd write). */
+export function flannelLeaseValue(publicIp: string): string {
+  return `{"PublicIP":"${publicIp}","PublicIPv6":null}`;
 }
