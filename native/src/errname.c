@@ -1,0 +1,36 @@
+/* errno value -> its symbolic name, for error `code`s that match Node's ('EPERM', ...). */
+#include "overlayd.h"
+
+#include <errno.h>
+
+const char *ovl_errno_name(int err) {
+  switch (err) {
+#define N(e) \
+  case e:    \
+    return #e;
+    N(EPERM) N(ENOENT) N(ESRCH) N(EINTR) N(EIO) N(ENXIO) N(E2BIG) N(ENOEXEC) N(EBADF)
+    N(ECHILD) N(EAGAIN) N(ENOMEM) N(EACCES) N(EFAULT) N(EBUSY) N(EEXIST) N(EXDEV)
+    N(ENODEV) N(ENOTDIR) N(EISDIR) N(EINVAL) N(ENFILE) N(EMFILE) N(ENOTTY) N(EFBIG)
+    N(ENOSPC) N(ESPIPE) N(EROFS) N(EMLINK) N(EPIPE) N(ERANGE) N(EDEADLK)
+    N(ENAMETOOLONG) N(ENOLCK) N(ENOSYS) N(ENOTEMPTY) N(ELOOP) N(ENOTSOCK)
+    N(EDESTADDRREQ) N(EMSGSIZE) N(EPROTOTYPE) N(ENOPROTOOPT) N(EPROTONOSUPPORT)
+    N(EOPNOTSUPP) N(EAFNOSUPPORT) N(EADDRINUSE) N(EADDRNOTAVAIL) N(ENETDOWN)
+    N(ENETUNREACH) N(ECONNABORTED) N(ECONNRESET) N(ENOBUFS) N(EISCONN) N(ENOTCONN)
+    N(ETIMEDOUT) N(ECONNREFUSED) N(EHOSTUNREACH) N(EALREADY) N(EINPROGRESS)
+    N(ECANCELED)
+#ifdef EBADFD
+    N(EBADFD)
+#endif
+#ifdef ENOTSUP
+#if ENOTSUP != EOPNOTSUPP
+    N(ENOTSUP)
+#endif
+#endif
+#if EWOULDBLOCK != EAGAIN
+    N(EWOULDBLOCK)
+#endif
+#undef N
+    default:
+      return "EUNKNOWN";
+  }
+}
