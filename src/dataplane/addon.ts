@@ -8,7 +8,7 @@ import * as path from 'node:path';
 export interface TunPortOptions {
   /** Bytes per ring slot: the largest packet carried. 576..65535. */
   readonly slotSize: number;
-  /** Slots per ring (each direction), a power of two, 2..65536. */
+  /** Slots per ring (each direction), a power of two, 2..65536; slotSize * ringSlots at most 1 GiB (RangeError). */
   readonly ringSlots: number;
   /** Open with IFF_MULTI_QUEUE (later issues); default false. */
   readonly multiQueue?: boolean;
@@ -37,7 +37,8 @@ export interface TunPort {
   write(packets: readonly Buffer[]): number;
   /**
    * Counters of the I/O thread, live view of native memory (no call per read), indexed by
-   * `counterNames`. Monotonic, updated by the I/O thread with relaxed atomics.
+   * `Addon.tunCounterNames`. Monotonic, updated by the I/O thread with relaxed atomics.
+   * Still readable after close() (frozen at the last values), for as long as JS holds it.
    */
   readonly counters: BigUint64Array;
   /** Stops and joins the I/O thread, closes the fd, frees the rings. Idempotent. */
