@@ -294,7 +294,10 @@ static napi_value port_read_batch(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* write(packets: Buffer[]): number */
+/* write(packets: Buffer[]): number
+ * Two passes: first every element is fetched (which may run JS: getters, proxies), then the
+ * data pointers are taken and copied with no JS in between, so nothing can close the port
+ * or detach a buffer under us. */
 static napi_value port_write(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -309,23 +312,35 @@ static napi_value port_write(napi_env env, napi_callback_info info) {
   CHECK(env, napi_get_array_length(env, argv[0], &n));
 
   struct iovec stack_iov[WRITE_STACK_PKTS];
+  napi_value stack_el[WRITE_STACK_PKTS];
   struct iovec *iov = stack_iov;
+  napi_value *el = stack_el;
   if (n > WRITE_STACK_PKTS) {
     iov = malloc(sizeof(*iov) * (size_t)n);
-    if (iov == NULL) return throw_errno(env, ENOMEM, "malloc", "TunPort.write", NULL);
+    el = malloc(sizeof(*el) * (size_t)n);
+    if (iov == NULL || el == NULL) {
+      free(iov);
+      free(el);
+      return throw_errno(env, ENOMEM, "malloc", "TunPort.write", NULL);
+    }
   }
   napi_value result = NULL;
   for (uint32_t i = 0; i < n; i++) {
-    napi_value el;
-    void *data;
-    size_t len;
-    bool ok;
-    napi_status st = napi_get_element(env, argv[0], i, &el);
+    napi_status st = napi_get_element(env, argv[0], i, &el[i]);
     if (st != napi_ok) {
       throw_status(env, st, "napi_get_element(packets)");
       goto out;
     }
-    if (!get_typed(env, el, napi_uint8_array, &data, &len, &ok)) goto out;
+  }
+  if (pt->closed) { /* a getter closed it */
+    throw_closed(env, "write");
+    goto out;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    void *data;
+    size_t len;
+    bool ok;
+    if (!get_typed(env, el[i], napi_uint8_array, &data, &len, &ok)) goto out;
     if (!ok) {
       throw_type(env, "TunPort.write: packets[%u] must be a Buffer or Uint8Array", i);
       goto out;
@@ -351,6 +366,7 @@ static napi_value port_write(napi_env env, napi_callback_info info) {
   }
 out:
   if (iov != stack_iov) free(iov);
+  if (el != stack_el) free(el);
   return result;
 }
 
