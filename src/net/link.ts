@@ -5,6 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { LinkError, ConfigError } from '../errors';
 import { formatIp, formatPrefix, isIp, parseIp, type Prefix } from './addr';
 
@@ -95,6 +96,14 @@ export async function configureTun(plan: TunLinkPlan): Promise<TunLinkState> {
   const net = formatPrefix(plan.network);
   const state: TunLinkState = { plan, undo: [] };
   try {
+    // IPv4 only: no IPv6 link-local address, so no router solicitations or MLD reports
+    // land in the TUN as packets the engine can only drop (skipped where IPv6 is absent)
+    const v6 = `/proc/sys/net/ipv6/conf/${dev}/disable_ipv6`;
+    if (existsSync(v6)) {
+      await writeFile(v6, '1').catch((err: unknown) => {
+        throw new LinkError(`write 1 > ${v6}`, String(err));
+      });
+    }
     await ip(['addr', 'replace', addr, 'dev', dev]);
     state.undo.push(() => ip(['addr', 'del', addr, 'dev', dev]).then(() => undefined));
     await ip(['link', 'set', 'dev', dev, 'mtu', String(plan.mtu), 'up']);
