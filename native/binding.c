@@ -3,6 +3,7 @@
  * JS contract: src/dataplane/addon.ts.
  *
  * exports.openTun(name, {slotSize, ringSlots, multiQueue}, onReadable) -> TunPort
+ * exports.sdNotify(path, message): one datagram to a unix socket (sd_notify(3))
  * exports.tunCounterNames: frozen array of the names of TunPort.counters, in index order
  *
  * Threads: every function here runs on the JS thread of its env, except port_notify(),
@@ -587,6 +588,32 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+/* ---------------------------------------------------------------- sd_notify ------------- */
+
+/* sdNotify(path: string, message: string): void; throws an errno Error on failure. */
+static napi_value sd_notify(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char path[128];
+  char msg[4096];
+  size_t plen = 0, mlen = 0;
+  napi_valuetype t0 = napi_undefined, t1 = napi_undefined;
+  if (argc >= 2) {
+    CHECK(env, napi_typeof(env, argv[0], &t0));
+    CHECK(env, napi_typeof(env, argv[1], &t1));
+  }
+  if (t0 != napi_string || t1 != napi_string) return throw_type(env, "sdNotify(path, message): both must be strings");
+  CHECK(env, napi_get_value_string_utf8(env, argv[0], path, sizeof(path), &plen));
+  if (plen >= sizeof(path) - 1) return throw_range(env, "sdNotify: path longer than %zu bytes", sizeof(path) - 2);
+  CHECK(env, napi_get_value_string_utf8(env, argv[1], msg, sizeof(msg), &mlen));
+  if (mlen >= sizeof(msg) - 1) return throw_range(env, "sdNotify: message longer than %zu bytes", sizeof(msg) - 2);
+  const char *syscall = "sendto";
+  int rc = ovl_sd_notify(path, msg, mlen, &syscall);
+  if (rc < 0) return throw_errno(env, -rc, syscall, "sdNotify", path);
+  return NULL;
+}
+
 /* ---------------------------------------------------------------- module ---------------- */
 
 static void addon_data_finalize(napi_env env, void *data, void *hint) {
@@ -627,10 +654,13 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
 
   napi_value open_fn;
   CHECK(env, napi_create_function(env, "openTun", NAPI_AUTO_LENGTH, open_tun, NULL, &open_fn));
+  napi_value notify_fn;
+  CHECK(env, napi_create_function(env, "sdNotify", NAPI_AUTO_LENGTH, sd_notify, NULL, &notify_fn));
   napi_property_descriptor exports_props[] = {
       {"openTun", NULL, NULL, NULL, NULL, open_fn, napi_enumerable, NULL},
+      {"sdNotify", NULL, NULL, NULL, NULL, notify_fn, napi_enumerable, NULL},
       {"tunCounterNames", NULL, NULL, NULL, NULL, names, napi_enumerable, NULL},
   };
-  CHECK(env, napi_define_properties(env, exports, 2, exports_props));
+  CHECK(env, napi_define_properties(env, exports, sizeof(exports_props) / sizeof(exports_props[0]), exports_props));
   return exports;
 }

@@ -199,4 +199,10 @@ uint32_t ovl_tunport_slot_size(const struct ovl_tunport *p);
 }
 #endif
 
+/* ---------------------------------------------------------------- sd_notify ------------- */
+
+/* Sends `msg` (msg_len bytes) as one datagram to the unix socket `path` ("/..." or "@abstract").
+ * Returns 0, or -errno with *syscall naming the failed call. JS thread only. */
+int ovl_sd_notify(const char *path, const char *msg, size_t msg_len, const char **syscall);
+
 #endif /* OVERLAYD_H */
