@@ -142,8 +142,8 @@ export interface DaemonHandle {
 }
 
 /** Starts `overlayd args` inside namespace ns and waits (bounded) until it logs "forwarding". */
-export async function startDaemon(ns: string, args: readonly string[], timeoutMs = 20_000): Promise<DaemonHandle> {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, OVERLAYD_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startDaemon(ns: string, args: readonly string[], timeoutMs = 20_000, env: NodeJS.ProcessEnv = process.env): Promise<DaemonHandle> {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, OVERLAYD_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let out = '';
   child.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
   child.stderr?.on('data', (d: Buffer) => { out += d.toString(); });
