@@ -115,6 +115,15 @@ export async function createEtcdClient(opts: EtcdOptions, tuning: EtcdClientTuni
   return new Etcd3(await etcd3Options(opts, tuning));
 }
 
+/** An etcd/gRPC error's message without grpc-js's noise (timestamps, empty resolution notes). */
+export function etcdErrorText(err: unknown): string {
+  return errorMessage(err)
+    .replace(/\s*\(\d{4}-\d\d-\d\dT[\d:.]+Z\)/g, '')
+    .replace(/\.?\s*Resolution note:\s*$/s, '')
+    .replace(/\s+/g, ' ')
+    .trim();
+}
+
 const TLS_HINT = /certificate|handshake|ssl|tls|alert|wrong version number|self[- ]signed|unable to (get|verify)|CERT_|EPROTO/i;
 const AUTH_HINT = /authentication failed|user name is empty|invalid auth token|permission denied|auth: revision|user name not found|Unauthenticated/i;
 
@@ -135,7 +144,7 @@ export function isTransientEtcdError(err: unknown): boolean {
  */
 export function explainEtcdError(err: unknown, opts: EtcdOptions, action: string): EtcdError {
   if (err instanceof EtcdError) return err;
-  const msg = errorMessage(err);
+  const msg = etcdErrorText(err);
   const where = `etcd at ${opts.endpoints.join(',')}`;
   if (TLS_HINT.test(msg)) {
     if (/certificate required|bad certificate|alert number 116|handshake failure/i.test(msg) && !opts.certfile) {

@@ -12,7 +12,7 @@ import { ConfigError, EtcdError, LeaseError, OverlaydError, errorMessage } from 
 import { formatIp, formatPrefix, parseIp, type Prefix } from '../net/addr';
 import type { Logger } from '../ops/log';
 import { Backoff, Stopper, type BackoffOptions } from './backoff';
-import { createEtcdClient, explainEtcdError, isTransientEtcdError, type EtcdOptions } from './etcd-client';
+import { createEtcdClient, etcdErrorText, explainEtcdError, isTransientEtcdError, type EtcdOptions } from './etcd-client';
 import { configKey, normalizePrefix, subnetKey, subnetsPrefix } from './etcd-schema';
 import { acquireLease, LeaseKeeper, type AcquireResult } from './lease';
 import { describeNetworkConfig, parseNetworkConfig } from './network-config';
@@ -130,7 +130,7 @@ export class EtcdRouteSource implements RouteSource {
           throw explainEtcdError(err, this.o.etcd, action);
         }
         if (!warned) {
-          this.log.warn({ err: errorMessage(err), endpoints: this.o.etcd.endpoints }, `etcd unreachable while ${action}; retrying`);
+          this.log.warn({ err: etcdErrorText(err), endpoints: this.o.etcd.endpoints }, `etcd unreachable while ${action}; retrying`);
           warned = true;
         }
         const wait = Math.min(backoff.next(), Math.max(0, this.startDeadline - Date.now()));

@@ -4,11 +4,12 @@
  * deleted, and a fatal error when another node took the subnet).
  */
 import { EtcdLeaseInvalidError, type Etcd3 } from 'etcd3';
-import { LeaseError, errorMessage } from '../errors';
+import { LeaseError } from '../errors';
 import { formatIp, formatPrefix, prefixEquals, type Prefix } from '../net/addr';
 import type { Logger } from '../ops/log';
 import { TakenSubnets, chooseFreeSubnet, exhaustedMessage, isSubnetInRange } from './allocator';
 import { Backoff, Stopper, withTimeout } from './backoff';
+import { etcdErrorText } from './etcd-client';
 import { formatLeaseValue, parseLeaseValue, parseSubnetKey, subnetKey, subnetsPrefix } from './etcd-schema';
 import type { NetworkConfig } from './source';
 import { toKvEntry, type KvEntry } from './watch';
@@ -323,7 +324,7 @@ export class LeaseKeeper {
       this.renewFailures++;
       const wait = Math.min(this.renewBackoff.next(), this.renewIntervalMs);
       if (this.renewFailures === 1) {
-        this.o.logger.warn({ err: errorMessage(err), lease: id, retryMs: wait }, 'lease renewal failed (etcd unreachable?); retrying');
+        this.o.logger.warn({ err: etcdErrorText(err), lease: id, retryMs: wait }, 'lease renewal failed (etcd unreachable?); retrying');
       }
       this.schedule(wait);
     } finally {
@@ -370,7 +371,7 @@ export class LeaseKeeper {
           backoff.reset();
         } catch (err) {
           if (this.stopper.stopped) return;
-          this.o.logger.warn({ err: errorMessage(err), reason }, 'could not restore the lease yet; retrying');
+          this.o.logger.warn({ err: etcdErrorText(err), reason }, 'could not restore the lease yet; retrying');
           this.reconcilePending ??= reason;
           await this.stopper.sleep(backoff.next());
         }

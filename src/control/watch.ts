@@ -9,6 +9,7 @@ import type { Etcd3, IKeyValue, IWatchResponse, Watcher } from 'etcd3';
 import { errorMessage } from '../errors';
 import type { Logger } from '../ops/log';
 import { Backoff, Stopper, type BackoffOptions } from './backoff';
+import { etcdErrorText } from './etcd-client';
 
 /** One key as listed or watched. Revisions are etcd int64s, exact as numbers below 2^53. */
 export interface KvEntry {
@@ -69,6 +70,8 @@ export class RangeMirror {
   /** the last revision we know the consumer has seen everything up to */
   private revision = 0;
   private brokenSince: number | undefined;
+  /** etcd confirmed the current watch */
+  private connected = false;
   private resyncCount = 0;
 
   constructor(private readonly o: RangeMirrorOptions) {
@@ -87,7 +90,7 @@ export class RangeMirror {
 
   /** True while the watch is established (false while broken / re-listing). */
   get healthy(): boolean {
-    return this.watcher !== undefined && this.brokenSince === undefined;
+    return this.watcher !== undefined && this.connected;
   }
 
   /**
@@ -118,15 +121,29 @@ export class RangeMirror {
   private watchFrom(startRevision: number): void {
     const w = this.o.client.watch().prefix(this.o.prefix).startRevision(String(startRevision)).watcher();
     this.watcher = w;
+    w.on('connected', () => {
+      if (this.watcher === w) this.onConnected();
+    });
     w.on('data', (res: IWatchResponse) => {
       if (this.watcher !== w) return;
       this.onData(res);
     });
     // 'disconnected': the stream broke (etcd down, member gone); etcd3 would resume on its
     // own, but from a revision it tracks loosely: we re-list instead and keep control.
-    w.on('disconnected', (err: Error) => this.broken(w, `connection lost: ${errorMessage(err)}`, true));
+    w.on('disconnected', (err: Error) => this.broken(w, `connection lost: ${etcdErrorText(err)}`, true));
     // 'error': etcd cancelled the watch, e.g. its start revision was compacted.
-    w.on('error', (err: Error) => this.broken(w, `watch cancelled by etcd: ${errorMessage(err) || 'compacted'}`, false));
+    w.on('error', (err: Error) => this.broken(w, `watch cancelled by etcd: ${etcdErrorText(err) || 'compacted'}`, false));
+  }
+
+  /** etcd confirmed the watch: only now is a break over (a list alone proves little). */
+  private onConnected(): void {
+    this.connected = true;
+    this.backoff.reset();
+    if (this.brokenSince !== undefined) {
+      const downMs = Date.now() - this.brokenSince;
+      this.brokenSince = undefined;
+      this.o.logger.info({ prefix: this.o.prefix, revision: this.revision, downMs }, 'etcd watch resumed after re-list (resync)');
+    }
   }
 
   private onData(res: IWatchResponse): void {
@@ -149,6 +166,7 @@ export class RangeMirror {
   private broken(w: Watcher, reason: string, detach: boolean): void {
     if (this.watcher !== w || this.stopper.stopped) return;
     this.watcher = undefined;
+    this.connected = false;
     if (detach) void w.cancel().catch(() => undefined);
     if (this.brokenSince === undefined) {
       this.brokenSince = Date.now();
@@ -162,7 +180,7 @@ export class RangeMirror {
     this.resyncPending = true;
     if (this.resyncing) return;
     this.resyncing = true;
-    let lastErr = '';
+    let warned = false;
     try {
       while (this.resyncPending && !this.stopper.stopped) {
         this.resyncPending = false;
@@ -171,16 +189,15 @@ export class RangeMirror {
         try {
           await this.listAndWatch(!this.listedOnce);
           if (this.stopper.stopped) return;
-          const downMs = this.brokenSince === undefined ? 0 : Date.now() - this.brokenSince;
-          this.brokenSince = undefined;
-          this.backoff.reset();
+          // the backoff is reset (and the recovery logged) once etcd confirms the new watch:
+          // a list can succeed on one member while the watch lands on a dead one
           this.resyncCount++;
-          this.o.logger.info({ prefix: this.o.prefix, revision: this.revision, downMs }, 'etcd watch resumed after re-list (resync)');
         } catch (err) {
-          const msg = errorMessage(err);
-          if (msg !== lastErr) {
-            this.o.logger.warn({ err: msg }, 'etcd unreachable; retrying re-list with backoff');
-            lastErr = msg;
+          if (!warned) {
+            this.o.logger.warn({ err: etcdErrorText(err) }, 'etcd unreachable; retrying re-list with backoff');
+            warned = true;
+          } else {
+            this.o.logger.debug({ err: etcdErrorText(err) }, 're-list failed');
           }
           this.resyncPending = true;
         }

@@ -50,6 +50,18 @@ export function freePort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** true when `exited` settles within ms (the timer does not hold the process open). */
+function exitedWithin(exited: Promise<void>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    timer.unref();
+    void exited.then(() => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
 export interface TlsFiles {
   readonly dir: string;
   readonly caFile: string;
@@ -285,6 +297,24 @@ export class EtcdCluster {
     });
   }
 
+  /** A gauge from member i's /metrics (e.g. etcd_debugging_mvcc_watcher_total); NaN if unreadable. */
+  metric(i: number, name: string): Promise<number> {
+    const m = this.member(i);
+    return new Promise((resolve) => {
+      const req = http.get({ host: '127.0.0.1', port: m.metricsPort, path: '/metrics', timeout: 2000 }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => {
+          const line = body.split('\n').find((l) => l.startsWith(`${name} `));
+          resolve(line ? Number(line.slice(name.length + 1)) : NaN);
+        });
+      });
+      req.on('timeout', () => req.destroy());
+      req.on('error', () => resolve(NaN));
+    });
+  }
+
   /** Waits (bounded) until member i reports healthy (it has a leader). */
   async waitHealthy(i: number, timeoutMs = this.healthTimeoutMs): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -308,14 +338,13 @@ export class EtcdCluster {
     } catch {
       // already gone
     }
-    const timedOut = await Promise.race([exited.then(() => false), sleep(5000).then(() => true)]);
-    if (timedOut) {
+    if (!(await exitedWithin(exited, 5000))) {
       try {
         process.kill(proc.pid, 'SIGKILL');
       } catch {
         // gone
       }
-      await Promise.race([exited, sleep(5000)]);
+      await exitedWithin(exited, 5000);
     }
   }
 
