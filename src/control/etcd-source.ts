@@ -225,7 +225,7 @@ export class EtcdRouteSource implements RouteSource {
     await this.retrying('listing the subnet leases', () => mirror.start());
     this.checkOpen();
 
-    const lease: AcquiredLease = { subnet: acquired.subnet, publicIp, expiresAt: acquired.expiresAt };
+    const lease: AcquiredLease = { subnet: acquired.subnet, publicIp, ...(acquired.expiresAt ? { expiresAt: acquired.expiresAt } : {}) };
     return { config, lease };
   }
 
@@ -272,7 +272,7 @@ export class EtcdRouteSource implements RouteSource {
     return {
       connected,
       resyncs: this.mirror?.resyncs ?? 0,
-      ...(keeper ? { leaseExpiresAt: keeper.expiresAt } : {}),
+      ...(keeper?.expiresAt ? { leaseExpiresAt: keeper.expiresAt } : {}),
       leaseValid: keeper?.valid ?? false,
     };
   }

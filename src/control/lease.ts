@@ -5,7 +5,7 @@
  */
 import { EtcdLeaseInvalidError, type Etcd3 } from 'etcd3';
 import { LeaseError } from '../errors';
-import { formatIp, formatPrefix, prefixEquals, type Prefix } from '../net/addr';
+import { formatIp, formatPrefix, type Prefix } from '../net/addr';
 import type { Logger } from '../ops/log';
 import { TakenSubnets, chooseFreeSubnet, exhaustedMessage, isSubnetInRange } from './allocator';
 import { Backoff, Stopper, withTimeout } from './backoff';
@@ -41,12 +41,13 @@ export interface AcquireOptions {
 export interface AcquireResult {
   readonly subnet: Prefix;
   readonly key: string;
-  /** the etcd lease id the key is attached to */
+  /** the etcd lease id the key is attached to; "0" for a reservation (no TTL) */
   readonly leaseId: string;
   readonly how: AcquireHow;
   /** revision of the write that made the key ours */
   readonly revision: number;
-  readonly expiresAt: Date;
+  /** undefined for a reservation */
+  readonly expiresAt?: Date;
 }
 
 interface Listed {
@@ -90,7 +91,7 @@ export async function acquireLease(o: AcquireOptions): Promise<AcquireResult> {
     leaseId: id,
     how,
     revision,
-    expiresAt: new Date(Date.now() + o.ttlSeconds * 1000),
+    ...(id === '0' ? {} : { expiresAt: new Date(Date.now() + o.ttlSeconds * 1000) }),
   });
   const contention = new Backoff({ initialMs: 20, maxMs: 500, jitter: 0.5 }, o.random);
   let triedPrevious = false;
@@ -100,30 +101,38 @@ export async function acquireLease(o: AcquireOptions): Promise<AcquireResult> {
       if (o.stopper?.stopped) throw new LeaseError('stopped while acquiring the subnet lease');
       const leases = await listLeases(client, prefix);
 
-      // 1. a lease already held by our PublicIP
+      // 1. a lease already held by our PublicIP (a reservation, i.e. a key without an etcd
+      //    lease, first: flannel's way of pinning a subnet to a node)
       const mine = leases.filter((l) => l.publicIp === publicIp && l.subnet !== undefined);
-      const reusable = mine.find((l) => l.subnet && isSubnetInRange(config, l.subnet) && l.entry.key === subnetKey(prefix, l.subnet));
+      const fits = (l: Listed): boolean => l.subnet !== undefined && isSubnetInRange(config, l.subnet) && l.entry.key === subnetKey(prefix, l.subnet);
+      const reusable = mine.find((l) => fits(l) && l.entry.lease === '0') ?? mine.find(fits);
       for (const l of mine) {
         if (l === reusable) continue;
-        // ours, but no longer usable (other config, duplicate): flannel deletes it
+        if (fits(l)) {
+          logger.warn({ key: l.entry.key }, 'another lease also names this PublicIP; left alone (not routed)');
+          continue;
+        }
+        // ours, but it does not fit the config (any more): flannel deletes it
         const del = await client
           .if(l.entry.key, 'Mod', '==', l.entry.modRevision)
           .then(client.delete().key(l.entry.key))
           .commit();
-        if (del.succeeded) logger.info({ key: l.entry.key }, 'deleted a stale lease of this PublicIP that does not fit the config');
+        if (del.succeeded) logger.info({ key: l.entry.key }, 'deleted a lease of this PublicIP that does not fit the network config');
       }
       if (reusable?.subnet) {
-        const id = await grant();
-        const tx = await client
-          .if(reusable.entry.key, 'Mod', '==', reusable.entry.modRevision)
-          .then(client.put(reusable.entry.key).value(value).lease(id))
-          .commit();
+        const reservation = reusable.entry.lease === '0';
+        const id = reservation ? '0' : await grant();
+        const put = client.put(reusable.entry.key).value(value);
+        if (!reservation) put.lease(id);
+        const tx = await client.if(reusable.entry.key, 'Mod', '==', reusable.entry.modRevision).then(put).commit();
         if (tx.succeeded) {
           logger.info(
             { subnet: formatPrefix(reusable.subnet), publicIp: formatIp(publicIp), lease: id, previousLease: reusable.entry.lease },
-            'subnet lease acquired: reusing the lease held by this PublicIP',
+            reservation
+              ? 'subnet lease acquired: the reservation for this PublicIP (no TTL, nothing to renew)'
+              : 'subnet lease acquired: reusing the lease held by this PublicIP',
           );
-          await dropKeylessLease(client, reusable.entry.lease, id, logger);
+          if (!reservation) await dropKeylessLease(client, reusable.entry.lease, id, logger);
           return result(reusable.subnet, 'reused', Number(tx.header.revision), id);
         }
         logger.info({ key: reusable.entry.key }, 'our lease changed while reusing it; retrying');
@@ -200,7 +209,7 @@ export interface LeaseKeeperOptions {
   readonly subnet: Prefix;
   readonly publicIp: number;
   readonly ttlSeconds: number;
-  /** the etcd lease the key is attached to now */
+  /** the etcd lease the key is attached to now; "0" for a reservation (key without TTL) */
   readonly leaseId: string;
   readonly logger: Logger;
   /** called once when the subnet is lost for good (held by another node) */
@@ -215,12 +224,14 @@ export interface LeaseKeeperOptions {
  * Keeps the lease: renews the etcd lease every TTL/3; when etcd says the etcd lease is gone
  * (expired during an outage, revoked) grants a new one and re-attaches the key; when the
  * key disappears re-creates it if the subnet is still free; if another node holds the
- * subnet, calls onFatal. Never deletes or revokes anything on close.
+ * subnet, calls onFatal. A reservation (our key without an etcd lease, flannel's way of
+ * pinning a subnet) is left as it is: nothing to renew. Never deletes or revokes anything
+ * on close.
  */
 export class LeaseKeeper {
   private readonly stopper = new Stopper();
+  /** the etcd lease keeping our key; "0" while the key is a reservation or none is granted */
   private leaseId: string;
-  private leaseAlive = true;
   private timer: NodeJS.Timeout | undefined;
   private renewing = false;
   private renewFailures = 0;
@@ -230,33 +241,38 @@ export class LeaseKeeper {
   private fatal = false;
   /** false from "our key is gone/changed" until it is ours again */
   private keyHeld = true;
-  private expires: Date;
+  /** our key is a reservation (no etcd lease, no expiry) */
+  private reservation: boolean;
+  private expires: Date | undefined;
   readonly key: string;
   private readonly value: string;
 
   constructor(private readonly o: LeaseKeeperOptions) {
     this.leaseId = o.leaseId;
+    this.reservation = o.leaseId === '0';
     this.key = subnetKey(o.prefix, o.subnet);
     this.value = formatLeaseValue(o.publicIp);
-    this.expires = new Date(Date.now() + o.ttlSeconds * 1000);
+    if (!this.reservation) this.expires = new Date(Date.now() + o.ttlSeconds * 1000);
   }
 
   get renewIntervalMs(): number {
     return this.o.renewIntervalMs ?? Math.max(500, Math.floor((this.o.ttlSeconds * 1000) / 3));
   }
 
-  /** The etcd lease id currently used. */
+  /** The etcd lease id keeping our key ("0": a reservation). */
   get currentLeaseId(): string {
-    return this.leaseId;
+    return this.reservation ? '0' : this.leaseId;
   }
 
-  get expiresAt(): Date {
-    return this.expires;
+  /** When the lease expires unless renewed; undefined for a reservation. */
+  get expiresAt(): Date | undefined {
+    return this.reservation ? undefined : this.expires;
   }
 
-  /** The lease is held: our key is in etcd with our value and the etcd lease has not expired. */
+  /** The lease is held: our key is in etcd with our value and has not expired. */
   get valid(): boolean {
-    return !this.fatal && this.keyHeld && this.expires.getTime() > Date.now();
+    if (this.fatal || !this.keyHeld) return false;
+    return this.reservation || (this.expires !== undefined && this.expires.getTime() > Date.now());
   }
 
   /** The last renewal failed (etcd unreachable). */
@@ -277,10 +293,12 @@ export class LeaseKeeper {
   private schedule(ms: number): void {
     if (this.stopper.stopped || this.fatal) return;
     if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.reservation) return; // nothing to renew
     this.timer = setTimeout(() => void this.renew(), ms);
   }
 
-  /** One keepalive round trip on a short-lived stream. Returns the TTL etcd granted. */
+  /** One keepalive round trip on a short-lived stream. Returns the TTL etcd granted (0: lease gone). */
   private async keepaliveOnce(id: string): Promise<number> {
     const timeoutMs = this.o.callTimeoutMs ?? 5000;
     const stream = await this.o.client.leaseClient.leaseKeepAlive({ deadline: Date.now() + timeoutMs });
@@ -301,23 +319,23 @@ export class LeaseKeeper {
     }
   }
 
-  /** Renews now (also called by tests). */
+  /** Renews the etcd lease now (the timer calls this; tests may too). */
   async renew(): Promise<void> {
-    if (this.renewing || this.stopper.stopped || this.fatal) return;
+    if (this.renewing || this.stopper.stopped || this.fatal || this.reservation) return;
     this.renewing = true;
     const id = this.leaseId;
     try {
-      const ttl = await this.keepaliveOnce(id);
+      const ttl = id === '0' ? 0 : await this.keepaliveOnce(id);
       if (ttl <= 0) {
         this.o.logger.warn({ lease: id, subnet: formatPrefix(this.o.subnet) }, 'etcd lease lost (expired or revoked); re-acquiring the subnet');
-        if (this.leaseId === id) this.leaseAlive = false;
+        if (this.leaseId === id) this.leaseId = '0';
         this.trigger('etcd lease lost');
       } else {
         this.expires = new Date(Date.now() + ttl * 1000);
-        const after = this.renewFailures;
+        const failedTries = this.renewFailures;
         this.renewFailures = 0;
         this.renewBackoff.reset();
-        this.o.logger.info({ lease: id, ttl, subnet: formatPrefix(this.o.subnet), ...(after ? { failedTries: after } : {}) }, 'lease renewed');
+        this.o.logger.info({ lease: id, ttl, subnet: formatPrefix(this.o.subnet), ...(failedTries ? { failedTries } : {}) }, 'lease renewed');
       }
       this.schedule(this.renewIntervalMs);
     } catch (err) {
@@ -334,23 +352,33 @@ export class LeaseKeeper {
 
   /**
    * The current state of this node's key as seen by the watch (undefined: deleted).
-   * Anything but "ours, on our etcd lease" starts a reconcile.
+   * Anything but "ours, on our etcd lease (or a reservation)" starts a reconcile.
    */
   observe(entry: KvEntry | undefined): void {
     if (this.fatal || this.stopper.stopped) return;
     if (entry) {
       const v = parseLeaseValue(entry.value);
-      if (v.ok && v.value.publicIp === this.o.publicIp && entry.lease === this.leaseId) {
+      const ours = v.ok && v.value.publicIp === this.o.publicIp;
+      if (ours && (entry.lease === this.currentLeaseId || entry.lease === '0')) {
         this.keyHeld = true;
+        if (entry.lease === '0' && !this.reservation) this.becomeReservation();
         return;
       }
-      if (!v.ok || v.value.publicIp !== this.o.publicIp) this.keyHeld = false;
-      this.trigger(v.ok && v.value.publicIp === this.o.publicIp ? 'key moved to another etcd lease' : 'key rewritten');
+      if (!ours) this.keyHeld = false;
+      this.trigger(ours ? 'key moved to another etcd lease' : 'key rewritten');
     } else {
       this.keyHeld = false;
       this.o.logger.warn({ key: this.key }, 'lease key disappeared from etcd (expired or deleted); re-acquiring the same subnet');
       this.trigger('key deleted');
     }
+  }
+
+  /** An operator turned our key into a reservation (flannel's pinning): stop renewing. */
+  private becomeReservation(): void {
+    this.reservation = true;
+    this.o.logger.info({ key: this.key, lease: this.leaseId }, 'our lease key is now a reservation (no TTL); renewals stop');
+    this.leaseId = '0';
+    this.schedule(0);
   }
 
   private trigger(reason: string): void {
@@ -362,6 +390,7 @@ export class LeaseKeeper {
     if (this.reconciling) return;
     this.reconciling = true;
     const backoff = new Backoff({ initialMs: 250, maxMs: 5000 });
+    let warned = false;
     try {
       while (this.reconcilePending !== undefined && !this.stopper.stopped && !this.fatal) {
         const reason = this.reconcilePending;
@@ -371,7 +400,8 @@ export class LeaseKeeper {
           backoff.reset();
         } catch (err) {
           if (this.stopper.stopped) return;
-          this.o.logger.warn({ err: etcdErrorText(err), reason }, 'could not restore the lease yet; retrying');
+          if (!warned) this.o.logger.warn({ err: etcdErrorText(err), reason }, 'could not restore the lease yet; retrying');
+          warned = true;
           this.reconcilePending ??= reason;
           await this.stopper.sleep(backoff.next());
         }
@@ -390,29 +420,35 @@ export class LeaseKeeper {
         if (!isLeaseNotFound(err)) throw err;
         // our etcd lease expired or was revoked: grant a new one on the next round
         this.o.logger.warn({ lease: this.leaseId }, 'etcd lease lost (expired or revoked); granting a new one');
-        this.leaseAlive = false;
+        this.leaseId = '0';
       }
     }
     throw new Error('lease key kept changing under us');
   }
 
-  /** One look at the key and one write; true when done. */
+  /** A live etcd lease for our key (granted when we have none). */
+  private async liveLease(): Promise<string> {
+    if (this.leaseId !== '0') return this.leaseId;
+    const g = await this.o.client.leaseClient.leaseGrant({ TTL: this.o.ttlSeconds, ID: 0 });
+    this.leaseId = String(g.ID);
+    this.expires = new Date(Date.now() + Number(g.TTL) * 1000);
+    this.o.logger.info({ lease: this.leaseId, ttl: Number(g.TTL) }, 'granted a new etcd lease');
+    return this.leaseId;
+  }
+
+  /** One look at the key and at most one write; true when done. */
   private async reconcileStep(reason: string): Promise<boolean> {
     const { client } = this.o;
-    if (!this.leaseAlive) {
-      const g = await client.leaseClient.leaseGrant({ TTL: this.o.ttlSeconds, ID: 0 });
-      this.leaseId = String(g.ID);
-      this.leaseAlive = true;
-      this.expires = new Date(Date.now() + Number(g.TTL) * 1000);
-      this.o.logger.info({ lease: this.leaseId, ttl: Number(g.TTL) }, 'granted a new etcd lease');
-    }
     const got = await client.get(this.key).exec();
     const kv = got.kvs[0];
     if (!kv) {
-      const tx = await client.if(this.key, 'Create', '==', 0).then(client.put(this.key).value(this.value).lease(this.leaseId)).commit();
+      // gone (expired, deleted, or a reservation removed): create it again if still free
+      const id = await this.liveLease();
+      const tx = await client.if(this.key, 'Create', '==', 0).then(client.put(this.key).value(this.value).lease(id)).commit();
       if (!tx.succeeded) return false; // someone created it meanwhile: look again
       this.keyHeld = true;
-      this.o.logger.info({ subnet: formatPrefix(this.o.subnet), lease: this.leaseId, reason }, 'subnet lease re-acquired (same subnet)');
+      this.reservation = false;
+      this.o.logger.info({ subnet: formatPrefix(this.o.subnet), lease: id, reason }, 'subnet lease re-acquired (same subnet)');
       this.schedule(this.renewIntervalMs);
       return true;
     }
@@ -420,6 +456,7 @@ export class LeaseKeeper {
     const v = parseLeaseValue(e.value);
     if (!v.ok || v.value.publicIp !== this.o.publicIp) {
       this.fatal = true;
+      this.keyHeld = false;
       const holder = v.ok ? `node ${formatIp(v.value.publicIp)}` : `a lease with an unreadable value (${v.reason})`;
       const err = new LeaseError(
         `subnet ${formatPrefix(this.o.subnet)} of this node (PublicIP ${formatIp(this.o.publicIp)}) is now held by ${holder} ` +
@@ -431,16 +468,18 @@ export class LeaseKeeper {
       return true;
     }
     this.keyHeld = true;
-    if (e.lease === this.leaseId) return true; // all well
-    const tx = await client.if(this.key, 'Mod', '==', e.modRevision).then(client.put(this.key).value(this.value).lease(this.leaseId)).commit();
+    if (e.lease === '0') {
+      if (!this.reservation) this.becomeReservation();
+      return true;
+    }
+    if (!this.reservation && e.lease === this.leaseId) return true; // all well
+    // ours, but on some other etcd lease: move it to ours
+    const id = await this.liveLease();
+    const tx = await client.if(this.key, 'Mod', '==', e.modRevision).then(client.put(this.key).value(this.value).lease(id)).commit();
     if (!tx.succeeded) return false;
-    this.o.logger.info({ subnet: formatPrefix(this.o.subnet), lease: this.leaseId, was: e.lease, reason }, 'lease key re-attached to our etcd lease');
+    this.reservation = false;
+    this.o.logger.info({ subnet: formatPrefix(this.o.subnet), lease: id, was: e.lease, reason }, 'lease key re-attached to our etcd lease');
+    this.schedule(this.renewIntervalMs);
     return true;
   }
-
-  /** For the source: whether `subnet` is this keeper's. */
-  owns(subnet: Prefix): boolean {
-    return prefixEquals(subnet, this.o.subnet);
-  }
-
 }

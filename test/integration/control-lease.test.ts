@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import t, { type Test } from 'tap';
 import { EtcdRouteSource, type EtcdSourceOptions } from '../../src/control/etcd-source';
+import { LeaseKeeper } from '../../src/control/lease';
 import { LeaseError } from '../../src/errors';
 import { formatPrefix } from '../../src/net/addr';
 import { EtcdCluster, RecordingSink, flannelLeaseValue, memoryLogger, sleep, startEtcd, waitFor } from '../helpers/etcd';
@@ -94,11 +95,52 @@ t.test('etcd lease revoked by an operator: a new etcd lease, the same subnet', a
   t.same(x.fatals, []);
 });
 
-t.test('key rewritten with our PublicIP but no etcd lease: re-attached to ours', async (t) => {
+t.test('key moved to another etcd lease (our PublicIP): re-attached to ours', async (t) => {
   const x = await setup(t);
-  await x.admin.put(x.key).value(flannelLeaseValue(OWN_IP)); // etcdctl put: no lease
+  const other = String((await x.admin.leaseClient.leaseGrant({ TTL: 120, ID: 0 })).ID);
+  await x.admin.put(x.key).value(flannelLeaseValue(OWN_IP)).lease(other);
   await waitFor('re-attachment', async () => (await holder(x))?.lease === x.s.etcdLeaseId, 3000, 20);
+  t.not(x.s.etcdLeaseId, other);
   t.ok(x.logs.msgs().includes('lease key re-attached to our etcd lease'));
+  t.same(x.fatals, []);
+});
+
+t.test('reservations (flannel: a key without TTL pins a subnet to a PublicIP) are kept as such', async (t) => {
+  // a running node whose key an operator turns into a reservation: renewals stop
+  const x = await setup(t, { renewIntervalMs: 200 });
+  await x.admin.put(x.key).value(flannelLeaseValue(OWN_IP)); // etcdctl put: no lease
+  await waitFor('reservation mode', () => x.logs.msgs().some((m) => m.startsWith('our lease key is now a reservation')), 3000);
+  t.equal(x.s.etcdLeaseId, '0');
+  t.equal(x.s.stats().leaseExpiresAt, undefined, 'never expires');
+  t.equal(x.s.stats().leaseValid, true);
+  const renewals = x.logs.msgs().filter((m) => m === 'lease renewed').length;
+  await sleep(700);
+  t.equal(x.logs.msgs().filter((m) => m === 'lease renewed').length, renewals, 'no renewal of a reservation');
+  t.equal((await holder(x))?.lease, '0', 'left without TTL');
+
+  // a node starting with a reservation for its PublicIP takes it, without TTL
+  await x.admin.put(`${PREFIX}/subnets/10.244.200.0-24`).value(flannelLeaseValue('192.0.2.200'));
+  const r = new EtcdRouteSource({
+    etcd: x.etcd.etcdOptions(PREFIX),
+    publicIp: '192.0.2.200',
+    subnetFile: path.join(os.tmpdir(), 'overlayd-no-such-dir', 'subnet.env'),
+    leaseTtlSeconds: 60,
+    logger: memoryLogger('info').logger,
+  });
+  t.teardown(() => r.close());
+  const got = await r.start();
+  t.equal(formatPrefix(got.lease.subnet), '10.244.200.0/24');
+  t.equal(got.lease.expiresAt, undefined);
+  t.equal((await x.admin.get(`${PREFIX}/subnets/10.244.200.0-24`).exec()).kvs[0]?.lease, '0', 'still a reservation');
+
+  // the operator removes the reservation: the node keeps its subnet with a normal lease
+  await x.admin.delete().key(x.key);
+  await waitFor('re-acquired with a TTL', async () => {
+    const kv = await holder(x);
+    return kv !== undefined && kv.lease !== '0';
+  }, 3000, 20);
+  t.equal((await holder(x))?.lease, x.s.etcdLeaseId);
+  t.ok(x.s.stats().leaseExpiresAt, 'expires again');
   t.same(x.fatals, []);
 });
 
@@ -133,4 +175,37 @@ t.test('close() keeps the lease in etcd (no revoke)', async (t) => {
   const ttl = await x.admin.leaseClient.leaseTimeToLive({ ID: id });
   t.ok(Number(ttl.TTL) > 50, 'etcd lease alive');
   t.equal(await x.admin.get(x.key).string(), flannelLeaseValue(OWN_IP));
+});
+
+t.test('keepalive finds the etcd lease gone (no watch involved): new lease, key re-created', async (t) => {
+  const etcd = await startEtcd(t);
+  const admin = await etcd.admin();
+  const key = `${PREFIX}/subnets/10.244.3.0-24`;
+  const old = String((await admin.leaseClient.leaseGrant({ TTL: 60, ID: 0 })).ID);
+  await admin.put(key).value(flannelLeaseValue(OWN_IP)).lease(old);
+  const logs = memoryLogger('info');
+  const client = await etcd.client();
+  const fatals: Error[] = [];
+  const keeper = new LeaseKeeper({
+    client,
+    prefix: PREFIX,
+    subnet: { addr: (10 << 24) | (244 << 16) | (3 << 8), len: 24 },
+    publicIp: ((192 << 24) | (2 << 8) | 1) >>> 0,
+    ttlSeconds: 60,
+    leaseId: old,
+    logger: logs.logger,
+    onFatal: (e) => fatals.push(e),
+    renewIntervalMs: 60_000,
+  });
+  t.teardown(() => keeper.close());
+  await admin.leaseClient.leaseRevoke({ ID: old }); // the key goes with it
+  await keeper.renew();
+  await waitFor('the key back on a new lease', async () => {
+    const kv = (await admin.get(key).exec()).kvs[0];
+    return kv !== undefined && kv.lease === keeper.currentLeaseId && kv.lease !== old;
+  }, 3000, 20);
+  t.ok(logs.msgs().includes('etcd lease lost (expired or revoked); re-acquiring the subnet'));
+  t.ok(logs.msgs().includes('subnet lease re-acquired (same subnet)'));
+  t.equal(keeper.valid, true);
+  t.same(fatals, []);
 });

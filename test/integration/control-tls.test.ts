@@ -9,7 +9,7 @@ import { EtcdRouteSource } from '../../src/control/etcd-source';
 import { EtcdError } from '../../src/errors';
 import type { EtcdOptions } from '../../src/control/etcd-client';
 import { silentLogger } from '../../src/ops/log';
-import { flannelLeaseValue, startEtcd } from '../helpers/etcd';
+import { flannelLeaseValue, freePort, startEtcd } from '../helpers/etcd';
 
 const PREFIX = '/coreos.com/network';
 
@@ -100,4 +100,22 @@ t.test('password auth (--etcd-username/--etcd-password)', async (t) => {
     t.ok(err instanceof EtcdError);
     t.match((err as Error).message, /refused the credentials of user root/);
   });
+});
+
+t.test('unreachable endpoints: start() retries for startTimeoutMs, then an EtcdError naming them', async (t) => {
+  const port = await freePort(); // nothing listens there
+  const s = new EtcdRouteSource({
+    etcd: { endpoints: [`http://127.0.0.1:${port}`], prefix: PREFIX },
+    publicIp: '192.0.2.1',
+    subnetFile: path.join(os.tmpdir(), 'overlayd-no-such-dir', 'subnet.env'),
+    leaseTtlSeconds: 60,
+    logger: silentLogger(),
+    startTimeoutMs: 1500,
+    callTimeoutMs: 1000,
+  });
+  const { err, ms } = await startError(s);
+  t.ok(err instanceof EtcdError);
+  t.match((err as Error).message, `etcd at http://127.0.0.1:${port}`);
+  t.match((err as Error).message, /reading the network config/);
+  t.ok(ms >= 1400 && ms < 6000, `gave up after ${ms} ms`);
 });
