@@ -112,7 +112,12 @@ export class RangeMirror {
     const revision = Number(res.header.revision);
     this.revision = revision;
     this.listedOnce = true;
-    this.o.consumer.snapshot(entries, revision, initial);
+    try {
+      this.o.consumer.snapshot(entries, revision, initial);
+    } catch (err) {
+      // a failing sink must not stop the watch; what was applied is tracked by the consumer
+      this.o.logger.error({ err: errorMessage(err), revision }, 'lease snapshot handler failed');
+    }
     if (this.o.beforeWatch) await this.o.beforeWatch(revision);
     if (this.stopper.stopped) return;
     this.watchFrom(revision + 1);
