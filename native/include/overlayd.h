@@ -14,6 +14,7 @@
 #define OVERLAYD_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -194,6 +195,254 @@ uint32_t ovl_tunport_recv(struct ovl_tunport *p, uint8_t *buf, size_t stride, ui
 int ovl_tunport_send(struct ovl_tunport *p, const struct iovec *pkts, uint32_t n);
 
 uint32_t ovl_tunport_slot_size(const struct ovl_tunport *p);
+
+/* ------------------------------------------------------------------------------------ */
+/* packet.c: IPv4 validation, checksums, the TTL rule, ICMP errors (the C twin of        */
+/* src/net/ipv4.ts and src/net/icmp.ts: same rules, keep the two in step)                */
+/* ------------------------------------------------------------------------------------ */
+/* Every function here is pure (no globals, no allocation, any thread). Packets start at
+ * offset 0 of their buffer; addresses are uint32 in host order (10.0.0.1 == 0x0a000001). */
+
+#define OVL_IPV4_MIN_HEADER 20u /* bytes */
+#define OVL_IPV4_MAX_HEADER 60u /* bytes: IHL 15 */
+#define OVL_PROTO_ICMP 1u
+
+/* ovl_ipv4_validate results: the same codes, in the same order, as validateIpv4. */
+enum ovl_ipv4_check {
+  OVL_IPV4_OK = 0,
+  OVL_IPV4_TOO_SHORT = 1,
+  OVL_IPV4_BAD_VERSION = 2,
+  OVL_IPV4_BAD_IHL = 3,
+  OVL_IPV4_BAD_LENGTH = 4,
+  OVL_IPV4_BAD_CHECKSUM = 5,
+};
+
+/* Checks a datagram of `len` bytes: len >= 20, version 4, IHL >= 5 and IHL*4 <= len, total
+ * length field == len exactly, header checksum valid (RFC 1071: the sum over the header is
+ * 0xffff, so both encodings of zero pass). The first failure in that order is returned.
+ * Reads only bytes [0, min(len, IHL*4)), so `len` may exceed what the buffer holds (a
+ * datagram received truncated with its real length) as long as the buffer holds
+ * OVL_IPV4_MAX_HEADER bytes or len bytes, whichever is less. */
+enum ovl_ipv4_check ovl_ipv4_validate(const uint8_t *pkt, size_t len);
+
+/* Header fields; no bounds checks: validate first (or know len >= 20). */
+static inline uint32_t ovl_be32(const uint8_t *p) {
+  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+static inline uint32_t ovl_ipv4_src(const uint8_t *pkt) { return ovl_be32(pkt + 12); }
+static inline uint32_t ovl_ipv4_dst(const uint8_t *pkt) { return ovl_be32(pkt + 16); }
+static inline size_t ovl_ipv4_header_len(const uint8_t *pkt) { return (size_t)(pkt[0] & 0x0fu) << 2; }
+
+/* Folded (not complemented) one's-complement sum of len bytes, added to `initial` (a
+ * previous folded sum, 0..0xffff); a trailing odd byte is padded with a zero low byte.
+ * 0..0xffff, and 0 only when every word and `initial` are 0. len <= 131070. */
+uint32_t ovl_ones_sum(const uint8_t *buf, size_t len, uint32_t initial);
+/* RFC 1071 Internet checksum of len bytes: ~sum, 0..0xffff. */
+uint16_t ovl_inet_checksum(const uint8_t *buf, size_t len);
+/* Full header checksum of the first hlen bytes with the checksum field taken as 0: the
+ * value to store big-endian at bytes 10-11 (canonical: never 0xffff for a real header). */
+uint16_t ovl_ipv4_header_checksum(const uint8_t *pkt, size_t hlen);
+
+/* THE TTL rule of the C core (the twin of decrementTtl in src/net/ipv4.ts). If TTL > 1:
+ * TTL -= 1 and the header checksum updated incrementally per RFC 1624 eqn. 3
+ * (HC' = ~(~HC + ~m + m'), m = the 16-bit word TTL|protocol), returns true; the result
+ * equals a full recomputation, including HC' == 0x0000 (never 0xffff). A wrong incoming
+ * checksum stays exactly as wrong: validate first. If TTL <= 1: the packet is untouched,
+ * returns false (drop, and answer ICMP time exceeded where allowed). */
+bool ovl_ipv4_decrement_ttl(uint8_t *pkt);
+
+#define OVL_ICMP_DEST_UNREACH 3u
+#define OVL_ICMP_NET_UNREACH 0u /* code of DEST_UNREACH */
+#define OVL_ICMP_FRAG_NEEDED 4u /* code of DEST_UNREACH */
+#define OVL_ICMP_TIME_EXCEEDED 11u
+#define OVL_ICMP_TTL_EXCEEDED 0u /* code of TIME_EXCEEDED */
+#define OVL_ICMP_HEADER_LEN 8u
+#define OVL_ICMP_QUOTE_PAYLOAD 8u /* bytes of the offending payload quoted (RFC 792) */
+#define OVL_ICMP_ERROR_TTL 64u
+#define OVL_ICMP_ERROR_TOS 0xc0u /* precedence 6, internetwork control (RFC 1812 4.3.2.5) */
+/* Largest error packet: IP header + ICMP header + a 60-byte header + 8 bytes quoted. */
+#define OVL_ICMP_ERROR_MAX (OVL_IPV4_MIN_HEADER + OVL_ICMP_HEADER_LEN + OVL_IPV4_MAX_HEADER + OVL_ICMP_QUOTE_PAYLOAD)
+
+/* RFC 1812 4.3.2.7, the twin of mayRespondWithIcmpError: false for ICMP errors (types
+ * 3,4,5,11,12) and ICMP with fewer than 8 header bytes, non-first fragments, sources
+ * 0.0.0.0, loopback, multicast, class E and broadcast, multicast/broadcast destinations,
+ * and when len bytes cannot hold the IP header (len < 20, IHL < 5, IHL*4 > len). `len`
+ * valid bytes at pkt; the total length field is not used. */
+bool ovl_icmp_may_respond(const uint8_t *pkt, size_t len);
+
+/* THE ICMP error builder of the C core (the twin of buildIcmpError). Writes into out
+ * (OVL_ICMP_ERROR_MAX bytes) an IPv4 packet: IHL 5, TOS OVL_ICMP_ERROR_TOS, id `id`, DF
+ * clear, TTL 64, proto 1, src `from`, dst = the offending packet's source (0 when
+ * off_len < 20), valid header checksum; ICMP `type`/`code`, bytes 4-7 zero except for
+ * type 3 code 4 where bytes 6-7 carry next_hop_mtu; then the offending IP header and 8
+ * bytes of its payload (fewer if off_len is shorter); valid ICMP checksum. `off` is only
+ * read; its header must be complete (ovl_icmp_may_respond first). Returns the length. */
+size_t ovl_icmp_error_build(uint8_t out[OVL_ICMP_ERROR_MAX], uint8_t type, uint8_t code, uint32_t from,
+                            const uint8_t *off, size_t off_len, uint16_t next_hop_mtu, uint16_t id);
+
+/* ------------------------------------------------------------------------------------ */
+/* route.c: the peer route table (longest-prefix match), a per-thread lookup cache, and  */
+/* lock-free publication of new tables to the forwarding threads (see route.c's header)  */
+/* ------------------------------------------------------------------------------------ */
+
+/* One route: packets for net/len go to peer (the peer node's underlay address). */
+struct ovl_route {
+  uint32_t net;  /* host order; host bits must be zero */
+  uint32_t peer; /* host order */
+  uint8_t len;   /* 0..32 */
+};
+
+/* An immutable table: routes plus the set of their peers. Built by one thread, then
+ * read by any number of threads without synchronization (it never changes). */
+struct ovl_rtable;
+
+/* Builds a table from n routes. A subnet given twice keeps the last one (upsert order).
+ * Returns 0 and *out, -EINVAL (a len > 32 or host bits set; nothing built), -E2BIG (more
+ * than 2^24 routes), -ENOMEM. */
+int ovl_rtable_build(struct ovl_rtable **out, const struct ovl_route *routes, size_t n);
+void ovl_rtable_free(struct ovl_rtable *t); /* NULL ok */
+/* Longest-prefix match of addr; true and *peer when a route covers it. Uncached. */
+bool ovl_rtable_lookup(const struct ovl_rtable *t, uint32_t addr, uint32_t *peer);
+/* True when some route points at `ip` (the inbound "known peer" check). */
+bool ovl_rtable_is_peer(const struct ovl_rtable *t, uint32_t ip);
+size_t ovl_rtable_size(const struct ovl_rtable *t); /* routes */
+
+/* A small direct-mapped cache of recent lookups (hits and misses) in front of one table;
+ * owned by one thread. It remembers which table it caches (by a generation number unique
+ * within the process) and empties itself when asked about another one. */
+#define OVL_RCACHE_SLOTS 256u /* entries, a power of two */
+struct ovl_rcache {
+  uint64_t gen; /* generation of the table cached; 0 = none */
+  struct {
+    uint32_t addr;
+    uint32_t peer;
+    uint32_t state; /* 0 empty, 1 miss, 2 hit */
+  } e[OVL_RCACHE_SLOTS];
+};
+void ovl_rcache_init(struct ovl_rcache *c);
+/* ovl_rtable_lookup through the cache. */
+bool ovl_rcache_lookup(struct ovl_rcache *c, const struct ovl_rtable *t, uint32_t addr, uint32_t *peer);
+
+/* The publication domain: the current table, the forwarding threads ("readers", a fixed
+ * number, each with its own index) and the tables retired but not yet freed. */
+struct ovl_routes;
+/* Creates a domain with an empty current table for `readers` reader indices (1..1024).
+ * Returns 0, -EINVAL, -ENOMEM. */
+int ovl_routes_create(struct ovl_routes **out, uint32_t readers);
+/* Frees the domain, its current table and every retired one. No reader may be inside
+ * enter/leave (join the threads first). Writer thread. NULL ok. */
+void ovl_routes_destroy(struct ovl_routes *r);
+/* Writer (one thread at a time, e.g. the JS thread): builds a table from the routes,
+ * publishes it (release), retires the old one and frees every retired table no reader can
+ * still see. Returns 0, or what ovl_rtable_build returned (the current table stays). */
+int ovl_routes_set(struct ovl_routes *r, const struct ovl_route *routes, size_t n);
+/* Writer: frees the retired tables no reader can see any more; returns how many remain. */
+size_t ovl_routes_reclaim(struct ovl_routes *r);
+/* Reader `reader` (its own thread only): enters a read-side section and returns the table
+ * current at that moment; the table stays valid until ovl_routes_leave. Sections must not
+ * nest; keep them short (one batch) and never block inside one (poll outside). */
+const struct ovl_rtable *ovl_routes_enter(struct ovl_routes *r, uint32_t reader);
+void ovl_routes_leave(struct ovl_routes *r, uint32_t reader);
+
+/* ------------------------------------------------------------------------------------ */
+/* udp.c: the UDP sockets of the engine                                                  */
+/* ------------------------------------------------------------------------------------ */
+
+/* Bytes asked for as SO_RCVBUF and SO_SNDBUF of each engine socket: bursts of several
+ * batches from every queue must fit while the thread is busy with the other direction. */
+#define OVL_UDP_SOCKBUF_BYTES (4 << 20)
+
+/* Opens n UDP sockets bound to addr:port (host order; addr 0 = any), nonblocking and
+ * cloexec, with SO_RCVBUF/SO_SNDBUF of buf_bytes (the *FORCE variants first, for a
+ * process with CAP_NET_ADMIN; the plain ones, capped by net.core.[rw]mem_max, after
+ * EPERM). n > 1: all with SO_REUSEPORT, after a probe bind without it, so that a port
+ * already held by anyone gives -EADDRINUSE instead of joining a foreign group. port 0
+ * picks a free port (the same for all n). On success fds[0..n-1] are the caller's;
+ * on failure none is left open. Returns 0 or a negative errno with *syscall set. */
+int ovl_udp_open(int *fds, uint32_t n, uint32_t addr, uint16_t port, int buf_bytes, const char **syscall);
+
+/* ------------------------------------------------------------------------------------ */
+/* engine.c: the forwarding threads of the native engine                                 */
+/* ------------------------------------------------------------------------------------ */
+
+/* Packets one thread takes per burst from one side: TUN reads until EAGAIN or this many,
+ * then one sendmmsg; one recvmmsg of at most this many, then the TUN writes. */
+#define OVL_ENGINE_BATCH 64u
+/* Most forwarding threads (queues) of one engine. */
+#define OVL_ENGINE_QUEUES_MAX 64u
+
+/* Counter indices of one queue. The first OVL_EC_COMMON are ENGINE_COUNTERS of
+ * src/dataplane/engine.ts, same names, same order, same meaning; the rest are the native
+ * engine's own (diagnostics). Names: ovl_engine_counter_names. */
+enum ovl_engine_counter {
+  OVL_EC_TUN_RX,            /* packets read from the TUN (oversize ones excluded) */
+  OVL_EC_TX,                /* datagrams sent to peers */
+  OVL_EC_TX_BYTES,          /* their payload bytes */
+  OVL_EC_RX,                /* datagrams received on the UDP socket (all, before checks) */
+  OVL_EC_RX_BYTES,          /* their payload bytes (real length, also when truncated) */
+  OVL_EC_TUN_TX,            /* packets written into the TUN (forwarded inbound + ICMP) */
+  OVL_EC_ICMP_SENT,         /* ICMP errors generated */
+  OVL_EC_DROP_NO_ROUTE,     /* outbound: no route for the destination */
+  OVL_EC_DROP_TTL,          /* TTL would reach 0 */
+  OVL_EC_DROP_MALFORMED,    /* not a well-formed IPv4 packet (either direction) */
+  OVL_EC_DROP_UNKNOWN_PEER, /* inbound: sender is not a known peer's address with port P */
+  OVL_EC_DROP_SPOOFED,      /* inbound: inner source's route does not point at the sender */
+  OVL_EC_DROP_WRONG_DST,    /* inbound: inner destination not inside this node's subnet */
+  OVL_EC_DROP_TOO_BIG,      /* inbound: packet larger than the TUN MTU */
+  OVL_EC_DROP_RING_FULL,    /* a TUN write would block (EAGAIN/ENOBUFS): the TUN-bound
+                               queue was full; the packet is dropped */
+  OVL_EC_TX_ERROR,          /* UDP send failed (or the socket stayed full, see engine.c) */
+  OVL_EC_COMMON,            /* ---- native only from here ---- */
+  OVL_EC_DROP_TUN_OVERSIZE = OVL_EC_COMMON, /* TUN packets longer than the buffer (MTU raised) */
+  OVL_EC_TUN_READ_ERRORS,   /* TUN read errors other than EAGAIN/EINTR */
+  OVL_EC_TUN_WRITE_ERRORS,  /* TUN write errors other than the ones of drop_ring_full */
+  OVL_EC_UDP_RECV_ERRORS,   /* recvmmsg errors other than EAGAIN/EINTR */
+  OVL_EC_POLLS,             /* poll() calls: low per packet = good batching; flat when idle */
+  OVL_EC_TUN_BURSTS,        /* TUN read bursts that got at least one packet */
+  OVL_EC_UDP_BURSTS,        /* recvmmsg calls that got at least one datagram */
+  OVL_EC_SENDMMSG_CALLS,    /* sendmmsg calls */
+  OVL_EC_COUNT
+};
+/* uint64 words per queue in the counter block (OVL_EC_COUNT rounded up to 64 bytes). */
+#define OVL_EC_STRIDE ((OVL_EC_COUNT + 7u) & ~7u)
+
+/* One queue's counters: written by its thread only (relaxed stores, once per burst),
+ * readable from any thread (relaxed loads; JS sums them as a BigUint64Array). */
+struct ovl_engine_counters {
+  _Alignas(64) _Atomic uint64_t v[OVL_EC_STRIDE];
+};
+extern const char *const ovl_engine_counter_names[OVL_EC_COUNT];
+
+struct ovl_engine;
+
+struct ovl_engine_config {
+  uint32_t queues;     /* 1..OVL_ENGINE_QUEUES_MAX threads */
+  const int *tun_fds;  /* [queues] nonblocking packet fds (TUN queues; SOCK_SEQPACKET in
+                          tests): one read = one packet. Borrowed: close after stop. */
+  const int *udp_fds;  /* [queues] nonblocking UDP sockets bound to port. Borrowed. */
+  uint16_t port;       /* P: the source port a peer must use; peers are sent to peer:P */
+  uint32_t tun_address; /* source of the ICMP errors (the lease's network address) */
+  uint32_t tun_mtu;    /* bytes, 68..65535: larger inbound packets are drop_too_big */
+  uint32_t subnet;     /* this node's subnet (inbound destinations must be inside) */
+  uint8_t subnet_len;  /* 0..32 */
+  struct ovl_routes *routes; /* borrowed; reader index q = queue q; outlives the engine */
+  /* [queues] counter blocks, borrowed, zeroed by the caller; valid until stop returns */
+  struct ovl_engine_counters *counters;
+  /* Called at most once per queue, on that queue's thread, when the thread stops on an
+   * error it cannot recover from (err a positive errno, syscall a static string); the
+   * thread then exits. Must not block and must not call back into the engine. */
+  void (*on_fatal)(void *opaque, uint32_t queue, int err, const char *syscall);
+  void *opaque;
+};
+
+/* Allocates the buffers, the stop eventfd and starts one thread per queue (all signals
+ * blocked on them). Returns 0 and *out, or a negative errno with *syscall ("config" for
+ * -EINVAL, "malloc", "eventfd", "pthread_create"); on failure nothing is left running. */
+int ovl_engine_start(struct ovl_engine **out, const struct ovl_engine_config *cfg, const char **syscall);
+/* Sets the stop flag, wakes every thread (they block only in poll(), and in a send wait
+ * bounded by a few ms) and joins them; frees everything it allocated. Does not close the
+ * fds. Call from the thread that started it. NULL ok. */
+void ovl_engine_stop(struct ovl_engine *e);
 
 #ifdef __cplusplus
 }

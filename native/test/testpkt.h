@@ -1,0 +1,67 @@
+/* Packet helpers of the C tests, written independently of packet.c (they are its reference):
+ * big-endian access, a plain 64-bit one's-complement sum, full header checksums, a PRNG
+ * and a builder of valid IPv4 packets. */
+#ifndef OVL_TEST_PKT_H
+#define OVL_TEST_PKT_H
+
+#include <stdint.h>
+#include <string.h>
+
+#define TP_FN static __attribute__((unused))
+
+TP_FN uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+TP_FN uint32_t rd32(const uint8_t *p) { return (uint32_t)rd16(p) << 16 | rd16(p + 2); }
+TP_FN void wr16(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 8);
+  p[1] = (uint8_t)v;
+}
+TP_FN void wr32(uint8_t *p, uint32_t v) {
+  wr16(p, v >> 16);
+  wr16(p + 2, v);
+}
+
+/* Folded one's-complement sum of len bytes (odd tail padded with a zero low byte). */
+TP_FN uint32_t ref_sum(const uint8_t *b, size_t len) {
+  uint64_t s = 0;
+  for (size_t i = 0; i < len; i++) s += (i & 1) ? b[i] : (uint64_t)b[i] << 8;
+  while (s >> 16) s = (s & 0xffff) + (s >> 16);
+  return (uint32_t)s;
+}
+
+/* Full recomputation of a header checksum: checksum field taken as 0, sum, complement. */
+TP_FN uint16_t ref_header_checksum(const uint8_t *h, size_t hlen) {
+  uint8_t tmp[60];
+  memcpy(tmp, h, hlen);
+  tmp[10] = tmp[11] = 0;
+  return (uint16_t)(~ref_sum(tmp, hlen) & 0xffff);
+}
+
+static uint64_t tp_rng_state = 0x9e3779b97f4a7c15ull;
+TP_FN uint32_t rnd(void) { /* xorshift64* */
+  tp_rng_state ^= tp_rng_state >> 12;
+  tp_rng_state ^= tp_rng_state << 25;
+  tp_rng_state ^= tp_rng_state >> 27;
+  return (uint32_t)((tp_rng_state * 0x2545f4914f6cdd1dull) >> 32);
+}
+
+/* A valid IPv4 packet of len bytes at p: IHL ihl, DF, given proto/ttl/src/dst, random
+ * other bytes (payload too), correct header checksum. */
+TP_FN void make_pkt(uint8_t *p, size_t len, unsigned ihl, uint8_t proto, uint8_t ttl, uint32_t src, uint32_t dst) {
+  for (size_t i = 0; i < len; i++) p[i] = (uint8_t)rnd();
+  p[0] = (uint8_t)(0x40 | ihl);
+  wr16(p + 2, (uint32_t)len);
+  wr16(p + 6, 0x4000); /* DF, offset 0 */
+  p[8] = ttl;
+  p[9] = proto;
+  wr32(p + 12, src);
+  wr32(p + 16, dst);
+  wr16(p + 10, ref_header_checksum(p, ihl * 4u));
+}
+
+/* The expected forwarded form of p: TTL - 1, checksum fully recomputed. */
+TP_FN void expect_forwarded(uint8_t *p) {
+  p[8] = (uint8_t)(p[8] - 1);
+  wr16(p + 10, ref_header_checksum(p, (size_t)(p[0] & 0xf) * 4));
+}
+
+#endif
