@@ -23,7 +23,7 @@ if (!isRoot) {
   t.test('demo runs end to end and leaves nothing behind', async (t) => {
     const r = run(process.execPath, [DEMO], { timeoutMs: 240_000 });
     const out = r.stdout + r.stderr;
-    t.equal(r.status, 0, out.slice(-3000));
+    t.equal(r.status, 0, 'the demo exits 0', { output: out.slice(-3000) });
     const prefix = /namespaces: (ovdemo[0-9a-f]{6})-ul/.exec(out)?.[1];
     t.ok(prefix, 'printed its namespace prefix');
     for (let k = 1; k <= 3; k++) t.match(out, new RegExp(`node ${k} \\(10\\.99\\.0\\.${k}\\): lease 10\\.244\\.\\d+\\.0/24, FLANNEL_MTU=1472`));

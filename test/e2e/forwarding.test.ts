@@ -165,7 +165,7 @@ if (!isRoot) {
 
       t.test('SIGTERM: exits 0 within 2 s, TUN and route gone', async (t) => {
         const { code, ms } = await stopDaemon(d1);
-        t.equal(code, 0, d1.output().slice(-2000));
+        t.equal(code, 0, 'exit code 0', { output: d1.output().slice(-2000) });
         t.ok(ms < 2000, `stopped in ${ms} ms`);
         t.not(run('ip', ['-n', n1.ns, 'link', 'show', 'flannel0']).status, 0, 'flannel0 removed');
         t.equal(topo.netns.ip(n1.ns, 'route', 'show', '10.244.0.0/16').trim(), '', 'Network route removed');
