@@ -7,7 +7,6 @@ import { parseArgs } from 'node:util';
 import { helpText, parseDaemonArgs, parseHostPort, FLAGS, envName } from './config';
 import { OverlaydError, errorMessage } from './errors';
 import { createLogger } from './ops/log';
-import { runDaemon } from './daemon';
 
 const VERSION: string = (require('../../package.json') as { version: string }).version;
 
@@ -89,6 +88,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     const logger = createLogger(cmd.config.logLevel);
     try {
+      // loaded here so that `overlayd status` does not pay for etcd/gRPC and the addon
+      const { runDaemon } = require('./daemon') as typeof import('./daemon');
       return await runDaemon(cmd.config, logger);
     } catch (err) {
       logger.fatal({ err: errorMessage(err), code: err instanceof OverlaydError ? err.code : undefined }, 'cannot start');
