@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Option ranges of the contract (addon.ts, TunPortOptions). */
@@ -51,15 +52,20 @@
 #define NAME_ECHO_MAX 64
 
 static const napi_type_tag TUNPORT_TAG = {0x6f7665726c617964ULL, 0x54756e506f727431ULL};
+static const napi_type_tag ENGINE_TAG = {0x6f7665726c617964ULL, 0x456e67696e655031ULL};
 
 struct addon_data {
-  napi_ref port_class; /* the TunPort constructor */
-  bool constructing;   /* set only while openTun() instantiates a TunPort */
+  napi_ref port_class;   /* the TunPort constructor */
+  napi_ref engine_class; /* the EnginePort constructor */
+  bool constructing;     /* set only while openTun()/openEngine() instantiate their class */
 };
 
+/* Counter memory shared by native threads and a BigUint64Array (see the header comment). */
 struct counters_box {
-  struct ovl_tun_counters c; /* first: 64-byte aligned */
-  uint32_t refs;             /* JS thread only: the ArrayBuffer, and an open port */
+  void *mem;    /* 64-byte aligned, zeroed, `bytes` long: struct ovl_tun_counters or
+                   struct ovl_engine_counters[queues] */
+  size_t bytes;
+  uint32_t refs; /* JS thread only: the ArrayBuffer, and an open port/engine */
 };
 
 struct notify_ctx {
@@ -124,23 +130,32 @@ static napi_value throw_range(napi_env env, const char *fmt, ...) {
   return NULL;
 }
 
-/* Throws Error{code: errno name, errno: -err, syscall} with message
- * "<context>: <syscall> failed: <strerror> (<CODE>)[: <hint>]". err is a positive errno. */
-static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *context,
-                              const char *hint) {
+/* Creates Error{code: errno name, errno: -err, syscall} with message
+ * "<context>: <syscall> failed: <strerror> (<CODE>)[: <hint>]". err is a positive errno.
+ * Returns false with an exception pending when a napi call failed. */
+static bool make_errno_error(napi_env env, int err, const char *syscall, const char *context, const char *hint,
+                             napi_value *out) {
   char ebuf[128], msg[512];
   const char *code = ovl_errno_name(err);
   const char *text = strerror_r(err, ebuf, sizeof(ebuf)); /* GNU variant (_GNU_SOURCE) */
   snprintf(msg, sizeof(msg), "%s: %s failed: %s (%s)%s%s", context, syscall, text, code,
            hint ? ": " : "", hint ? hint : "");
-  napi_value jcode, jmsg, jerr, jsys, jerrno;
-  CHECK(env, napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode));
-  CHECK(env, napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg));
-  CHECK(env, napi_create_error(env, jcode, jmsg, &jerr));
-  CHECK(env, napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &jsys));
-  CHECK(env, napi_set_named_property(env, jerr, "syscall", jsys));
-  CHECK(env, napi_create_int32(env, -err, &jerrno));
-  CHECK(env, napi_set_named_property(env, jerr, "errno", jerrno));
+  napi_value jcode, jmsg, jsys, jerrno;
+  CHECK_RET(env, napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode), false);
+  CHECK_RET(env, napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg), false);
+  CHECK_RET(env, napi_create_error(env, jcode, jmsg, out), false);
+  CHECK_RET(env, napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &jsys), false);
+  CHECK_RET(env, napi_set_named_property(env, *out, "syscall", jsys), false);
+  CHECK_RET(env, napi_create_int32(env, -err, &jerrno), false);
+  CHECK_RET(env, napi_set_named_property(env, *out, "errno", jerrno), false);
+  return true;
+}
+
+/* Throws the error of make_errno_error. */
+static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *context,
+                              const char *hint) {
+  napi_value jerr;
+  if (!make_errno_error(env, err, syscall, context, hint, &jerr)) return NULL;
   CHECK(env, napi_throw(env, jerr));
   return NULL;
 }
@@ -155,7 +170,10 @@ static napi_value throw_closed(napi_env env, const char *method) {
 /* ---------------------------------------------------------------- lifetime -------------- */
 
 static void box_unref(struct counters_box *box) {
-  if (--box->refs == 0) free(box);
+  if (--box->refs == 0) {
+    free(box->mem);
+    free(box);
+  }
 }
 
 static void counters_ab_finalize(napi_env env, void *data, void *hint) {
@@ -164,10 +182,55 @@ static void counters_ab_finalize(napi_env env, void *data, void *hint) {
   box_unref(hint);
 }
 
+/* A box of `bytes` (a multiple of 64) zeroed counter memory and a BigUint64Array of its
+ * first `words` counters, which holds the first reference. Returns NULL with an exception
+ * pending. */
+static struct counters_box *box_new(napi_env env, size_t bytes, size_t words, const char *context,
+                                    napi_value *array) {
+  struct counters_box *box = calloc(1, sizeof(*box));
+  void *mem = aligned_alloc(64, bytes);
+  if (box == NULL || mem == NULL) {
+    free(box);
+    free(mem);
+    throw_errno(env, ENOMEM, "malloc", context, NULL);
+    return NULL;
+  }
+  memset(mem, 0, bytes);
+  box->mem = mem;
+  box->bytes = bytes;
+  napi_value ab;
+  napi_status nst = napi_create_external_arraybuffer(env, mem, bytes, counters_ab_finalize, box, &ab);
+  if (nst != napi_ok) {
+    free(mem);
+    free(box);
+    throw_status(env, nst, "napi_create_external_arraybuffer(counters)");
+    return NULL;
+  }
+  box->refs = 1; /* the ArrayBuffer: from here on its finalizer frees the box */
+  CHECK(env, napi_create_typedarray(env, napi_biguint64_array, words, ab, 0, array));
+  return box;
+}
+
 static void tsfn_finalize(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
   free(data); /* struct notify_ctx */
+}
+
+/* JS thread: calls a JS callback from a thread-safe function. If it throws, the exception
+ * goes to 'uncaughtException' like any callback from the loop (left pending, Node 20
+ * would only print a deprecation warning and drop it). */
+static void call_js_callback(napi_env env, napi_value fn, size_t argc, const napi_value *argv, const char *what) {
+  napi_value undef;
+  CHECK_RET(env, napi_get_undefined(env, &undef), );
+  napi_status st = napi_call_function(env, undef, fn, argc, argv, NULL);
+  if (st == napi_pending_exception) {
+    napi_value exc;
+    CHECK_RET(env, napi_get_and_clear_last_exception(env, &exc), );
+    CHECK_RET(env, napi_fatal_exception(env, exc), );
+  } else if (st != napi_ok) {
+    throw_status(env, st, what);
+  }
 }
 
 /* JS thread: runs queued onReadable calls. env and js_cb are NULL during env teardown. */
@@ -175,18 +238,7 @@ static void tsfn_call_js(napi_env env, napi_value js_cb, void *context, void *da
   (void)data;
   const struct notify_ctx *nctx = context;
   if (env == NULL || js_cb == NULL || nctx->closed) return;
-  napi_value undef;
-  CHECK_RET(env, napi_get_undefined(env, &undef), );
-  napi_status st = napi_call_function(env, undef, js_cb, 0, NULL, NULL);
-  if (st == napi_pending_exception) {
-    /* onReadable threw: hand it to 'uncaughtException' like any callback from the loop
-     * (left pending, Node 20 would only print a deprecation warning and drop it). */
-    napi_value exc;
-    CHECK_RET(env, napi_get_and_clear_last_exception(env, &exc), );
-    CHECK_RET(env, napi_fatal_exception(env, exc), );
-  } else if (st != napi_ok) {
-    throw_status(env, st, "calling onReadable");
-  }
+  call_js_callback(env, js_cb, 0, NULL, "calling onReadable");
 }
 
 /* I/O thread: the rx ring became non-empty. napi_queue_full means calls are already queued,
@@ -235,23 +287,29 @@ static void port_finalize(napi_env env, void *data, void *hint) {
 
 /* ---------------------------------------------------------------- TunPort methods -------- */
 
-/* Fetches this (checked to be a TunPort) and up to *argc arguments (missing ones are
- * undefined). Returns NULL with an exception pending when this is not a TunPort. */
-static struct port *this_port(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv,
-                              const char *method) {
+/* Fetches this (checked to carry `tag`, i.e. to be a `cls`) and up to *argc arguments
+ * (missing ones are undefined); returns its native struct. Returns NULL with an exception
+ * pending when this is not a `cls`. */
+static void *this_wrapped(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv,
+                          const napi_type_tag *tag, const char *cls, const char *method) {
   napi_value self;
   CHECK(env, napi_get_cb_info(env, info, argc, argv, &self, NULL));
   napi_valuetype t;
   CHECK(env, napi_typeof(env, self, &t));
   bool tagged = false;
-  if (t == napi_object) CHECK(env, napi_check_object_type_tag(env, self, &TUNPORT_TAG, &tagged));
+  if (t == napi_object) CHECK(env, napi_check_object_type_tag(env, self, tag, &tagged));
   if (!tagged) {
-    throw_type(env, "TunPort.%s: called on something that is not a TunPort", method);
+    throw_type(env, "%s.%s: called on something that is not a %s", cls, method, cls);
     return NULL;
   }
   void *p = NULL;
   CHECK(env, napi_unwrap(env, self, &p));
   return p;
+}
+
+static struct port *this_port(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv,
+                              const char *method) {
+  return this_wrapped(env, info, argc, argv, &TUNPORT_TAG, "TunPort", method);
 }
 
 /* The typed array view of v if it is one of `type`, else false (no exception). */
@@ -391,24 +449,91 @@ static napi_value port_ctor(napi_env env, napi_callback_info info) {
 
 /* ---------------------------------------------------------------- openTun --------------- */
 
-/* Reads options[key] as an integer in [min, max]. Returns false with an exception pending. */
-static bool get_int_option(napi_env env, napi_value opts, const char *key, uint32_t min, uint32_t max,
-                           uint32_t *out) {
+/* Reads options[key] of function `fn` as an integer in [min, max]. Returns false with an
+ * exception pending. */
+static bool get_int_option(napi_env env, napi_value opts, const char *fn, const char *key, uint32_t min,
+                           uint32_t max, uint32_t *out) {
   napi_value v;
   napi_valuetype t;
   CHECK_RET(env, napi_get_named_property(env, opts, key, &v), false);
   CHECK_RET(env, napi_typeof(env, v, &t), false);
   if (t != napi_number) {
-    throw_type(env, "openTun: options.%s must be a number", key);
+    throw_type(env, "%s: options.%s must be a number", fn, key);
     return false;
   }
   double d;
   CHECK_RET(env, napi_get_value_double(env, v, &d), false);
   if (!(d >= (double)min && d <= (double)max) || d != (double)(uint32_t)d) {
-    throw_range(env, "openTun: options.%s must be an integer in %u..%u, got %g", key, min, max, d);
+    throw_range(env, "%s: options.%s must be an integer in %u..%u, got %g", fn, key, min, max, d);
     return false;
   }
   *out = (uint32_t)d;
+  return true;
+}
+
+/* Reads a device name argument of function `fn` into name and sets context to
+ * `fn("name")` for error messages. A longer name is cut to NAME_ECHO_MAX bytes, which
+ * still makes ovl_tun_open() refuse it as too long; *name_len keeps the full length.
+ * Returns false with an exception pending. */
+static bool get_tun_name(napi_env env, napi_value v, const char *fn, char name[NAME_ECHO_MAX + 1], size_t *name_len,
+                         char context[NAME_ECHO_MAX + 32]) {
+  napi_valuetype t;
+  CHECK_RET(env, napi_typeof(env, v, &t), false);
+  if (t != napi_string) {
+    throw_type(env, "%s: name must be a string", fn);
+    return false;
+  }
+  size_t copied;
+  CHECK_RET(env, napi_get_value_string_utf8(env, v, NULL, 0, name_len), false);
+  CHECK_RET(env, napi_get_value_string_utf8(env, v, name, NAME_ECHO_MAX + 1, &copied), false);
+  if (strlen(name) != copied) {
+    throw_type(env, "%s: name must not contain NUL characters", fn);
+    return false;
+  }
+  snprintf(context, NAME_ECHO_MAX + 32, "%s(\"%s%s\")", fn, name, *name_len > copied ? "..." : "");
+  return true;
+}
+
+/* Throws the error of a failed ovl_tun_open (fd = -errno), with a hint for the usual causes. */
+static napi_value throw_tun_open(napi_env env, int fd, const char *syscall, size_t name_len, const char *context) {
+  char hint[96];
+  const char *h = NULL;
+  if (fd == -ENAMETOOLONG) {
+    snprintf(hint, sizeof(hint), "the name has %zu bytes, an interface name at most %d", name_len, OVL_IFNAMSIZ - 1);
+    h = hint;
+  } else if (fd == -EPERM) {
+    h = "opening a TUN device needs CAP_NET_ADMIN";
+  } else if (fd == -EBUSY) {
+    h = "the device exists and is in use, or is not a TUN of the same queue mode";
+  } else if (fd == -EINVAL) {
+    h = "the kernel refused the name or the flags";
+  }
+  return throw_errno(env, -fd, syscall, context, h);
+}
+
+/* Creates an instance of the class behind `cls_ref` (whose constructor refuses direct
+ * calls), wraps `native` in it with `finalize` and tags it. On failure before the wrap
+ * `native` is not owned (the caller frees it) and *wrapped is false; after it, the wrap
+ * finalizer owns it. Returns false with an exception pending. */
+static bool new_wrapped(napi_env env, napi_ref cls_ref, void *native, napi_finalize finalize, const napi_type_tag *tag,
+                        const char *what, napi_value *obj, bool *wrapped) {
+  struct addon_data *ad;
+  napi_value cls;
+  *wrapped = false;
+  CHECK_RET(env, napi_get_instance_data(env, (void **)&ad), false);
+  napi_status nst = napi_get_reference_value(env, cls_ref, &cls);
+  if (nst == napi_ok) {
+    ad->constructing = true;
+    nst = napi_new_instance(env, cls, 0, NULL, obj);
+    ad->constructing = false;
+  }
+  if (nst == napi_ok) nst = napi_wrap(env, *obj, native, finalize, NULL, NULL);
+  if (nst != napi_ok) {
+    throw_status(env, nst, what);
+    return false;
+  }
+  *wrapped = true;
+  CHECK_RET(env, napi_type_tag_object(env, *obj, tag), false);
   return true;
 }
 
@@ -418,26 +543,18 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 3) return throw_type(env, "openTun(name, options, onReadable): expected 3 arguments, got %zu", argc);
 
-  /* name: a longer name is cut to NAME_ECHO_MAX bytes here, which still makes
-   * ovl_tun_open() refuse it as too long; name_len keeps the full length. */
+  char name[NAME_ECHO_MAX + 1], context[NAME_ECHO_MAX + 32];
+  size_t name_len;
+  if (!get_tun_name(env, argv[0], "openTun", name, &name_len, context)) return NULL;
   napi_valuetype t;
-  CHECK(env, napi_typeof(env, argv[0], &t));
-  if (t != napi_string) return throw_type(env, "openTun: name must be a string");
-  char name[NAME_ECHO_MAX + 1];
-  size_t name_len, copied;
-  CHECK(env, napi_get_value_string_utf8(env, argv[0], NULL, 0, &name_len));
-  CHECK(env, napi_get_value_string_utf8(env, argv[0], name, sizeof(name), &copied));
-  if (strlen(name) != copied) return throw_type(env, "openTun: name must not contain NUL characters");
-  char context[NAME_ECHO_MAX + 32];
-  snprintf(context, sizeof(context), "openTun(\"%s%s\")", name, name_len > copied ? "..." : "");
 
   /* options */
   uint32_t slot_size = 0, ring_slots = 0;
   bool multi_queue = false;
   CHECK(env, napi_typeof(env, argv[1], &t));
   if (t != napi_object) return throw_type(env, "openTun: options must be an object {slotSize, ringSlots, multiQueue?}");
-  if (!get_int_option(env, argv[1], "slotSize", SLOT_SIZE_MIN, SLOT_SIZE_MAX, &slot_size)) return NULL;
-  if (!get_int_option(env, argv[1], "ringSlots", RING_SLOTS_MIN, RING_SLOTS_MAX, &ring_slots)) return NULL;
+  if (!get_int_option(env, argv[1], "openTun", "slotSize", SLOT_SIZE_MIN, SLOT_SIZE_MAX, &slot_size)) return NULL;
+  if (!get_int_option(env, argv[1], "openTun", "ringSlots", RING_SLOTS_MIN, RING_SLOTS_MAX, &ring_slots)) return NULL;
   if ((ring_slots & (ring_slots - 1)) != 0)
     return throw_range(env, "openTun: options.ringSlots must be a power of two, got %u", ring_slots);
   if (ovl_ring_memory_size(slot_size, ring_slots) == 0)
@@ -466,55 +583,25 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
   pt->closed = true;
   pt->slot_size = slot_size;
 
-  napi_value cls, obj;
-  napi_status nst = napi_get_reference_value(env, ad->port_class, &cls);
-  if (nst == napi_ok) {
-    ad->constructing = true;
-    nst = napi_new_instance(env, cls, 0, NULL, &obj);
-    ad->constructing = false;
-  }
-  if (nst == napi_ok) nst = napi_wrap(env, obj, pt, port_finalize, NULL, NULL);
-  if (nst != napi_ok) {
-    free(pt);
-    throw_status(env, nst, "creating the TunPort object");
+  napi_value obj;
+  bool wrapped;
+  if (!new_wrapped(env, ad->port_class, pt, port_finalize, &TUNPORT_TAG, "creating the TunPort object", &obj,
+                   &wrapped)) {
+    if (!wrapped) free(pt);
     return NULL;
   }
-  CHECK(env, napi_type_tag_object(env, obj, &TUNPORT_TAG));
+  napi_status nst;
 
   /* The counters: owned by their ArrayBuffer once it exists (see the header comment). */
-  struct counters_box *box = aligned_alloc(alignof(struct counters_box), sizeof(struct counters_box));
-  if (box == NULL) return throw_errno(env, ENOMEM, "malloc", context, NULL);
-  memset(box, 0, sizeof(*box));
-  napi_value ab, counters;
-  nst = napi_create_external_arraybuffer(env, &box->c, sizeof(box->c), counters_ab_finalize, box, &ab);
-  if (nst != napi_ok) {
-    free(box);
-    throw_status(env, nst, "napi_create_external_arraybuffer(counters)");
-    return NULL;
-  }
-  box->refs = 1; /* the ArrayBuffer */
-  CHECK(env, napi_create_typedarray(env, napi_biguint64_array, OVL_TC_COUNT, ab, 0, &counters));
+  napi_value counters;
+  struct counters_box *box = box_new(env, sizeof(struct ovl_tun_counters), OVL_TC_COUNT, context, &counters);
+  if (box == NULL) return NULL;
 
   /* The device. */
   char actual[OVL_IFNAMSIZ];
   const char *sc = NULL;
   int fd = ovl_tun_open(name, multi_queue ? OVL_TUN_MULTI_QUEUE : 0, actual, &sc);
-  if (fd < 0) {
-    char hint[96];
-    const char *h = NULL;
-    if (fd == -ENAMETOOLONG) {
-      snprintf(hint, sizeof(hint), "the name has %zu bytes, an interface name at most %d", name_len,
-               OVL_IFNAMSIZ - 1);
-      h = hint;
-    } else if (fd == -EPERM) {
-      h = "opening a TUN device needs CAP_NET_ADMIN";
-    } else if (fd == -EBUSY) {
-      h = "the device exists and is in use, or is not a TUN of the same queue mode";
-    } else if (fd == -EINVAL) {
-      h = "the kernel refused the name or the flags";
-    }
-    return throw_errno(env, -fd, sc, context, h);
-  }
+  if (fd < 0) return throw_tun_open(env, fd, sc, name_len, context);
 
   /* The thread-safe function (owns nctx) and the I/O thread. */
   struct notify_ctx *nctx = calloc(1, sizeof(*nctx));
@@ -548,7 +635,7 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
       .ring_slots = ring_slots,
       .notify = port_notify,
       .opaque = pt,
-      .counters = &box->c,
+      .counters = box->mem,
   };
   int err = ovl_tunport_start(&pt->tp, &cfg, &sc);
   if (err < 0) {
@@ -588,6 +675,428 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+/* ---------------------------------------------------------------- EnginePort ------------ */
+/*
+ * exports.openEngine(name, {queues}, onFatal) -> EnginePort: the native engine
+ * (native/src/engine.c). Lifetimes of one EnginePort, like a TunPort's:
+ *  - struct engine_port: owned by the JS object (napi_wrap), freed by its finalizer.
+ *  - the TUN queue fds and the route domain: from openEngine() until close_engine();
+ *    the UDP fds and the forwarding threads: from start() until close_engine(), which
+ *    runs from close(), the wrap finalizer or the env cleanup hook, whichever is first.
+ *    It joins the threads before it closes any fd or frees the route domain.
+ *  - the thread-safe function for onFatal: unref'd, queue bounded by `queues` (each thread
+ *    reports at most one fatal error, so it never fills), released after the join; a call
+ *    still queued then finds ectx->closed. Its events are malloc'd by the reporting thread
+ *    and freed by engine_fatal_call_js (which also runs, with env NULL, on teardown).
+ *  - the counters: queues x OVL_EC_STRIDE words, a counters_box as for a TunPort.
+ */
+
+struct fatal_event {
+  uint32_t queue;
+  int err;
+  const char *syscall; /* static string */
+};
+
+struct engine_port {
+  napi_env env;
+  uint32_t queues;
+  char name[OVL_IFNAMSIZ];
+  int tun_fds[OVL_ENGINE_QUEUES_MAX]; /* -1 when not open */
+  int udp_fds[OVL_ENGINE_QUEUES_MAX]; /* -1 when not open */
+  struct ovl_routes *routes;          /* NULL after close */
+  struct ovl_engine *eng;             /* NULL until start() and after close */
+  struct counters_box *box;           /* one reference while open */
+  napi_threadsafe_function tsfn;      /* used by the forwarding threads while they run */
+  struct notify_ctx *ectx;            /* owned by tsfn */
+  bool closed;                        /* true until fully opened, and after close */
+  bool hook_added;
+};
+
+static napi_value throw_engine_closed(napi_env env, const char *method) {
+  char msg[128];
+  snprintf(msg, sizeof(msg), "EnginePort.%s: the engine is closed", method);
+  (void)napi_throw_error(env, "ERR_ENGINE_CLOSED", msg);
+  return NULL;
+}
+
+/* Forwarding thread: a thread stopped on a fatal error. napi_queue_full cannot happen
+ * (one event per thread at most, queue size = threads); napi_closing means the env is
+ * going away. In either case the event is not delivered and is freed here. */
+static void engine_on_fatal(void *opaque, uint32_t queue, int err, const char *syscall) {
+  struct engine_port *ep = opaque;
+  struct fatal_event *ev = malloc(sizeof(*ev));
+  if (ev == NULL) return; /* out of memory: the daemon's liveness check (alive()) remains */
+  *ev = (struct fatal_event){.queue = queue, .err = err, .syscall = syscall};
+  if (napi_call_threadsafe_function(ep->tsfn, ev, napi_tsfn_nonblocking) != napi_ok) free(ev);
+}
+
+/* JS thread: onFatal(err) with an errno Error. env and js_cb are NULL during teardown. */
+static void engine_fatal_call_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  struct fatal_event *ev = data;
+  const struct notify_ctx *ectx = context;
+  struct fatal_event e = *ev;
+  free(ev);
+  if (env == NULL || js_cb == NULL || ectx->closed) return;
+  char ctx[64];
+  snprintf(ctx, sizeof(ctx), "native engine queue %u", e.queue);
+  napi_value jerr;
+  if (!make_errno_error(env, e.err, e.syscall, ctx, "the forwarding thread stopped", &jerr)) return;
+  call_js_callback(env, js_cb, 1, &jerr, "calling onFatal");
+}
+
+static void engine_cleanup_hook(void *arg);
+
+static void close_fds(int *fds, uint32_t n) {
+  /* A TUN queue or socket fd has no buffered data an error could lose, and Linux releases
+   * the descriptor even when close() reports an error. */
+  for (uint32_t i = 0; i < n; i++) {
+    if (fds[i] >= 0) (void)close(fds[i]);
+    fds[i] = -1;
+  }
+}
+
+/* JS thread. Idempotent. Joins the threads first, so nothing races the releases. */
+static void close_engine(struct engine_port *ep, bool from_hook) {
+  if (ep->closed) return;
+  ep->closed = true;
+  ovl_engine_stop(ep->eng); /* NULL ok: never started */
+  ep->eng = NULL;
+  close_fds(ep->udp_fds, ep->queues);
+  close_fds(ep->tun_fds, ep->queues);
+  ovl_routes_destroy(ep->routes);
+  ep->routes = NULL;
+  ep->ectx->closed = true;
+  /* Fails only for an already released tsfn, which the `closed` flag rules out. */
+  (void)napi_release_threadsafe_function(ep->tsfn, napi_tsfn_abort);
+  ep->tsfn = NULL;
+  box_unref(ep->box);
+  ep->box = NULL;
+  if (ep->hook_added && !from_hook) {
+    /* Fails only if the hook is unknown, i.e. already run: nothing to undo then. */
+    (void)napi_remove_env_cleanup_hook(ep->env, engine_cleanup_hook, ep);
+  }
+  ep->hook_added = false;
+}
+
+static void engine_cleanup_hook(void *arg) { close_engine(arg, true); }
+
+static void engine_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  struct engine_port *ep = data;
+  close_engine(ep, false);
+  free(ep);
+}
+
+static struct engine_port *this_engine(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv,
+                                       const char *method) {
+  return this_wrapped(env, info, argc, argv, &ENGINE_TAG, "EnginePort", method);
+}
+
+/* start({port, tunAddress, tunMtu, subnet, subnetLen}): opens the UDP sockets (SO_REUSEPORT
+ * when queues > 1) on 0.0.0.0:port and starts one forwarding thread per queue. */
+static napi_value engine_start(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  struct engine_port *ep = this_engine(env, info, &argc, argv, "start");
+  if (ep == NULL) return NULL;
+  if (ep->closed) return throw_engine_closed(env, "start");
+  if (ep->eng != NULL) {
+    (void)napi_throw_error(env, "ERR_ENGINE_STARTED", "EnginePort.start: already started");
+    return NULL;
+  }
+  napi_valuetype t;
+  CHECK(env, napi_typeof(env, argv[0], &t));
+  if (t != napi_object)
+    return throw_type(env, "EnginePort.start: options must be an object {port, tunAddress, tunMtu, subnet, subnetLen}");
+  const char *fn = "EnginePort.start";
+  uint32_t port, tun_address, tun_mtu, subnet, subnet_len;
+  if (!get_int_option(env, argv[0], fn, "port", 1, 65535, &port) ||
+      !get_int_option(env, argv[0], fn, "tunAddress", 0, UINT32_MAX, &tun_address) ||
+      !get_int_option(env, argv[0], fn, "tunMtu", 68, 65535, &tun_mtu) ||
+      !get_int_option(env, argv[0], fn, "subnet", 0, UINT32_MAX, &subnet) ||
+      !get_int_option(env, argv[0], fn, "subnetLen", 0, 32, &subnet_len))
+    return NULL;
+  if (subnet_len < 32 && (subnet & (UINT32_MAX >> subnet_len)) != 0)
+    return throw_range(env, "EnginePort.start: options.subnet has host bits set for /%u", subnet_len);
+
+  char context[64];
+  snprintf(context, sizeof(context), "EnginePort.start(port %u)", port);
+  const char *sc = NULL;
+  int err = ovl_udp_open(ep->udp_fds, ep->queues, 0, (uint16_t)port, OVL_UDP_SOCKBUF_BYTES, &sc);
+  if (err < 0) {
+    char hint[64];
+    snprintf(hint, sizeof(hint), "UDP port %u is in use", port);
+    return throw_errno(env, -err, sc, context, err == -EADDRINUSE ? hint : NULL);
+  }
+  struct ovl_engine_config cfg = {
+      .queues = ep->queues,
+      .tun_fds = ep->tun_fds,
+      .udp_fds = ep->udp_fds,
+      .port = (uint16_t)port,
+      .tun_address = tun_address,
+      .tun_mtu = tun_mtu,
+      .subnet = subnet,
+      .subnet_len = (uint8_t)subnet_len,
+      .routes = ep->routes,
+      .counters = ep->box->mem,
+      .on_fatal = engine_on_fatal,
+      .opaque = ep,
+  };
+  err = ovl_engine_start(&ep->eng, &cfg, &sc);
+  if (err < 0) {
+    ep->eng = NULL;
+    close_fds(ep->udp_fds, ep->queues);
+    return throw_errno(env, -err, sc, context, NULL);
+  }
+  return NULL;
+}
+
+/* setRoutes(routes: Uint32Array): the complete route set, [net, len, peer] per route, all
+ * uint32 host order; replaces the table in force (published to the threads lock-free). */
+static napi_value engine_set_routes(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  struct engine_port *ep = this_engine(env, info, &argc, argv, "setRoutes");
+  if (ep == NULL) return NULL;
+  if (ep->closed) return throw_engine_closed(env, "setRoutes");
+  void *data;
+  size_t len;
+  bool ok;
+  if (!get_typed(env, argv[0], napi_uint32_array, &data, &len, &ok)) return NULL;
+  if (!ok) return throw_type(env, "EnginePort.setRoutes: routes must be a Uint32Array of [net, len, peer] triples");
+  if (len % 3 != 0) return throw_range(env, "EnginePort.setRoutes: routes.length %zu is not a multiple of 3", len);
+  size_t n = len / 3;
+  const uint32_t *w = data;
+  struct ovl_route *r = malloc(sizeof(*r) * (n ? n : 1));
+  if (r == NULL) return throw_errno(env, ENOMEM, "malloc", "EnginePort.setRoutes", NULL);
+  for (size_t i = 0; i < n; i++) {
+    uint32_t net = w[3 * i], plen = w[3 * i + 1];
+    if (plen > 32 || (plen < 32 && (net & (UINT32_MAX >> plen)) != 0)) {
+      free(r);
+      return throw_range(env, "EnginePort.setRoutes: route %zu is not a valid prefix (%#x/%u)", i, net, plen);
+    }
+    r[i] = (struct ovl_route){.net = net, .len = (uint8_t)plen, .peer = w[3 * i + 2]};
+  }
+  int err = ovl_routes_set(ep->routes, r, n);
+  free(r);
+  if (err == -E2BIG) return throw_range(env, "EnginePort.setRoutes: %zu routes, more than 2^24", n);
+  if (err < 0) return throw_errno(env, -err, "ovl_routes_set", "EnginePort.setRoutes", NULL);
+  return NULL;
+}
+
+/* close(): undefined. Idempotent. */
+static napi_value engine_close(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  struct engine_port *ep = this_engine(env, info, &argc, NULL, "close");
+  if (ep == NULL) return NULL;
+  close_engine(ep, false);
+  return NULL;
+}
+
+static napi_value engine_ctor(napi_env env, napi_callback_info info) {
+  napi_value self;
+  struct addon_data *ad;
+  CHECK(env, napi_get_cb_info(env, info, NULL, NULL, &self, NULL));
+  CHECK(env, napi_get_instance_data(env, (void **)&ad));
+  if (!ad->constructing) return throw_type(env, "EnginePort cannot be constructed directly: use openEngine()");
+  return self;
+}
+
+/* openEngine(name, {queues}, onFatal): opens the TUN device with `queues` queues
+ * (IFF_MULTI_QUEUE when more than one) and creates the route domain; no thread yet. */
+static napi_value open_engine(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) return throw_type(env, "openEngine(name, options, onFatal): expected 3 arguments, got %zu", argc);
+  char name[NAME_ECHO_MAX + 1], context[NAME_ECHO_MAX + 32];
+  size_t name_len;
+  if (!get_tun_name(env, argv[0], "openEngine", name, &name_len, context)) return NULL;
+  napi_valuetype t;
+  CHECK(env, napi_typeof(env, argv[1], &t));
+  if (t != napi_object) return throw_type(env, "openEngine: options must be an object {queues}");
+  uint32_t queues;
+  if (!get_int_option(env, argv[1], "openEngine", "queues", 1, OVL_ENGINE_QUEUES_MAX, &queues)) return NULL;
+  CHECK(env, napi_typeof(env, argv[2], &t));
+  if (t != napi_function) return throw_type(env, "openEngine: onFatal must be a function");
+
+  /* The JS object first; once wrapped, the finalizer owns `ep` (closed until fully open). */
+  struct addon_data *ad;
+  CHECK(env, napi_get_instance_data(env, (void **)&ad));
+  struct engine_port *ep = calloc(1, sizeof(*ep));
+  if (ep == NULL) return throw_errno(env, ENOMEM, "malloc", context, NULL);
+  ep->env = env;
+  ep->queues = queues;
+  ep->closed = true;
+  for (uint32_t q = 0; q < OVL_ENGINE_QUEUES_MAX; q++) ep->tun_fds[q] = ep->udp_fds[q] = -1;
+  napi_value obj;
+  bool wrapped;
+  if (!new_wrapped(env, ad->engine_class, ep, engine_finalize, &ENGINE_TAG, "creating the EnginePort object", &obj,
+                   &wrapped)) {
+    if (!wrapped) free(ep);
+    return NULL;
+  }
+
+  napi_value counters;
+  struct counters_box *box =
+      box_new(env, sizeof(struct ovl_engine_counters) * queues, (size_t)OVL_EC_STRIDE * queues, context, &counters);
+  if (box == NULL) return NULL;
+
+  /* The device: queue 0 creates it (and learns the name a "%d" pattern got), the other
+   * queues attach to that name. */
+  const char *sc = NULL;
+  unsigned flags = queues > 1 ? OVL_TUN_MULTI_QUEUE : 0;
+  for (uint32_t q = 0; q < queues; q++) {
+    char actual[OVL_IFNAMSIZ];
+    int fd = ovl_tun_open(q == 0 ? name : ep->name, flags, actual, &sc);
+    if (fd < 0) {
+      close_fds(ep->tun_fds, q);
+      return throw_tun_open(env, fd, sc, name_len, context);
+    }
+    ep->tun_fds[q] = fd;
+    if (q == 0) memcpy(ep->name, actual, sizeof(ep->name));
+  }
+  int err = ovl_routes_create(&ep->routes, queues);
+  if (err < 0) {
+    close_fds(ep->tun_fds, queues);
+    return throw_errno(env, -err, "ovl_routes_create", context, NULL);
+  }
+
+  struct notify_ctx *ectx = calloc(1, sizeof(*ectx));
+  napi_value res_name;
+  napi_status nst = ectx ? napi_create_string_utf8(env, "overlayd.EnginePort.onFatal", NAPI_AUTO_LENGTH, &res_name)
+                         : napi_generic_failure;
+  if (nst == napi_ok)
+    nst = napi_create_threadsafe_function(env, argv[2], NULL, res_name, queues, 1, ectx, tsfn_finalize, ectx,
+                                          engine_fatal_call_js, &ep->tsfn);
+  if (nst == napi_ok) {
+    ep->ectx = ectx;
+    nst = napi_unref_threadsafe_function(env, ep->tsfn);
+    if (nst != napi_ok) (void)napi_release_threadsafe_function(ep->tsfn, napi_tsfn_abort); /* frees ectx */
+  } else {
+    free(ectx);
+  }
+  if (nst != napi_ok) {
+    close_fds(ep->tun_fds, queues);
+    ovl_routes_destroy(ep->routes);
+    ep->routes = NULL;
+    if (ectx == NULL) return throw_errno(env, ENOMEM, "malloc", context, NULL);
+    throw_status(env, nst, "creating the onFatal thread-safe function");
+    return NULL;
+  }
+  ep->box = box;
+  box->refs++; /* the open engine */
+  ep->closed = false;
+
+  /* From here on a failure closes the engine: close_engine() undoes everything above. */
+  nst = napi_add_env_cleanup_hook(env, engine_cleanup_hook, ep);
+  if (nst != napi_ok) {
+    throw_status(env, nst, "napi_add_env_cleanup_hook");
+    close_engine(ep, false);
+    return NULL;
+  }
+  ep->hook_added = true;
+  napi_value jname, jqueues;
+  napi_property_descriptor props[] = {
+      {"name", NULL, NULL, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"queues", NULL, NULL, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"counters", NULL, NULL, NULL, NULL, counters, napi_enumerable, NULL},
+  };
+  nst = napi_create_string_utf8(env, ep->name, NAPI_AUTO_LENGTH, &jname);
+  if (nst == napi_ok) nst = napi_create_uint32(env, queues, &jqueues);
+  if (nst == napi_ok) {
+    props[0].value = jname;
+    props[1].value = jqueues;
+    nst = napi_define_properties(env, obj, 3, props);
+  }
+  if (nst != napi_ok) {
+    throw_status(env, nst, "defining EnginePort properties");
+    close_engine(ep, false);
+    return NULL;
+  }
+  return obj;
+}
+
+/* ---------------------------------------------------------------- routeBench ------------ */
+
+/* routeBench(routes: Uint32Array, addrs: Uint32Array, rounds, cached): times the C route
+ * table for the benchmarks (bench/): builds a table from [net, len, peer] triples, then
+ * looks up every address of addrs, `rounds` times, through a per-thread cache (cached) or
+ * the bare LPM. Returns {lookups, found, ns}: ns is the wall time of the lookups only
+ * (CLOCK_MONOTONIC), so ns / lookups is the cost of one lookup without any call overhead.
+ * Runs on the JS thread (it blocks it for the duration). */
+static napi_value route_bench(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *rdata, *adata;
+  size_t rlen = 0, alen = 0;
+  bool ok1 = false, ok2 = false;
+  if (argc >= 2) {
+    if (!get_typed(env, argv[0], napi_uint32_array, &rdata, &rlen, &ok1)) return NULL;
+    if (!get_typed(env, argv[1], napi_uint32_array, &adata, &alen, &ok2)) return NULL;
+  }
+  if (!ok1 || !ok2 || rlen % 3 != 0)
+    return throw_type(env, "routeBench(routes: Uint32Array of triples, addrs: Uint32Array, rounds, cached)");
+  napi_valuetype t = napi_undefined;
+  if (argc >= 3) CHECK(env, napi_typeof(env, argv[2], &t));
+  double rounds_d = 0;
+  if (t == napi_number) CHECK(env, napi_get_value_double(env, argv[2], &rounds_d));
+  if (!(rounds_d >= 1 && rounds_d <= 1e6) || rounds_d != (double)(uint32_t)rounds_d)
+    return throw_range(env, "routeBench: rounds must be an integer in 1..1000000");
+  bool cached = false;
+  if (argc >= 4) {
+    CHECK(env, napi_typeof(env, argv[3], &t));
+    if (t != napi_boolean) return throw_type(env, "routeBench: cached must be a boolean");
+    CHECK(env, napi_get_value_bool(env, argv[3], &cached));
+  }
+  size_t n = rlen / 3;
+  const uint32_t *w = rdata;
+  struct ovl_route *r = malloc(sizeof(*r) * (n ? n : 1));
+  struct ovl_rcache *cache = malloc(sizeof(*cache));
+  if (r == NULL || cache == NULL) {
+    free(r);
+    free(cache);
+    return throw_errno(env, ENOMEM, "malloc", "routeBench", NULL);
+  }
+  for (size_t i = 0; i < n; i++) /* a len > 32 stays > 32 (255): ovl_rtable_build refuses it */
+    r[i] = (struct ovl_route){.net = w[3 * i], .len = (uint8_t)(w[3 * i + 1] > 255 ? 255 : w[3 * i + 1]), .peer = w[3 * i + 2]};
+  struct ovl_rtable *tbl = NULL;
+  int err = ovl_rtable_build(&tbl, r, n);
+  free(r);
+  if (err < 0) {
+    free(cache);
+    if (err == -ENOMEM) return throw_errno(env, ENOMEM, "malloc", "routeBench", NULL);
+    return throw_range(env, "routeBench: invalid routes (%s)", ovl_errno_name(-err));
+  }
+  ovl_rcache_init(cache);
+  const uint32_t *addrs = adata;
+  uint32_t rounds = (uint32_t)rounds_d;
+  uint64_t found = 0;
+  struct timespec t0, t1;
+  (void)clock_gettime(CLOCK_MONOTONIC, &t0); /* cannot fail for CLOCK_MONOTONIC */
+  for (uint32_t k = 0; k < rounds; k++) {
+    for (size_t i = 0; i < alen; i++) {
+      uint32_t peer;
+      found += cached ? ovl_rcache_lookup(cache, tbl, addrs[i], &peer) : ovl_rtable_lookup(tbl, addrs[i], &peer);
+    }
+  }
+  (void)clock_gettime(CLOCK_MONOTONIC, &t1);
+  ovl_rtable_free(tbl);
+  free(cache);
+  double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
+  napi_value out, v;
+  CHECK(env, napi_create_object(env, &out));
+  CHECK(env, napi_create_double(env, (double)rounds * (double)alen, &v));
+  CHECK(env, napi_set_named_property(env, out, "lookups", v));
+  CHECK(env, napi_create_double(env, (double)found, &v));
+  CHECK(env, napi_set_named_property(env, out, "found", v));
+  CHECK(env, napi_create_double(env, ns, &v));
+  CHECK(env, napi_set_named_property(env, out, "ns", v));
+  return out;
+}
+
 /* ---------------------------------------------------------------- sd_notify ------------- */
 
 /* sdNotify(path: string, message: string): void; throws an errno Error on failure. */
@@ -619,8 +1128,22 @@ static napi_value sd_notify(napi_env env, napi_callback_info info) {
 static void addon_data_finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   struct addon_data *ad = data;
-  if (ad->port_class) (void)napi_delete_reference(env, ad->port_class); /* env is going away */
+  /* The env is going away: a failed delete leaks nothing that outlives it. */
+  if (ad->port_class) (void)napi_delete_reference(env, ad->port_class);
+  if (ad->engine_class) (void)napi_delete_reference(env, ad->engine_class);
   free(ad);
+}
+
+/* A frozen array of n static strings. */
+static bool make_names(napi_env env, const char *const *names, uint32_t n, napi_value *out) {
+  CHECK_RET(env, napi_create_array_with_length(env, n, out), false);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value s;
+    CHECK_RET(env, napi_create_string_utf8(env, names[i], NAPI_AUTO_LENGTH, &s), false);
+    CHECK_RET(env, napi_set_element(env, *out, i, s), false);
+  }
+  CHECK_RET(env, napi_object_freeze(env, *out), false);
+  return true;
 }
 
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
@@ -643,23 +1166,34 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
                                sizeof(methods) / sizeof(methods[0]), methods, &cls));
   CHECK(env, napi_create_reference(env, cls, 1, &ad->port_class));
 
-  napi_value names;
-  CHECK(env, napi_create_array_with_length(env, OVL_TC_COUNT, &names));
-  for (uint32_t i = 0; i < OVL_TC_COUNT; i++) {
-    napi_value s;
-    CHECK(env, napi_create_string_utf8(env, ovl_tun_counter_names[i], NAPI_AUTO_LENGTH, &s));
-    CHECK(env, napi_set_element(env, names, i, s));
-  }
-  CHECK(env, napi_object_freeze(env, names));
+  napi_property_descriptor engine_methods[] = {
+      {"start", NULL, engine_start, NULL, NULL, NULL, napi_default_method, NULL},
+      {"setRoutes", NULL, engine_set_routes, NULL, NULL, NULL, napi_default_method, NULL},
+      {"close", NULL, engine_close, NULL, NULL, NULL, napi_default_method, NULL},
+  };
+  napi_value engine_cls;
+  CHECK(env, napi_define_class(env, "EnginePort", NAPI_AUTO_LENGTH, engine_ctor, NULL,
+                               sizeof(engine_methods) / sizeof(engine_methods[0]), engine_methods, &engine_cls));
+  CHECK(env, napi_create_reference(env, engine_cls, 1, &ad->engine_class));
 
-  napi_value open_fn;
+  napi_value names, engine_names, stride;
+  if (!make_names(env, ovl_tun_counter_names, OVL_TC_COUNT, &names)) return NULL;
+  if (!make_names(env, ovl_engine_counter_names, OVL_EC_COUNT, &engine_names)) return NULL;
+  CHECK(env, napi_create_uint32(env, OVL_EC_STRIDE, &stride));
+
+  napi_value open_fn, notify_fn, open_engine_fn, bench_fn;
   CHECK(env, napi_create_function(env, "openTun", NAPI_AUTO_LENGTH, open_tun, NULL, &open_fn));
-  napi_value notify_fn;
   CHECK(env, napi_create_function(env, "sdNotify", NAPI_AUTO_LENGTH, sd_notify, NULL, &notify_fn));
+  CHECK(env, napi_create_function(env, "openEngine", NAPI_AUTO_LENGTH, open_engine, NULL, &open_engine_fn));
+  CHECK(env, napi_create_function(env, "routeBench", NAPI_AUTO_LENGTH, route_bench, NULL, &bench_fn));
   napi_property_descriptor exports_props[] = {
       {"openTun", NULL, NULL, NULL, NULL, open_fn, napi_enumerable, NULL},
       {"sdNotify", NULL, NULL, NULL, NULL, notify_fn, napi_enumerable, NULL},
       {"tunCounterNames", NULL, NULL, NULL, NULL, names, napi_enumerable, NULL},
+      {"openEngine", NULL, NULL, NULL, NULL, open_engine_fn, napi_enumerable, NULL},
+      {"engineCounterNames", NULL, NULL, NULL, NULL, engine_names, napi_enumerable, NULL},
+      {"engineCounterStride", NULL, NULL, NULL, NULL, stride, napi_enumerable, NULL},
+      {"routeBench", NULL, NULL, NULL, NULL, bench_fn, napi_enumerable, NULL},
   };
   CHECK(env, napi_define_properties(env, exports, sizeof(exports_props) / sizeof(exports_props[0]), exports_props));
   return exports;
