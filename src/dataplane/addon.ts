@@ -45,6 +45,66 @@ export interface TunPort {
   close(): void;
 }
 
+/** Options of openEngine. */
+export interface EnginePortOptions {
+  /** Forwarding threads = TUN queues (IFF_MULTI_QUEUE when > 1) = UDP sockets (SO_REUSEPORT when > 1). 1..64. */
+  readonly queues: number;
+}
+
+/** What EnginePort.start needs; every number a uint32 in host order unless said otherwise. */
+export interface EngineStartOptions {
+  /** UDP port P, 1..65535: sockets bound to 0.0.0.0:P, peers must send from P, are sent to P. */
+  readonly port: number;
+  /** source address of the ICMP errors written into the TUN (the lease's network address) */
+  readonly tunAddress: number;
+  /** bytes, 68..65535: inbound packets longer than this are dropped (drop_too_big) */
+  readonly tunMtu: number;
+  /** this node's subnet: inbound destinations must be inside it (host bits zero) */
+  readonly subnet: number;
+  /** 0..32 */
+  readonly subnetLen: number;
+}
+
+/**
+ * The native engine (native/src/engine.c): the TUN device with one queue per forwarding
+ * thread, and, after start(), the UDP sockets and the threads. Packets never cross into
+ * JavaScript. All methods run on the JS main thread; after close() they throw an Error with
+ * code 'ERR_ENGINE_CLOSED' (start() twice: 'ERR_ENGINE_STARTED').
+ */
+export interface EnginePort {
+  /** The device name the kernel gave. */
+  readonly name: string;
+  readonly queues: number;
+  /**
+   * Live counters, queues x Addon.engineCounterStride words: queue q's counter i at
+   * q * engineCounterStride + i, i indexing Addon.engineCounterNames. Written by the
+   * threads with relaxed atomics, read with no call; monotonic; still readable (frozen)
+   * after close() for as long as JS holds the array.
+   */
+  readonly counters: BigUint64Array;
+  /** Opens the sockets and starts the threads. Errors: Error with code/syscall (e.g. EADDRINUSE from 'bind'). */
+  start(options: EngineStartOptions): void;
+  /**
+   * Replaces the whole route set: [net, len, peer] per route (uint32 host order, host bits
+   * of net zero, len 0..32; the same subnet twice: the last wins). The new table reaches
+   * every thread at its next batch without locking them (route.c). Allowed before start().
+   * RangeError for an invalid prefix.
+   */
+  setRoutes(routes: Uint32Array): void;
+  /** Stops and joins the threads (within 1 s), closes the sockets and the TUN, frees the tables. Idempotent. */
+  close(): void;
+}
+
+/** Result of Addon.routeBench. */
+export interface RouteBenchResult {
+  /** rounds x addrs.length */
+  readonly lookups: number;
+  /** lookups that found a route */
+  readonly found: number;
+  /** wall time of the lookups alone, nanoseconds (CLOCK_MONOTONIC) */
+  readonly ns: number;
+}
+
 export interface Addon {
   /**
    * Opens the TUN device `name` (IFNAMSIZ-1 chars at most). `onReadable` is called on the
@@ -61,14 +121,39 @@ export interface Addon {
   sdNotify(path: string, message: string): void;
   /** Names of TunPort.counters, in index order. */
   readonly tunCounterNames: readonly string[];
+  /**
+   * Opens the TUN device `name` for the native engine with options.queues queues, and its
+   * (empty) route table. `onFatal` is called on the JS main thread, at most once per
+   * queue, when a forwarding thread stops on an error it cannot recover from (an Error
+   * with code and syscall, e.g. 'EBADFD' from 'read(tun)' when the device was deleted).
+   * Errors as openTun's.
+   */
+  openEngine(name: string, options: EnginePortOptions, onFatal: (err: Error) => void): EnginePort;
+  /**
+   * Names of one queue's block of EnginePort.counters, in index order: first exactly
+   * ENGINE_COUNTERS of engine.ts, then the native engine's own (polls, bursts, ...).
+   */
+  readonly engineCounterNames: readonly string[];
+  /** Words per queue in EnginePort.counters (>= engineCounterNames.length). */
+  readonly engineCounterStride: number;
+  /**
+   * Benchmark hook (bench/): builds a C route table from [net, len, peer] triples and times
+   * rounds x addrs.length lookups inside C, through the per-thread cache (cached) or the
+   * bare longest-prefix match. rounds 1..1e6. Blocks the JS thread while it runs.
+   */
+  routeBench(routes: Uint32Array, addrs: Uint32Array, rounds: number, cached: boolean): RouteBenchResult;
 }
 
 let cached: Addon | undefined;
 
-/** Loads the addon once. Throws with a hint to rebuild when it is missing. */
+/**
+ * Loads the addon once. Throws with a hint to rebuild when it is missing.
+ * OVERLAYD_ADDON (a path) loads another build instead, e.g. the ASan build of
+ * `make -C native/test addon-asan` (see native/test/e2e-asan.sh).
+ */
 export function loadAddon(): Addon {
   if (cached) return cached;
-  const file = path.resolve(__dirname, '..', '..', '..', 'build', 'Release', 'overlayd.node');
+  const file = process.env['OVERLAYD_ADDON'] || path.resolve(__dirname, '..', '..', '..', 'build', 'Release', 'overlayd.node');
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     cached = require(file) as Addon;

@@ -40,6 +40,8 @@ export interface EngineOptions {
   readonly network: NetworkInfo;
   readonly lease: LocalLeaseInfo;
   readonly logger: Logger;
+  /** forwarding threads = TUN queues = UDP sockets of the native engine, 1..64 (default 1); the js engine has one */
+  readonly queues?: number;
 }
 
 /**

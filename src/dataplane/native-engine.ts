@@ -1,0 +1,173 @@
+/**
+ * The native engine: the forwarding loop runs in C threads of the addon (native/src/engine.c),
+ * one per TUN queue, and packets never cross into JavaScript. Per packet it does exactly what
+ * js-engine.ts does (the same checks in the same order, the same counters, the same ICMP
+ * errors); test/e2e/forwarding.test.ts runs the same assertions against both.
+ *
+ * What crosses the boundary:
+ * - routes, JS -> C: this class keeps the route set in a JS mirror (a RouteTable: it
+ *   validates, answers routes(), and is the single source of truth) and publishes the whole
+ *   set to C with one setRoutes() per burst of changes — coalesced in a microtask, so the
+ *   thousands of upserts of an initial sync cost one table build, and the new table is in
+ *   force before the event loop runs anything else. C swaps it in without locking the
+ *   threads (route.c).
+ * - counters, C -> JS: summed over the queues from the addon's shared BigUint64Array (no
+ *   call into C per read).
+ * - fatal errors, C -> JS: through a bounded, unref'd thread-safe function, at most once
+ *   per thread.
+ * Lifecycle on the JS main thread: open() creates the TUN queues (so the daemon can
+ * configure the link), start() opens the UDP sockets and starts the threads, close() joins
+ * them (within 1 s) and closes everything.
+ */
+import { TunError } from '../errors';
+import type { Prefix } from '../net/addr';
+import { loadAddon, type EnginePort } from './addon';
+import { ENGINE_COUNTERS, zeroCounters, type Engine, type EngineCounters, type EngineOptions } from './engine';
+import { RouteTable } from './route-table';
+import type { Route } from './types';
+
+export class NativeEngine implements Engine {
+  readonly kind = 'native' as const;
+  /** the route set in force (C gets a copy of it on every change); no lookup cache needed */
+  private readonly mirror = new RouteTable({ cacheSize: 0 });
+  private port: EnginePort | undefined;
+  /** the counters, kept after close() (frozen at their last values) */
+  private counterArray: BigUint64Array | undefined;
+  /** index in a queue's counter block of each ENGINE_COUNTERS name, and of every native name */
+  private commonIndex: number[] = [];
+  private allNames: readonly string[] = [];
+  private stride = 0;
+  private queues = 0;
+  private started = false;
+  private closed = false;
+  private failed = false;
+  private publishQueued = false;
+  private fatalHandler: (err: Error) => void = () => undefined;
+
+  constructor(private readonly opts: EngineOptions) {}
+
+  get tunName(): string {
+    return this.port?.name ?? this.opts.tunName;
+  }
+
+  async open(): Promise<void> {
+    const addon = loadAddon();
+    const queues = this.opts.queues ?? 1;
+    try {
+      this.port = addon.openEngine(this.opts.tunName, { queues }, (err) => this.threadFailed(err));
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new TunError(`cannot open TUN device ${this.opts.tunName} (${queues} queue${queues > 1 ? 's' : ''}): ${e.message}${e.code === 'EPERM' ? ' (needs CAP_NET_ADMIN)' : ''}`, { cause: err });
+    }
+    this.counterArray = this.port.counters;
+    this.queues = this.port.queues;
+    this.stride = addon.engineCounterStride;
+    this.allNames = addon.engineCounterNames;
+    this.commonIndex = ENGINE_COUNTERS.map((name) => {
+      const i = addon.engineCounterNames.indexOf(name);
+      if (i < 0) throw new Error(`the native addon does not count ${name}: rebuild it (npm run build:native)`);
+      return i;
+    });
+    if (this.mirror.size > 0) this.publish();
+  }
+
+  async start(): Promise<void> {
+    const port = this.port;
+    if (port === undefined || this.closed) throw new Error('NativeEngine.start: not open');
+    const { network, lease } = this.opts;
+    try {
+      port.start({ port: network.port, tunAddress: this.opts.tunAddress, tunMtu: this.opts.tunMtu, subnet: lease.subnet.addr, subnetLen: lease.subnet.len });
+    } catch (err) {
+      throw new Error(`cannot bind UDP port ${network.port}: ${(err as Error).message}`, { cause: err });
+    }
+    this.started = true;
+  }
+
+  // ---- RouteSink ----
+  upsert(route: Route): void {
+    this.mirror.upsert(route);
+    this.schedulePublish();
+  }
+
+  remove(subnet: Prefix): void {
+    if (this.mirror.remove(subnet)) this.schedulePublish();
+  }
+
+  routes(): Route[] {
+    return this.mirror.routes();
+  }
+
+  counters(): EngineCounters {
+    const c = zeroCounters();
+    const v = this.counterArray;
+    if (v === undefined) return c;
+    for (let k = 0; k < ENGINE_COUNTERS.length; k++) {
+      const idx = this.commonIndex[k] as number;
+      let sum = 0n;
+      for (let q = 0; q < this.queues; q++) sum += v[q * this.stride + idx] as bigint;
+      c[ENGINE_COUNTERS[k]!] = Number(sum);
+    }
+    return c;
+  }
+
+  /** Every counter of the native engine (ENGINE_COUNTERS and its own: polls, bursts, ...), summed over the queues. */
+  nativeCounters(): Record<string, number> {
+    const out: Record<string, number> = {};
+    const v = this.counterArray;
+    this.allNames.forEach((name, i) => {
+      let sum = 0n;
+      for (let q = 0; q < this.queues && v !== undefined; q++) sum += v[q * this.stride + i] as bigint;
+      out[name] = Number(sum);
+    });
+    return out;
+  }
+
+  alive(): boolean {
+    return this.started && !this.closed && !this.failed;
+  }
+
+  onFatal(handler: (err: Error) => void): void {
+    this.fatalHandler = handler;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.port?.close();
+    this.port = undefined;
+  }
+
+  /** Publishes the mirror once the current burst of route changes is over (one microtask later). */
+  private schedulePublish(): void {
+    if (this.publishQueued || this.port === undefined) return;
+    this.publishQueued = true;
+    queueMicrotask(() => {
+      this.publishQueued = false;
+      this.publish();
+    });
+  }
+
+  private publish(): void {
+    const port = this.port;
+    if (port === undefined || this.closed) return;
+    const routes = this.mirror.routes();
+    const triples = new Uint32Array(routes.length * 3);
+    routes.forEach((r, i) => {
+      triples[3 * i] = r.subnet.addr;
+      triples[3 * i + 1] = r.subnet.len;
+      triples[3 * i + 2] = r.publicIp;
+    });
+    try {
+      port.setRoutes(triples);
+    } catch (err) {
+      // only out of memory can get here (the mirror validated every route): the threads
+      // would go on with a stale table, so this is fatal
+      this.threadFailed(err as Error);
+    }
+  }
+
+  private threadFailed(err: Error): void {
+    if (this.closed || this.failed) return;
+    this.failed = true;
+    this.fatalHandler(new Error(`native engine: ${err.message}`, { cause: err }));
+  }
+}
