@@ -11,6 +11,9 @@ import { LOG_LEVELS, type LogLevel } from './ops/log';
 export type EngineKind = 'js' | 'native';
 export const ENGINES: readonly EngineKind[] = ['js', 'native'];
 
+/** Most forwarding threads of the native engine (OVL_ENGINE_QUEUES_MAX in native/include/overlayd.h). */
+export const QUEUES_MAX = 64;
+
 type FlagType = 'string' | 'boolean';
 interface FlagSpec {
   readonly type: FlagType;
@@ -24,6 +27,7 @@ interface FlagSpec {
 /** Every daemon flag, in --help order. */
 export const FLAGS = {
   'engine': { type: 'string', default: 'js', help: 'forwarding engine: js (node:dgram reference) or native' },
+  'queues': { type: 'string', default: '1', help: `native engine: forwarding threads, each with its own TUN queue and UDP socket (1..${QUEUES_MAX})` },
   'static-config': { type: 'string', help: 'JSON file with Network, this node\'s Subnet/PublicIP and its Peers; replaces etcd' },
   'etcd-endpoints': { type: 'string', default: 'http://127.0.0.1:2379', help: 'comma-separated etcd endpoints' },
   'etcd-prefix': { type: 'string', default: '/coreos.com/network', help: 'etcd key prefix of the network config and leases' },
@@ -62,6 +66,8 @@ export interface EtcdConnection {
 
 export interface Config {
   readonly engine: EngineKind;
+  /** forwarding threads of the native engine (1 for js) */
+  readonly queues: number;
   readonly staticConfig?: string;
   readonly etcd: EtcdConnection;
   readonly iface?: string;
@@ -139,7 +145,10 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
 
   const engine = get('engine') as string;
   if (!(ENGINES as readonly string[]).includes(engine)) throw new ConfigError(`--engine: "${engine}" is not one of ${ENGINES.join(', ')}`);
-  if (engine === 'native') throw new ConfigError('--engine native: the native forwarding engine is not built yet in this version; use --engine js');
+  const queuesText = (get('queues') as string).trim();
+  const queues = /^\d{1,3}$/.test(queuesText) ? Number(queuesText) : NaN;
+  if (!(queues >= 1 && queues <= QUEUES_MAX)) throw new ConfigError(`--queues: "${queuesText}" is not a number of threads in 1..${QUEUES_MAX}`);
+  if (queues > 1 && engine !== 'native') throw new ConfigError(`--queues ${queues}: only the native engine has more than one forwarding thread (--engine native)`);
   const logLevel = get('log-level') as string;
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`--log-level: "${logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
 
@@ -166,6 +175,7 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
 
   const config: Config = {
     engine: engine as EngineKind,
+    queues,
     staticConfig: getOpt('static-config'),
     etcd: {
       endpoints,

@@ -12,7 +12,7 @@ import { formatIp, formatPrefix, parseIp, type Prefix, prefixKey } from './net/a
 import { installMasq, removeMasq } from './net/masq';
 import { configureTun, ENCAP_OVERHEAD, resolveUnderlay, unconfigureTun, type TunLinkState } from './net/link';
 import type { Engine } from './dataplane/engine';
-import { JsEngine } from './dataplane/js-engine';
+import { createEngine } from './dataplane/engine-factory';
 import type { Route, RouteSink } from './dataplane/types';
 import type { AcquiredLease, NetworkConfig, RouteSource } from './control/source';
 import { StaticRouteSource } from './control/static-source';
@@ -117,8 +117,8 @@ export class Daemon {
     }
     this.logger.info({ subnet: formatPrefix(lease.subnet), publicIp: formatIp(lease.publicIp), network: formatPrefix(netConfig.network), source: source.kind }, 'lease held');
 
-    const engine = new JsEngine({
-      tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger,
+    const engine = createEngine(c.engine, {
+      tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger, queues: c.queues,
     });
     this.engine = engine;
     engine.onFatal((err) => this.fail(err));
