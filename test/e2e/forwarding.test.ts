@@ -12,7 +12,7 @@ import { ipv4HeaderChecksum } from '../../src/net/ipv4';
 import { parseIp } from '../../src/net/addr';
 import * as path from 'node:path';
 
-const ENGINES = ['js'] as const;
+const ENGINES = ['js', 'native'] as const;
 const FIXTURES = path.resolve(__dirname, 'fixtures');
 const FAKE_PEER = '10.99.0.200';
 const FAKE_PEER_SUBNET = '10.244.200.0/24';
@@ -56,7 +56,8 @@ if (!isRoot) {
       topo.netns.ip(topo.underlayNs, 'addr', 'add', `${FAKE_PEER}/24`, 'dev', 'br0');
       const [n1, n2] = [topo.node(1), topo.node(2)];
       const [p1, p2] = [n1.pods[0]!, n2.pods[0]!];
-      const common = ['--engine', engine, '--iface', 'eth0', '--log-level', 'info'];
+      // native: two forwarding threads (TUN queues, SO_REUSEPORT sockets), so that multi-queue is covered too
+      const common = ['--engine', engine, ...(engine === 'native' ? ['--queues', '2'] : []), '--iface', 'eth0', '--log-level', 'info'];
       const daemons: DaemonHandle[] = [];
       t.teardown(async () => { for (const d of daemons) await stopDaemon(d); });
       daemons.push(await startDaemon(n1.ns, [...common, '--static-config', topo.staticConfig(1), '--subnet-file', path.join(topo.tmp, 'n1.env')]));
