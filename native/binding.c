@@ -72,15 +72,22 @@ struct notify_ctx {
   bool closed; /* JS thread only */
 };
 
-struct port {
+/* What a TunPort and an EnginePort have in common on the JS thread: native threads that
+ * call into JS through an unref'd thread-safe function, counters shared with a
+ * BigUint64Array, an env cleanup hook that closes the object if JS never did. */
+struct live {
   napi_env env;
-  struct ovl_tunport *tp;             /* NULL until open and after close */
-  int fd;                             /* -1 when not open */
-  bool closed;                        /* true until fully opened, and after close */
+  bool closed;                   /* true until fully opened, and after close */
   bool hook_added;
-  napi_threadsafe_function tsfn;      /* read by the I/O thread while it runs */
-  struct notify_ctx *nctx;            /* owned by tsfn */
-  struct counters_box *box;           /* one reference while open */
+  napi_threadsafe_function tsfn; /* used by the native threads while they run */
+  struct notify_ctx *nctx;       /* owned by tsfn */
+  struct counters_box *box;      /* one reference while open */
+};
+
+struct port {
+  struct live l;
+  struct ovl_tunport *tp; /* NULL until open and after close */
+  int fd;                 /* -1 when not open */
   uint32_t slot_size;
 };
 
@@ -241,37 +248,111 @@ static void tsfn_call_js(napi_env env, napi_value js_cb, void *context, void *da
   call_js_callback(env, js_cb, 0, NULL, "calling onReadable");
 }
 
+/* Creates l's thread-safe function calling `fn` through call_js (queue bounded by
+ * queue_max), unref'd so that it never keeps the loop alive. Returns false with an
+ * exception pending, nothing left behind. */
+static bool live_tsfn_create(napi_env env, struct live *l, napi_value fn, const char *resource, size_t queue_max,
+                             napi_threadsafe_function_call_js call_js, const char *context) {
+  struct notify_ctx *nctx = calloc(1, sizeof(*nctx));
+  if (nctx == NULL) {
+    throw_errno(env, ENOMEM, "malloc", context, NULL);
+    return false;
+  }
+  napi_value res_name;
+  napi_status nst = napi_create_string_utf8(env, resource, NAPI_AUTO_LENGTH, &res_name);
+  if (nst == napi_ok)
+    nst = napi_create_threadsafe_function(env, fn, NULL, res_name, queue_max, 1, nctx, tsfn_finalize, nctx, call_js,
+                                          &l->tsfn);
+  if (nst != napi_ok) {
+    free(nctx);
+    throw_status(env, nst, "napi_create_threadsafe_function");
+    return false;
+  }
+  l->nctx = nctx;
+  nst = napi_unref_threadsafe_function(env, l->tsfn);
+  if (nst != napi_ok) {
+    throw_status(env, nst, "napi_unref_threadsafe_function");
+    (void)napi_release_threadsafe_function(l->tsfn, napi_tsfn_abort); /* frees nctx */
+    l->tsfn = NULL;
+    l->nctx = NULL;
+    return false;
+  }
+  return true;
+}
+
+/* Undoes live_tsfn_create for an object that never opened (no thread ever used it). */
+static void live_tsfn_abort(struct live *l) {
+  /* Fails only for an already released tsfn: not reachable here. */
+  (void)napi_release_threadsafe_function(l->tsfn, napi_tsfn_abort);
+  l->tsfn = NULL;
+  l->nctx = NULL;
+}
+
+/* The object is open: takes a reference on the counters, registers the env cleanup hook
+ * (hook(arg) closes it) and defines obj's read-only properties: the string `name`, then
+ * n_extra more (names/values), then `counters`. Returns false with an exception pending;
+ * the caller then closes the object. */
+static bool live_opened(napi_env env, struct live *l, struct counters_box *box, void (*hook)(void *), void *arg,
+                        napi_value obj, const char *name, napi_value counters, size_t n_extra,
+                        const char *const *extra_names, const napi_value *extra_values) {
+  l->box = box;
+  box->refs++;
+  l->closed = false;
+  napi_status nst = napi_add_env_cleanup_hook(env, hook, arg);
+  if (nst != napi_ok) {
+    throw_status(env, nst, "napi_add_env_cleanup_hook");
+    return false;
+  }
+  l->hook_added = true;
+  napi_property_descriptor props[4];
+  size_t n = 0;
+  napi_value jname;
+  CHECK_RET(env, napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &jname), false);
+  props[n++] = (napi_property_descriptor){"name", NULL, NULL, NULL, NULL, jname, napi_enumerable, NULL};
+  for (size_t i = 0; i < n_extra && n < 3; i++)
+    props[n++] = (napi_property_descriptor){extra_names[i], NULL, NULL, NULL, NULL, extra_values[i], napi_enumerable, NULL};
+  props[n++] = (napi_property_descriptor){"counters", NULL, NULL, NULL, NULL, counters, napi_enumerable, NULL};
+  CHECK_RET(env, napi_define_properties(env, obj, n, props), false);
+  return true;
+}
+
+/* JS thread, after the native threads are joined: a call still queued finds the context
+ * closed; releases the thread-safe function, the counters reference and the hook. */
+static void live_release(struct live *l, void (*hook)(void *), void *arg, bool from_hook) {
+  l->nctx->closed = true;
+  /* Fails only for an already released tsfn, which the `closed` flag rules out. */
+  (void)napi_release_threadsafe_function(l->tsfn, napi_tsfn_abort);
+  l->tsfn = NULL;
+  box_unref(l->box);
+  l->box = NULL;
+  if (l->hook_added && !from_hook) {
+    /* Fails only if the hook is unknown, i.e. already run: nothing to undo then. */
+    (void)napi_remove_env_cleanup_hook(l->env, hook, arg);
+  }
+  l->hook_added = false;
+}
+
 /* I/O thread: the rx ring became non-empty. napi_queue_full means calls are already queued,
  * and they run after this commit, so JS still drains it; napi_closing means the env is
  * going away. Neither needs action, and nothing else can fail for a live tsfn. */
 static void port_notify(void *opaque) {
   struct port *pt = opaque;
-  (void)napi_call_threadsafe_function(pt->tsfn, NULL, napi_tsfn_nonblocking);
+  (void)napi_call_threadsafe_function(pt->l.tsfn, NULL, napi_tsfn_nonblocking);
 }
 
 static void port_cleanup_hook(void *arg);
 
 /* JS thread. Idempotent. Joins the I/O thread first, so nothing races the releases. */
 static void close_port(struct port *pt, bool from_hook) {
-  if (pt->closed) return;
-  pt->closed = true;
+  if (pt->l.closed) return;
+  pt->l.closed = true;
   ovl_tunport_stop(pt->tp);
   pt->tp = NULL;
   /* Linux releases the descriptor even when close() reports an error, and a TUN or
    * socket fd has no buffered data that an error could have lost. */
   (void)close(pt->fd);
   pt->fd = -1;
-  pt->nctx->closed = true;
-  /* Fails only for an already released tsfn, which the `closed` flag rules out. */
-  (void)napi_release_threadsafe_function(pt->tsfn, napi_tsfn_abort);
-  pt->tsfn = NULL;
-  box_unref(pt->box);
-  pt->box = NULL;
-  if (pt->hook_added && !from_hook) {
-    /* Fails only if the hook is unknown, i.e. already run: nothing to undo then. */
-    (void)napi_remove_env_cleanup_hook(pt->env, port_cleanup_hook, pt);
-  }
-  pt->hook_added = false;
+  live_release(&pt->l, port_cleanup_hook, pt, from_hook);
 }
 
 /* The env is being torn down (process exit, worker exit) and JS never called close(). */
@@ -331,7 +412,7 @@ static napi_value port_read_batch(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   struct port *pt = this_port(env, info, &argc, argv, "readBatch");
   if (pt == NULL) return NULL;
-  if (pt->closed) return throw_closed(env, "readBatch");
+  if (pt->l.closed) return throw_closed(env, "readBatch");
 
   void *buf, *lens;
   size_t buf_len, n;
@@ -362,7 +443,7 @@ static napi_value port_write(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   struct port *pt = this_port(env, info, &argc, argv, "write");
   if (pt == NULL) return NULL;
-  if (pt->closed) return throw_closed(env, "write");
+  if (pt->l.closed) return throw_closed(env, "write");
 
   bool is_array = false;
   CHECK(env, napi_is_array(env, argv[0], &is_array));
@@ -391,7 +472,7 @@ static napi_value port_write(napi_env env, napi_callback_info info) {
       goto out;
     }
   }
-  if (pt->closed) { /* a getter closed it */
+  if (pt->l.closed) { /* a getter closed it */
     throw_closed(env, "write");
     goto out;
   }
@@ -438,12 +519,15 @@ static napi_value port_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value port_ctor(napi_env env, napi_callback_info info) {
+/* The constructor of TunPort and EnginePort: only openTun()/openEngine() may construct;
+ * the class's data is the message for anyone else. */
+static napi_value guarded_ctor(napi_env env, napi_callback_info info) {
   napi_value self;
+  void *refusal;
   struct addon_data *ad;
-  CHECK(env, napi_get_cb_info(env, info, NULL, NULL, &self, NULL));
+  CHECK(env, napi_get_cb_info(env, info, NULL, NULL, &self, &refusal));
   CHECK(env, napi_get_instance_data(env, (void **)&ad));
-  if (!ad->constructing) return throw_type(env, "TunPort cannot be constructed directly: use openTun()");
+  if (!ad->constructing) return throw_type(env, "%s", (const char *)refusal);
   return self;
 }
 
@@ -573,14 +657,14 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
   if (t != napi_function) return throw_type(env, "openTun: onReadable must be a function");
 
   /* The JS object first. Once wrapped, `pt` belongs to the wrap finalizer, which frees it
-   * whatever happens below (pt->closed stays true until the port is fully open). */
+   * whatever happens below (pt->l.closed stays true until the port is fully open). */
   struct addon_data *ad;
   CHECK(env, napi_get_instance_data(env, (void **)&ad));
   struct port *pt = calloc(1, sizeof(*pt));
   if (pt == NULL) return throw_errno(env, ENOMEM, "malloc", context, NULL);
-  pt->env = env;
+  pt->l.env = env;
   pt->fd = -1;
-  pt->closed = true;
+  pt->l.closed = true;
   pt->slot_size = slot_size;
 
   napi_value obj;
@@ -590,7 +674,6 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
     if (!wrapped) free(pt);
     return NULL;
   }
-  napi_status nst;
 
   /* The counters: owned by their ArrayBuffer once it exists (see the header comment). */
   napi_value counters;
@@ -604,31 +687,10 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
   if (fd < 0) return throw_tun_open(env, fd, sc, name_len, context);
 
   /* The thread-safe function (owns nctx) and the I/O thread. */
-  struct notify_ctx *nctx = calloc(1, sizeof(*nctx));
-  if (nctx == NULL) {
+  if (!live_tsfn_create(env, &pt->l, argv[2], "overlayd.TunPort.onReadable", TSFN_QUEUE_MAX, tsfn_call_js, context)) {
     (void)close(fd);
-    return throw_errno(env, ENOMEM, "malloc", context, NULL);
-  }
-  napi_value res_name;
-  nst = napi_create_string_utf8(env, "overlayd.TunPort.onReadable", NAPI_AUTO_LENGTH, &res_name);
-  if (nst == napi_ok)
-    nst = napi_create_threadsafe_function(env, argv[2], NULL, res_name, TSFN_QUEUE_MAX, 1, nctx, tsfn_finalize,
-                                          nctx, tsfn_call_js, &pt->tsfn);
-  if (nst != napi_ok) {
-    free(nctx);
-    (void)close(fd);
-    throw_status(env, nst, "napi_create_threadsafe_function");
     return NULL;
   }
-  pt->nctx = nctx;
-  nst = napi_unref_threadsafe_function(env, pt->tsfn);
-  if (nst != napi_ok) {
-    (void)napi_release_threadsafe_function(pt->tsfn, napi_tsfn_abort);
-    (void)close(fd);
-    throw_status(env, nst, "napi_unref_threadsafe_function");
-    return NULL;
-  }
-
   struct ovl_tunport_config cfg = {
       .fd = fd,
       .slot_size = slot_size,
@@ -639,36 +701,14 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
   };
   int err = ovl_tunport_start(&pt->tp, &cfg, &sc);
   if (err < 0) {
-    (void)napi_release_threadsafe_function(pt->tsfn, napi_tsfn_abort);
+    live_tsfn_abort(&pt->l);
     (void)close(fd);
     return throw_errno(env, -err, sc, context, NULL);
   }
   pt->fd = fd;
-  pt->box = box;
-  box->refs++; /* the open port */
-  pt->closed = false;
 
   /* From here on a failure closes the port: close_port() undoes everything above. */
-  nst = napi_add_env_cleanup_hook(env, port_cleanup_hook, pt);
-  if (nst != napi_ok) {
-    throw_status(env, nst, "napi_add_env_cleanup_hook");
-    close_port(pt, false);
-    return NULL;
-  }
-  pt->hook_added = true;
-
-  napi_value jname;
-  napi_property_descriptor props[] = {
-      {"name", NULL, NULL, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"counters", NULL, NULL, NULL, NULL, counters, napi_enumerable, NULL},
-  };
-  nst = napi_create_string_utf8(env, actual, NAPI_AUTO_LENGTH, &jname);
-  if (nst == napi_ok) {
-    props[0].value = jname;
-    nst = napi_define_properties(env, obj, 2, props);
-  }
-  if (nst != napi_ok) {
-    throw_status(env, nst, "defining TunPort properties");
+  if (!live_opened(env, &pt->l, box, port_cleanup_hook, pt, obj, actual, counters, 0, NULL, NULL)) {
     close_port(pt, false);
     return NULL;
   }
@@ -698,18 +738,13 @@ struct fatal_event {
 };
 
 struct engine_port {
-  napi_env env;
+  struct live l; /* its thread-safe function calls onFatal */
   uint32_t queues;
   char name[OVL_IFNAMSIZ];
   int tun_fds[OVL_ENGINE_QUEUES_MAX]; /* -1 when not open */
   int udp_fds[OVL_ENGINE_QUEUES_MAX]; /* -1 when not open */
   struct ovl_routes *routes;          /* NULL after close */
   struct ovl_engine *eng;             /* NULL until start() and after close */
-  struct counters_box *box;           /* one reference while open */
-  napi_threadsafe_function tsfn;      /* used by the forwarding threads while they run */
-  struct notify_ctx *ectx;            /* owned by tsfn */
-  bool closed;                        /* true until fully opened, and after close */
-  bool hook_added;
 };
 
 static napi_value throw_engine_closed(napi_env env, const char *method) {
@@ -727,7 +762,7 @@ static void engine_on_fatal(void *opaque, uint32_t queue, int err, const char *s
   struct fatal_event *ev = malloc(sizeof(*ev));
   if (ev == NULL) return; /* out of memory: the daemon's liveness check (alive()) remains */
   *ev = (struct fatal_event){.queue = queue, .err = err, .syscall = syscall};
-  if (napi_call_threadsafe_function(ep->tsfn, ev, napi_tsfn_nonblocking) != napi_ok) free(ev);
+  if (napi_call_threadsafe_function(ep->l.tsfn, ev, napi_tsfn_nonblocking) != napi_ok) free(ev);
 }
 
 /* JS thread: onFatal(err) with an errno Error. env and js_cb are NULL during teardown. */
@@ -757,25 +792,15 @@ static void close_fds(int *fds, uint32_t n) {
 
 /* JS thread. Idempotent. Joins the threads first, so nothing races the releases. */
 static void close_engine(struct engine_port *ep, bool from_hook) {
-  if (ep->closed) return;
-  ep->closed = true;
+  if (ep->l.closed) return;
+  ep->l.closed = true;
   ovl_engine_stop(ep->eng); /* NULL ok: never started */
   ep->eng = NULL;
   close_fds(ep->udp_fds, ep->queues);
   close_fds(ep->tun_fds, ep->queues);
   ovl_routes_destroy(ep->routes);
   ep->routes = NULL;
-  ep->ectx->closed = true;
-  /* Fails only for an already released tsfn, which the `closed` flag rules out. */
-  (void)napi_release_threadsafe_function(ep->tsfn, napi_tsfn_abort);
-  ep->tsfn = NULL;
-  box_unref(ep->box);
-  ep->box = NULL;
-  if (ep->hook_added && !from_hook) {
-    /* Fails only if the hook is unknown, i.e. already run: nothing to undo then. */
-    (void)napi_remove_env_cleanup_hook(ep->env, engine_cleanup_hook, ep);
-  }
-  ep->hook_added = false;
+  live_release(&ep->l, engine_cleanup_hook, ep, from_hook);
 }
 
 static void engine_cleanup_hook(void *arg) { close_engine(arg, true); }
@@ -800,7 +825,7 @@ static napi_value engine_start(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   struct engine_port *ep = this_engine(env, info, &argc, argv, "start");
   if (ep == NULL) return NULL;
-  if (ep->closed) return throw_engine_closed(env, "start");
+  if (ep->l.closed) return throw_engine_closed(env, "start");
   if (ep->eng != NULL) {
     (void)napi_throw_error(env, "ERR_ENGINE_STARTED", "EnginePort.start: already started");
     return NULL;
@@ -839,7 +864,7 @@ static napi_value engine_start(napi_env env, napi_callback_info info) {
       .subnet = subnet,
       .subnet_len = (uint8_t)subnet_len,
       .routes = ep->routes,
-      .counters = ep->box->mem,
+      .counters = ep->l.box->mem,
       .on_fatal = engine_on_fatal,
       .opaque = ep,
   };
@@ -852,6 +877,41 @@ static napi_value engine_start(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* Reads a Uint32Array of [net, len, peer] triples (uint32 host order) of function `fn` into
+ * a malloc'd array (*n routes; the caller frees it), checking each is a valid prefix.
+ * Returns NULL with an exception pending (TypeError, RangeError naming the route). */
+static struct ovl_route *get_routes(napi_env env, napi_value v, const char *fn, size_t *n) {
+  void *data;
+  size_t len;
+  bool ok;
+  if (!get_typed(env, v, napi_uint32_array, &data, &len, &ok)) return NULL;
+  if (!ok) {
+    throw_type(env, "%s: routes must be a Uint32Array of [net, len, peer] triples", fn);
+    return NULL;
+  }
+  if (len % 3 != 0) {
+    throw_range(env, "%s: routes.length %zu is not a multiple of 3", fn, len);
+    return NULL;
+  }
+  *n = len / 3;
+  const uint32_t *w = data;
+  struct ovl_route *r = malloc(sizeof(*r) * (*n ? *n : 1));
+  if (r == NULL) {
+    throw_errno(env, ENOMEM, "malloc", fn, NULL);
+    return NULL;
+  }
+  for (size_t i = 0; i < *n; i++) {
+    uint32_t net = w[3 * i], plen = w[3 * i + 1];
+    if (plen > 32 || (plen < 32 && (net & (UINT32_MAX >> plen)) != 0)) {
+      free(r);
+      throw_range(env, "%s: route %zu is not a valid prefix (%#x/%u)", fn, i, net, plen);
+      return NULL;
+    }
+    r[i] = (struct ovl_route){.net = net, .len = (uint8_t)plen, .peer = w[3 * i + 2]};
+  }
+  return r;
+}
+
 /* setRoutes(routes: Uint32Array): the complete route set, [net, len, peer] per route, all
  * uint32 host order; replaces the table in force (published to the threads lock-free). */
 static napi_value engine_set_routes(napi_env env, napi_callback_info info) {
@@ -859,25 +919,10 @@ static napi_value engine_set_routes(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   struct engine_port *ep = this_engine(env, info, &argc, argv, "setRoutes");
   if (ep == NULL) return NULL;
-  if (ep->closed) return throw_engine_closed(env, "setRoutes");
-  void *data;
-  size_t len;
-  bool ok;
-  if (!get_typed(env, argv[0], napi_uint32_array, &data, &len, &ok)) return NULL;
-  if (!ok) return throw_type(env, "EnginePort.setRoutes: routes must be a Uint32Array of [net, len, peer] triples");
-  if (len % 3 != 0) return throw_range(env, "EnginePort.setRoutes: routes.length %zu is not a multiple of 3", len);
-  size_t n = len / 3;
-  const uint32_t *w = data;
-  struct ovl_route *r = malloc(sizeof(*r) * (n ? n : 1));
-  if (r == NULL) return throw_errno(env, ENOMEM, "malloc", "EnginePort.setRoutes", NULL);
-  for (size_t i = 0; i < n; i++) {
-    uint32_t net = w[3 * i], plen = w[3 * i + 1];
-    if (plen > 32 || (plen < 32 && (net & (UINT32_MAX >> plen)) != 0)) {
-      free(r);
-      return throw_range(env, "EnginePort.setRoutes: route %zu is not a valid prefix (%#x/%u)", i, net, plen);
-    }
-    r[i] = (struct ovl_route){.net = net, .len = (uint8_t)plen, .peer = w[3 * i + 2]};
-  }
+  if (ep->l.closed) return throw_engine_closed(env, "setRoutes");
+  size_t n;
+  struct ovl_route *r = get_routes(env, argv[0], "EnginePort.setRoutes", &n);
+  if (r == NULL) return NULL;
   int err = ovl_routes_set(ep->routes, r, n);
   free(r);
   if (err == -E2BIG) return throw_range(env, "EnginePort.setRoutes: %zu routes, more than 2^24", n);
@@ -892,15 +937,6 @@ static napi_value engine_close(napi_env env, napi_callback_info info) {
   if (ep == NULL) return NULL;
   close_engine(ep, false);
   return NULL;
-}
-
-static napi_value engine_ctor(napi_env env, napi_callback_info info) {
-  napi_value self;
-  struct addon_data *ad;
-  CHECK(env, napi_get_cb_info(env, info, NULL, NULL, &self, NULL));
-  CHECK(env, napi_get_instance_data(env, (void **)&ad));
-  if (!ad->constructing) return throw_type(env, "EnginePort cannot be constructed directly: use openEngine()");
-  return self;
 }
 
 /* openEngine(name, {queues}, onFatal): opens the TUN device with `queues` queues
@@ -926,9 +962,9 @@ static napi_value open_engine(napi_env env, napi_callback_info info) {
   CHECK(env, napi_get_instance_data(env, (void **)&ad));
   struct engine_port *ep = calloc(1, sizeof(*ep));
   if (ep == NULL) return throw_errno(env, ENOMEM, "malloc", context, NULL);
-  ep->env = env;
+  ep->l.env = env;
   ep->queues = queues;
-  ep->closed = true;
+  ep->l.closed = true;
   for (uint32_t q = 0; q < OVL_ENGINE_QUEUES_MAX; q++) ep->tun_fds[q] = ep->udp_fds[q] = -1;
   napi_value obj;
   bool wrapped;
@@ -963,55 +999,19 @@ static napi_value open_engine(napi_env env, napi_callback_info info) {
     return throw_errno(env, -err, "ovl_routes_create", context, NULL);
   }
 
-  struct notify_ctx *ectx = calloc(1, sizeof(*ectx));
-  napi_value res_name;
-  napi_status nst = ectx ? napi_create_string_utf8(env, "overlayd.EnginePort.onFatal", NAPI_AUTO_LENGTH, &res_name)
-                         : napi_generic_failure;
-  if (nst == napi_ok)
-    nst = napi_create_threadsafe_function(env, argv[2], NULL, res_name, queues, 1, ectx, tsfn_finalize, ectx,
-                                          engine_fatal_call_js, &ep->tsfn);
-  if (nst == napi_ok) {
-    ep->ectx = ectx;
-    nst = napi_unref_threadsafe_function(env, ep->tsfn);
-    if (nst != napi_ok) (void)napi_release_threadsafe_function(ep->tsfn, napi_tsfn_abort); /* frees ectx */
-  } else {
-    free(ectx);
-  }
-  if (nst != napi_ok) {
+  if (!live_tsfn_create(env, &ep->l, argv[2], "overlayd.EnginePort.onFatal", queues, engine_fatal_call_js, context)) {
     close_fds(ep->tun_fds, queues);
     ovl_routes_destroy(ep->routes);
     ep->routes = NULL;
-    if (ectx == NULL) return throw_errno(env, ENOMEM, "malloc", context, NULL);
-    throw_status(env, nst, "creating the onFatal thread-safe function");
     return NULL;
   }
-  ep->box = box;
-  box->refs++; /* the open engine */
-  ep->closed = false;
 
   /* From here on a failure closes the engine: close_engine() undoes everything above. */
-  nst = napi_add_env_cleanup_hook(env, engine_cleanup_hook, ep);
-  if (nst != napi_ok) {
-    throw_status(env, nst, "napi_add_env_cleanup_hook");
-    close_engine(ep, false);
-    return NULL;
-  }
-  ep->hook_added = true;
-  napi_value jname, jqueues;
-  napi_property_descriptor props[] = {
-      {"name", NULL, NULL, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"queues", NULL, NULL, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"counters", NULL, NULL, NULL, NULL, counters, napi_enumerable, NULL},
-  };
-  nst = napi_create_string_utf8(env, ep->name, NAPI_AUTO_LENGTH, &jname);
-  if (nst == napi_ok) nst = napi_create_uint32(env, queues, &jqueues);
-  if (nst == napi_ok) {
-    props[0].value = jname;
-    props[1].value = jqueues;
-    nst = napi_define_properties(env, obj, 3, props);
-  }
-  if (nst != napi_ok) {
-    throw_status(env, nst, "defining EnginePort properties");
+  static const char *const extra_names[] = {"queues"};
+  napi_value jqueues;
+  if (napi_create_uint32(env, queues, &jqueues) != napi_ok ||
+      !live_opened(env, &ep->l, box, engine_cleanup_hook, ep, obj, ep->name, counters, 1, extra_names, &jqueues)) {
+    throw_status(env, napi_generic_failure, "creating EnginePort properties"); /* no-op if one is pending */
     close_engine(ep, false);
     return NULL;
   }
@@ -1030,15 +1030,11 @@ static napi_value route_bench(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  void *rdata, *adata;
-  size_t rlen = 0, alen = 0;
-  bool ok1 = false, ok2 = false;
-  if (argc >= 2) {
-    if (!get_typed(env, argv[0], napi_uint32_array, &rdata, &rlen, &ok1)) return NULL;
-    if (!get_typed(env, argv[1], napi_uint32_array, &adata, &alen, &ok2)) return NULL;
-  }
-  if (!ok1 || !ok2 || rlen % 3 != 0)
-    return throw_type(env, "routeBench(routes: Uint32Array of triples, addrs: Uint32Array, rounds, cached)");
+  void *adata;
+  size_t alen = 0;
+  bool ok = false;
+  if (argc >= 2 && !get_typed(env, argv[1], napi_uint32_array, &adata, &alen, &ok)) return NULL;
+  if (!ok) return throw_type(env, "routeBench(routes: Uint32Array of triples, addrs: Uint32Array, rounds, cached)");
   napi_valuetype t = napi_undefined;
   if (argc >= 3) CHECK(env, napi_typeof(env, argv[2], &t));
   double rounds_d = 0;
@@ -1051,24 +1047,17 @@ static napi_value route_bench(napi_env env, napi_callback_info info) {
     if (t != napi_boolean) return throw_type(env, "routeBench: cached must be a boolean");
     CHECK(env, napi_get_value_bool(env, argv[3], &cached));
   }
-  size_t n = rlen / 3;
-  const uint32_t *w = rdata;
-  struct ovl_route *r = malloc(sizeof(*r) * (n ? n : 1));
+  size_t n;
+  struct ovl_route *r = get_routes(env, argv[0], "routeBench", &n);
+  if (r == NULL) return NULL;
   struct ovl_rcache *cache = malloc(sizeof(*cache));
-  if (r == NULL || cache == NULL) {
-    free(r);
-    free(cache);
-    return throw_errno(env, ENOMEM, "malloc", "routeBench", NULL);
-  }
-  for (size_t i = 0; i < n; i++) /* a len > 32 stays > 32 (255): ovl_rtable_build refuses it */
-    r[i] = (struct ovl_route){.net = w[3 * i], .len = (uint8_t)(w[3 * i + 1] > 255 ? 255 : w[3 * i + 1]), .peer = w[3 * i + 2]};
   struct ovl_rtable *tbl = NULL;
-  int err = ovl_rtable_build(&tbl, r, n);
+  int err = cache ? ovl_rtable_build(&tbl, r, n) : -ENOMEM;
   free(r);
   if (err < 0) {
     free(cache);
-    if (err == -ENOMEM) return throw_errno(env, ENOMEM, "malloc", "routeBench", NULL);
-    return throw_range(env, "routeBench: invalid routes (%s)", ovl_errno_name(-err));
+    if (err == -E2BIG) return throw_range(env, "routeBench: %zu routes, more than 2^24", n);
+    return throw_errno(env, -err, "malloc", "routeBench", NULL);
   }
   ovl_rcache_init(cache);
   const uint32_t *addrs = adata;
@@ -1162,7 +1151,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"close", NULL, port_close, NULL, NULL, NULL, napi_default_method, NULL},
   };
   napi_value cls;
-  CHECK(env, napi_define_class(env, "TunPort", NAPI_AUTO_LENGTH, port_ctor, NULL,
+  CHECK(env, napi_define_class(env, "TunPort", NAPI_AUTO_LENGTH, guarded_ctor,
+                               (void *)"TunPort cannot be constructed directly: use openTun()",
                                sizeof(methods) / sizeof(methods[0]), methods, &cls));
   CHECK(env, napi_create_reference(env, cls, 1, &ad->port_class));
 
@@ -1172,7 +1162,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"close", NULL, engine_close, NULL, NULL, NULL, napi_default_method, NULL},
   };
   napi_value engine_cls;
-  CHECK(env, napi_define_class(env, "EnginePort", NAPI_AUTO_LENGTH, engine_ctor, NULL,
+  CHECK(env, napi_define_class(env, "EnginePort", NAPI_AUTO_LENGTH, guarded_ctor,
+                               (void *)"EnginePort cannot be constructed directly: use openEngine()",
                                sizeof(engine_methods) / sizeof(engine_methods[0]), engine_methods, &engine_cls));
   CHECK(env, napi_create_reference(env, engine_cls, 1, &ad->engine_class));
 

@@ -13,6 +13,7 @@
 #ifndef OVERLAYD_H
 #define OVERLAYD_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -30,6 +31,21 @@ extern "C" {
 /* Name of a positive errno value, e.g. ovl_errno_name(EPERM) == "EPERM". Never NULL:
  * unknown values give "EUNKNOWN". Static storage, any thread. */
 const char *ovl_errno_name(int err);
+
+/* ------------------------------------------------------------------------------------ */
+/* sys.c: helpers of the I/O threads                                                     */
+/* ------------------------------------------------------------------------------------ */
+
+/* True for a read/receive error (a positive errno) after which the fd will never work
+ * again (EBADF, EBADFD: a deleted TUN, EINVAL, ENXIO, ENODEV, ENOTCONN, ECONNRESET,
+ * ENOTSOCK, EFAULT). Any thread. */
+bool ovl_io_error_is_fatal(int err);
+
+/* Starts fn(arg) on a new thread with every signal blocked (process-directed signals go to
+ * the application's threads; a write to a broken socket cannot kill with SIGPIPE); the
+ * caller's mask is unchanged. Returns 0, or a negative errno with *syscall set
+ * ("pthread_sigmask", "pthread_create"). */
+int ovl_thread_spawn(pthread_t *thread, void *(*fn)(void *), void *arg, const char **syscall);
 
 /* ------------------------------------------------------------------------------------ */
 /* ring.c: single-producer single-consumer ring of fixed-size packet slots               */
@@ -309,7 +325,8 @@ size_t ovl_rtable_size(const struct ovl_rtable *t); /* routes */
 
 /* A small direct-mapped cache of recent lookups (hits and misses) in front of one table;
  * owned by one thread. It remembers which table it caches (by a generation number unique
- * within the process) and empties itself when asked about another one. */
+ * within the process) and empties itself when asked about another one. Tables with one or
+ * two prefix lengths bypass it (a lookup there costs what a cache probe costs). */
 #define OVL_RCACHE_SLOTS 256u /* entries, a power of two */
 struct ovl_rcache {
   uint64_t gen; /* generation of the table cached; 0 = none */

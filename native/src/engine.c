@@ -30,7 +30,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,6 +151,15 @@ static void icmp_error(struct worker *w, const uint8_t *pkt, size_t len, uint8_t
   tun_write(w, w->icmp, n);
 }
 
+/* The TTL step of both directions: decrements the TTL (packet.c's rule), or counts the
+ * drop and answers time exceeded. Returns false when the packet is dropped. */
+static bool ttl_step(struct worker *w, uint8_t *pkt, size_t len) {
+  if (ovl_ipv4_decrement_ttl(pkt)) return true;
+  w->acc[OVL_EC_DROP_TTL]++;
+  icmp_error(w, pkt, len, OVL_ICMP_TIME_EXCEEDED, OVL_ICMP_TTL_EXCEEDED);
+  return false;
+}
+
 /* ---------------------------------------------------------------- outbound ------------- */
 
 /* js-engine.ts outbound(): one packet read from the TUN, in its read buffer. */
@@ -167,11 +175,7 @@ static void outbound(struct worker *w, const struct ovl_rtable *t, uint8_t *pkt,
     icmp_error(w, pkt, len, OVL_ICMP_DEST_UNREACH, OVL_ICMP_NET_UNREACH);
     return;
   }
-  if (!ovl_ipv4_decrement_ttl(pkt)) {
-    w->acc[OVL_EC_DROP_TTL]++;
-    icmp_error(w, pkt, len, OVL_ICMP_TIME_EXCEEDED, OVL_ICMP_TTL_EXCEEDED);
-    return;
-  }
+  if (!ttl_step(w, pkt, len)) return;
   uint32_t i = w->ntx++;
   w->tx_to[i].sin_addr.s_addr = htonl(peer);
   w->tx_iov[i] = (struct iovec){.iov_base = pkt, .iov_len = len};
@@ -207,23 +211,6 @@ static void flush_tx(struct worker *w) {
   w->ntx = 0;
 }
 
-static bool fatal_fd_error(int err) {
-  switch (err) {
-    case EBADF:
-#ifdef EBADFD
-    case EBADFD: /* TUN: the device was deleted under us */
-#endif
-    case EINVAL:
-    case ENXIO:
-    case ENODEV:
-    case ENOTSOCK:
-    case EFAULT:
-      return true;
-    default:
-      return false;
-  }
-}
-
 static void set_fatal(struct worker *w, int err, const char *syscall) {
   if (w->fatal_err == 0) {
     w->fatal_err = err;
@@ -246,7 +233,7 @@ static bool tun_burst(struct worker *w, const struct ovl_rtable *t) {
       if (err == EINTR) continue;
       if (err == EAGAIN || err == EWOULDBLOCK) break;
       w->acc[OVL_EC_TUN_READ_ERRORS]++;
-      if (fatal_fd_error(err) || ++w->tun_errors_in_row >= ERRORS_IN_ROW_MAX) {
+      if (ovl_io_error_is_fatal(err) || ++w->tun_errors_in_row >= ERRORS_IN_ROW_MAX) {
         set_fatal(w, err, "read(tun)");
         break;
       }
@@ -302,11 +289,7 @@ static void inbound(struct worker *w, const struct ovl_rtable *t, uint8_t *pkt, 
     w->acc[OVL_EC_DROP_TOO_BIG]++;
     return;
   }
-  if (!ovl_ipv4_decrement_ttl(pkt)) {
-    w->acc[OVL_EC_DROP_TTL]++;
-    icmp_error(w, pkt, len, OVL_ICMP_TIME_EXCEEDED, OVL_ICMP_TTL_EXCEEDED);
-    return;
-  }
+  if (!ttl_step(w, pkt, len)) return;
   tun_write(w, pkt, len);
 }
 
@@ -320,7 +303,7 @@ static bool udp_burst(struct worker *w, const struct ovl_rtable *t) {
     if (err == EAGAIN || err == EWOULDBLOCK) return false;
     w->acc[OVL_EC_UDP_RECV_ERRORS]++;
     /* Other errors are pending socket errors, reported once each (and cleared). */
-    if (fatal_fd_error(err) || ++w->udp_errors_in_row >= ERRORS_IN_ROW_MAX) set_fatal(w, err, "recvmmsg");
+    if (ovl_io_error_is_fatal(err) || ++w->udp_errors_in_row >= ERRORS_IN_ROW_MAX) set_fatal(w, err, "recvmmsg");
     return false;
   }
   w->udp_errors_in_row = 0;
@@ -486,27 +469,14 @@ int ovl_engine_start(struct ovl_engine **out, const struct ovl_engine_config *cf
     return err;
   }
 
-  /* The threads run with every signal blocked: process-directed signals go to the
-   * application's threads, and a write to a broken socket cannot kill with SIGPIPE. */
-  *syscall = "pthread_sigmask";
-  sigset_t all, old;
-  sigfillset(&all);
-  int pe = pthread_sigmask(SIG_SETMASK, &all, &old);
-  if (pe != 0) {
-    engine_teardown(e, 0);
-    return -pe;
-  }
+  /* The threads run with every signal blocked (a broken socket cannot kill with SIGPIPE). */
   uint32_t started = 0;
   for (; started < cfg->queues; started++) {
-    pe = pthread_create(&e->w[started]->thread, NULL, worker_main, e->w[started]);
-    if (pe != 0) break;
-  }
-  /* Restoring the mask just read fails only for an invalid `how`: not reachable. */
-  (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (pe != 0) {
-    *syscall = "pthread_create";
-    engine_teardown(e, started);
-    return -pe;
+    err = ovl_thread_spawn(&e->w[started]->thread, worker_main, e->w[started], syscall);
+    if (err != 0) {
+      engine_teardown(e, started);
+      return err;
+    }
   }
   *syscall = NULL;
   *out = e;

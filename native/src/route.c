@@ -9,14 +9,24 @@
  * RouteTable (src/dataplane/route-table.ts), so the two agree by construction and the
  * tests check both against brute force. Cost: one hashed probe per distinct length (an
  * overlay has one or two: the network's SubnetLen, maybe a default), independent of the
- * number of routes; not a linear scan. The set of peers (distinct peer addresses) is a
- * hash set in the same table, so "is the sender a known peer" and "which peer owns this
- * source" are answered from the same snapshot.
+ * number of routes; not a linear scan. A table with more than INDEX_MIN_LEVELS lengths
+ * also gets a block index: for each /16 block of the address space, a bitmap of the
+ * prefix lengths 1..32 that have a route overlapping the block (256 KiB; a /0 route is
+ * the fallback after them), so a lookup probes
+ * only the lengths present where the address is — one index load plus, typically, one
+ * probe, however many lengths the table has. The set of peers (distinct peer addresses)
+ * is a hash set in the same table, so "is the sender a known peer" and "which peer owns
+ * this source" are answered from the same snapshot.
  *
  * CACHE (struct ovl_rcache, one per thread). Direct-mapped, OVL_RCACHE_SLOTS entries,
  * remembering hits and misses. It is tagged with the generation of the table it caches
  * (unique per table in the process) and empties itself when used with another table, so
- * a route change can never be answered from a stale entry.
+ * a route change can never be answered from a stale entry. It fronts only tables with
+ * more than CACHE_MIN_LEVELS lengths: with one or two a lookup is one or two probes, the
+ * cost of the cache probe itself, and a cache thrashed by many destinations would double
+ * it (measured with routeBench: 12 ns bare vs 20 ns cached for 10,000 /24 routes and
+ * 10,000 destinations; with 25 lengths and 64 destinations, 86 ns bare vs 13 ns cached
+ * before the block index).
  *
  * PUBLICATION (struct ovl_routes): quiescent-state-based reclamation with per-reader
  * epochs, in the shape of liburcu's QSBR flavour.
@@ -60,6 +70,12 @@
 #define READERS_MAX 1024u
 /* Most routes in one table: keeps every hash capacity (<= 4x this) within 32 bits. */
 #define ROUTES_MAX (1u << 24)
+/* Tables with more prefix lengths than this get the block index (one load, then probes
+ * only for the lengths present in the address's /16 block). */
+#define INDEX_MIN_LEVELS 2u
+#define INDEX_BLOCKS (1u << 16) /* one entry per /16 */
+/* The per-thread cache fronts tables with more prefix lengths than this. */
+#define CACHE_MIN_LEVELS 2u
 
 /* ---------------------------------------------------------------- hash sets ------------ */
 
@@ -129,6 +145,8 @@ struct ovl_rtable {
   size_t routes;    /* distinct subnets */
   uint32_t nlevels; /* distinct prefix lengths, 0..33 */
   struct level levels[33]; /* longest length first */
+  int8_t level_of[33];     /* prefix length -> index in levels, -1 when absent */
+  uint32_t *blocks; /* NULL, or [INDEX_BLOCKS]: bit L-1 set when a /L route (L >= 1) overlaps the block */
   struct hmap peers;       /* key: peer address; val: unused */
   uint64_t retired_at;     /* writer only: the epoch it was retired at */
   struct ovl_rtable *next_retired; /* writer only */
@@ -142,6 +160,7 @@ void ovl_rtable_free(struct ovl_rtable *t) {
   if (t == NULL) return;
   for (uint32_t i = 0; i < t->nlevels; i++) free(t->levels[i].map.slots);
   free(t->peers.slots);
+  free(t->blocks);
   free(t);
 }
 
@@ -156,25 +175,33 @@ int ovl_rtable_build(struct ovl_rtable **out, const struct ovl_route *routes, si
   struct ovl_rtable *t = calloc(1, sizeof(*t));
   if (t == NULL) return -ENOMEM;
   t->gen = atomic_fetch_add_explicit(&next_gen, 1, memory_order_relaxed);
-  int8_t level_of[33];
   for (int len = 32; len >= 0; len--) {
-    level_of[len] = -1;
+    t->level_of[len] = -1;
     if (per_len[len] == 0) continue;
     struct level *lv = &t->levels[t->nlevels];
     lv->mask = mask_of((uint32_t)len);
     if (hmap_init(&lv->map, per_len[len]) != 0) goto nomem;
-    level_of[len] = (int8_t)t->nlevels++;
+    t->level_of[len] = (int8_t)t->nlevels++;
   }
   if (hmap_init(&t->peers, n) != 0) goto nomem;
+  if (t->nlevels > INDEX_MIN_LEVELS && (t->blocks = calloc(INDEX_BLOCKS, sizeof(uint32_t))) == NULL) goto nomem;
   for (size_t i = 0; i < n; i++) {
     const struct ovl_route *r = &routes[i];
-    if (hmap_put(&t->levels[level_of[r->len]].map, r->net, r->peer)) t->routes++;
+    if (hmap_put(&t->levels[t->level_of[r->len]].map, r->net, r->peer)) t->routes++;
   }
-  /* Peers from the routes that survived (a later duplicate may have replaced a peer). */
+  /* Peers from the routes that survived (a later duplicate may have replaced a peer), and
+   * the block index: a /L route overlaps 2^(16-L) blocks when L < 16 (at most 2^16 block
+   * updates per length, as there are at most 2^L such routes), one block otherwise. */
   for (uint32_t l = 0; l < t->nlevels; l++) {
     const struct hmap *m = &t->levels[l].map;
-    for (uint32_t i = 0; i <= m->mask; i++)
-      if (m->slots[i].used) (void)hmap_put(&t->peers, m->slots[i].val, 0);
+    uint32_t len = (uint32_t)__builtin_popcount(t->levels[l].mask);
+    for (uint32_t i = 0; i <= m->mask; i++) {
+      if (!m->slots[i].used) continue;
+      (void)hmap_put(&t->peers, m->slots[i].val, 0);
+      if (t->blocks == NULL || len == 0) continue;
+      uint32_t first = m->slots[i].key >> 16, count = len < 16 ? 1u << (16 - len) : 1u;
+      for (uint32_t b = 0; b < count; b++) t->blocks[first + b] |= 1u << (len - 1);
+    }
   }
   *out = t;
   return 0;
@@ -184,6 +211,21 @@ nomem:
 }
 
 bool ovl_rtable_lookup(const struct ovl_rtable *t, uint32_t addr, uint32_t *peer) {
+  if (t->blocks) {
+    /* Only the lengths present in this /16 block, longest first (at most 32 rounds), then
+     * the /0 route if there is one. */
+    for (uint32_t m = t->blocks[addr >> 16]; m; m &= ~(1u << (31 - __builtin_clz(m)))) {
+      const struct level *lv = &t->levels[t->level_of[32 - __builtin_clz(m)]];
+      const struct slot *s = hmap_get(&lv->map, addr & lv->mask);
+      if (s) {
+        *peer = s->val;
+        return true;
+      }
+    }
+    if (t->level_of[0] < 0) return false;
+    *peer = hmap_get(&t->levels[t->level_of[0]].map, 0)->val; /* the one /0 route */
+    return true;
+  }
   for (uint32_t i = 0; i < t->nlevels; i++) {
     const struct slot *s = hmap_get(&t->levels[i].map, addr & t->levels[i].mask);
     if (s) {
@@ -205,6 +247,7 @@ enum { CACHE_EMPTY = 0, CACHE_MISS = 1, CACHE_HIT = 2 };
 void ovl_rcache_init(struct ovl_rcache *c) { memset(c, 0, sizeof(*c)); }
 
 bool ovl_rcache_lookup(struct ovl_rcache *c, const struct ovl_rtable *t, uint32_t addr, uint32_t *peer) {
+  if (t->nlevels <= CACHE_MIN_LEVELS) return ovl_rtable_lookup(t, addr, peer);
   if (c->gen != t->gen) {
     memset(c->e, 0, sizeof(c->e));
     c->gen = t->gen;

@@ -23,7 +23,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdalign.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -86,23 +85,6 @@ static void ctr_add(struct ovl_tunport *p, enum ovl_tun_counter i, uint64_t n) {
   atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
 }
 
-static bool read_error_is_fatal(int err) {
-  switch (err) {
-    case EBADF:
-#ifdef EBADFD
-    case EBADFD: /* TUN: the device was deleted under us */
-#endif
-    case EINVAL:
-    case ENXIO:
-    case ENODEV:
-    case ENOTCONN:
-    case ECONNRESET:
-      return true;
-    default:
-      return false;
-  }
-}
-
 /* Reads up to OVL_TUNPORT_RX_BATCH packets into rx. Returns false when the fd must not be
  * read any more (EOF, fatal error). *more is set when the burst hit its limit. */
 static bool rx_burst(struct ovl_tunport *p, bool *more) {
@@ -133,7 +115,7 @@ static bool rx_burst(struct ovl_tunport *p, bool *more) {
       if (err == EAGAIN || err == EWOULDBLOCK) break;
       errors++;
       reads++;
-      if (read_error_is_fatal(err) || ++p->rx_errors_in_row >= RX_ERROR_LIMIT) {
+      if (ovl_io_error_is_fatal(err) || ++p->rx_errors_in_row >= RX_ERROR_LIMIT) {
         open = false;
         break;
       }
@@ -295,24 +277,9 @@ int ovl_tunport_start(struct ovl_tunport **out, const struct ovl_tunport_config 
     goto fail;
   }
 
-  /* The I/O thread runs with every signal blocked, so process-directed signals go to the
-   * application's threads and EPIPE on a socket fd does not kill the process. */
-  *syscall = "pthread_sigmask";
-  sigset_t all, old;
-  sigfillset(&all);
-  int e = pthread_sigmask(SIG_SETMASK, &all, &old);
-  if (e != 0) {
-    err = -e;
-    goto fail;
-  }
-  e = pthread_create(&p->thread, NULL, io_main, p);
-  /* Restoring the mask just read fails only for an invalid `how`: not reachable. */
-  (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (e != 0) {
-    *syscall = "pthread_create";
-    err = -e;
-    goto fail;
-  }
+  /* The I/O thread runs with every signal blocked (EPIPE on a socket fd cannot kill). */
+  err = ovl_thread_spawn(&p->thread, io_main, p, syscall);
+  if (err != 0) goto fail;
   *syscall = NULL;
   *out = p;
   return 0;

@@ -33,13 +33,15 @@ static int brute_peer(const struct ovl_route *r, size_t n, uint32_t ip) {
   return 0;
 }
 
-/* n random routes with distinct subnets, mostly /24 inside 10.244/16-like space, some
- * other lengths (0..32) so that nesting happens; peers from a small pool. */
-static size_t random_routes(struct ovl_route *r, size_t n) {
+/* n random routes with distinct subnets, mostly /24 inside 10/8; `mixed`: some other
+ * lengths (0..32) so that nesting happens and the block index is built; else /24 and /16
+ * only (two lengths: plain per-length probing, no cache). Peers from a small pool. */
+static size_t random_routes(struct ovl_route *r, size_t n, int mixed) {
   size_t k = 0;
   for (size_t tries = 0; k < n && tries < n * 20; tries++) {
     unsigned pick = rnd() % 10, len;
     if (pick < 6) len = 24;
+    else if (!mixed) len = 16;
     else if (pick < 8) len = 8 + rnd() % 25;
     else len = rnd() % 33;
     uint32_t base = pick < 6 ? (0x0a000000u | (rnd() & 0x00ffff00u)) : rnd();
@@ -51,12 +53,13 @@ static size_t random_routes(struct ovl_route *r, size_t n) {
   return k;
 }
 
-static void test_lpm(size_t want, uint32_t lookups) {
+static void test_lpm(size_t want, uint32_t lookups, int mixed) {
   struct ovl_route *r = malloc(sizeof(*r) * want);
   TAP_ASSERT(r != NULL, "malloc");
-  size_t n = random_routes(r, want);
+  size_t n = random_routes(r, want, mixed);
   struct ovl_rtable *t;
-  TAP_REQUIRE(ovl_rtable_build(&t, r, n) == 0, "built a table of %zu routes", n);
+  TAP_REQUIRE(ovl_rtable_build(&t, r, n) == 0, "built a table of %zu routes (%s)", n,
+              mixed ? "lengths 0..32: block index, cache" : "/24 and /16 only");
   tap_ok(ovl_rtable_size(t) == n, "size is %zu", n);
   struct ovl_rcache *c = malloc(sizeof(*c));
   TAP_ASSERT(c != NULL, "malloc");
@@ -118,11 +121,17 @@ static void test_table_basics(void) {
 }
 
 static void test_cache_swap(void) {
-  struct ovl_route a = {.net = 0x0af40200, .len = 24, .peer = 11};
-  struct ovl_route b = {.net = 0x0af40200, .len = 24, .peer = 22};
+  /* Three more lengths that do not cover 10.244.2.9, so that the cache fronts the tables. */
+  struct ovl_route a[4] = {{.net = 0x0af40200, .len = 24, .peer = 11},
+                           {.net = 0xc0a80000, .len = 16, .peer = 1},
+                           {.net = 0xac100000, .len = 12, .peer = 1},
+                           {.net = 0xc0a80100, .len = 25, .peer = 1}};
+  struct ovl_route b[4];
+  memcpy(b, a, sizeof(a));
+  b[0].peer = 22;
   struct ovl_rtable *ta, *tb, *te;
-  TAP_ASSERT(ovl_rtable_build(&ta, &a, 1) == 0 && ovl_rtable_build(&tb, &b, 1) == 0 &&
-                 ovl_rtable_build(&te, NULL, 0) == 0,
+  TAP_ASSERT(ovl_rtable_build(&ta, a, 4) == 0 && ovl_rtable_build(&tb, b, 4) == 0 &&
+                 ovl_rtable_build(&te, a + 1, 3) == 0,
              "tables");
   struct ovl_rcache c;
   ovl_rcache_init(&c);
@@ -170,7 +179,7 @@ static void test_reclaim(void) {
 
 /* ---- readers racing a writer ---- */
 
-#define STRESS_ROUTES 64u
+#define STRESS_ROUTES 64u /* /24s in 10.0.0.0/18, all to peer k in table k */
 
 struct stress {
   struct ovl_routes *d;
@@ -235,6 +244,12 @@ static void test_concurrent(void) {
   double t0 = now_sec();
   for (uint32_t k = 1; k <= swaps; k++) {
     for (uint32_t i = 0; i < STRESS_ROUTES; i++) r[i] = (struct ovl_route){.net = 0x0a000000u | i << 8, .len = 24, .peer = k};
+    /* more lengths (index and cache in play) in every 8th table: both kinds get swapped */
+    if (k % 8 == 1) {
+      r[0] = (struct ovl_route){.net = 0xac100000u, .len = 12, .peer = k};
+      r[1] = (struct ovl_route){.net = 0xc0a80000u, .len = 16, .peer = k};
+      r[2] = (struct ovl_route){.net = 0x0a000000u, .len = 8, .peer = k};
+    }
     TAP_ASSERT(ovl_routes_set(s.d, r, STRESS_ROUTES) == 0, "set %u", k);
     size_t pending = ovl_routes_reclaim(s.d);
     if (pending > max_pending) max_pending = pending;
@@ -263,9 +278,12 @@ static void test_concurrent(void) {
 int main(void) {
   test_table_basics();
   const char *vg = getenv("OVL_UNDER_VALGRIND");
-  test_lpm(10, 200000);
-  test_lpm(1000, vg ? 20000 : 200000);
-  test_lpm(10000, vg ? 2000 : 20000);
+  test_lpm(10, 200000, 1);
+  test_lpm(1000, vg ? 20000 : 200000, 1);
+  test_lpm(10000, vg ? 2000 : 20000, 1);
+  test_lpm(10, 200000, 0);
+  test_lpm(1000, vg ? 20000 : 200000, 0);
+  test_lpm(10000, vg ? 2000 : 20000, 0);
   test_cache_swap();
   test_reclaim();
   test_concurrent();
