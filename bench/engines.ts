@@ -1,0 +1,36 @@
+/** Which forwarding setups the two-node benchmark can run, and why not when it cannot. */
+import { parseDaemonArgs } from '../src/config';
+
+export const ALL_SETUPS = ['vxlan', 'native', 'js'] as const;
+export type Setup = (typeof ALL_SETUPS)[number];
+
+export interface Availability {
+  readonly available: boolean;
+  /** why not, when not available */
+  readonly reason?: string;
+}
+
+/**
+ * vxlan needs only the kernel (checked when the device is created). An overlayd engine is
+ * available when the daemon's own flag parser accepts `--engine NAME` (the same code path
+ * as `overlayd --engine NAME ...`, with an empty environment so OVERLAYD_* cannot interfere).
+ */
+export function probeSetup(setup: Setup): Availability {
+  if (setup === 'vxlan') return { available: true };
+  try {
+    const parsed = parseDaemonArgs(['--engine', setup, '--static-config', '/nonexistent-bench-probe.json'], {});
+    if (parsed.kind !== 'daemon' || parsed.config.engine !== setup) return { available: false, reason: `overlayd did not take --engine ${setup}` };
+    return { available: true };
+  } catch (err) {
+    return { available: false, reason: `overlayd rejects --engine ${setup}: ${(err as Error).message}` };
+  }
+}
+
+export function parseSetups(list: string): Setup[] {
+  const names = list.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  for (const n of names) {
+    if (!(ALL_SETUPS as readonly string[]).includes(n)) throw new Error(`--engines: "${n}" is not one of ${ALL_SETUPS.join(', ')}`);
+  }
+  // always in the issue's order: the kernel reference first, then native, then js
+  return ALL_SETUPS.filter((s) => names.includes(s));
+}
