@@ -207,10 +207,9 @@ export class EtcdRouteSource implements RouteSource {
         routeSync.put(e);
         if (e.key === ownKey) keeper.observe(e);
       },
-      delete: (key: string, revision: number) => {
+      delete: (key: string) => {
         routeSync.delete(key);
         if (key === ownKey) keeper.observe(undefined);
-        void revision;
       },
     };
     const mirror = new RangeMirror({
