@@ -9,7 +9,7 @@
  * has more, e.g. EnableIPv6, that the udp backend does not use).
  */
 import { ConfigError } from '../errors';
-import { formatIp, formatPrefix, maskOf, parseIp, parsePrefix, prefixContains, prefixSize, type Prefix } from '../net/addr';
+import { formatIp, formatPrefix, maskOf, parseIp, parsePrefix, prefixContains, prefixSize } from '../net/addr';
 import type { NetworkConfig } from './source';
 
 export type { NetworkConfig } from './source';
@@ -125,9 +125,4 @@ export function parseNetworkConfig(text: string, key: string): NetworkConfig {
 /** A one-line description for logs: "10.244.0.0/16 /24 [10.244.1.0..10.244.255.0] udp:8285". */
 export function describeNetworkConfig(c: NetworkConfig): string {
   return `${formatPrefix(c.network)} /${c.subnetLen} [${formatIp(c.subnetMin)}..${formatIp(c.subnetMax)}] udp:${c.port}`;
-}
-
-/** The subnet of the config's SubnetLen starting at `addr`. */
-export function subnetAt(c: NetworkConfig, addr: number): Prefix {
-  return { addr, len: c.subnetLen };
 }
