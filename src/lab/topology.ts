@@ -9,7 +9,7 @@
  * Traffic stays between these namespaces. cleanup() deletes exactly them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { NetnsSet } from './netns';
@@ -135,26 +135,54 @@ export const OVERLAYD_BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'ov
 export interface DaemonHandle {
   readonly child: ChildProcess;
   readonly pid: number;
+  /** the daemon's stdout+stderr file */
+  readonly logFile: string;
   /** all stdout+stderr so far */
   output(): string;
   /** resolves the exit code (or signal name) */
   readonly exited: Promise<number | string>;
 }
 
-/** Starts `overlayd args` inside namespace ns and waits (bounded) until it logs "forwarding". */
+let daemonSeq = 0;
+const daemonLogs = new Set<string>();
+let logCleanupHooked = false;
+
+/** Daemon log files live until this process exits (tests read them after the daemon ended). */
+function trackLog(file: string): void {
+  daemonLogs.add(file);
+  if (logCleanupHooked) return;
+  logCleanupHooked = true;
+  process.on('exit', () => {
+    for (const f of daemonLogs) rmSync(f, { force: true });
+  });
+}
+
+/**
+ * Starts `overlayd args` inside namespace ns and waits (bounded) until it logs "forwarding".
+ * Its output goes to a file, not a pipe: a caller blocked in a synchronous call must never
+ * stall the daemon on a full pipe.
+ */
 export async function startDaemon(ns: string, args: readonly string[], timeoutMs = 20_000, env: NodeJS.ProcessEnv = process.env): Promise<DaemonHandle> {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, OVERLAYD_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr?.on('data', (d: Buffer) => { out += d.toString(); });
+  const logFile = path.join(tmpdir(), `overlayd-${process.pid}-${++daemonSeq}-${path.basename(ns)}.log`);
+  const fd = openSync(logFile, 'w');
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, OVERLAYD_BIN, ...args], { stdio: ['ignore', fd, fd], env });
+  closeSync(fd);
+  const output = () => {
+    try {
+      return readFileSync(logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  };
   const exited = new Promise<number | string>((resolve) => child.on('exit', (code, sig) => resolve(code ?? sig ?? -1)));
-  const handle: DaemonHandle = { child, pid: child.pid ?? -1, output: () => out, exited };
+  trackLog(logFile);
+  const handle: DaemonHandle = { child, pid: child.pid ?? -1, logFile, output, exited };
   const deadline = Date.now() + timeoutMs;
-  while (!/"msg":"forwarding"/.test(out)) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`overlayd exited during start-up:\n${out}`);
+  while (!/"msg":"forwarding"/.test(output())) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`overlayd exited during start-up:\n${output()}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new Error(`overlayd did not start within ${timeoutMs} ms:\n${out}`);
+      throw new Error(`overlayd did not start within ${timeoutMs} ms:\n${output()}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
