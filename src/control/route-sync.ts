@@ -53,13 +53,18 @@ export class RouteSync implements MirrorConsumer {
   /** "key@modRevision" already warned about, so each bad value is logged once */
   private readonly warned = new Set<string>();
   private sink: RouteSink | undefined;
+  /** true while the initial set is delivered: per-route lines go to debug */
+  private quiet = false;
 
   constructor(private readonly o: RouteSyncOptions) {}
 
   /** Starts delivering to `sink`: every desired route now, changes later. */
   attach(sink: RouteSink): void {
     this.sink = sink;
+    // one summary line instead of one line per route (10,000 nodes: 10,000 lines at start)
+    this.quiet = true;
     const d = this.applyAll();
+    this.quiet = false;
     this.o.logger.info({ routes: this.inForce.size, added: d.upserts.length }, 'initial routes delivered');
   }
 
@@ -172,8 +177,9 @@ export class RouteSync implements MirrorConsumer {
     const cur = this.inForce.get(k);
     this.sink?.upsert(r);
     this.inForce.set(k, r);
-    if (cur) this.o.logger.info({ subnet: k, publicIp: formatIp(r.publicIp), was: formatIp(cur.publicIp) }, 'route changed');
-    else this.o.logger.info({ subnet: k, publicIp: formatIp(r.publicIp) }, 'route added');
+    const level = this.quiet ? 'debug' : 'info';
+    if (cur) this.o.logger[level]({ subnet: k, publicIp: formatIp(r.publicIp), was: formatIp(cur.publicIp) }, 'route changed');
+    else this.o.logger[level]({ subnet: k, publicIp: formatIp(r.publicIp) }, 'route added');
   }
 
   private remove(subnet: Prefix): void {
