@@ -90,7 +90,25 @@ export interface TunLinkState {
  * On failure undoes what it did and rethrows the first error. `replace` semantics make
  * it idempotent over the leftovers of a crashed instance.
  */
-export async function configureTun(plan: TunLinkPlan): Promise<TunLinkState> {
+/** The system calls configureTun makes; tests substitute them (no root needed). */
+export interface LinkOps {
+  ip(args: readonly string[]): Promise<string>;
+  /** writes `value` to /proc/sys/<path>; resolves false when the file does not exist */
+  sysctl(path: string, value: string): Promise<boolean>;
+}
+
+async function writeSysctl(rel: string, value: string): Promise<boolean> {
+  const file = `/proc/sys/${rel}`;
+  if (!existsSync(file)) return false;
+  await writeFile(file, value).catch((err: unknown) => {
+    throw new LinkError(`write ${value} > ${file}`, String(err));
+  });
+  return true;
+}
+
+export const systemLinkOps: LinkOps = { ip, sysctl: writeSysctl };
+
+export async function configureTun(plan: TunLinkPlan, ops: LinkOps = systemLinkOps): Promise<TunLinkState> {
   const dev = plan.name;
   const addr = `${formatIp(plan.address)}/32`;
   const net = formatPrefix(plan.network);
@@ -98,24 +116,18 @@ export async function configureTun(plan: TunLinkPlan): Promise<TunLinkState> {
   try {
     // IPv4 only: no IPv6 link-local address, so no router solicitations or MLD reports
     // land in the TUN as packets the engine can only drop (skipped where IPv6 is absent)
-    const v6 = `/proc/sys/net/ipv6/conf/${dev}/disable_ipv6`;
-    if (existsSync(v6)) {
-      await writeFile(v6, '1').catch((err: unknown) => {
-        throw new LinkError(`write 1 > ${v6}`, String(err));
-      });
-    }
-    await ip(['addr', 'replace', addr, 'dev', dev]);
-    state.undo.push(() => ip(['addr', 'del', addr, 'dev', dev]).then(() => undefined));
-    await ip(['link', 'set', 'dev', dev, 'mtu', String(plan.mtu), 'up']);
-    state.undo.push(() => ip(['link', 'set', 'dev', dev, 'down']).then(() => undefined));
+    await ops.sysctl(`net/ipv6/conf/${dev}/disable_ipv6`, '1');
+    await ops.ip(['addr', 'replace', addr, 'dev', dev]);
+    state.undo.push(() => ops.ip(['addr', 'del', addr, 'dev', dev]).then(() => undefined));
+    await ops.ip(['link', 'set', 'dev', dev, 'mtu', String(plan.mtu), 'up']);
+    state.undo.push(() => ops.ip(['link', 'set', 'dev', dev, 'down']).then(() => undefined));
     // ICMP errors we write into the TUN carry the TUN's (local) address as source: without
     // accept_local the kernel drops them as martians.
-    const sysctl = `/proc/sys/net/ipv4/conf/${dev}/accept_local`;
-    await writeFile(sysctl, '1').catch((err: unknown) => {
-      throw new LinkError(`write 1 > ${sysctl}`, String(err));
-    });
-    await ip(['route', 'replace', net, 'dev', dev]);
-    state.undo.push(() => ip(['route', 'del', net, 'dev', dev]).then(() => undefined));
+    if (!(await ops.sysctl(`net/ipv4/conf/${dev}/accept_local`, '1'))) {
+      throw new LinkError(`write 1 > /proc/sys/net/ipv4/conf/${dev}/accept_local`, 'no such file (is the device there?)');
+    }
+    await ops.ip(['route', 'replace', net, 'dev', dev]);
+    state.undo.push(() => ops.ip(['route', 'del', net, 'dev', dev]).then(() => undefined));
   } catch (err) {
     await unconfigureTun(state);
     throw err;
