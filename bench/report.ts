@@ -105,6 +105,7 @@ export function formatTwoNode(t: TwoNodeResults, ratios: Ratios, targets: Target
     head,
     ['TCP 1 stream, Gbit/s', ...col((s) => fmt(s.tcp1Gbps, 3))],
     ['TCP 4 streams, Gbit/s', ...col((s) => fmt(s.tcp4Gbps, 3))],
+    ['TCP retransmits, 1 stream / 4 streams', ...col((s) => `${fmt(s.tcp1Retransmits, 0)} / ${fmt(s.tcp4Retransmits, 0)}`)],
     ['UDP 64 B received, kpackets/s', ...col((s) => fmt(s.udpRxPps !== undefined ? s.udpRxPps / 1e3 : undefined, 1))],
     ['UDP 64 B sent by iperf3, kpackets/s', ...col((s) => fmt(s.udpSentPps !== undefined ? s.udpSentPps / 1e3 : undefined, 1))],
     ['UDP 64 B loss, %', ...col((s) => fmt(s.udpLossPct, 1))],
@@ -115,15 +116,15 @@ export function formatTwoNode(t: TwoNodeResults, ratios: Ratios, targets: Target
     ['daemons CPU-s per GB, TCP 4 streams', ...daemonOnly((s) => fmt(s.tcp4DaemonCpuSPerGB, 2))],
     ['daemons cores per Gbit/s, TCP 4 streams', ...daemonOnly((s) => fmt(s.tcp4DaemonCoresPerGbps, 3))],
     ['daemons CPU us per UDP packet received', ...daemonOnly((s) => fmt(s.udpDaemonCpuUsPerPacket, 2))],
-    ['whole-VM CPU-s per GB, TCP 1 stream', ...col((s) => fmt(s.tcp1HostCpuSPerGB, 2))],
-    ['whole-VM CPU-s per GB, TCP 4 streams', ...col((s) => fmt(s.tcp4HostCpuSPerGB, 2))],
+    ['whole-VM CPU-s per GB, TCP 1 stream (*)', ...col((s) => fmt(s.tcp1HostCpuSPerGB, 2))],
+    ['whole-VM CPU-s per GB, TCP 4 streams (*)', ...col((s) => fmt(s.tcp4HostCpuSPerGB, 2))],
     ['daemon RSS at the end of a round (max), MB (n1, n2)', ...daemonOnly((_s, r) => r.daemonMem.map((m) => fmt(m.rssMB, 1)).join(', ') || 'n/a')],
     ['daemon RSS with 10,000 routes, idle, MB', ...daemonOnly((_s, r) => (r.rss10k?.memIdle ? fmt(r.rss10k.memIdle.rssMB, 1) : r.rss10k?.error ? 'error' : 'n/a'))],
     ['daemon RSS with 10,000 routes, after traffic, MB', ...daemonOnly((_s, r) => (r.rss10k?.mem ? fmt(r.rss10k.mem.rssMB, 1) : r.rss10k?.error ? 'error' : 'n/a'))],
     ['  peak (VmHWM) with 10,000 routes, MB', ...daemonOnly((_s, r) => (r.rss10k?.mem ? fmt(r.rss10k.mem.hwmMB, 1) : 'n/a'))],
     ['  start-up to forwarding with 10,000 routes, ms', ...daemonOnly((_s, r) => (r.rss10k && !r.rss10k.error ? String(r.rss10k.startMs) : 'n/a'))],
   ];
-  const lines = [table(rows)];
+  const lines = [table(rows), '(*) busy time of every CPU of the machine around the run: iperf3, kernel, daemons, and any other load'];
   for (const s of setups) if (!s.available) lines.push(`  ${s.setup}: ${headline(s.reason ?? '?')}`);
   const failures: string[] = [];
   for (const s of setups) {

@@ -103,6 +103,8 @@ export interface RoundResult {
 export interface Summary {
   readonly tcp1Gbps?: number;
   readonly tcp4Gbps?: number;
+  readonly tcp1Retransmits?: number;
+  readonly tcp4Retransmits?: number;
   readonly udpRxPps?: number;
   readonly udpSentPps?: number;
   readonly udpLossPct?: number;
@@ -373,6 +375,8 @@ function summarize(rounds: RoundResult[]): Summary {
   const s: Record<string, number | undefined> = {
     tcp1Gbps: median(tcp1.map((x) => x.gbps)),
     tcp4Gbps: median(tcp4.map((x) => x.gbps)),
+    tcp1Retransmits: median(tcp1.map((x) => x.retransmits)),
+    tcp4Retransmits: median(tcp4.map((x) => x.retransmits)),
     udpRxPps: median(udp.map((x) => x.rxPps)),
     udpSentPps: median(udp.map((x) => x.sentPps)),
     udpLossPct: median(udp.map((x) => x.lossPct)),
