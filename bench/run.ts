@@ -98,10 +98,17 @@ async function main(): Promise<number> {
     cpus: cpus.length, cpuModel: cpus[0]?.model ?? '?', memGB: Math.round(os.totalmem() / 1e8) / 10,
     node: process.version, iperf3: run('iperf3', ['--version']).stdout.split('\n')[0]?.trim() ?? '?',
     args: { only: only ?? 'all', rounds, seconds, engines: setups, microTime }, root: isRoot,
+    // what was measured: the commit, and whether the daemon's sources had uncommitted changes
+    git: {
+      commit: run('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']).stdout.trim() || '?',
+      uncommittedFiles: run('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src', 'native', 'binding.gyp']).stdout.split('\n').filter((l) => l.trim() !== '').length,
+    },
     // the machine may be shared: the load around the run says how noisy the numbers are
     loadavgStart: os.loadavg().map((x) => Math.round(x * 100) / 100),
   };
+  const git = meta['git'] as { commit: string; uncommittedFiles: number };
   log(`overlayd bench ${meta['date']} on ${meta['host']} (${meta['cpus']} x ${meta['cpuModel']}, Linux ${meta['kernel']}, Node ${meta['node']}, ${meta['iperf3']}), load average ${(meta['loadavgStart'] as number[]).join(' ')}`);
+  log(`commit ${git.commit}${git.uncommittedFiles > 0 ? ` + ${git.uncommittedFiles} uncommitted file(s) in src/, native/` : ''}`);
 
   const notRun: Record<string, string> = {};
   let micro: MicroResults | undefined;
