@@ -163,6 +163,13 @@ function trackLog(file: string): void {
  * stall the daemon on a full pipe.
  */
 export async function startDaemon(ns: string, args: readonly string[], timeoutMs = 20_000, env: NodeJS.ProcessEnv = process.env): Promise<DaemonHandle> {
+  const handle = spawnDaemon(ns, args, env);
+  await waitForLog(handle, /"msg":"forwarding"/, timeoutMs);
+  return handle;
+}
+
+/** Starts `overlayd args` inside namespace ns without waiting for anything. */
+export function spawnDaemon(ns: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): DaemonHandle {
   const logFile = path.join(tmpdir(), `overlayd-${process.pid}-${++daemonSeq}-${path.basename(ns)}.log`);
   const fd = openSync(logFile, 'w');
   const child = spawn('ip', ['netns', 'exec', ns, process.execPath, OVERLAYD_BIN, ...args], { stdio: ['ignore', fd, fd], env });
@@ -176,17 +183,20 @@ export async function startDaemon(ns: string, args: readonly string[], timeoutMs
   };
   const exited = new Promise<number | string>((resolve) => child.on('exit', (code, sig) => resolve(code ?? sig ?? -1)));
   trackLog(logFile);
-  const handle: DaemonHandle = { child, pid: child.pid ?? -1, logFile, output, exited };
+  return { child, pid: child.pid ?? -1, logFile, output, exited };
+}
+
+/** Waits (bounded) until the daemon's output matches `re`; SIGKILLs it and throws past the bound or if it exits. */
+export async function waitForLog(h: DaemonHandle, re: RegExp, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!/"msg":"forwarding"/.test(output())) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`overlayd exited during start-up:\n${output()}`);
+  while (!re.test(h.output())) {
+    if (h.child.exitCode !== null || h.child.signalCode !== null) throw new Error(`overlayd exited while waiting for ${re}:\n${h.output()}`);
     if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`overlayd did not start within ${timeoutMs} ms:\n${output()}`);
+      h.child.kill('SIGKILL');
+      throw new Error(`overlayd did not log ${re} within ${timeoutMs} ms:\n${h.output()}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  return handle;
 }
 
 /** SIGTERM by pid, wait (bounded) for exit; SIGKILL past the bound. Resolves exit code and ms taken. */

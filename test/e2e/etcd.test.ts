@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { isRoot, run } from '../helpers/exec';
-import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, type DaemonHandle, type NodeInfo } from '../helpers/topology';
+import { Topology, spawnDaemon, startDaemon, stopDaemon, waitForLog, OVERLAYD_BIN, type DaemonHandle, type NodeInfo } from '../helpers/topology';
 import { NsEtcd } from '../../src/lab/etcd-ns';
 import { parseSubnetFile } from '../../src/control/subnet-file';
 import { formatPrefix } from '../../src/net/addr';
@@ -49,7 +49,27 @@ if (!isRoot) {
     const etcd = new NsEtcd(topo.underlayNs, '10.99.0.254', path.join(topo.tmp, 'etcd'));
     t.teardown(() => etcd.stop());
     await etcd.start();
-    t.equal(etcd.ctl(['put', `${PREFIX}/config`, '{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}']).status, 0);
+
+    await t.test('config key missing: waits (logged once); SIGTERM while waiting exits 0; then it appears and start-up goes on', async (t) => {
+      const n1 = topo.node(1);
+      const base = ['--engine', 'js', '--iface', 'eth0', '--etcd-endpoints', etcd.endpoint, '--subnet-file', path.join(topo.tmp, 'wait.env')];
+      const waiting = spawnDaemon(n1.ns, base);
+      await waitForLog(waiting, /network config not found in etcd; waiting/, 15_000);
+      const { code, ms } = await stopDaemon(waiting);
+      t.equal(code, 0, 'exit 0', { output: waiting.output() });
+      t.ok(ms < 2000, `stopped in ${ms} ms`);
+      t.not(run('ip', ['-n', n1.ns, 'link', 'show', 'flannel0']).status, 0, 'no TUN left');
+      t.equal(etcd.ctl(['get', '--prefix', `${PREFIX}/subnets/`, '--keys-only']).stdout.trim(), '', 'no lease taken');
+
+      const second = spawnDaemon(n1.ns, base);
+      await waitForLog(second, /network config not found in etcd; waiting/, 15_000);
+      await sleep(2500);
+      t.equal(second.output().match(/network config not found/g)?.length, 1, 'logged once while waiting');
+      t.equal(etcd.ctl(['put', `${PREFIX}/config`, '{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}']).status, 0);
+      await waitForLog(second, /"msg":"forwarding"/, 15_000);
+      t.equal((await stopDaemon(second)).code, 0);
+      // leave the lease: the next daemon on this node reuses it (same PublicIP)
+    });
 
     const daemons = new Map<number, DaemonHandle>();
     t.teardown(async () => { for (const d of daemons.values()) await stopDaemon(d); });
