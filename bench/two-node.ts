@@ -444,12 +444,15 @@ async function rss10k(o: TwoNodeOptions, engine: string): Promise<Rss10k> {
   const big = config10k(topo);
   const t0 = Date.now();
   let pair: Awaited<ReturnType<typeof startPair>> | undefined;
+  let stopServer: (() => Promise<void>) | undefined;
   try {
     pair = await startPair(o, engine, (k) => (k === 1 ? big : topo.staticConfig(k)));
     const startMs = Date.now() - t0;
     await sleep(500);
     const memIdle = processMemory(pair.daemons[0]!.pid);
     const ping = pingRun(topo, 20);
+    const server = await startIperfServer(topo, topo.node(2).pods[0]!.ns);
+    stopServer = o.janitor.add('iperf3 server', () => server.stop());
     const tcp = await attempt(() => tcpRun(topo, [], 1, 2));
     await sleep(300);
     const mem = processMemory(pair.daemons[0]!.pid);
@@ -457,6 +460,7 @@ async function rss10k(o: TwoNodeOptions, engine: string): Promise<Rss10k> {
   } catch (err) {
     return { routes: ROUTES_10K, startMs: Date.now() - t0, pingReceived: 0, error: (err as Error).message.slice(0, 2000) };
   } finally {
+    await stopServer?.();
     await pair?.stop();
   }
 }
@@ -477,7 +481,11 @@ async function runRound(o: TwoNodeOptions, setup: Setup): Promise<{ round: Round
     pids = daemons.map((d) => d.pid);
     teardown = pair.stop;
   }
+  let stopServer: (() => Promise<void>) | undefined;
   try {
+    // a fresh iperf3 server per round: one wedged by a failed test cannot spoil the next
+    const server = await startIperfServer(topo, topo.node(2).pods[0]!.ns);
+    stopServer = o.janitor.add('iperf3 server', () => server.stop());
     const warm = pingRun(topo, 5); // neighbours resolved, path works (throws when it does not)
     if (warm.received === 0) throw new Error('no ping reply through the overlay');
     const daemon = setup !== 'vxlan';
@@ -490,6 +498,7 @@ async function runRound(o: TwoNodeOptions, setup: Setup): Promise<{ round: Round
     const mem = daemons.map((d) => processMemory(d.pid)).filter((m): m is MemInfo => m !== undefined);
     return { round: { ping, tcp1, tcp4, udp64 }, mem };
   } finally {
+    await stopServer?.();
     await teardown();
     await sleep(1000); // let the UDP backlog drain before the next setup's ping
   }
@@ -517,53 +526,46 @@ function describeRound(r: RoundResult): string {
  * load on the machine during the run skews every setup alike instead of one of them.
  */
 export async function runTwoNode(o: TwoNodeOptions): Promise<TwoNodeResults> {
-  const { topo, janitor, log } = o;
-  const p2 = topo.node(2).pods[0]!;
-  const server = await startIperfServer(topo, p2.ns);
-  const stopServer = janitor.add('iperf3 server', () => server.stop());
+  const { log } = o;
   const state = o.setups.map(({ setup, availability }) => ({
     setup, reason: availability.available ? undefined : (availability.reason ?? 'not available'),
     rounds: [] as RoundResult[], mem: [] as MemInfo[][],
   }));
   for (const st of state) if (st.reason !== undefined) log(`two-node: ${st.setup}: SKIPPED: ${st.reason}`);
   const setups: SetupResult[] = [];
-  try {
-    for (let r = 1; r <= o.rounds; r++) {
-      for (const st of state) {
-        if (st.reason !== undefined) continue;
-        try {
-          const { round, mem } = await runRound(o, st.setup);
-          st.rounds.push(round);
-          st.mem.push(mem);
-          log(`  round ${r}/${o.rounds} ${st.setup.padEnd(6)}: ${describeRound(round)}`);
-        } catch (err) {
-          st.reason = `failed in round ${r}: ${(err as Error).message.slice(0, 3000)}`;
-          log(`  round ${r}/${o.rounds} ${st.setup.padEnd(6)}: FAILED: ${headline((err as Error).message)}`);
-        }
-      }
-    }
+  for (let r = 1; r <= o.rounds; r++) {
     for (const st of state) {
-      if (st.reason !== undefined) {
-        setups.push({ setup: st.setup, available: false, reason: st.reason, rounds: st.rounds, median: {}, daemonMem: [] });
-        continue;
+      if (st.reason !== undefined) continue;
+      try {
+        const { round, mem } = await runRound(o, st.setup);
+        st.rounds.push(round);
+        st.mem.push(mem);
+        log(`  round ${r}/${o.rounds} ${st.setup.padEnd(6)}: ${describeRound(round)}`);
+      } catch (err) {
+        st.reason = `failed in round ${r}: ${(err as Error).message.slice(0, 3000)}`;
+        log(`  round ${r}/${o.rounds} ${st.setup.padEnd(6)}: FAILED: ${headline((err as Error).message)}`);
       }
-      let big: Rss10k | undefined;
-      if (st.setup !== 'vxlan') {
-        big = await rss10k(o, st.setup);
-        log(`  ${st.setup} with ${ROUTES_10K} routes: ${big.error ? `ERROR ${headline(big.error)}` : `started in ${big.startMs} ms, RSS idle ${big.memIdle?.rssMB.toFixed(1)} MB, after traffic ${big.mem?.rssMB.toFixed(1)} MB (peak ${big.mem?.hwmMB.toFixed(1)}), ping ${big.pingReceived}/20, TCP ${big.tcpGbps?.toFixed(2) ?? 'n/a'} Gbit/s`}`);
-      }
-      // per daemon (n1, n2): the largest RSS seen after any round
-      const daemonMem: MemInfo[] = [];
-      for (const mems of st.mem) {
-        mems.forEach((m, i) => {
-          const cur = daemonMem[i];
-          daemonMem[i] = cur === undefined ? m : { rssMB: Math.max(cur.rssMB, m.rssMB), hwmMB: Math.max(cur.hwmMB, m.hwmMB) };
-        });
-      }
-      setups.push({ setup: st.setup, available: true, rounds: st.rounds, median: summarize(st.rounds), daemonMem, ...(big ? { rss10k: big } : {}) });
     }
-  } finally {
-    await stopServer();
+  }
+  for (const st of state) {
+    if (st.reason !== undefined) {
+      setups.push({ setup: st.setup, available: false, reason: st.reason, rounds: st.rounds, median: {}, daemonMem: [] });
+      continue;
+    }
+    let big: Rss10k | undefined;
+    if (st.setup !== 'vxlan') {
+      big = await rss10k(o, st.setup);
+      log(`  ${st.setup} with ${ROUTES_10K} routes: ${big.error ? `ERROR ${headline(big.error)}` : `started in ${big.startMs} ms, RSS idle ${big.memIdle?.rssMB.toFixed(1)} MB, after traffic ${big.mem?.rssMB.toFixed(1)} MB (peak ${big.mem?.hwmMB.toFixed(1)}), ping ${big.pingReceived}/20, TCP ${big.tcpGbps?.toFixed(2) ?? 'n/a'} Gbit/s`}`);
+    }
+    // per daemon (n1, n2): the largest RSS seen after any round
+    const daemonMem: MemInfo[] = [];
+    for (const mems of st.mem) {
+      mems.forEach((m, i) => {
+        const cur = daemonMem[i];
+        daemonMem[i] = cur === undefined ? m : { rssMB: Math.max(cur.rssMB, m.rssMB), hwmMB: Math.max(cur.hwmMB, m.hwmMB) };
+      });
+    }
+    setups.push({ setup: st.setup, available: true, rounds: st.rounds, median: summarize(st.rounds), daemonMem, ...(big ? { rss10k: big } : {}) });
   }
   return { rounds: o.rounds, seconds: o.seconds, underlayMtu: 1500, setups };
 }
