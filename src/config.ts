@@ -26,7 +26,7 @@ interface FlagSpec {
 
 /** Every daemon flag, in --help order. */
 export const FLAGS = {
-  'engine': { type: 'string', default: 'js', help: 'forwarding engine: js (node:dgram reference) or native' },
+  'engine': { type: 'string', default: 'native', help: 'forwarding engine: native (C threads, the default) or js (node:dgram reference)' },
   'queues': { type: 'string', default: '1', help: `native engine: forwarding threads, each with its own TUN queue and UDP socket (1..${QUEUES_MAX})` },
   'static-config': { type: 'string', help: 'JSON file with Network, this node\'s Subnet/PublicIP and its Peers; replaces etcd' },
   'etcd-endpoints': { type: 'string', default: 'http://127.0.0.1:2379', help: 'comma-separated etcd endpoints' },
