@@ -19,6 +19,8 @@ import type { Route } from './types';
 
 /** Packets per readBatch call. */
 const READ_BATCH = 64;
+/** Requested UDP socket buffer sizes, bytes. */
+const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 /** Slots per ring direction. */
 const RING_SLOTS = 1024;
 
@@ -69,6 +71,14 @@ export class JsEngine implements Engine {
       sock.once('error', onErr);
       sock.bind({ port: this.opts.network.port, exclusive: true }, () => {
         sock.off('error', onErr);
+        // room for bursts: the kernel caps this at net.core.rmem_max/wmem_max (and doubles it)
+        for (const set of [(n: number) => sock.setRecvBufferSize(n), (n: number) => sock.setSendBufferSize(n)]) {
+          try {
+            set(SOCKET_BUFFER_BYTES);
+          } catch {
+            // the default buffer still works
+          }
+        }
         resolve();
       });
     });

@@ -172,7 +172,8 @@ export async function startDaemon(ns: string, args: readonly string[], timeoutMs
 export function spawnDaemon(ns: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): DaemonHandle {
   const logFile = path.join(tmpdir(), `overlayd-${process.pid}-${++daemonSeq}-${path.basename(ns)}.log`);
   const fd = openSync(logFile, 'w');
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, OVERLAYD_BIN, ...args], { stdio: ['ignore', fd, fd], env });
+  // run through its shebang, as systemd and a shell do (it carries node's flags)
+  const child = spawn('ip', ['netns', 'exec', ns, OVERLAYD_BIN, ...args], { stdio: ['ignore', fd, fd], env });
   closeSync(fd);
   const output = () => {
     try {
