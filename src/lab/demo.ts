@@ -3,7 +3,7 @@
  * with 2 pods per node and a real etcd, then a reachability matrix, one pod-to-pod TCP
  * stream through iperf3 and `overlayd status` of node 1. Tears everything down at the end
  * and on Ctrl-C; `--keep` leaves it up and prints how to enter a pod and how to remove it.
- *   npm run demo [-- --keep] [-- --engine js] [-- --down PREFIX]
+ *   npm run demo [-- --keep] [-- --engine js|native] [-- --down PREFIX]
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdirSync, rmSync, readdirSync } from 'node:fs';
@@ -14,6 +14,7 @@ import { run } from './exec';
 import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, type DaemonHandle } from './topology';
 import { parseSubnetFile } from '../control/subnet-file';
 import { formatPrefix } from '../net/addr';
+import { FLAGS } from '../config';
 
 const STATE_DIR = '/run/overlayd-demo';
 const NODES = 3;
@@ -187,13 +188,13 @@ async function demo(keep: boolean, engine: string): Promise<number> {
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { keep: { type: 'boolean' }, engine: { type: 'string', default: 'js' }, down: { type: 'string' } }, strict: true });
+  const { values } = parseArgs({ options: { keep: { type: 'boolean' }, engine: { type: 'string', default: FLAGS.engine.default }, down: { type: 'string' } }, strict: true });
   if (process.getuid?.() !== 0) {
     process.stderr.write('the demo needs root (network namespaces, TUN devices, apt-get)\n');
     return 1;
   }
   if (values.down !== undefined) return down(values.down);
-  return demo(values.keep === true, values.engine ?? 'js');
+  return demo(values.keep === true, values.engine ?? FLAGS.engine.default);
 }
 
 void main().then((code) => process.exit(code));
