@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (`npm test`): builds, then runs unit tests, the C tests of the native core
 # (normal and ASan/UBSan builds) and, as root, the integration (real etcd) and e2e (netns)
-# tests. Prints "N passed, N failed" at the end; exits non-zero if anything failed.
+# tests, and the e2e forwarding tests once more with the ASan/UBSan build of the addon. Prints "N passed, N failed" at the end; exits non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +42,8 @@ if [ "$(id -u)" -eq 0 ]; then
     suite integration $TAP --jobs=1 --timeout=600 dist/test/integration
   fi
   suite e2e $TAP --jobs=1 --timeout=900 dist/test/e2e
+  # the forwarding tests again, with the ASan/UBSan build of the addon in every daemon
+  suite e2e-asan make -s -C native/test e2e-asan
 else
   echo "=== not root: integration and e2e tests NOT run (they need etcd, network namespaces and TUN devices)"
 fi
