@@ -8,30 +8,23 @@ import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { isRoot, run } from '../helpers/exec';
 import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, PORT, type DaemonHandle } from '../helpers/topology';
-import { ipv4HeaderChecksum } from '../../src/net/ipv4';
+import { buildIpv4 } from '../helpers/packets';
 import { parseIp } from '../../src/net/addr';
 import * as path from 'node:path';
 
-const ENGINES = ['js', 'native'] as const;
+import { ENGINES } from '../helpers/engines';
 const FIXTURES = path.resolve(__dirname, 'fixtures');
 const FAKE_PEER = '10.99.0.200';
 const FAKE_PEER_SUBNET = '10.244.200.0/24';
 
-/** A minimal IPv4/UDP packet, valid header checksum (UDP checksum 0 = none). */
+/** An IPv4/UDP packet (UDP checksum 0 = none), built by the test-side builder. */
 function udpPacket(src: string, dst: string, payload: Buffer, ttl = 64): Buffer {
-  const p = Buffer.alloc(28 + payload.length);
-  p[0] = 0x45;
-  p.writeUInt16BE(p.length, 2);
-  p[8] = ttl;
-  p[9] = 17;
-  p.writeUInt32BE(parseIp(src) as number, 12);
-  p.writeUInt32BE(parseIp(dst) as number, 16);
-  p.writeUInt16BE(ipv4HeaderChecksum(p, 20), 10);
-  p.writeUInt16BE(4000, 20);
-  p.writeUInt16BE(4001, 22);
-  p.writeUInt16BE(8 + payload.length, 24);
-  payload.copy(p, 28);
-  return p;
+  const udp = Buffer.alloc(8 + payload.length);
+  udp.writeUInt16BE(4000, 0);
+  udp.writeUInt16BE(4001, 2);
+  udp.writeUInt16BE(udp.length, 4);
+  payload.copy(udp, 8);
+  return buildIpv4({ src: parseIp(src), dst: parseIp(dst), ttl, proto: 17, payload: udp });
 }
 
 function statusOf(topo: Topology, ns: string): { counters: Record<string, number>; routes: { subnet: string; publicIp: string }[]; tun: { mtu: number } } {
