@@ -37,6 +37,8 @@ suite build npx tsc -p tsconfig.json
 suite unit $TAP --jobs=2 --timeout=120 dist/test/unit
 suite native make -s -C native/test check
 suite native-asan make -s -C native/test check-asan
+# libFuzzer on the engine's per-packet paths (clang), seeded with real packets
+suite fuzz make -s -C native/fuzz run FUZZ_SECONDS=${OVERLAYD_FUZZ_SECONDS:-60}
 if [ "$(id -u)" -eq 0 ]; then
   if [ -d dist/test/integration ]; then
     suite integration $TAP --jobs=1 --timeout=600 dist/test/integration
