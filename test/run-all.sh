@@ -31,6 +31,9 @@ suite() {
   if [ "$rc" -ne 0 ]; then failures+=("$name (exit $rc)"); fi
 }
 
+# the OS packages the suites need (installed when missing and root)
+bash test/system-deps.sh
+
 TAP="node_modules/.bin/tap --disable-coverage --allow-empty-coverage --reporter=base"
 
 suite build npx tsc -p tsconfig.json
