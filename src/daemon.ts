@@ -208,7 +208,7 @@ export class Daemon {
   private metricsSource(): MetricsSource {
     return {
       engineKind: () => this.engine?.kind,
-      counters: () => this.engine?.counters(),
+      queueCounters: () => this.engine?.queueCounters(),
       routeCount: () => this.engine?.routes().length ?? 0,
       leaseExpiresAt: () => this.source?.stats().leaseExpiresAt?.getTime(),
       etcdConnected: () => this.source?.stats().connected,

@@ -31,6 +31,13 @@ export function zeroCounters(): EngineCounters {
   return Object.fromEntries(ENGINE_COUNTERS.map((n) => [n, 0])) as EngineCounters;
 }
 
+/** Adds per-queue counters into one set. */
+export function sumCounters(list: readonly EngineCounters[]): EngineCounters {
+  const c = zeroCounters();
+  for (const q of list) for (const n of ENGINE_COUNTERS) c[n] += q[n];
+  return c;
+}
+
 export interface EngineOptions {
   readonly tunName: string;
   /** the TUN's address (the lease's network address), uint32 */
@@ -42,7 +49,20 @@ export interface EngineOptions {
   readonly logger: Logger;
   /** forwarding threads = TUN queues = UDP sockets of the native engine, 1..64 (default 1); the js engine has one */
   readonly queues?: number;
+  /** offloads the native engine should use (default none); the js engine has none */
+  readonly offloads?: { readonly tun: boolean; readonly udpGso: boolean; readonly udpGro: boolean };
 }
+
+/** Offloads in force: on = asked for, taken by the kernel at start and never refused since (fallbacks = 0). */
+export interface OffloadState {
+  readonly tun: boolean;
+  readonly udpGso: boolean;
+  readonly udpGro: boolean;
+  /** times the kernel refused one at run time (the queue then went on without it) */
+  readonly fallbacks: { readonly udpGso: number; readonly tunGro: number };
+}
+
+export const NO_OFFLOADS: OffloadState = { tun: false, udpGso: false, udpGro: false, fallbacks: { udpGso: 0, tunGro: 0 } };
 
 /**
  * A forwarding engine. Lifecycle on the JS main thread: open() creates the TUN device (so
@@ -55,10 +75,15 @@ export interface Engine extends RouteSink {
   readonly tunName: string;
   open(): Promise<void>;
   start(): Promise<void>;
+  /** summed over the queues */
   counters(): EngineCounters;
+  /** per forwarding queue (the js engine has one) */
+  queueCounters(): EngineCounters[];
   routes(): Route[];
   /** false once the engine failed or was closed */
   alive(): boolean;
+  /** the offloads in force (none for the js engine) */
+  offloads(): OffloadState;
   /** Registers the handler for a fatal data-plane error (the daemon exits non-zero). */
   onFatal(handler: (err: Error) => void): void;
   close(): Promise<void>;

@@ -102,6 +102,10 @@ export class JsEngine implements Engine {
     return { ...this.stats };
   }
 
+  queueCounters(): EngineCounters[] {
+    return [this.counters()];
+  }
+
   alive(): boolean {
     return !this.closed && this.tun !== undefined && this.socket !== undefined;
   }

@@ -22,7 +22,7 @@
 import { TunError } from '../errors';
 import type { Prefix } from '../net/addr';
 import { loadAddon, type EnginePort } from './addon';
-import { ENGINE_COUNTERS, zeroCounters, type Engine, type EngineCounters, type EngineOptions } from './engine';
+import { ENGINE_COUNTERS, zeroCounters, sumCounters, type Engine, type EngineCounters, type EngineOptions } from './engine';
 import { RouteTable } from './route-table';
 import type { Route } from './types';
 
@@ -98,16 +98,20 @@ export class NativeEngine implements Engine {
   }
 
   counters(): EngineCounters {
-    const c = zeroCounters();
+    return sumCounters(this.queueCounters());
+  }
+
+  queueCounters(): EngineCounters[] {
     const v = this.counterArray;
-    if (v === undefined) return c;
-    for (let k = 0; k < ENGINE_COUNTERS.length; k++) {
-      const idx = this.commonIndex[k] as number;
-      let sum = 0n;
-      for (let q = 0; q < this.queues; q++) sum += v[q * this.stride + idx] as bigint;
-      c[ENGINE_COUNTERS[k]!] = Number(sum);
+    const out: EngineCounters[] = [];
+    for (let q = 0; q < Math.max(1, this.queues); q++) {
+      const c = zeroCounters();
+      if (v !== undefined && q < this.queues) {
+        for (let k = 0; k < ENGINE_COUNTERS.length; k++) c[ENGINE_COUNTERS[k]!] = Number(v[q * this.stride + (this.commonIndex[k] as number)] as bigint);
+      }
+      out.push(c);
     }
-    return c;
+    return out;
   }
 
   /** Every counter of the native engine (ENGINE_COUNTERS and its own: polls, bursts, ...), summed over the queues. */

@@ -8,7 +8,8 @@ import type { EngineCounters } from '../dataplane/engine';
 /** What the daemon exposes to the metrics collector; read at scrape time. */
 export interface MetricsSource {
   engineKind(): string | undefined;
-  counters(): EngineCounters | undefined;
+  /** per forwarding queue */
+  queueCounters(): EngineCounters[] | undefined;
   routeCount(): number;
   /** ms since epoch, undefined when the lease does not expire (static config) */
   leaseExpiresAt(): number | undefined;
@@ -32,18 +33,20 @@ export function createMetrics(src: MetricsSource): Registry {
   collectDefaultMetrics({ register: registry, prefix: 'overlayd_process_' });
   const perEngine = (c: Counter<string>, map: Partial<Record<keyof EngineCounters, string>>, label: string) => {
     c.reset();
-    const counters = src.counters();
+    const queues = src.queueCounters();
     const engine = src.engineKind();
-    if (!counters || !engine) return;
-    for (const [name, value] of Object.entries(map) as [keyof EngineCounters, string][]) {
-      c.inc({ engine, queue: '0', [label]: value }, counters[name]);
-    }
+    if (!queues || !engine) return;
+    queues.forEach((counters, q) => {
+      for (const [name, value] of Object.entries(map) as [keyof EngineCounters, string][]) {
+        c.inc({ engine, queue: String(q), [label]: value }, counters[name]);
+      }
+    });
   };
   const perEngineOne = (c: Counter<string>, name: keyof EngineCounters) => {
     c.reset();
-    const counters = src.counters();
+    const queues = src.queueCounters();
     const engine = src.engineKind();
-    if (counters && engine) c.inc({ engine, queue: '0' }, counters[name]);
+    if (queues && engine) queues.forEach((counters, q) => c.inc({ engine, queue: String(q) }, counters[name]));
   };
   new Counter({
     name: 'overlayd_packets_total', help: 'Packets by direction', labelNames: ['engine', 'queue', 'direction'], registers: [registry],
@@ -73,10 +76,13 @@ export function createMetrics(src: MetricsSource): Registry {
     name: 'overlayd_lease_expiry_timestamp_seconds', help: 'When this node\'s subnet lease expires unless renewed (0: never)', registers: [registry],
     collect() { this.set(Math.round((src.leaseExpiresAt() ?? 0) / 1000)); },
   });
-  new Gauge({
-    name: 'overlayd_etcd_connected', help: '1 while the etcd connection is up (absent with a static config)', registers: [registry],
-    collect() { const c = src.etcdConnected(); this.reset(); if (c !== undefined) this.set(c ? 1 : 0); },
-  });
+  // only where there is an etcd connection to speak of (not with a static config)
+  if (src.etcdConnected() !== undefined) {
+    new Gauge({
+      name: 'overlayd_etcd_connected', help: '1 while the etcd connection is up', registers: [registry],
+      collect() { this.set(src.etcdConnected() ? 1 : 0); },
+    });
+  }
   new Counter({
     name: 'overlayd_watch_resyncs_total', help: 'Times the lease watch broke and the route table was re-listed from etcd', registers: [registry],
     collect() { this.reset(); this.inc(src.watchResyncs()); },
