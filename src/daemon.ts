@@ -253,6 +253,8 @@ export class Daemon {
         return { subnet: formatPrefix(r.subnet), publicIp: formatIp(r.publicIp), ageSeconds: since === undefined ? null : Math.round((now - since) / 1000) };
       }),
       counters: engine?.counters() ?? {},
+      /** bytes (process.memoryUsage(): rss, heapTotal, heapUsed, external, arrayBuffers) */
+      memory: process.memoryUsage(),
     };
   }
 }

@@ -26,8 +26,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** node 2 serves status on its underlay address, so the fuzzer can pace itself against it */
 const N2_METRICS = '10.99.0.2:9285';
 
+function status(topo: Topology, node: NodeInfo): { counters: Record<string, number>; memory: Record<string, number> } {
+  return JSON.parse(topo.netns.exec(node.ns, process.execPath, [OVERLAYD_BIN, 'status', '--json', '--metrics-addr', N2_METRICS])) as { counters: Record<string, number>; memory: Record<string, number> };
+}
+
 function counters(topo: Topology, node: NodeInfo): Record<string, number> {
-  return (JSON.parse(topo.netns.exec(node.ns, process.execPath, [OVERLAYD_BIN, 'status', '--json', '--metrics-addr', N2_METRICS])) as { counters: Record<string, number> }).counters;
+  return status(topo, node).counters;
 }
 
 /** UDP receive errors of the kernel in ns (socket buffer overflows + checksum errors). */
@@ -74,6 +78,7 @@ if (!isRoot) {
       const c0 = counters(topo, n2);
       const k0 = kernelUdpDrops(topo, n2.ns);
       const rss0 = rssKB(d2.pid);
+      const mem0 = status(topo, n2).memory;
 
       // legitimate traffic alongside: a TCP transfer and a ping stream, pod 1 -> pod 2
       const server = spawn('ip', ['netns', 'exec', p2.ns, process.execPath, path.join(FIXTURES, 'tcp-xfer.js'), 'serve', '5005', '600000'], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -130,7 +135,9 @@ if (!isRoot) {
 
       await sleep(2000);
       const rss1 = rssKB(d2.pid);
-      t.comment(`RSS of node 2's daemon: ${rss0} kB before, ${rss1} kB after`);
+      const mem1 = status(topo, n2).memory;
+      const mb = (m: Record<string, number>) => Object.entries(m).map(([k, v]) => `${k} ${(v / 1e6).toFixed(1)}`).join(', ');
+      t.comment(`RSS of node 2's daemon: ${rss0} kB before, ${rss1} kB after; MB before: ${mb(mem0)}; after: ${mb(mem1)}`);
       t.ok(rss1 - rss0 <= 5 * 1024, `RSS within 5 MB of the start (${((rss1 - rss0) / 1024).toFixed(1)} MB)`);
     });
   }
