@@ -69,7 +69,9 @@ if (!isRoot) {
       const d2 = daemons[1]!;
       const [p1, p2] = [n1.pods[0]!, n2.pods[0]!];
       const fuzz = (seed: number, count: number) => topo.netns.tryExec(topo.underlayNs, process.execPath, [path.join(FIXTURES, 'fuzz-send.js'), String(seed), String(count), String(FUZZ_RATE),
-        FAKE_PEER, '10.99.0.254', n2.underlayIp, '8285', '10.244.200.0', '10.244.2.0', '10.244.1.0', `http://${N2_METRICS}/status`], 900_000);
+        FAKE_PEER, '10.99.0.254', n2.underlayIp, '8285', '10.244.200.0', '10.244.2.0', '10.244.1.0', `http://${N2_METRICS}/status`,
+        // the native engine asks for 4 MiB socket buffers with SO_RCVBUFFORCE; node:dgram gets rmem_max
+        engine === 'native' ? '256' : '32'], 900_000);
       // warm up (every code path compiled, buffers sized), then take the baselines: RSS growth
       // after this point is what the hostile traffic costs
       t.equal(topo.netns.tryExec(p1.ns, 'ping', ['-n', '-c', '3', '-i', '0.2', '-W', '2', p2.ip]).status, 0);
