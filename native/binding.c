@@ -555,6 +555,24 @@ static bool get_int_option(napi_env env, napi_value opts, const char *fn, const 
   return true;
 }
 
+/* options.key as a boolean; undefined gives `def`. Returns false with an exception pending. */
+static bool get_bool_option(napi_env env, napi_value opts, const char *fn, const char *key, bool def, bool *out) {
+  napi_value v;
+  napi_valuetype t;
+  CHECK_RET(env, napi_get_named_property(env, opts, key, &v), false);
+  CHECK_RET(env, napi_typeof(env, v, &t), false);
+  if (t == napi_undefined) {
+    *out = def;
+    return true;
+  }
+  if (t != napi_boolean) {
+    throw_type(env, "%s: options.%s must be a boolean or undefined", fn, key);
+    return false;
+  }
+  CHECK_RET(env, napi_get_value_bool(env, v, out), false);
+  return true;
+}
+
 /* Reads a device name argument of function `fn` into name and sets context to
  * `fn("name")` for error messages. A longer name is cut to NAME_ECHO_MAX bytes, which
  * still makes ovl_tun_open() refuse it as too long; *name_len keeps the full length.
@@ -745,6 +763,10 @@ struct engine_port {
   int udp_fds[OVL_ENGINE_QUEUES_MAX]; /* -1 when not open */
   struct ovl_routes *routes;          /* NULL after close */
   struct ovl_engine *eng;             /* NULL until start() and after close */
+  /* offloads asked for, and in force (the TUN's from openEngine, the sockets' from start) */
+  bool want_tun, want_gso, want_gro;
+  bool tun_offload, udp_gso, udp_gro;
+  int tun_offload_err; /* errno of a refused IFF_VNET_HDR/TUNSETOFFLOAD, 0 */
 };
 
 static napi_value throw_engine_closed(napi_env env, const char *method) {
@@ -854,7 +876,23 @@ static napi_value engine_start(napi_env env, napi_callback_info info) {
     snprintf(hint, sizeof(hint), "UDP port %u is in use", port);
     return throw_errno(env, -err, sc, context, err == -EADDRINUSE ? hint : NULL);
   }
+  bool gso = false, gro = false;
+  if (!get_bool_option(env, argv[0], fn, "udpGso", false, &gso) || !get_bool_option(env, argv[0], fn, "udpGro", false, &gro)) {
+    close_fds(ep->udp_fds, ep->queues);
+    return NULL;
+  }
+  /* Probed on every socket: in force only when each of them takes it. */
+  ep->want_gso = gso;
+  ep->want_gro = gro;
+  for (uint32_t q = 0; q < ep->queues && gso; q++) gso = ovl_udp_gso_probe(ep->udp_fds[q]);
+  for (uint32_t q = 0; q < ep->queues && gro; q++) gro = ovl_udp_gro_enable(ep->udp_fds[q]);
+  ep->udp_gso = gso;
+  ep->udp_gro = gro;
   struct ovl_engine_config cfg = {
+      .tun_vnet_hdr = ep->tun_offload,
+      .tun_gro = ep->tun_offload,
+      .udp_gso = gso,
+      .udp_gro = gro,
       .queues = ep->queues,
       .tun_fds = ep->tun_fds,
       .udp_fds = ep->udp_fds,
@@ -930,6 +968,26 @@ static napi_value engine_set_routes(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* offloads(): {tun, udpGso, udpGro} in force (asked for and taken by the kernel; the UDP
+ * ones false before start), and {tunAsked, udpGsoAsked, udpGroAsked}. */
+static napi_value engine_offloads(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  struct engine_port *ep = this_engine(env, info, &argc, NULL, "offloads");
+  if (ep == NULL) return NULL;
+  napi_value obj, v;
+  CHECK(env, napi_create_object(env, &obj));
+  const struct {
+    const char *k;
+    bool b;
+  } kv[] = {{"tun", ep->tun_offload}, {"udpGso", ep->udp_gso},        {"udpGro", ep->udp_gro},
+            {"tunAsked", ep->want_tun}, {"udpGsoAsked", ep->want_gso}, {"udpGroAsked", ep->want_gro}};
+  for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) {
+    CHECK(env, napi_get_boolean(env, kv[i].b, &v));
+    CHECK(env, napi_set_named_property(env, obj, kv[i].k, v));
+  }
+  return obj;
+}
+
 /* close(): undefined. Idempotent. */
 static napi_value engine_close(napi_env env, napi_callback_info info) {
   size_t argc = 0;
@@ -954,6 +1012,8 @@ static napi_value open_engine(napi_env env, napi_callback_info info) {
   if (t != napi_object) return throw_type(env, "openEngine: options must be an object {queues}");
   uint32_t queues;
   if (!get_int_option(env, argv[1], "openEngine", "queues", 1, OVL_ENGINE_QUEUES_MAX, &queues)) return NULL;
+  bool want_tun;
+  if (!get_bool_option(env, argv[1], "openEngine", "tunOffload", false, &want_tun)) return NULL;
   CHECK(env, napi_typeof(env, argv[2], &t));
   if (t != napi_function) return throw_type(env, "openEngine: onFatal must be a function");
 
@@ -964,6 +1024,7 @@ static napi_value open_engine(napi_env env, napi_callback_info info) {
   if (ep == NULL) return throw_errno(env, ENOMEM, "malloc", context, NULL);
   ep->l.env = env;
   ep->queues = queues;
+  ep->want_tun = want_tun;
   ep->l.closed = true;
   for (uint32_t q = 0; q < OVL_ENGINE_QUEUES_MAX; q++) ep->tun_fds[q] = ep->udp_fds[q] = -1;
   napi_value obj;
@@ -983,9 +1044,17 @@ static napi_value open_engine(napi_env env, napi_callback_info info) {
    * queues attach to that name. */
   const char *sc = NULL;
   unsigned flags = queues > 1 ? OVL_TUN_MULTI_QUEUE : 0;
+  /* With tunOffload: IFF_VNET_HDR + TUNSETOFFLOAD first; a kernel that refuses either
+   * (EINVAL) gets the device opened again without (the first fd's close removed it). */
+  bool vnet = want_tun;
   for (uint32_t q = 0; q < queues; q++) {
     char actual[OVL_IFNAMSIZ];
-    int fd = ovl_tun_open(q == 0 ? name : ep->name, flags, actual, &sc);
+    int fd = ovl_tun_open(q == 0 ? name : ep->name, flags | (vnet ? OVL_TUN_VNET_HDR : 0), actual, &sc);
+    if (fd == -EINVAL && vnet && q == 0) {
+      ep->tun_offload_err = EINVAL;
+      vnet = false;
+      fd = ovl_tun_open(name, flags, actual, &sc);
+    }
     if (fd < 0) {
       close_fds(ep->tun_fds, q);
       return throw_tun_open(env, fd, sc, name_len, context);
@@ -993,6 +1062,7 @@ static napi_value open_engine(napi_env env, napi_callback_info info) {
     ep->tun_fds[q] = fd;
     if (q == 0) memcpy(ep->name, actual, sizeof(ep->name));
   }
+  ep->tun_offload = vnet;
   int err = ovl_routes_create(&ep->routes, queues);
   if (err < 0) {
     close_fds(ep->tun_fds, queues);
@@ -1159,6 +1229,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_property_descriptor engine_methods[] = {
       {"start", NULL, engine_start, NULL, NULL, NULL, napi_default_method, NULL},
       {"setRoutes", NULL, engine_set_routes, NULL, NULL, NULL, napi_default_method, NULL},
+      {"offloads", NULL, engine_offloads, NULL, NULL, NULL, napi_default_method, NULL},
       {"close", NULL, engine_close, NULL, NULL, NULL, napi_default_method, NULL},
   };
   napi_value engine_cls;

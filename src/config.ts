@@ -28,6 +28,9 @@ interface FlagSpec {
 export const FLAGS = {
   'engine': { type: 'string', default: 'native', help: 'forwarding engine: native (C threads, the default) or js (node:dgram reference)' },
   'queues': { type: 'string', default: '1', help: `native engine: forwarding threads, each with its own TUN queue and UDP socket (1..${QUEUES_MAX})` },
+  'tun-offload': { type: 'string', default: 'true', help: 'native engine: TUN offloads (IFF_VNET_HDR, TSO4/CSUM): read TCP super-packets and cut them here, coalesce inbound TCP segments into super-packets (true/false)' },
+  'udp-gso': { type: 'string', default: 'true', help: 'native engine: send runs of datagrams to one peer as one UDP_SEGMENT message (the wire still carries one packet per datagram) (true/false)' },
+  'udp-gro': { type: 'string', default: 'true', help: 'native engine: receive with UDP_GRO (several datagrams per receive, split here) (true/false)' },
   'static-config': { type: 'string', help: 'JSON file with Network, this node\'s Subnet/PublicIP and its Peers; replaces etcd' },
   'etcd-endpoints': { type: 'string', default: 'http://127.0.0.1:2379', help: 'comma-separated etcd endpoints' },
   'etcd-prefix': { type: 'string', default: '/coreos.com/network', help: 'etcd key prefix of the network config and leases' },
@@ -64,8 +67,17 @@ export interface EtcdConnection {
   readonly password?: string;
 }
 
+/** Offloads of the native engine asked for (each falls back by itself where the kernel refuses it). */
+export interface OffloadConfig {
+  readonly tun: boolean;
+  readonly udpGso: boolean;
+  readonly udpGro: boolean;
+}
+
 export interface Config {
   readonly engine: EngineKind;
+  /** native engine offloads (the js engine has none) */
+  readonly offloads: OffloadConfig;
   /** forwarding threads of the native engine (1 for js) */
   readonly queues: number;
   readonly staticConfig?: string;
@@ -138,6 +150,13 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     if (/^(0|false|no|off)$/i.test(e)) return false;
     throw new ConfigError(`${envName(flag)}: "${e}" is not a boolean (true/false)`);
   };
+  /** a string flag holding a boolean (true/false, 1/0, yes/no, on/off), so that a default of true can be turned off */
+  const getOnOff = (flag: FlagName): boolean => {
+    const v = (get(flag) ?? '').trim();
+    if (/^(1|true|yes|on)$/i.test(v)) return true;
+    if (/^(0|false|no|off)$/i.test(v)) return false;
+    throw new ConfigError(`--${flag} (${envName(flag)}): "${v}" is not a boolean (true/false)`);
+  };
   const getOpt = (flag: FlagName): string | undefined => {
     const v = get(flag);
     return v === undefined || v === '' ? undefined : v;
@@ -176,6 +195,7 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
   const config: Config = {
     engine: engine as EngineKind,
     queues,
+    offloads: { tun: getOnOff('tun-offload'), udpGso: getOnOff('udp-gso'), udpGro: getOnOff('udp-gro') },
     staticConfig: getOpt('static-config'),
     etcd: {
       endpoints,

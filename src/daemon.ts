@@ -118,7 +118,7 @@ export class Daemon {
     this.logger.info({ subnet: formatPrefix(lease.subnet), publicIp: formatIp(lease.publicIp), network: formatPrefix(netConfig.network), source: source.kind }, 'lease held');
 
     const engine = createEngine(c.engine, {
-      tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger, queues: c.queues,
+      tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger, queues: c.queues, offloads: c.offloads,
     });
     this.engine = engine;
     engine.onFatal((err) => this.fail(err));
@@ -139,7 +139,7 @@ export class Daemon {
     const err = this.notifier?.ready(`forwarding for ${formatPrefix(lease.subnet)}, ${engine.routes().length} routes`);
     if (err) this.logger.warn({ err: err.message }, 'sd_notify READY=1 failed');
     this.notifier?.startWatchdog(() => this.engine?.alive() === true);
-    this.logger.info({ tun: engine.tunName, mtu: this.tunMtu, engine: engine.kind, routes: engine.routes().length, underlay: underlay.name }, 'forwarding');
+    this.logger.info({ tun: engine.tunName, mtu: this.tunMtu, engine: engine.kind, routes: engine.routes().length, underlay: underlay.name, offloads: engine.offloads() }, 'forwarding');
   }
 
   get isStopping(): boolean {
@@ -210,6 +210,7 @@ export class Daemon {
       engineKind: () => this.engine?.kind,
       queueCounters: () => this.engine?.queueCounters(),
       routeCount: () => this.engine?.routes().length ?? 0,
+      offloads: () => this.engine?.offloads(),
       leaseExpiresAt: () => this.source?.stats().leaseExpiresAt?.getTime(),
       etcdConnected: () => this.source?.stats().connected,
       watchResyncs: () => this.source?.stats().resyncs ?? 0,
@@ -248,6 +249,7 @@ export class Daemon {
       healthy: this.unhealthy() ?? 'ok',
       tun: engine && { name: engine.tunName, address: this.lease ? formatIp(this.lease.subnet.addr) : null, mtu: this.tunMtu },
       engine: engine?.kind,
+      offloads: engine?.offloads() ?? null,
       routes: (engine?.routes() ?? []).map((r) => {
         const since = this.sink?.since.get(prefixKey(r.subnet));
         return { subnet: formatPrefix(r.subnet), publicIp: formatIp(r.publicIp), ageSeconds: since === undefined ? null : Math.round((now - since) / 1000) };

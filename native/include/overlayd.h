@@ -121,6 +121,7 @@ int ovl_ring_pop(struct ovl_ring *r, void *buf, uint32_t cap);
 #define OVL_IFNAMSIZ 16 /* == IFNAMSIZ, including the terminating NUL */
 
 #define OVL_TUN_MULTI_QUEUE 0x1u /* open with IFF_MULTI_QUEUE */
+#define OVL_TUN_VNET_HDR 0x2u    /* open with IFF_VNET_HDR and TUNSETOFFLOAD(CSUM | TSO4) */
 
 /* Opens (creating if needed) the TUN device `name` with IFF_TUN | IFF_NO_PI, plus
  * IFF_MULTI_QUEUE when flags has OVL_TUN_MULTI_QUEUE. The fd is O_NONBLOCK and O_CLOEXEC;
@@ -128,7 +129,9 @@ int ovl_ring_pop(struct ovl_ring *r, void *buf, uint32_t cap);
  * kernel gave is stored in actual[] (NUL-terminated). Returns the fd, or a negative errno
  * with *syscall set: "open" (/dev/net/tun), "ioctl(TUNSETIFF)". A name longer than
  * OVL_IFNAMSIZ-1 bytes gives -ENAMETOOLONG with "ioctl(TUNSETIFF)" without calling it (the
- * name cannot be expressed in its struct ifreq). Any thread. */
+ * name cannot be expressed in its struct ifreq). With OVL_TUN_VNET_HDR: IFF_VNET_HDR, then
+ * TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4) ("ioctl(TUNSETOFFLOAD)" on failure; the fd is
+ * closed): every read and write then carries a struct ovl_vnet_hdr first. Any thread. */
 int ovl_tun_open(const char *name, unsigned flags, char actual[OVL_IFNAMSIZ], const char **syscall);
 
 /* ------------------------------------------------------------------------------------ */
@@ -222,6 +225,8 @@ uint32_t ovl_tunport_slot_size(const struct ovl_tunport *p);
 #define OVL_IPV4_MIN_HEADER 20u /* bytes */
 #define OVL_IPV4_MAX_HEADER 60u /* bytes: IHL 15 */
 #define OVL_PROTO_ICMP 1u
+#define OVL_PROTO_TCP 6u
+#define OVL_PROTO_UDP 17u
 
 /* ovl_ipv4_validate results: the same codes, in the same order, as validateIpv4. */
 enum ovl_ipv4_check {
@@ -295,6 +300,81 @@ bool ovl_icmp_may_respond(const uint8_t *pkt, size_t len);
  * read; its header must be complete (ovl_icmp_may_respond first). Returns the length. */
 size_t ovl_icmp_error_build(uint8_t out[OVL_ICMP_ERROR_MAX], uint8_t type, uint8_t code, uint32_t from,
                             const uint8_t *off, size_t off_len, uint16_t next_hop_mtu, uint16_t id);
+
+/* ------------------------------------------------------------------------------------ */
+/* offload.c: userspace GSO (cutting TUN super-packets) and GRO (coalescing TUN writes)   */
+/* ------------------------------------------------------------------------------------ */
+
+/* struct virtio_net_hdr as the TUN reads and writes it with IFF_VNET_HDR (10 bytes, fields
+ * in host byte order: a TUN without TUNSETVNETBE/LE uses the legacy native order). */
+struct ovl_vnet_hdr {
+  uint8_t flags;
+  uint8_t gso_type;
+  uint16_t hdr_len;
+  uint16_t gso_size;
+  uint16_t csum_start;
+  uint16_t csum_offset;
+};
+#define OVL_VNET_HDR_LEN 10u
+#define OVL_VNET_F_NEEDS_CSUM 1u
+#define OVL_VNET_GSO_NONE 0u
+#define OVL_VNET_GSO_TCPV4 1u
+#define OVL_VNET_GSO_ECN 0x80u
+/* Most segments one super-packet is cut into (a smaller gso_size is refused: -E2BIG). */
+#define OVL_GSO_SEGS_MAX 256u
+/* Most segments coalesced into one super-packet written to the TUN. */
+#define OVL_GRO_SEGS_MAX 64u
+
+/* True when the TCP/UDP checksum of the IPv4 packet (len bytes, header sane) verifies
+ * (full sum over pseudo header + segment). */
+bool ovl_l4_checksum_ok(const uint8_t *pkt, size_t len);
+/* A packet read with NEEDS_CSUM: stores the complemented sum of [csum_start, len) at
+ * csum_start + csum_offset (the field holds the pseudo-header sum). 0, or -EINVAL when
+ * the offsets are outside the packet. No-op without NEEDS_CSUM. */
+int ovl_vnet_csum_finish(uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h);
+/* Cuts the IPv4/TCP super-packet pkt (len bytes, gso_type TCPV4[|ECN], gso_size = MSS)
+ * into segments written back to back into out (out_cap bytes), segment i's length in
+ * seg_lens[i]: headers copied, IPv4 total length, id + i and header checksum, TCP seq +
+ * i * MSS, FIN/PSH only on the last segment, CWR only on the first, TCP checksum computed
+ * in full. Returns the segment count, or -EPROTONOSUPPORT (other gso_type), -EINVAL
+ * (not IPv4/TCP, headers beyond len, gso_size 0), -E2BIG (more than max_segs), -ENOBUFS. */
+int ovl_gso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
+                    uint32_t *seg_lens, uint32_t max_segs);
+
+/* One flow being coalesced (userspace GRO on TUN writes). Owned by one thread. */
+struct ovl_gro {
+  uint32_t len;      /* bytes in buf; 0 with nseg 0 = empty */
+  uint32_t nseg;     /* segments in it */
+  uint32_t next_seq; /* the sequence number the next segment must have */
+  uint16_t hdr;      /* IPv4 + TCP header bytes */
+  uint16_t gso_size; /* payload of the first segment: the most any later one may carry */
+  bool closed;       /* PSH or a short segment seen: nothing more may join */
+  bool edited;       /* ovl_gro_finish rewrote the first segment's headers */
+  uint8_t *segs[OVL_GRO_SEGS_MAX]; /* the segments, where they were received (no copy) */
+  uint32_t seg_lens[OVL_GRO_SEGS_MAX];
+  uint8_t saved[60]; /* the first segment's IPv4 + TCP headers as received */
+};
+void ovl_gro_init(struct ovl_gro *g);
+/* May this packet (a valid IPv4 packet of len bytes) be coalesced? IPv4/TCP, IHL 5, DF,
+ * no fragment bits, flags ACK with optional PSH/ECE only, payload > 0, TCP checksum
+ * verified in full. */
+bool ovl_gro_eligible(const uint8_t *pkt, size_t len);
+/* Appends an eligible packet to the flow (it starts the flow when empty). False when it
+ * does not continue the flow: other addresses/ports/ack/window/options/TOS/TTL, sequence
+ * not the next one, payload larger than the first's, the flow closed (PSH, short segment)
+ * or full; the caller then flushes and starts a new flow with it. Nothing is copied: pkt
+ * must stay valid (and writable: finish edits the first one) until the flow is written. */
+bool ovl_gro_add(struct ovl_gro *g, uint8_t *pkt, size_t len);
+/* Finishes the flow for one writev: iov[0..*iovcnt) (OVL_GRO_SEGS_MAX entries) = the first
+ * segment whole, then the payload of every other one. One segment: *h all zero, the packet
+ * as it came. More: the first segment's headers become the super-packet's (IPv4 total
+ * length and checksum, PSH of the last segment, TCP checksum field = the pseudo-header sum)
+ * and *h = {NEEDS_CSUM, TCPV4, hdr_len, gso_size, csum_start 20, csum_offset 16}. Returns
+ * the total length. Then: ovl_gro_init (written), or ovl_gro_restore (not written). */
+size_t ovl_gro_finish(struct ovl_gro *g, struct ovl_vnet_hdr *h, struct iovec *iov, uint32_t *iovcnt);
+/* Puts the first segment's headers back as received (after finish, for writing the
+ * segments one by one instead). */
+void ovl_gro_restore(struct ovl_gro *g);
 
 /* ------------------------------------------------------------------------------------ */
 /* route.c: the peer route table (longest-prefix match), a per-thread lookup cache, and  */
@@ -378,6 +458,13 @@ void ovl_routes_leave(struct ovl_routes *r, uint32_t reader);
  * on failure none is left open. Returns 0 or a negative errno with *syscall set. */
 int ovl_udp_open(int *fds, uint32_t n, uint32_t addr, uint16_t port, int buf_bytes, const char **syscall);
 
+/* Probes UDP GSO on a socket: sets UDP_SEGMENT to 1400 and back to 0. True when the kernel
+ * takes it (Linux >= 4.18). The socket is left without a default segment size. */
+bool ovl_udp_gso_probe(int fd);
+/* Turns UDP_GRO on (Linux >= 5.0): receives then may carry several datagrams of one sender
+ * with a UDP_GRO control message giving the segment size. True when the kernel took it. */
+bool ovl_udp_gro_enable(int fd);
+
 /* ------------------------------------------------------------------------------------ */
 /* engine.c: the forwarding threads of the native engine                                 */
 /* ------------------------------------------------------------------------------------ */
@@ -418,6 +505,12 @@ enum ovl_engine_counter {
   OVL_EC_TUN_BURSTS,        /* TUN read bursts that got at least one packet */
   OVL_EC_UDP_BURSTS,        /* recvmmsg calls that got at least one datagram */
   OVL_EC_SENDMMSG_CALLS,    /* sendmmsg calls */
+  OVL_EC_TUN_GSO_READS,     /* TUN super-packets (virtio_net_hdr GSO) read and cut here */
+  OVL_EC_TUN_GRO_WRITES,    /* coalesced super-packets written into the TUN */
+  OVL_EC_UDP_GSO_SENDS,     /* messages sent with UDP_SEGMENT (several datagrams each) */
+  OVL_EC_UDP_GRO_RECVS,     /* receives that carried several datagrams (UDP_GRO) */
+  OVL_EC_UDP_GSO_FALLBACK,  /* UDP_SEGMENT refused at run time: this queue sends plainly */
+  OVL_EC_TUN_GRO_FALLBACK,  /* a GSO write refused by the TUN: this queue writes plainly */
   OVL_EC_COUNT
 };
 /* uint64 words per queue in the counter block (OVL_EC_COUNT rounded up to 64 bytes). */
@@ -450,6 +543,15 @@ struct ovl_engine_config {
    * thread then exits. Must not block and must not call back into the engine. */
   void (*on_fatal)(void *opaque, uint32_t queue, int err, const char *syscall);
   void *opaque;
+  /* Offloads (all false: one packet per read, write, datagram, as before):
+   * tun_vnet_hdr: the tun_fds were opened with OVL_TUN_VNET_HDR; reads carry a
+   *   virtio_net_hdr (super-packets are cut with ovl_gso_segment, partial checksums
+   *   finished) and writes carry one.
+   * tun_gro: coalesce inbound TCP segments into super-packets (needs tun_vnet_hdr).
+   * udp_gso: send runs of datagrams to one peer of one size as one UDP_SEGMENT message
+   *   (the kernel or NIC cuts them: still one inner packet per datagram on the wire).
+   * udp_gro: the sockets have UDP_GRO on; receives are split by the segment size. */
+  bool tun_vnet_hdr, tun_gro, udp_gso, udp_gro;
 };
 
 /* Allocates the buffers, the stop eventfd and starts one thread per queue (all signals

@@ -28,6 +28,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdalign.h>
@@ -67,6 +68,12 @@ const char *const ovl_engine_counter_names[OVL_EC_COUNT] = {
     [OVL_EC_TUN_BURSTS] = "tun_bursts",
     [OVL_EC_UDP_BURSTS] = "udp_bursts",
     [OVL_EC_SENDMMSG_CALLS] = "sendmmsg_calls",
+    [OVL_EC_TUN_GSO_READS] = "tun_gso_reads",
+    [OVL_EC_TUN_GRO_WRITES] = "tun_gro_writes",
+    [OVL_EC_UDP_GSO_SENDS] = "udp_gso_sends",
+    [OVL_EC_UDP_GRO_RECVS] = "udp_gro_recvs",
+    [OVL_EC_UDP_GSO_FALLBACK] = "udp_gso_fallback",
+    [OVL_EC_TUN_GRO_FALLBACK] = "tun_gro_fallback",
 };
 
 #define BATCH OVL_ENGINE_BATCH
@@ -83,6 +90,26 @@ const char *const ovl_engine_counter_names[OVL_EC_COUNT] = {
 #define SCRATCH_BYTES 64u
 /* Pause after an unexpected poll() failure (ENOMEM), in nanoseconds. */
 #define POLL_RETRY_NS 1000000L
+/* Messages of one sendmmsg: a burst of plain packets plus the segments of one super-packet. */
+#define TXMAX (BATCH + OVL_GSO_SEGS_MAX)
+/* One UDP_SEGMENT message: at most this many datagrams (UDP_MAX_SEGMENTS of older
+ * kernels) and payload bytes (under the 64 KB an IPv4 datagram can describe). */
+#define GSO_SEGS 64u
+#define GSO_BYTES 65000u
+/* Bytes a TUN read with a virtio_net_hdr may return, and what cutting it may add. */
+#define SUPER_MAX 65535u
+#define VNET_NEED (2u * SUPER_MAX + OVL_GSO_SEGS_MAX * 120u)
+#define VNET_ARENA (1u << 20)
+/* Receives of one recvmmsg with UDP_GRO (each buffer holds a 64 KB coalesced receive). */
+#define GRO_MSGS 16u
+#define GRO_BUF 65536u
+#define CTL_BYTES 64u
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
 
 struct worker {
   struct ovl_engine *e;
@@ -95,15 +122,26 @@ struct worker {
   int fatal_err; /* positive errno once the thread must stop */
   const char *fatal_syscall;
   struct ovl_rcache cache;
-  uint8_t *tun_buf; /* BATCH * slot: packets read from the TUN, sent from in place */
-  uint8_t *udp_buf; /* BATCH * slot: datagrams received, written to the TUN from in place */
-  uint32_t ntx;     /* messages queued in tx_msgs this burst */
-  struct mmsghdr tx_msgs[BATCH];
-  struct iovec tx_iov[BATCH];
-  struct sockaddr_in tx_to[BATCH];
+  bool vnet, tun_gro, udp_gso, udp_gro; /* offloads in force on this queue (fallbacks clear) */
+  uint8_t *tun_buf;  /* arena of tun_arena bytes: packets read from the TUN (and the
+                        segments cut from super-packets), back to back, sent from in place */
+  size_t tun_arena;
+  uint8_t *udp_buf;  /* rx_n * rx_cap: datagrams received, written to the TUN from in place */
+  uint32_t rx_n, rx_cap;
+  uint32_t ntx;      /* messages queued in tx_msgs this burst */
+  struct mmsghdr tx_msgs[TXMAX];
+  struct iovec tx_iov[TXMAX];
+  struct sockaddr_in tx_to[TXMAX];
+  uint16_t tx_seg[TXMAX];  /* datagram size of message i (its first datagram) */
+  uint16_t tx_nseg[TXMAX]; /* datagrams in message i */
+  bool tx_closed[TXMAX];   /* a shorter last datagram joined: no more */
+  _Alignas(8) uint8_t tx_ctl[TXMAX][CMSG_SPACE(sizeof(uint16_t))];
   struct mmsghdr rx_msgs[BATCH];
   struct iovec rx_iov[BATCH];
   struct sockaddr_in rx_from[BATCH];
+  _Alignas(8) uint8_t rx_ctl[BATCH][CTL_BYTES];
+  uint32_t seg_lens[OVL_GSO_SEGS_MAX];
+  struct ovl_gro *gro; /* with tun_gro */
   uint8_t scratch[SCRATCH_BYTES];
   uint8_t icmp[OVL_ICMP_ERROR_MAX];
 };
@@ -124,22 +162,82 @@ struct ovl_engine {
 
 /* ---------------------------------------------------------------- into the TUN --------- */
 
-static void tun_write(struct worker *w, const uint8_t *pkt, size_t len) {
+/* One write into the TUN (with a virtio_net_hdr first when the queue has one: h, or all
+ * zero). Returns 0 or the errno of the failure (nothing counted). */
+static int tun_write_raw(struct worker *w, const struct ovl_vnet_hdr *h, const uint8_t *pkt, size_t len) {
+  static const struct ovl_vnet_hdr none;
+  struct iovec iov[2] = {{.iov_base = (void *)(h ? h : &none), .iov_len = OVL_VNET_HDR_LEN},
+                         {.iov_base = (void *)pkt, .iov_len = len}};
+  size_t want = len + (w->vnet ? OVL_VNET_HDR_LEN : 0);
   for (int attempt = 0; attempt < 3; attempt++) { /* retried only after EINTR */
-    ssize_t r = write(w->tun_fd, pkt, len);
-    if (r == (ssize_t)len) {
-      w->acc[OVL_EC_TUN_TX]++;
-      return;
-    }
-    if (r >= 0) break; /* a packet fd writes all or nothing: a short write is a broken packet */
+    ssize_t r = w->vnet ? writev(w->tun_fd, iov, 2) : write(w->tun_fd, pkt, len);
+    if (r == (ssize_t)want) return 0;
+    if (r >= 0) return EIO; /* a packet fd writes all or nothing: a short write is a broken packet */
     if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
-      w->acc[OVL_EC_DROP_RING_FULL]++;
-      return;
-    }
-    break;
+    return errno;
   }
-  w->acc[OVL_EC_TUN_WRITE_ERRORS]++;
+  return EINTR;
+}
+
+static void count_write_error(struct worker *w, int err, uint64_t n) {
+  if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS)
+    w->acc[OVL_EC_DROP_RING_FULL] += n;
+  else
+    w->acc[OVL_EC_TUN_WRITE_ERRORS] += n;
+}
+
+static void tun_write(struct worker *w, const uint8_t *pkt, size_t len) {
+  int err = tun_write_raw(w, NULL, pkt, len);
+  if (err == 0)
+    w->acc[OVL_EC_TUN_TX]++;
+  else
+    count_write_error(w, err, 1);
+}
+
+/* Writes the flow being coalesced, if any: one super-packet, or its one packet plainly. A
+ * TUN that refuses the GSO write (EINVAL) gets the original packets and no more GSO. */
+static void gro_flush(struct worker *w) {
+  struct ovl_gro *g = w->gro;
+  if (g == NULL || g->nseg == 0) return;
+  if (g->nseg == 1) {
+    tun_write(w, g->segs[0], g->seg_lens[0]);
+  } else {
+    struct ovl_vnet_hdr h;
+    struct iovec iov[1 + OVL_GRO_SEGS_MAX];
+    uint32_t n;
+    size_t len = ovl_gro_finish(g, &h, iov + 1, &n);
+    iov[0] = (struct iovec){.iov_base = &h, .iov_len = OVL_VNET_HDR_LEN};
+    int err = 0;
+    for (int attempt = 0; attempt < 3; attempt++) { /* retried only after EINTR */
+      ssize_t r = writev(w->tun_fd, iov, (int)n + 1);
+      err = r == (ssize_t)(len + OVL_VNET_HDR_LEN) ? 0 : r >= 0 ? EIO : errno;
+      if (err != EINTR) break;
+    }
+    if (err == 0) {
+      w->acc[OVL_EC_TUN_TX] += g->nseg;
+      w->acc[OVL_EC_TUN_GRO_WRITES]++;
+    } else if (err == EINVAL) {
+      w->tun_gro = false;
+      w->acc[OVL_EC_TUN_GRO_FALLBACK]++;
+      ovl_gro_restore(g);
+      for (uint32_t i = 0; i < g->nseg; i++) tun_write(w, g->segs[i], g->seg_lens[i]);
+    } else {
+      count_write_error(w, err, g->nseg);
+    }
+  }
+  ovl_gro_init(g);
+}
+
+/* An inbound packet that passed every check: into the flow being coalesced, or written. */
+static void deliver(struct worker *w, uint8_t *pkt, size_t len) {
+  if (w->tun_gro && ovl_gro_eligible(pkt, len)) {
+    if (ovl_gro_add(w->gro, pkt, len)) return;
+    gro_flush(w);
+    (void)ovl_gro_add(w->gro, pkt, len); /* an empty flow takes any eligible packet */
+    return;
+  }
+  gro_flush(w);
+  tun_write(w, pkt, len);
 }
 
 /* The js engine's icmpError(): only where RFC 1812 allows, counted, written into the TUN. */
@@ -176,22 +274,75 @@ static void outbound(struct worker *w, const struct ovl_rtable *t, uint8_t *pkt,
     return;
   }
   if (!ttl_step(w, pkt, len)) return;
+  uint32_t to = htonl(peer);
+  if (w->udp_gso && w->ntx > 0) { /* joins the previous message when UDP_SEGMENT allows it */
+    uint32_t i = w->ntx - 1;
+    struct iovec *v = &w->tx_iov[i];
+    if (w->tx_to[i].sin_addr.s_addr == to && !w->tx_closed[i] && (uint8_t *)v->iov_base + v->iov_len == pkt &&
+        len <= w->tx_seg[i] && w->tx_nseg[i] < GSO_SEGS && v->iov_len + len <= GSO_BYTES) {
+      v->iov_len += len;
+      w->tx_nseg[i]++;
+      if (len < w->tx_seg[i]) w->tx_closed[i] = true;
+      return;
+    }
+  }
   uint32_t i = w->ntx++;
-  w->tx_to[i].sin_addr.s_addr = htonl(peer);
+  w->tx_to[i].sin_addr.s_addr = to;
   w->tx_iov[i] = (struct iovec){.iov_base = pkt, .iov_len = len};
+  w->tx_seg[i] = (uint16_t)len;
+  w->tx_nseg[i] = 1;
+  w->tx_closed[i] = false;
+}
+
+/* Message i (several datagrams) after the kernel refused UDP_SEGMENT: its datagrams one
+ * by one. Returns nothing; counts tx / tx_error per datagram. */
+static void send_split(struct worker *w, uint32_t i) {
+  const uint8_t *p = w->tx_iov[i].iov_base;
+  size_t left = w->tx_iov[i].iov_len, seg = w->tx_seg[i];
+  while (left > 0) {
+    size_t l = left < seg ? left : seg;
+    ssize_t r = sendto(w->udp_fd, p, l, 0, (const struct sockaddr *)&w->tx_to[i], sizeof(w->tx_to[i]));
+    if (r == (ssize_t)l) {
+      w->acc[OVL_EC_TX]++;
+      w->acc[OVL_EC_TX_BYTES] += l;
+    } else {
+      w->acc[OVL_EC_TX_ERROR]++;
+    }
+    p += l;
+    left -= l;
+  }
 }
 
 /* Sends the queued messages with as few sendmmsg calls as the socket allows. */
 static void flush_tx(struct worker *w) {
   uint32_t i = 0, n = w->ntx, waits = 0;
+  for (uint32_t j = 0; j < n; j++) {
+    struct msghdr *m = &w->tx_msgs[j].msg_hdr;
+    if (w->tx_nseg[j] > 1) {
+      m->msg_control = w->tx_ctl[j];
+      m->msg_controllen = sizeof(w->tx_ctl[j]);
+      struct cmsghdr *c = CMSG_FIRSTHDR(m);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t seg = w->tx_seg[j];
+      memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+    } else {
+      m->msg_control = NULL;
+      m->msg_controllen = 0;
+    }
+  }
   /* Each iteration sends >= 1 message, skips a failed one, or waits (at most SEND_WAITS
    * times); EINTR cannot happen with every signal blocked, and is bounded anyway. */
-  for (uint32_t iter = 0; i < n && iter < 2 * BATCH + SEND_WAITS; iter++) {
+  for (uint32_t iter = 0; i < n && iter < 2 * TXMAX + SEND_WAITS; iter++) {
     int r = sendmmsg(w->udp_fd, &w->tx_msgs[i], n - i, 0);
     w->acc[OVL_EC_SENDMMSG_CALLS]++;
     if (r > 0) {
-      for (uint32_t j = i; j < i + (uint32_t)r; j++) w->acc[OVL_EC_TX_BYTES] += w->tx_iov[j].iov_len;
-      w->acc[OVL_EC_TX] += (uint32_t)r;
+      for (uint32_t j = i; j < i + (uint32_t)r; j++) {
+        w->acc[OVL_EC_TX_BYTES] += w->tx_iov[j].iov_len;
+        w->acc[OVL_EC_TX] += w->tx_nseg[j];
+        if (w->tx_nseg[j] > 1) w->acc[OVL_EC_UDP_GSO_SENDS]++;
+      }
       i += (uint32_t)r;
       continue;
     }
@@ -204,10 +355,22 @@ static void flush_tx(struct worker *w) {
       w->acc[OVL_EC_POLLS]++;
       continue;
     }
-    w->acc[OVL_EC_TX_ERROR]++; /* the message at i failed (unreachable, EPERM, ...): skip it */
+    if (w->tx_nseg[i] > 1 && (err == EIO || err == EINVAL || err == EMSGSIZE)) {
+      /* the kernel refuses UDP_SEGMENT (a device without checksum offload, a smaller path
+       * MTU, a kernel bug): this message goes out datagram by datagram, and the queue
+       * sends plainly from now on */
+      if (w->udp_gso) {
+        w->udp_gso = false;
+        w->acc[OVL_EC_UDP_GSO_FALLBACK]++;
+      }
+      send_split(w, i);
+      i++;
+      continue;
+    }
+    w->acc[OVL_EC_TX_ERROR] += w->tx_nseg[i]; /* the message at i failed (unreachable, EPERM, ...): skip it */
     i++;
   }
-  w->acc[OVL_EC_TX_ERROR] += n - i;
+  for (; i < n; i++) w->acc[OVL_EC_TX_ERROR] += w->tx_nseg[i];
   w->ntx = 0;
 }
 
@@ -218,14 +381,59 @@ static void set_fatal(struct worker *w, int err, const char *syscall) {
   }
 }
 
+/* One packet read with a virtio_net_hdr, at pkt (r bytes): finished, or cut, then sent. */
+static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const struct ovl_vnet_hdr *h, uint8_t *pkt,
+                          size_t len, size_t *used) {
+  if (h->gso_type == OVL_VNET_GSO_NONE) {
+    if (len > w->e->slot) {
+      w->acc[OVL_EC_DROP_TUN_OVERSIZE]++;
+      return;
+    }
+    if (ovl_vnet_csum_finish(pkt, len, h) != 0) {
+      w->acc[OVL_EC_TUN_RX]++;
+      w->acc[OVL_EC_DROP_MALFORMED]++;
+      return;
+    }
+    outbound(w, t, pkt, len);
+    return;
+  }
+  uint8_t *out = pkt + len;
+  int n = ovl_gso_segment(pkt, len, h, out, w->tun_arena - *used, w->seg_lens, OVL_GSO_SEGS_MAX);
+  if (n < 0) {
+    w->acc[OVL_EC_TUN_RX]++;
+    w->acc[n == -E2BIG || n == -ENOBUFS ? OVL_EC_DROP_TUN_OVERSIZE : OVL_EC_DROP_MALFORMED]++;
+    return;
+  }
+  w->acc[OVL_EC_TUN_GSO_READS]++;
+  for (int i = 0; i < n; i++) {
+    outbound(w, t, out, w->seg_lens[i]);
+    out += w->seg_lens[i];
+  }
+  *used = (size_t)(out - w->tun_buf);
+}
+
 /* TUN -> peers. Returns true when the burst hit its limit (more may be waiting). */
 static bool tun_burst(struct worker *w, const struct ovl_rtable *t) {
   const uint32_t slot = w->e->slot;
+  const size_t need = w->vnet ? VNET_NEED : slot;
+  size_t used = 0; /* arena bytes holding this burst's packets */
   uint32_t n = 0, reads = 0;
-  uint32_t lens[BATCH];
+  bool full = false;
   while (reads < BATCH) {
-    uint8_t *buf = w->tun_buf + (size_t)n * slot;
-    struct iovec iov[2] = {{.iov_base = buf, .iov_len = slot}, {.iov_base = w->scratch, .iov_len = SCRATCH_BYTES}};
+    if (used + need > w->tun_arena || w->ntx + OVL_GSO_SEGS_MAX > TXMAX) {
+      full = true;
+      break;
+    }
+    uint8_t *buf = w->tun_buf + used;
+    struct ovl_vnet_hdr h;
+    struct iovec iov[2];
+    if (w->vnet) {
+      iov[0] = (struct iovec){.iov_base = &h, .iov_len = OVL_VNET_HDR_LEN};
+      iov[1] = (struct iovec){.iov_base = buf, .iov_len = SUPER_MAX};
+    } else {
+      iov[0] = (struct iovec){.iov_base = buf, .iov_len = slot};
+      iov[1] = (struct iovec){.iov_base = w->scratch, .iov_len = SCRATCH_BYTES};
+    }
     ssize_t r = readv(w->tun_fd, iov, 2);
     reads++;
     if (r < 0) {
@@ -244,16 +452,28 @@ static bool tun_burst(struct worker *w, const struct ovl_rtable *t) {
       break;
     }
     w->tun_errors_in_row = 0;
+    n++;
+    if (w->vnet) {
+      if ((size_t)r <= OVL_VNET_HDR_LEN) {
+        w->acc[OVL_EC_TUN_RX]++;
+        w->acc[OVL_EC_DROP_MALFORMED]++;
+        continue;
+      }
+      size_t len = (size_t)r - OVL_VNET_HDR_LEN;
+      used += len;
+      outbound_vnet(w, t, &h, buf, len, &used);
+      continue;
+    }
     if ((size_t)r > slot) {
       w->acc[OVL_EC_DROP_TUN_OVERSIZE]++;
       continue;
     }
-    lens[n++] = (uint32_t)r;
+    used += (size_t)r;
+    outbound(w, t, buf, (size_t)r);
   }
   if (n) w->acc[OVL_EC_TUN_BURSTS]++;
-  for (uint32_t i = 0; i < n; i++) outbound(w, t, w->tun_buf + (size_t)i * slot, lens[i]);
   if (w->ntx) flush_tx(w);
-  return reads == BATCH && w->fatal_err == 0;
+  return (reads == BATCH || full) && w->fatal_err == 0;
 }
 
 /* ---------------------------------------------------------------- inbound -------------- */
@@ -290,13 +510,30 @@ static void inbound(struct worker *w, const struct ovl_rtable *t, uint8_t *pkt, 
     return;
   }
   if (!ttl_step(w, pkt, len)) return;
-  tun_write(w, pkt, len);
+  deliver(w, pkt, len);
+}
+
+/* The segment size of a receive coalesced by UDP_GRO, or 0. */
+static uint32_t gro_size(struct msghdr *m) {
+  if (m->msg_controllen == 0) return 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
+    if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+      int v;
+      memcpy(&v, CMSG_DATA(c), sizeof(v));
+      return v > 0 ? (uint32_t)v : 0;
+    }
+  }
+  return 0;
 }
 
 /* Peers -> TUN. Returns true when the burst hit its limit (more may be waiting). */
 static bool udp_burst(struct worker *w, const struct ovl_rtable *t) {
-  for (uint32_t i = 0; i < BATCH; i++) w->rx_msgs[i].msg_hdr.msg_namelen = sizeof(w->rx_from[i]);
-  int r = recvmmsg(w->udp_fd, w->rx_msgs, BATCH, MSG_DONTWAIT | MSG_TRUNC, NULL);
+  for (uint32_t i = 0; i < w->rx_n; i++) {
+    w->rx_msgs[i].msg_hdr.msg_namelen = sizeof(w->rx_from[i]);
+    w->rx_msgs[i].msg_hdr.msg_control = w->udp_gro ? w->rx_ctl[i] : NULL;
+    w->rx_msgs[i].msg_hdr.msg_controllen = w->udp_gro ? CTL_BYTES : 0;
+  }
+  int r = recvmmsg(w->udp_fd, w->rx_msgs, w->rx_n, MSG_DONTWAIT | MSG_TRUNC, NULL);
   if (r < 0) {
     int err = errno;
     if (err == EINTR) return true;
@@ -308,10 +545,30 @@ static bool udp_burst(struct worker *w, const struct ovl_rtable *t) {
   }
   w->udp_errors_in_row = 0;
   if (r > 0) w->acc[OVL_EC_UDP_BURSTS]++;
-  for (int i = 0; i < r; i++)
-    inbound(w, t, w->udp_buf + (size_t)i * w->e->slot, w->rx_msgs[i].msg_len, &w->rx_from[i],
-            w->rx_msgs[i].msg_hdr.msg_namelen);
-  return r == (int)BATCH;
+  for (int i = 0; i < r; i++) {
+    uint8_t *buf = w->udp_buf + (size_t)i * w->rx_cap;
+    size_t len = w->rx_msgs[i].msg_len;
+    socklen_t fromlen = w->rx_msgs[i].msg_hdr.msg_namelen;
+    uint32_t seg = w->udp_gro ? gro_size(&w->rx_msgs[i].msg_hdr) : 0;
+    if (seg == 0 || len <= seg) {
+      inbound(w, t, buf, len, &w->rx_from[i], fromlen);
+      continue;
+    }
+    /* several datagrams of one sender, seg bytes each (the last may be shorter) */
+    w->acc[OVL_EC_UDP_GRO_RECVS]++;
+    for (size_t off = 0; off < len; off += seg) {
+      size_t l = len - off < seg ? len - off : seg;
+      if (off + l > w->rx_cap) { /* cannot happen with 64 KB buffers; never read beyond */
+        w->acc[OVL_EC_RX]++;
+        w->acc[OVL_EC_RX_BYTES] += l;
+        w->acc[OVL_EC_DROP_MALFORMED]++;
+        continue;
+      }
+      inbound(w, t, buf + off, l, &w->rx_from[i], fromlen);
+    }
+  }
+  gro_flush(w); /* the flow points into udp_buf: written before the next receive */
+  return r == (int)w->rx_n;
 }
 
 /* ---------------------------------------------------------------- the thread ----------- */
@@ -376,19 +633,31 @@ static int worker_init(struct worker **out, struct ovl_engine *e, uint32_t q, co
   w->udp_fd = cfg->udp_fds[q];
   w->ctr = &cfg->counters[q];
   ovl_rcache_init(&w->cache);
-  w->tun_buf = malloc((size_t)BATCH * e->slot);
-  w->udp_buf = malloc((size_t)BATCH * e->slot);
-  if (w->tun_buf == NULL || w->udp_buf == NULL) {
+  w->vnet = cfg->tun_vnet_hdr;
+  w->tun_gro = cfg->tun_vnet_hdr && cfg->tun_gro;
+  w->udp_gso = cfg->udp_gso;
+  w->udp_gro = cfg->udp_gro;
+  w->tun_arena = w->vnet ? VNET_ARENA : (size_t)BATCH * e->slot;
+  w->rx_n = w->udp_gro ? GRO_MSGS : BATCH;
+  w->rx_cap = w->udp_gro ? GRO_BUF : e->slot;
+  w->tun_buf = malloc(w->tun_arena);
+  w->udp_buf = malloc((size_t)w->rx_n * w->rx_cap);
+  w->gro = w->tun_gro ? malloc(sizeof(*w->gro)) : NULL;
+  if (w->tun_buf == NULL || w->udp_buf == NULL || (w->tun_gro && w->gro == NULL)) {
     free(w->tun_buf);
     free(w->udp_buf);
+    free(w->gro);
     free(w);
     return -ENOMEM;
   }
-  for (uint32_t i = 0; i < BATCH; i++) {
+  if (w->gro) ovl_gro_init(w->gro);
+  for (uint32_t i = 0; i < TXMAX; i++) {
     w->tx_to[i] = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(e->port)};
     w->tx_msgs[i].msg_hdr = (struct msghdr){
         .msg_name = &w->tx_to[i], .msg_namelen = sizeof(w->tx_to[i]), .msg_iov = &w->tx_iov[i], .msg_iovlen = 1};
-    w->rx_iov[i] = (struct iovec){.iov_base = w->udp_buf + (size_t)i * e->slot, .iov_len = e->slot};
+  }
+  for (uint32_t i = 0; i < w->rx_n; i++) {
+    w->rx_iov[i] = (struct iovec){.iov_base = w->udp_buf + (size_t)i * w->rx_cap, .iov_len = w->rx_cap};
     w->rx_msgs[i].msg_hdr = (struct msghdr){
         .msg_name = &w->rx_from[i], .msg_namelen = sizeof(w->rx_from[i]), .msg_iov = &w->rx_iov[i], .msg_iovlen = 1};
   }
@@ -400,6 +669,7 @@ static void worker_free(struct worker *w) {
   if (w == NULL) return;
   free(w->tun_buf);
   free(w->udp_buf);
+  free(w->gro);
   free(w);
 }
 

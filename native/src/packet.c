@@ -30,12 +30,37 @@ static inline uint32_t fold(uint32_t sum) {
 }
 
 uint32_t ovl_ones_sum(const uint8_t *buf, size_t len, uint32_t initial) {
-  /* 65535 words of 0xffff plus `initial` stay below 2^32: no carry is lost before the fold. */
-  uint32_t sum = initial;
+  /* RFC 1071 2(B): the one's-complement sum does not depend on byte order, so the words
+   * are summed as the machine loads them, 8 bytes at a time (two 32-bit halves into a
+   * 64-bit accumulator: len <= 131070 cannot overflow it), folded, and byte-swapped once
+   * on a little-endian machine. */
+  uint64_t s = 0;
   size_t i = 0;
-  for (; i + 1 < len; i += 2) sum += be16(buf + i);
-  if (i < len) sum += (uint32_t)buf[i] << 8;
-  return fold(sum);
+  for (; i + 8 <= len; i += 8) {
+    uint64_t v;
+    memcpy(&v, buf + i, 8);
+    s += (v & 0xffffffffu) + (v >> 32);
+  }
+  for (; i + 2 <= len; i += 2) {
+    uint16_t v;
+    memcpy(&v, buf + i, 2);
+    s += v;
+  }
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (i < len) s += buf[i]; /* the high byte of a big-endian word: the low byte as loaded */
+  s = (s & 0xffffffffu) + (s >> 32);
+  s = (s & 0xffffu) + (s >> 16);
+  s = (s & 0xffffu) + (s >> 16);
+  s = (s & 0xffffu) + (s >> 16);
+  s = ((s & 0xffu) << 8) | (s >> 8); /* back to big-endian order */
+#else
+  if (i < len) s += (uint32_t)buf[i] << 8;
+  s = (s & 0xffffffffu) + (s >> 32);
+  s = (s & 0xffffu) + (s >> 16);
+  s = (s & 0xffffu) + (s >> 16);
+  s = (s & 0xffffu) + (s >> 16);
+#endif
+  return fold((uint32_t)s + initial);
 }
 
 uint16_t ovl_inet_checksum(const uint8_t *buf, size_t len) {

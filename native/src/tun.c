@@ -21,6 +21,7 @@ int ovl_tun_open(const char *name, unsigned flags, char actual[OVL_IFNAMSIZ], co
   memcpy(ifr.ifr_name, name, len);
   ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
   if (flags & OVL_TUN_MULTI_QUEUE) ifr.ifr_flags |= IFF_MULTI_QUEUE;
+  if (flags & OVL_TUN_VNET_HDR) ifr.ifr_flags |= IFF_VNET_HDR;
 
   int fd;
   do {
@@ -34,6 +35,12 @@ int ovl_tun_open(const char *name, unsigned flags, char actual[OVL_IFNAMSIZ], co
     int err = errno;
     *syscall = "ioctl(TUNSETIFF)";
     (void)close(fd); /* a fresh fd that never carried data: nothing to report */
+    return -err;
+  }
+  if ((flags & OVL_TUN_VNET_HDR) && ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4)) < 0) {
+    int err = errno;
+    *syscall = "ioctl(TUNSETOFFLOAD)";
+    (void)close(fd);
     return -err;
   }
   memcpy(actual, ifr.ifr_name, IFNAMSIZ);

@@ -49,6 +49,18 @@ export interface TunPort {
 export interface EnginePortOptions {
   /** Forwarding threads = TUN queues (IFF_MULTI_QUEUE when > 1) = UDP sockets (SO_REUSEPORT when > 1). 1..64. */
   readonly queues: number;
+  /** IFF_VNET_HDR + TUNSETOFFLOAD(CSUM|TSO4): super-packets cut and coalesced in C (default false; a kernel refusing it: opened without) */
+  readonly tunOffload?: boolean;
+}
+
+/** Offloads in force (asked for and taken by the kernel), and asked for. */
+export interface EngineOffloads {
+  readonly tun: boolean;
+  readonly udpGso: boolean;
+  readonly udpGro: boolean;
+  readonly tunAsked: boolean;
+  readonly udpGsoAsked: boolean;
+  readonly udpGroAsked: boolean;
 }
 
 /** What EnginePort.start needs; every number a uint32 in host order unless said otherwise. */
@@ -63,6 +75,10 @@ export interface EngineStartOptions {
   readonly subnet: number;
   /** 0..32 */
   readonly subnetLen: number;
+  /** UDP_SEGMENT on send, probed on each socket (default false) */
+  readonly udpGso?: boolean;
+  /** UDP_GRO on receive, probed on each socket (default false) */
+  readonly udpGro?: boolean;
 }
 
 /**
@@ -91,6 +107,8 @@ export interface EnginePort {
    * RangeError for an invalid prefix.
    */
   setRoutes(routes: Uint32Array): void;
+  /** The offloads in force: the TUN's from openEngine, the UDP ones after start() (false before). */
+  offloads(): EngineOffloads;
   /** Stops and joins the threads (within 1 s), closes the sockets and the TUN, frees the tables. Idempotent. */
   close(): void;
 }

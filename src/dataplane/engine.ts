@@ -49,7 +49,24 @@ export interface EngineOptions {
   readonly logger: Logger;
   /** forwarding threads = TUN queues = UDP sockets of the native engine, 1..64 (default 1); the js engine has one */
   readonly queues?: number;
+  /** offloads the native engine should use (default none); the js engine has none */
+  readonly offloads?: { readonly tun: boolean; readonly udpGso: boolean; readonly udpGro: boolean };
 }
+
+/** Offloads in force: on = asked for, taken by the kernel at start and never refused since (fallbacks = 0). */
+export interface OffloadState {
+  readonly tun: boolean;
+  readonly udpGso: boolean;
+  readonly udpGro: boolean;
+  /** times the kernel refused one at run time (the queue then went on without it) */
+  readonly fallbacks: { readonly udpGso: number; readonly tunGro: number };
+  /** how much they did: super-packets read from / written to the TUN, UDP_SEGMENT sends, UDP_GRO receives of several datagrams */
+  readonly activity: { readonly tunGsoReads: number; readonly tunGroWrites: number; readonly udpGsoSends: number; readonly udpGroRecvs: number };
+}
+
+export const NO_OFFLOADS: OffloadState = {
+  tun: false, udpGso: false, udpGro: false, fallbacks: { udpGso: 0, tunGro: 0 }, activity: { tunGsoReads: 0, tunGroWrites: 0, udpGsoSends: 0, udpGroRecvs: 0 },
+};
 
 /**
  * A forwarding engine. Lifecycle on the JS main thread: open() creates the TUN device (so
@@ -69,6 +86,8 @@ export interface Engine extends RouteSink {
   routes(): Route[];
   /** false once the engine failed or was closed */
   alive(): boolean;
+  /** the offloads in force (none for the js engine) */
+  offloads(): OffloadState;
   /** Registers the handler for a fatal data-plane error (the daemon exits non-zero). */
   onFatal(handler: (err: Error) => void): void;
   close(): Promise<void>;

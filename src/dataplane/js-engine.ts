@@ -15,6 +15,7 @@ import { TunError } from '../errors';
 import { loadAddon, type TunPort } from './addon';
 import { RouteTable } from './route-table';
 import { zeroCounters, type Engine, type EngineCounters, type EngineOptions } from './engine';
+import { NO_OFFLOADS, type OffloadState } from './engine';
 import type { Route } from './types';
 
 /** Packets per readBatch call. */
@@ -104,6 +105,10 @@ export class JsEngine implements Engine {
 
   queueCounters(): EngineCounters[] {
     return [this.counters()];
+  }
+
+  offloads(): OffloadState {
+    return NO_OFFLOADS;
   }
 
   alive(): boolean {

@@ -23,6 +23,7 @@ import { TunError } from '../errors';
 import type { Prefix } from '../net/addr';
 import { loadAddon, type EnginePort } from './addon';
 import { ENGINE_COUNTERS, zeroCounters, sumCounters, type Engine, type EngineCounters, type EngineOptions } from './engine';
+import { NO_OFFLOADS, type OffloadState } from './engine';
 import { RouteTable } from './route-table';
 import type { Route } from './types';
 
@@ -43,6 +44,7 @@ export class NativeEngine implements Engine {
   private failed = false;
   private publishQueued = false;
   private fatalHandler: (err: Error) => void = () => undefined;
+  private offloadsAtStart: { tun: boolean; udpGso: boolean; udpGro: boolean } | undefined;
 
   constructor(private readonly opts: EngineOptions) {}
 
@@ -54,7 +56,7 @@ export class NativeEngine implements Engine {
     const addon = loadAddon();
     const queues = this.opts.queues ?? 1;
     try {
-      this.port = addon.openEngine(this.opts.tunName, { queues }, (err) => this.threadFailed(err));
+      this.port = addon.openEngine(this.opts.tunName, { queues, tunOffload: this.opts.offloads?.tun ?? false }, (err) => this.threadFailed(err));
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       throw new TunError(`cannot open TUN device ${this.opts.tunName} (${queues} queue${queues > 1 ? 's' : ''}): ${e.message}${e.code === 'EPERM' ? ' (needs CAP_NET_ADMIN)' : ''}`, { cause: err });
@@ -76,7 +78,11 @@ export class NativeEngine implements Engine {
     if (port === undefined || this.closed) throw new Error('NativeEngine.start: not open');
     const { network, lease } = this.opts;
     try {
-      port.start({ port: network.port, tunAddress: this.opts.tunAddress, tunMtu: this.opts.tunMtu, subnet: lease.subnet.addr, subnetLen: lease.subnet.len });
+      port.start({
+        port: network.port, tunAddress: this.opts.tunAddress, tunMtu: this.opts.tunMtu, subnet: lease.subnet.addr, subnetLen: lease.subnet.len,
+        udpGso: this.opts.offloads?.udpGso ?? false, udpGro: this.opts.offloads?.udpGro ?? false,
+      });
+      this.offloadsAtStart = port.offloads();
     } catch (err) {
       throw new Error(`cannot bind UDP port ${network.port}: ${(err as Error).message}`, { cause: err });
     }
@@ -124,6 +130,15 @@ export class NativeEngine implements Engine {
       out[name] = Number(sum);
     });
     return out;
+  }
+
+  offloads(): OffloadState {
+    const o = this.offloadsAtStart;
+    if (o === undefined) return NO_OFFLOADS;
+    const n = this.nativeCounters();
+    const fallbacks = { udpGso: n['udp_gso_fallback'] ?? 0, tunGro: n['tun_gro_fallback'] ?? 0 };
+    const activity = { tunGsoReads: n['tun_gso_reads'] ?? 0, tunGroWrites: n['tun_gro_writes'] ?? 0, udpGsoSends: n['udp_gso_sends'] ?? 0, udpGroRecvs: n['udp_gro_recvs'] ?? 0 };
+    return { tun: o.tun && fallbacks.tunGro === 0, udpGso: o.udpGso && fallbacks.udpGso === 0, udpGro: o.udpGro, fallbacks, activity };
   }
 
   alive(): boolean {

@@ -3,7 +3,7 @@
  * the route source's state: nothing is updated per packet here.
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { EngineCounters } from '../dataplane/engine';
+import type { EngineCounters, OffloadState } from '../dataplane/engine';
 
 /** What the daemon exposes to the metrics collector; read at scrape time. */
 export interface MetricsSource {
@@ -11,6 +11,8 @@ export interface MetricsSource {
   /** per forwarding queue */
   queueCounters(): EngineCounters[] | undefined;
   routeCount(): number;
+  /** offloads in force (undefined before the engine runs) */
+  offloads?(): OffloadState | undefined;
   /** ms since epoch, undefined when the lease does not expire (static config) */
   leaseExpiresAt(): number | undefined;
   /** undefined for the static route source */
@@ -67,6 +69,27 @@ export function createMetrics(src: MetricsSource): Registry {
   new Counter({
     name: 'overlayd_tx_errors_total', help: 'UDP sends that failed', labelNames: ['engine', 'queue'], registers: [registry],
     collect() { perEngineOne(this, 'tx_error'); },
+  });
+  new Gauge({
+    name: 'overlayd_offload_enabled', help: '1 while the offload is in force (asked for, taken by the kernel, never refused since)', labelNames: ['offload'], registers: [registry],
+    collect() {
+      this.reset();
+      const o = src.offloads?.();
+      if (o === undefined) return;
+      this.set({ offload: 'tun' }, o.tun ? 1 : 0);
+      this.set({ offload: 'udp_gso' }, o.udpGso ? 1 : 0);
+      this.set({ offload: 'udp_gro' }, o.udpGro ? 1 : 0);
+    },
+  });
+  new Counter({
+    name: 'overlayd_offload_fallbacks_total', help: 'Times the kernel refused an offload at run time (that queue went on without it)', labelNames: ['offload'], registers: [registry],
+    collect() {
+      this.reset();
+      const o = src.offloads?.();
+      if (o === undefined) return;
+      this.inc({ offload: 'udp_gso' }, o.fallbacks.udpGso);
+      this.inc({ offload: 'tun_gro' }, o.fallbacks.tunGro);
+    },
   });
   new Gauge({
     name: 'overlayd_routes', help: 'Peer routes installed in the data plane', registers: [registry],

@@ -74,3 +74,13 @@ t.test('--help lists every flag with its default and variable', async (t) => {
   }
   t.match(text, 'OVERLAYD_ETCD_CAFILE');
 });
+
+t.test('offload switches: on by default, each off by flag or environment, booleans only', async (t) => {
+  t.same(daemonConfig([]).offloads, { tun: true, udpGso: true, udpGro: true });
+  t.same(daemonConfig(['--tun-offload', 'false']).offloads, { tun: false, udpGso: true, udpGro: true });
+  t.same(daemonConfig(['--udp-gso=0', '--udp-gro', 'off']).offloads, { tun: true, udpGso: false, udpGro: false });
+  t.same(daemonConfig([], { OVERLAYD_TUN_OFFLOAD: 'false', OVERLAYD_UDP_GSO: 'no', OVERLAYD_UDP_GRO: 'FALSE' }).offloads, { tun: false, udpGso: false, udpGro: false });
+  t.same(daemonConfig(['--udp-gro', 'true'], { OVERLAYD_UDP_GRO: 'false' }).offloads.udpGro, true, 'the flag wins');
+  t.throws(() => daemonConfig(['--udp-gso', 'maybe']), ConfigError);
+  t.throws(() => daemonConfig([], { OVERLAYD_TUN_OFFLOAD: '2' }), /OVERLAYD_TUN_OFFLOAD.*not a boolean/);
+});

@@ -1,0 +1,437 @@
+/* offload.c against packets built here and checked by independent references (testpkt.h):
+ * cutting TCP super-packets (IPv4 id/length/checksum, sequence numbers, flags only where
+ * they belong, every TCP checksum recomputed in full), the boundary sizes (exactly MSS,
+ * MSS+1, 64 KB), IPv4 options, finishing partial checksums, and coalescing (userspace GRO):
+ * a run of one flow into one super-packet with the right virtio_net_hdr, IPv4 options and
+ * odd flags never coalesced, and every reason to stop a flow. */
+#include "overlayd.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tap.h"
+#include "testpkt.h"
+
+#define FIN 0x01
+#define SYN 0x02
+#define RST 0x04
+#define PSH 0x08
+#define ACK 0x10
+#define URG 0x20
+#define ECE 0x40
+#define CWR 0x80
+
+#define SRC 0x0af40102u
+#define DST 0x0af40202u
+
+/* Folded pseudo-header sum of an IPv4 packet for its L4 part (reference). */
+static uint32_t ref_pseudo(const uint8_t *ip, size_t l4len) {
+  uint8_t ph[12];
+  memcpy(ph, ip + 12, 8);
+  ph[8] = 0;
+  ph[9] = ip[9];
+  wr16(ph + 10, (uint32_t)l4len);
+  return ref_sum(ph, 12);
+}
+
+/* Reference check of an L4 checksum: pseudo header + segment sums to 0xffff. */
+static int ref_l4_ok(const uint8_t *p, size_t len) {
+  size_t hl = (size_t)(p[0] & 0xf) * 4;
+  uint64_t s = (uint64_t)ref_pseudo(p, len - hl) + ref_sum(p + hl, len - hl);
+  while (s >> 16) s = (s & 0xffff) + (s >> 16);
+  return s == 0xffff;
+}
+
+static uint16_t ref_l4_checksum(uint8_t *p, size_t len, size_t csum_off) {
+  size_t hl = (size_t)(p[0] & 0xf) * 4;
+  p[hl + csum_off] = p[hl + csum_off + 1] = 0;
+  uint64_t s = (uint64_t)ref_pseudo(p, len - hl) + ref_sum(p + hl, len - hl);
+  while (s >> 16) s = (s & 0xffff) + (s >> 16);
+  return (uint16_t)(~s & 0xffff);
+}
+
+struct tcpspec {
+  unsigned ihl;      /* 5..15 */
+  unsigned optlen;   /* TCP option bytes, multiple of 4 */
+  uint16_t sport, dport, id, window;
+  uint32_t seq, ack;
+  uint8_t flags, ttl, tos;
+  bool df;
+  uint32_t tsval; /* timestamp option value (optlen >= 12) */
+};
+
+static struct tcpspec spec(void) {
+  return (struct tcpspec){.ihl = 5, .optlen = 12, .sport = 40000, .dport = 5001, .id = 0x1234, .window = 502,
+                          .seq = 0xfffff000u, .ack = 0x01020304u, .flags = ACK, .ttl = 63, .tos = 0, .df = true,
+                          .tsval = 777};
+}
+
+/* A valid IPv4/TCP packet with `plen` payload bytes taken from payload; returns its length. */
+static size_t build_tcp(uint8_t *p, const struct tcpspec *s, const uint8_t *payload, size_t plen) {
+  size_t ihl = s->ihl * 4u, thl = 20 + s->optlen, len = ihl + thl + plen;
+  memset(p, 0, ihl + thl);
+  p[0] = (uint8_t)(0x40 | s->ihl);
+  p[1] = s->tos;
+  wr16(p + 2, (uint32_t)len);
+  wr16(p + 4, s->id);
+  wr16(p + 6, s->df ? 0x4000 : 0);
+  p[8] = s->ttl;
+  p[9] = 6;
+  wr32(p + 12, SRC);
+  wr32(p + 16, DST);
+  for (size_t i = 20; i < ihl; i++) p[i] = 1; /* IPv4 options: NOPs */
+  uint8_t *t = p + ihl;
+  wr16(t, s->sport);
+  wr16(t + 2, s->dport);
+  wr32(t + 4, s->seq);
+  wr32(t + 8, s->ack);
+  t[12] = (uint8_t)((thl / 4) << 4);
+  t[13] = s->flags;
+  wr16(t + 14, s->window);
+  if (s->optlen >= 12) { /* NOP NOP TS */
+    t[20] = 1;
+    t[21] = 1;
+    t[22] = 8;
+    t[23] = 10;
+    wr32(t + 24, s->tsval);
+    wr32(t + 28, 99);
+  }
+  memcpy(p + ihl + thl, payload, plen);
+  wr16(p + 10, ref_header_checksum(p, ihl));
+  wr16(t + 16, ref_l4_checksum(p, len, 16));
+  return len;
+}
+
+static uint8_t payload[80000];
+static uint8_t super[65536];
+static uint8_t out[200000];
+static uint32_t lens[OVL_GSO_SEGS_MAX];
+
+/* Cuts a super-packet of plen payload bytes with MSS mss and checks every segment. */
+static void check_segment(const char *what, unsigned ihl, size_t plen, uint16_t mss, uint8_t flags) {
+  struct tcpspec s = spec();
+  s.ihl = ihl;
+  s.flags = flags;
+  size_t len = build_tcp(super, &s, payload, plen);
+  size_t hdr = ihl * 4u + 20 + s.optlen;
+  /* as the kernel hands it over: TCP checksum field = pseudo-header sum only */
+  wr16(super + ihl * 4u + 16, ref_pseudo(super, len - ihl * 4u));
+  struct ovl_vnet_hdr h = {.flags = OVL_VNET_F_NEEDS_CSUM, .gso_type = OVL_VNET_GSO_TCPV4, .hdr_len = (uint16_t)hdr,
+                           .gso_size = mss, .csum_start = (uint16_t)(ihl * 4u), .csum_offset = 16};
+  int n = ovl_gso_segment(super, len, &h, out, sizeof(out), lens, OVL_GSO_SEGS_MAX);
+  size_t want = plen == 0 ? 1 : (plen + mss - 1) / mss;
+  if (!tap_ok(n == (int)want, "%s: %zu segments (got %d)", what, want, n)) return;
+  int ok_len = 1, ok_id = 1, ok_ipsum = 1, ok_seq = 1, ok_flags = 1, ok_l4 = 1, ok_payload = 1, ok_hdr = 1;
+  size_t o = 0, done = 0;
+  for (int i = 0; i < n; i++) {
+    const uint8_t *g = out + o;
+    size_t gl = lens[i], gp = i + 1 < n ? mss : plen - done;
+    const uint8_t *t = g + ihl * 4u;
+    ok_len &= gl == hdr + gp && rd16(g + 2) == gl;
+    ok_id &= rd16(g + 4) == (uint16_t)(s.id + i);
+    ok_ipsum &= rd16(g + 10) == ref_header_checksum(g, ihl * 4u);
+    ok_seq &= rd32(t + 4) == s.seq + (uint32_t)done;
+    uint8_t f = flags;
+    if (i + 1 < n) f &= (uint8_t)~(FIN | PSH);
+    if (i > 0) f &= (uint8_t)~CWR;
+    ok_flags &= t[13] == f;
+    ok_l4 &= ref_l4_ok(g, gl);
+    ok_payload &= memcmp(g + hdr, payload + done, gp) == 0;
+    /* everything else of the headers as in the super-packet */
+    ok_hdr &= memcmp(g + 12, super + 12, ihl * 4u - 12) == 0 && memcmp(t, super + ihl * 4u, 4) == 0 &&
+              memcmp(t + 8, super + ihl * 4u + 8, 5) == 0 && memcmp(t + 14, super + ihl * 4u + 14, 2) == 0 &&
+              memcmp(t + 18, super + ihl * 4u + 18, hdr - ihl * 4u - 18) == 0;
+    o += gl;
+    done += gp;
+  }
+  tap_ok(ok_len && done == plen, "%s: lengths (IPv4 total length = segment length)", what);
+  tap_ok(ok_id, "%s: IPv4 id + i", what);
+  tap_ok(ok_ipsum, "%s: IPv4 header checksums recomputed", what);
+  tap_ok(ok_seq, "%s: sequence numbers (across the 2^32 wrap)", what);
+  tap_ok(ok_flags, "%s: PSH/FIN on the last segment only, CWR on the first only", what);
+  tap_ok(ok_l4, "%s: every TCP checksum verifies by full recomputation", what);
+  tap_ok(ok_payload && ok_hdr, "%s: payload in order, other header bytes copied", what);
+}
+
+static void test_segment(void) {
+  for (size_t i = 0; i < sizeof(payload); i++) payload[i] = (uint8_t)rnd();
+  check_segment("10 x MSS 1420 + 300, ACK|PSH|FIN|CWR", 5, 10 * 1420 + 300, 1420, ACK | PSH | FIN | CWR);
+  check_segment("exactly MSS", 5, 1420, 1420, ACK | PSH);
+  check_segment("MSS + 1", 5, 1421, 1420, ACK | PSH);
+  check_segment("64 KB super-packet (total length 65535)", 5, 65535 - 20 - 32, 1420, ACK | PSH);
+  check_segment("IPv4 options (IHL 8) are copied to every segment", 8, 5000, 1000, ACK);
+  check_segment("ECE kept on every segment", 5, 3000, 1000, ACK | ECE);
+  check_segment("no payload", 5, 0, 1420, ACK | FIN);
+
+  struct tcpspec s = spec();
+  size_t len = build_tcp(super, &s, payload, 3000);
+  struct ovl_vnet_hdr h = {.gso_type = OVL_VNET_GSO_TCPV4, .gso_size = 1000};
+  h.gso_type = 5; /* UDP_L4: not negotiated */
+  tap_ok(ovl_gso_segment(super, len, &h, out, sizeof(out), lens, OVL_GSO_SEGS_MAX) == -EPROTONOSUPPORT,
+         "gso_type UDP_L4: -EPROTONOSUPPORT");
+  h.gso_type = OVL_VNET_GSO_TCPV4;
+  h.gso_size = 0;
+  tap_ok(ovl_gso_segment(super, len, &h, out, sizeof(out), lens, OVL_GSO_SEGS_MAX) == -EINVAL, "gso_size 0: -EINVAL");
+  h.gso_size = 10;
+  tap_ok(ovl_gso_segment(super, len, &h, out, sizeof(out), lens, OVL_GSO_SEGS_MAX) == -E2BIG,
+         "300 segments > OVL_GSO_SEGS_MAX: -E2BIG");
+  h.gso_size = 1000;
+  tap_ok(ovl_gso_segment(super, len, &h, out, 2000, lens, OVL_GSO_SEGS_MAX) == -ENOBUFS, "output too small: -ENOBUFS");
+  super[9] = 17;
+  tap_ok(ovl_gso_segment(super, len, &h, out, sizeof(out), lens, OVL_GSO_SEGS_MAX) == -EINVAL, "not TCP: -EINVAL");
+  super[9] = 6;
+  super[20 + 12] = 0xf0; /* data offset 60 bytes: fine */
+  tap_ok(ovl_gso_segment(super, 70, &h, out, sizeof(out), lens, OVL_GSO_SEGS_MAX) == -EINVAL,
+         "TCP header beyond the packet: -EINVAL");
+}
+
+static void test_csum_finish(void) {
+  uint8_t p[2000];
+  struct tcpspec s = spec();
+  size_t len = build_tcp(p, &s, payload, 1001); /* odd length */
+  wr16(p + 36, ref_pseudo(p, len - 20));
+  struct ovl_vnet_hdr h = {.flags = OVL_VNET_F_NEEDS_CSUM, .csum_start = 20, .csum_offset = 16};
+  tap_ok(ovl_vnet_csum_finish(p, len, &h) == 0 && ref_l4_ok(p, len), "TCP partial checksum finished (odd length)");
+  tap_ok(ovl_l4_checksum_ok(p, len), "ovl_l4_checksum_ok agrees");
+  p[100] ^= 1;
+  tap_ok(!ovl_l4_checksum_ok(p, len), "ovl_l4_checksum_ok: one flipped bit fails");
+  /* UDP: checksum at offset 6 */
+  make_pkt(p, 28 + 333, 5, 17, 64, SRC, DST);
+  wr16(p + 24, 8 + 333);
+  wr16(p + 26, ref_pseudo(p, 8 + 333));
+  h.csum_offset = 6;
+  tap_ok(ovl_vnet_csum_finish(p, 28 + 333, &h) == 0 && ref_l4_ok(p, 28 + 333), "UDP partial checksum finished");
+  h.csum_start = 2000;
+  tap_ok(ovl_vnet_csum_finish(p, 28 + 333, &h) == -EINVAL, "csum_start beyond the packet: -EINVAL");
+  h.csum_start = 20;
+  h.csum_offset = 340;
+  tap_ok(ovl_vnet_csum_finish(p, 28 + 333, &h) == -EINVAL, "checksum field beyond the packet: -EINVAL");
+  h.flags = 0;
+  tap_ok(ovl_vnet_csum_finish(p, 28 + 333, &h) == 0, "without NEEDS_CSUM: nothing to do");
+}
+
+/* GRO ------------------------------------------------------------------------------- */
+
+static struct ovl_gro gro;
+static struct iovec giov[OVL_GRO_SEGS_MAX];
+static uint8_t flat[65536];
+
+/* ovl_gro_finish, and the super-packet its iovecs describe, copied into flat[]. */
+static size_t finish_flat(struct ovl_vnet_hdr *h) {
+  uint32_t n = 0;
+  size_t len = ovl_gro_finish(&gro, h, giov, &n), o = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    memcpy(flat + o, giov[i].iov_base, giov[i].iov_len);
+    o += giov[i].iov_len;
+  }
+  return o == len ? len : 0;
+}
+static uint8_t segs[80][1600];
+static size_t seglen[80];
+
+/* n in-order segments of one flow, mss payload each (the last `last` bytes), ids + i. */
+static void make_run(int n, size_t mss, size_t last, uint8_t last_flags) {
+  struct tcpspec s = spec();
+  for (int i = 0; i < n; i++) {
+    s.seq = spec().seq + (uint32_t)(i * mss);
+    s.id = (uint16_t)(spec().id + i);
+    s.flags = i + 1 == n ? last_flags : ACK;
+    seglen[i] = build_tcp(segs[i], &s, payload + i * mss, i + 1 == n ? last : mss);
+  }
+}
+
+static void test_gro_run(void) {
+  make_run(10, 1400, 700, ACK | PSH);
+  static uint8_t orig[10][1600];
+  memcpy(orig, segs, sizeof(orig));
+  int all = 1;
+  ovl_gro_init(&gro);
+  for (int i = 0; i < 10; i++) all &= ovl_gro_eligible(segs[i], seglen[i]) && ovl_gro_add(&gro, segs[i], seglen[i]);
+  tap_ok(all && gro.nseg == 10, "10 in-order segments of one flow (last short, PSH) coalesce");
+  struct ovl_vnet_hdr h;
+  size_t len = finish_flat(&h);
+  size_t hdr = 20 + 32;
+  tap_ok(len == hdr + 9 * 1400 + 700 && rd16(flat + 2) == len, "super-packet length %zu, IPv4 total length (no copy: %s)", len,
+         giov[0].iov_base == segs[0] && giov[1].iov_base == segs[1] + hdr ? "iovecs into the received segments" : "COPIED");
+  tap_ok(h.flags == OVL_VNET_F_NEEDS_CSUM && h.gso_type == OVL_VNET_GSO_TCPV4 && h.hdr_len == hdr &&
+             h.gso_size == 1400 && h.csum_start == 20 && h.csum_offset == 16,
+         "virtio_net_hdr: NEEDS_CSUM, TCPV4, hdr_len 52, gso_size 1400, csum_start 20, csum_offset 16");
+  tap_ok(rd16(flat + 10) == ref_header_checksum(flat, 20), "IPv4 header checksum recomputed");
+  tap_ok(rd16(flat + 36) == ref_pseudo(flat, len - 20), "TCP checksum field = pseudo-header sum (partial)");
+  tap_ok(memcmp(flat + hdr, payload, len - hdr) == 0, "payload = the segments' payloads in order");
+  tap_ok((flat[33] & PSH) && rd32(flat + 24) == spec().seq && rd16(flat + 4) == spec().id,
+         "PSH of the last segment, seq and id of the first");
+  /* what the kernel would do with it: finishing the checksum verifies, cutting it gives
+   * back the original segments byte for byte */
+  static uint8_t copy[65536];
+  memcpy(copy, flat, len);
+  tap_ok(ovl_vnet_csum_finish(copy, len, &h) == 0 && ref_l4_ok(copy, len), "its partial checksum finishes to a valid one");
+  int n = ovl_gso_segment(flat, len, &h, out, sizeof(out), lens, OVL_GSO_SEGS_MAX);
+  int same = n == 10;
+  size_t o = 0;
+  for (int i = 0; same && i < n; i++) {
+    same &= lens[i] == seglen[i] && memcmp(out + o, orig[i], seglen[i]) == 0;
+    o += lens[i];
+  }
+  tap_ok(same, "cutting the super-packet again gives the 10 original segments byte for byte");
+  ovl_gro_restore(&gro);
+  tap_ok(gro.segs[0] == segs[0] && gro.segs[9] == segs[9] && gro.seg_lens[9] == seglen[9] &&
+             memcmp(segs, orig, sizeof(orig)) == 0,
+         "ovl_gro_restore: the received segments are as they came (for a fallback)");
+
+  ovl_gro_init(&gro);
+  make_run(1, 1400, 1400, ACK);
+  tap_ok(ovl_gro_add(&gro, segs[0], seglen[0]) && finish_flat(&h) == seglen[0] && h.gso_type == 0 &&
+             h.flags == 0 && memcmp(flat, segs[0], seglen[0]) == 0,
+         "one segment alone: written as it came, no virtio_net_hdr flags");
+
+  /* limits: 64 segments, 65535 bytes */
+  make_run(70, 900, 900, ACK);
+  ovl_gro_init(&gro);
+  int k = 0;
+  while (k < 70 && ovl_gro_add(&gro, segs[k], seglen[k])) k++;
+  tap_ok(k == OVL_GRO_SEGS_MAX, "at most %u segments per super-packet (got %d)", OVL_GRO_SEGS_MAX, k);
+  make_run(50, 1448, 1448, ACK);
+  ovl_gro_init(&gro);
+  k = 0;
+  while (k < 50 && ovl_gro_add(&gro, segs[k], seglen[k])) k++;
+  tap_ok(k == (65535 - 52) / 1448 && gro.len <= 65535, "at most 65535 bytes (%d segments of 1448)", k);
+}
+
+static void test_gro_eligible(void) {
+  uint8_t p[1600];
+  struct tcpspec s = spec();
+  size_t len = build_tcp(p, &s, payload, 1000);
+  tap_ok(ovl_gro_eligible(p, len), "ACK with payload, DF, IHL 5, checksum good: eligible");
+  s.ihl = 6;
+  len = build_tcp(p, &s, payload, 1000);
+  tap_ok(!ovl_gro_eligible(p, len), "IPv4 options: never coalesced");
+  static const uint8_t bad_flags[] = {SYN | ACK, FIN | ACK, RST | ACK, URG | ACK, CWR | ACK, PSH};
+  for (size_t i = 0; i < sizeof(bad_flags); i++) {
+    s = spec();
+    s.flags = bad_flags[i];
+    len = build_tcp(p, &s, payload, 1000);
+    tap_ok(!ovl_gro_eligible(p, len), "flags %#x: not coalesced", bad_flags[i]);
+  }
+  s = spec();
+  s.flags = ACK | PSH;
+  len = build_tcp(p, &s, payload, 1000);
+  tap_ok(ovl_gro_eligible(p, len), "ACK|PSH: eligible (ends a flow)");
+  s = spec();
+  len = build_tcp(p, &s, payload, 0);
+  tap_ok(!ovl_gro_eligible(p, len), "pure ACK (no payload): not coalesced");
+  s.df = false;
+  len = build_tcp(p, &s, payload, 1000);
+  tap_ok(!ovl_gro_eligible(p, len), "DF clear: not coalesced (its ids are kept)");
+  s = spec();
+  len = build_tcp(p, &s, payload, 1000);
+  wr16(p + 6, 0x6000);
+  wr16(p + 10, ref_header_checksum(p, 20));
+  tap_ok(!ovl_gro_eligible(p, len), "MF set (a fragment): not coalesced");
+  len = build_tcp(p, &s, payload, 1000);
+  p[500] ^= 0x40;
+  tap_ok(!ovl_gro_eligible(p, len), "bad TCP checksum: not coalesced (the pod's kernel drops it as before)");
+  make_pkt(p, 500, 5, 17, 64, SRC, DST);
+  tap_ok(!ovl_gro_eligible(p, 500), "UDP: not coalesced");
+}
+
+/* A flow of 2 segments, then a third built from `mod` applied to the spec of the next one:
+ * does it join? */
+static int joins(void (*mod)(struct tcpspec *, size_t *plen)) {
+  make_run(3, 1000, 1000, ACK);
+  struct tcpspec s = spec();
+  s.seq = spec().seq + 2000;
+  s.id = (uint16_t)(spec().id + 2);
+  size_t plen = 1000;
+  mod(&s, &plen);
+  seglen[2] = build_tcp(segs[2], &s, payload, plen);
+  ovl_gro_init(&gro);
+  if (!ovl_gro_add(&gro, segs[0], seglen[0]) || !ovl_gro_add(&gro, segs[1], seglen[1])) return -1;
+  return ovl_gro_add(&gro, segs[2], seglen[2]);
+}
+static void m_none(struct tcpspec *s, size_t *l) { (void)s, (void)l; }
+static void m_gap(struct tcpspec *s, size_t *l) { (void)l, s->seq += 1; }
+static void m_retrans(struct tcpspec *s, size_t *l) { (void)l, s->seq -= 1000; }
+static void m_port(struct tcpspec *s, size_t *l) { (void)l, s->sport++; }
+static void m_ack(struct tcpspec *s, size_t *l) { (void)l, s->ack++; }
+static void m_win(struct tcpspec *s, size_t *l) { (void)l, s->window++; }
+static void m_ts(struct tcpspec *s, size_t *l) { (void)l, s->tsval++; }
+static void m_big(struct tcpspec *s, size_t *l) { (void)s, *l = 1001; }
+static void m_ttl(struct tcpspec *s, size_t *l) { (void)l, s->ttl--; }
+static void m_tos(struct tcpspec *s, size_t *l) { (void)l, s->tos = 0x10; }
+static void m_opts(struct tcpspec *s, size_t *l) { (void)l, s->optlen = 0; }
+static void m_id(struct tcpspec *s, size_t *l) { (void)l, s->id = 9; }
+
+static void test_gro_flush(void) {
+  tap_ok(joins(m_none) == 1, "the next in-order segment joins");
+  tap_ok(joins(m_id) == 1, "an unexpected IPv4 id still joins (DF set: ids carry nothing)");
+  tap_ok(joins(m_gap) == 0, "out of order (a gap): flush");
+  tap_ok(joins(m_retrans) == 0, "a retransmission (earlier seq): flush");
+  tap_ok(joins(m_port) == 0, "another flow (port): flush");
+  tap_ok(joins(m_ack) == 0, "another ack: flush");
+  tap_ok(joins(m_win) == 0, "another window: flush");
+  tap_ok(joins(m_ts) == 0, "other TCP option bytes (timestamp): flush");
+  tap_ok(joins(m_opts) == 0, "another TCP header length: flush");
+  tap_ok(joins(m_big) == 0, "more payload than the first segment: flush");
+  tap_ok(joins(m_ttl) == 0, "another TTL: flush");
+  tap_ok(joins(m_tos) == 0, "another TOS: flush");
+  /* after PSH, after a short segment: closed */
+  make_run(3, 1000, 1000, ACK);
+  struct tcpspec s = spec();
+  s.seq += 1000;
+  s.flags = ACK | PSH;
+  seglen[1] = build_tcp(segs[1], &s, payload, 1000);
+  ovl_gro_init(&gro);
+  tap_ok(ovl_gro_add(&gro, segs[0], seglen[0]) && ovl_gro_add(&gro, segs[1], seglen[1]) &&
+             !ovl_gro_add(&gro, segs[2], seglen[2]),
+         "a PSH segment ends the flow");
+  make_run(3, 1000, 1000, ACK);
+  s = spec();
+  s.seq += 1000;
+  seglen[1] = build_tcp(segs[1], &s, payload, 500);
+  s.seq += 500;
+  seglen[2] = build_tcp(segs[2], &s, payload, 500);
+  ovl_gro_init(&gro);
+  tap_ok(ovl_gro_add(&gro, segs[0], seglen[0]) && ovl_gro_add(&gro, segs[1], seglen[1]) &&
+             !ovl_gro_add(&gro, segs[2], seglen[2]),
+         "a short segment ends the flow");
+  /* different destination */
+  make_run(2, 1000, 1000, ACK);
+  wr32(segs[1] + 16, DST + 1);
+  wr16(segs[1] + 10, ref_header_checksum(segs[1], 20));
+  ovl_gro_init(&gro);
+  tap_ok(ovl_gro_add(&gro, segs[0], seglen[0]) && !ovl_gro_add(&gro, segs[1], seglen[1]), "another destination: flush");
+}
+
+/* The word-at-a-time sum that every checksum here runs on, against the byte reference:
+ * every length 0..600 at every alignment 0..7, random initial sums, and all-0xff data. */
+static void test_ones_sum(void) {
+  static uint8_t b[700];
+  int ok = 1;
+  for (size_t i = 0; i < sizeof(b); i++) b[i] = (uint8_t)rnd();
+  for (size_t off = 0; off < 8; off++)
+    for (size_t len = 0; len <= 600; len++) {
+      uint32_t init = rnd() & 0xffff;
+      uint64_t r = (uint64_t)init + (len ? ref_sum(b + off, len) : 0);
+      while (r >> 16) r = (r & 0xffff) + (r >> 16);
+      ok &= ovl_ones_sum(b + off, len, init) == r;
+    }
+  tap_ok(ok, "ovl_ones_sum = the byte reference, lengths 0..600 x alignments 0..7, random initial");
+  memset(b, 0xff, sizeof(b));
+  tap_ok(ovl_ones_sum(b, 600, 0) == 0xffff && ovl_ones_sum(b, 601, 0) == ref_sum(b, 601), "all-0xff data");
+  static uint8_t big[65536];
+  for (size_t i = 0; i < sizeof(big); i++) big[i] = (uint8_t)rnd();
+  tap_ok(ovl_ones_sum(big, 65535, 0) == ref_sum(big, 65535), "65535 bytes");
+}
+
+int main(void) {
+  test_ones_sum();
+  test_segment();
+  test_csum_finish();
+  test_gro_run();
+  test_gro_eligible();
+  test_gro_flush();
+  return tap_done();
+}
