@@ -1,8 +1,23 @@
 /** Which forwarding setups the two-node benchmark can run, and why not when it cannot. */
 import { parseDaemonArgs } from '../src/config';
 
-export const ALL_SETUPS = ['vxlan', 'native', 'js'] as const;
+export const ALL_SETUPS = ['vxlan', 'native', 'native-nooff', 'js'] as const;
 export type Setup = (typeof ALL_SETUPS)[number];
+
+/** The offload switches of the daemon, all off (issue 7). */
+export const OFFLOADS_OFF = ['--tun-offload', 'false', '--udp-gso', 'false', '--udp-gro', 'false'] as const;
+
+/**
+ * The daemon flags of an overlayd setup: native = the native engine as configured by
+ * default (offloads on), native-nooff = the native engine with every offload off, js.
+ */
+export function daemonArgs(setup: Exclude<Setup, 'vxlan'>): string[] {
+  switch (setup) {
+    case 'native': return ['--engine', 'native'];
+    case 'native-nooff': return ['--engine', 'native', ...OFFLOADS_OFF];
+    case 'js': return ['--engine', 'js'];
+  }
+}
 
 export interface Availability {
   readonly available: boolean;
@@ -18,11 +33,12 @@ export interface Availability {
 export function probeSetup(setup: Setup): Availability {
   if (setup === 'vxlan') return { available: true };
   try {
-    const parsed = parseDaemonArgs(['--engine', setup, '--static-config', '/nonexistent-bench-probe.json'], {});
-    if (parsed.kind !== 'daemon' || parsed.config.engine !== setup) return { available: false, reason: `overlayd did not take --engine ${setup}` };
+    const args = daemonArgs(setup);
+    const parsed = parseDaemonArgs([...args, '--static-config', '/nonexistent-bench-probe.json'], {});
+    if (parsed.kind !== 'daemon' || parsed.config.engine !== args[1]) return { available: false, reason: `overlayd did not take ${args.join(' ')}` };
     return { available: true };
   } catch (err) {
-    return { available: false, reason: `overlayd rejects --engine ${setup}: ${(err as Error).message}` };
+    return { available: false, reason: `overlayd rejects ${daemonArgs(setup).join(' ')}: ${(err as Error).message}` };
   }
 }
 

@@ -29,7 +29,7 @@ function summaryOf(t: TwoNodeResults, setup: string): Summary | undefined {
 
 export function computeRatios(t: TwoNodeResults): Ratios {
   const out: Record<string, Ratios[string]> = {};
-  for (const [a, b] of [['native', 'vxlan'], ['js', 'vxlan'], ['native', 'js']] as const) {
+  for (const [a, b] of [['native', 'vxlan'], ['native-nooff', 'vxlan'], ['js', 'vxlan'], ['native', 'native-nooff'], ['native', 'js']] as const) {
     const x = summaryOf(t, a), y = summaryOf(t, b);
     if (!x || !y) continue;
     const r: Record<string, number | undefined> = {
@@ -68,6 +68,12 @@ export function checkTargets(t: TwoNodeResults): TargetCheck[] {
     add(`${engine} CPU of both daemons <= 1 core per Gbit/s (TCP 4 streams)`, me?.tcp4DaemonCoresPerGbps, 1, 'cores/(Gbit/s)', true, need(engine));
     add(`${engine} ping p50 RTT <= kernel VXLAN's + 100 us`, me?.pingP50Us !== undefined && vx?.pingP50Us !== undefined ? me.pingP50Us - vx.pingP50Us : undefined, 100, 'us more than VXLAN', true, need(engine, 'vxlan'));
     if (engine === 'native') add('native TCP 1 stream >= 3 x js', ratio(me?.tcp1Gbps, js?.tcp1Gbps), 3, 'x', false, need('native', 'js'));
+    if (engine === 'native') { // issue 7: the native engine with its offloads (the default)
+      add('native (offloads) TCP 1 stream >= 0.5 x kernel VXLAN', ratio(me?.tcp1Gbps, vx?.tcp1Gbps), 0.5, 'x', false, need('native', 'vxlan'));
+      add('native (offloads) TCP 4 streams >= 0.5 x kernel VXLAN', ratio(me?.tcp4Gbps, vx?.tcp4Gbps), 0.5, 'x', false, need('native', 'vxlan'));
+      add('native (offloads) CPU of both daemons <= 0.3 core per Gbit/s (TCP 1 stream)', me?.tcp1DaemonCoresPerGbps, 0.3, 'cores/(Gbit/s)', true, need('native'));
+      add('native (offloads) CPU of both daemons <= 0.3 core per Gbit/s (TCP 4 streams)', me?.tcp4DaemonCoresPerGbps, 0.3, 'cores/(Gbit/s)', true, need('native'));
+    }
     const mem = setupRes?.rss10k?.mem?.rssMB;
     add(`${engine} daemon RSS <= 80 MB with 10,000 routes (after traffic)`, mem, 80, 'MB', true, setupRes?.rss10k?.error ? `10k-route run failed: ${headline(setupRes.rss10k.error)}` : need(engine));
   }

@@ -18,7 +18,7 @@ import { startDaemon, stopDaemon, OVERLAYD_BIN, PORT, type DaemonHandle, type To
 import { hostCpu, processCpuSeconds, processMemory, processName, type MemInfo } from './procfs';
 import { median, percentile } from './stats';
 import type { Janitor } from './janitor';
-import type { Availability, Setup } from './engines';
+import { daemonArgs, type Availability, type Setup } from './engines';
 
 export const IPERF_PORT = 5201;
 const VXLAN_PORT = 4789;
@@ -400,14 +400,14 @@ function flushPodRouteCaches(topo: Topology): void {
 }
 
 /** Both daemons of an overlayd engine, with the run's static configs; registered for cleanup. */
-async function startPair(o: TwoNodeOptions, engine: string, configFor: (k: number) => string): Promise<{ daemons: DaemonHandle[]; stop: () => Promise<void> }> {
+async function startPair(o: TwoNodeOptions, engine: Exclude<Setup, 'vxlan'>, configFor: (k: number) => string): Promise<{ daemons: DaemonHandle[]; stop: () => Promise<void> }> {
   const { topo, janitor } = o;
   const daemons: DaemonHandle[] = [];
   const stopAll = async () => { for (const d of daemons.splice(0)) await stopDaemon(d); };
   const unregister = janitor.add(`overlayd ${engine} daemons`, stopAll);
   try {
     for (const n of topo.nodes) {
-      daemons.push(await startDaemon(n.ns, ['--engine', engine, '--iface', 'eth0', '--log-level', 'info',
+      daemons.push(await startDaemon(n.ns, [...daemonArgs(engine), '--iface', 'eth0', '--log-level', 'info',
         '--static-config', configFor(n.index), '--subnet-file', path.join(topo.tmp, `bench-n${n.index}.env`)]));
     }
   } catch (err) {
@@ -439,7 +439,7 @@ function config10k(topo: Topology): string {
   return file;
 }
 
-async function rss10k(o: TwoNodeOptions, engine: string): Promise<Rss10k> {
+async function rss10k(o: TwoNodeOptions, engine: Exclude<Setup, 'vxlan'>): Promise<Rss10k> {
   const { topo } = o;
   const big = config10k(topo);
   const t0 = Date.now();
@@ -553,7 +553,7 @@ export async function runTwoNode(o: TwoNodeOptions): Promise<TwoNodeResults> {
       continue;
     }
     let big: Rss10k | undefined;
-    if (st.setup !== 'vxlan') {
+    if (st.setup !== 'vxlan' && st.setup !== 'native-nooff') { // the 10k-route run once per engine
       big = await rss10k(o, st.setup);
       log(`  ${st.setup} with ${ROUTES_10K} routes: ${big.error ? `ERROR ${headline(big.error)}` : `started in ${big.startMs} ms, RSS idle ${big.memIdle?.rssMB.toFixed(1)} MB, after traffic ${big.mem?.rssMB.toFixed(1)} MB (peak ${big.mem?.hwmMB.toFixed(1)}), ping ${big.pingReceived}/20, TCP ${big.tcpGbps?.toFixed(2) ?? 'n/a'} Gbit/s`}`);
     }
