@@ -25,6 +25,7 @@
  * thread (level-triggered) however many there are.
  */
 #include "overlayd.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -104,12 +105,6 @@ const char *const ovl_engine_counter_names[OVL_EC_COUNT] = {
 #define GRO_MSGS 16u
 #define GRO_BUF 65536u
 #define CTL_BYTES 64u
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
 
 struct worker {
   struct ovl_engine *e;

@@ -16,6 +16,7 @@
  * Pure functions over caller buffers: no allocation, no globals, any thread.
  */
 #include "overlayd.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <string.h>
@@ -29,15 +30,6 @@
 #define TCP_ECE 0x40u
 #define TCP_CWR 0x80u
 
-static inline uint32_t be16(const uint8_t *p) { return ((uint32_t)p[0] << 8) | (uint32_t)p[1]; }
-static inline void put16(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)(v >> 8);
-  p[1] = (uint8_t)v;
-}
-static inline void put32(uint8_t *p, uint32_t v) {
-  put16(p, v >> 16);
-  put16(p + 2, v);
-}
 
 /* Folded one's-complement sum of the IPv4 pseudo header (src, dst, proto, l4 length). */
 static uint32_t pseudo_sum(const uint8_t *ip, uint32_t proto, uint32_t l4len) {

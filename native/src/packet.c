@@ -4,6 +4,7 @@
  * change both or neither. Pure functions: no globals, no allocation, any thread.
  */
 #include "overlayd.h"
+#include "internal.h"
 
 #include <string.h>
 
@@ -12,17 +13,6 @@
 #define OFF_PROTO 9u
 #define FRAG_OFFSET_MASK 0x1fffu
 
-static inline uint32_t be16(const uint8_t *p) { return ((uint32_t)p[0] << 8) | (uint32_t)p[1]; }
-
-static inline void put16(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)(v >> 8);
-  p[1] = (uint8_t)v;
-}
-
-static inline void put32(uint8_t *p, uint32_t v) {
-  put16(p, v >> 16);
-  put16(p + 2, v);
-}
 
 static inline uint32_t fold(uint32_t sum) {
   sum = (sum & 0xffffu) + (sum >> 16);

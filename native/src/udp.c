@@ -2,6 +2,7 @@
  * for bursts. Called on the JS thread (or a test's thread); the fds are then handed to the
  * forwarding threads, one each. */
 #include "overlayd.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -94,12 +95,6 @@ int ovl_udp_open(int *fds, uint32_t n, uint32_t addr, uint16_t port, int buf_byt
   return 0;
 }
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
 
 bool ovl_udp_gso_probe(int fd) {
   int size = 1400, zero = 0;

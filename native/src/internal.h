@@ -1,0 +1,34 @@
+/*
+ * Helpers shared by the core's .c files and nobody else (not part of the C API in
+ * overlayd.h): big-endian field access on packet bytes, and socket option numbers that
+ * older libc headers lack.
+ */
+#ifndef OVERLAYD_INTERNAL_H
+#define OVERLAYD_INTERNAL_H
+
+#include <stdint.h>
+
+/* Network byte order 16-bit field at p. */
+static inline uint32_t be16(const uint8_t *p) { return ((uint32_t)p[0] << 8) | (uint32_t)p[1]; }
+
+/* Stores the low 16 bits of v at p in network byte order. */
+static inline void put16(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 8);
+  p[1] = (uint8_t)v;
+}
+
+/* Stores v at p in network byte order. */
+static inline void put32(uint8_t *p, uint32_t v) {
+  put16(p, v >> 16);
+  put16(p + 2, v);
+}
+
+/* UDP GSO/GRO socket options (linux/udp.h), for libc headers older than them. */
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+#endif
