@@ -104,7 +104,7 @@ if (!isRoot) {
       }
       const [n1, n2] = [topo.node(1), topo.node(2)];
       const before = [counters(topo, n1), counters(topo, n2)];
-      const bytes = 8 * 1024 * 1024;
+      const bytes = 16 * 1024 * 1024; // enough tunnel datagrams (even GSO/GRO-batched) that 2% of them is never 0
       const r = await transfer(topo, n1.pods[0]!, n2.pods[0]!, 5004, bytes);
       t.equal(r.clientCode, 0);
       t.equal(r.serverCode, 0);
@@ -115,8 +115,10 @@ if (!isRoot) {
         const moved = own.filter((k) => after[i]![k] !== before[i]![k]);
         t.same(moved, [], `node ${i + 1}: no drops of its own`, { before: before[i], after: after[i] });
       }
-      const lost = topo.netns.exec(n1.ns, 'nft', ['list', 'table', 'inet', 'lossy']);
-      t.match(lost, /counter packets [1-9]\d* bytes \d+ drop/, 'the loss rule dropped tunnel datagrams', { lost });
+      // node 2 receives the data direction (node 1 only ACKs, which offloads make few): sum both
+      const listings = [n1, n2].map((n) => topo.netns.exec(n.ns, 'nft', ['list', 'table', 'inet', 'lossy']));
+      const dropped = listings.reduce((sum, l) => sum + Number(/counter packets (\d+) bytes \d+ drop/.exec(l)?.[1] ?? 0), 0);
+      t.ok(dropped > 0, `the loss rule dropped ${dropped} tunnel datagrams`, { listings });
     });
   }
 }
