@@ -9,7 +9,8 @@
 #   /usr/lib/overlayd/      package.json, README.md, bin/overlayd, dist/src (compiled JS, no
 #                           tests, benchmarks, lab or source maps), build/Release/overlayd.node
 #                           (Release addon for this machine's arch, stripped), node_modules
-#                           (production dependencies only: npm ci --omit=dev)
+#                           (production dependencies only: npm ci --omit=dev, without their
+#                           tests, benchmarks, examples and docs)
 #   /usr/bin/overlayd       -> ../lib/overlayd/bin/overlayd, run by /usr/bin/node (package nodejs)
 #   /lib/systemd/system/overlayd.service, /etc/overlayd/overlayd.env (conffile, 0600)
 #   /usr/share/doc/overlayd/copyright, README.md (-> /usr/lib/overlayd/README.md)
@@ -56,7 +57,10 @@ echo "[3/5] production node_modules (npm ci --omit=dev)"
 cp package.json package-lock.json README.md "$lib/"
 (cd "$lib" && npm ci --omit=dev --ignore-scripts --prefer-offline --no-audit --no-fund --loglevel=error)
 rm -f "$lib/package-lock.json"
-rm -rf "$lib/node_modules/.bin"
+find "$lib/node_modules" -type d -name .bin -prune -exec rm -rf {} +   # links to the dependencies' CLIs
+# the dependencies' own tests, benchmarks, examples and docs (never loaded; ~4 MB)
+find "$lib/node_modules" -type d -regextype posix-extended \
+  -regex '(.*/)?node_modules/(@[^/]+/)?[^/@][^/]*/(test|tests|__tests__|bench|benchmarks|example|examples|docs)' -prune -exec rm -rf {} +
 
 echo "[4/5] command, unit, env file, maintainer scripts"
 # the system's node (the nodejs package), with bin/overlayd's node flags (its shebang)
