@@ -19,6 +19,8 @@ want gcc gcc
 want clang clang
 want python3 python3
 want systemd-analyze systemd
+want dpkg-deb dpkg
+want objdump binutils
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing (install as root): ${need[*]}" >&2

@@ -160,20 +160,20 @@ function trackLog(file: string): void {
 /**
  * Starts `overlayd args` inside namespace ns and waits (bounded) until it logs "forwarding".
  * Its output goes to a file, not a pipe: a caller blocked in a synchronous call must never
- * stall the daemon on a full pipe.
+ * stall the daemon on a full pipe. `bin`: the command (default: this checkout's).
  */
-export async function startDaemon(ns: string, args: readonly string[], timeoutMs = 20_000, env: NodeJS.ProcessEnv = process.env): Promise<DaemonHandle> {
-  const handle = spawnDaemon(ns, args, env);
+export async function startDaemon(ns: string, args: readonly string[], timeoutMs = 20_000, env: NodeJS.ProcessEnv = process.env, bin = OVERLAYD_BIN): Promise<DaemonHandle> {
+  const handle = spawnDaemon(ns, args, env, bin);
   await waitForLog(handle, /"msg":"forwarding"/, timeoutMs);
   return handle;
 }
 
 /** Starts `overlayd args` inside namespace ns without waiting for anything. */
-export function spawnDaemon(ns: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): DaemonHandle {
+export function spawnDaemon(ns: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env, bin = OVERLAYD_BIN): DaemonHandle {
   const logFile = path.join(tmpdir(), `overlayd-${process.pid}-${++daemonSeq}-${path.basename(ns)}.log`);
   const fd = openSync(logFile, 'w');
   // run through its shebang, as systemd and a shell do (it carries node's flags)
-  const child = spawn('ip', ['netns', 'exec', ns, OVERLAYD_BIN, ...args], { stdio: ['ignore', fd, fd], env });
+  const child = spawn('ip', ['netns', 'exec', ns, bin, ...args], { stdio: ['ignore', fd, fd], env });
   closeSync(fd);
   const output = () => {
     try {
