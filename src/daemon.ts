@@ -135,7 +135,7 @@ export class Daemon {
       await installMasq(netConfig.network);
       this.masq = true;
     }
-    if (netConfig.directRouting) this.direct = await DirectRoutes.start({ underlay: underlay.name, logger: this.logger });
+    if (netConfig.directRouting) this.direct = await DirectRoutes.start({ underlay: underlay.name, tun: engine.tunName, logger: this.logger });
     this.sink = new TrackingSink(engine, this.logger, this.direct);
     await source.sync(this.sink);
     await this.direct?.idle();

@@ -28,7 +28,7 @@ import type { Route, RouteSink } from '../dataplane/types';
 import { errorMessage } from '../errors';
 import type { Logger } from '../ops/log';
 import { formatIp, formatPrefix, parsePrefix, prefixContains, prefixKey, type Prefix } from './addr';
-import { ip as systemIp } from './link';
+import { ip as systemIp, systemLinkOps } from './link';
 import { readFile } from 'node:fs/promises';
 
 /**
@@ -56,11 +56,14 @@ export interface DirectRouteOps {
   ip(args: readonly string[]): Promise<string>;
   /** the content of /proc/sys/<path>, or undefined when it cannot be read */
   readSysctl(path: string): Promise<string | undefined>;
+  /** writes /proc/sys/<path>; resolves false when the file does not exist */
+  writeSysctl(path: string, value: string): Promise<boolean>;
 }
 
 export const systemDirectRouteOps: DirectRouteOps = {
   ip: systemIp,
   readSysctl: (rel) => readFile(`/proc/sys/${rel}`, 'utf8').then((s) => s.trim(), () => undefined),
+  writeSysctl: systemLinkOps.sysctl,
 };
 
 function parseDst(dst: string): Prefix | undefined {
@@ -92,6 +95,8 @@ export function isOnLink(peer: number, table: readonly KernelRoute[], underlay: 
 export interface DirectRoutesOptions {
   /** the underlay interface name */
   readonly underlay: string;
+  /** the TUN device (configured already): its rp_filter is relaxed from strict to loose */
+  readonly tun: string;
   readonly logger: Logger;
   readonly ops?: DirectRouteOps;
 }
@@ -112,13 +117,24 @@ export class DirectRoutes implements RouteSink {
     this.ops = o.ops ?? systemDirectRouteOps;
   }
 
-  /** Removes routes a crashed instance left behind (our protocol) and warns when rp_filter is off. */
+  /**
+   * Removes routes a crashed instance left behind (our protocol), warns when rp_filter is
+   * off on the underlay, and turns strict rp_filter (1) on the TUN into loose (2): a
+   * same-link peer without DirectRouting still tunnels to us while our route to its subnet
+   * is on the underlay, and strict mode would drop its packets as they leave the TUN (the
+   * engine has checked them already: known peer, source inside that peer's subnet).
+   */
   static async start(o: DirectRoutesOptions): Promise<DirectRoutes> {
     const d = new DirectRoutes(o);
     await d.flush();
-    const all = Number(await d.ops.readSysctl('net/ipv4/conf/all/rp_filter') ?? 0);
-    const dev = Number(await d.ops.readSysctl(`net/ipv4/conf/${o.underlay}/rp_filter`) ?? 0);
-    const rpFilter = Math.max(all, dev);
+    const read = async (dev: string) => Number(await d.ops.readSysctl(`net/ipv4/conf/${dev}/rp_filter`) ?? 0);
+    const all = await read('all');
+    // the kernel applies max(all, dev)
+    if (Math.max(all, await read(o.tun)) === 1) {
+      await d.ops.writeSysctl(`net/ipv4/conf/${o.tun}/rp_filter`, '2');
+      o.logger.info({ tun: o.tun }, `rp_filter on ${o.tun}: strict -> loose, for same-link peers that tunnel to us`);
+    }
+    const rpFilter = Math.max(all, await read(o.underlay));
     o.logger.info({ underlay: o.underlay, proto: OVERLAYD_RT_PROTO, rpFilter }, 'DirectRouting on: same-link peers get kernel routes');
     if (rpFilter === 0) {
       o.logger.warn({ underlay: o.underlay }, `rp_filter is off on ${o.underlay}: packets routed in from the link are not checked against their source (see README, DirectRouting)`);

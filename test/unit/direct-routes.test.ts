@@ -43,6 +43,9 @@ function fakeKernel() {
     { dst: '10.244.77.0/24', gateway: '10.99.0.77', dev: 'eth0', protocol: P },
   ];
   const calls: string[] = [];
+  const sysctls = new Map<string, string>([
+    ['net/ipv4/conf/all/rp_filter', '0'], ['net/ipv4/conf/eth0/rp_filter', '1'], ['net/ipv4/conf/flannel0/rp_filter', '0'],
+  ]);
   let failNext = false;
   const ops: DirectRouteOps = {
     async ip(args) {
@@ -69,10 +72,14 @@ function fakeKernel() {
       return '';
     },
     async readSysctl(path) {
-      return path.includes('all') ? '0' : '1';
+      return sysctls.get(path);
+    },
+    async writeSysctl(path, value) {
+      sysctls.set(path, value);
+      return true;
     },
   };
-  return { table, calls, ops, failOnce: () => { failNext = true; } };
+  return { table, calls, ops, sysctls, failOnce: () => { failNext = true; } };
 }
 
 const ours = (table: KernelRoute[]) => table.filter((r) => r.protocol === P).map((r) => `${r.dst} via ${r.gateway}`).sort();
@@ -80,9 +87,10 @@ const ours = (table: KernelRoute[]) => table.filter((r) => r.protocol === P).map
 t.test('DirectRoutes follows the routes it is given; touches only its own; flushes stale ones at start and all on close', async (t) => {
   const k = fakeKernel();
   const { logger, msgs } = memoryLogger('info');
-  const d = await DirectRoutes.start({ underlay: 'eth0', logger, ops: k.ops });
+  const d = await DirectRoutes.start({ underlay: 'eth0', tun: 'flannel0', logger, ops: k.ops });
   t.same(ours(k.table), [], 'a crashed instance\'s route is flushed at start');
   t.notOk(msgs().some((m) => m.includes('rp_filter is off')), 'rp_filter: max(all, dev) = 1, no warning');
+  t.equal(k.sysctls.get('net/ipv4/conf/flannel0/rp_filter'), '0', 'the TUN is not strict: left as it is');
 
   d.upsert({ subnet: pfx('10.244.2.0/24'), publicIp: ip('10.99.0.2') });
   d.upsert({ subnet: pfx('10.244.3.0/24'), publicIp: ip('10.99.1.3') });
@@ -135,9 +143,20 @@ t.test('DirectRoutes follows the routes it is given; touches only its own; flush
 
 t.test('rp_filter off on the underlay: a warning names it', async (t) => {
   const k = fakeKernel();
-  k.ops.readSysctl = async () => '0';
+  k.sysctls.set('net/ipv4/conf/eth0/rp_filter', '0');
   const { logger, msgs } = memoryLogger('info');
-  const d = await DirectRoutes.start({ underlay: 'eth0', logger, ops: k.ops });
+  const d = await DirectRoutes.start({ underlay: 'eth0', tun: 'flannel0', logger, ops: k.ops });
   t.ok(msgs().some((m) => m.includes('rp_filter is off on eth0')));
+  await d.close();
+});
+
+t.test('strict rp_filter (all=1) in force on the TUN: the TUN is made loose (2), the underlay stays strict', async (t) => {
+  const k = fakeKernel();
+  k.sysctls.set('net/ipv4/conf/all/rp_filter', '1');
+  const { logger } = memoryLogger('info');
+  const d = await DirectRoutes.start({ underlay: 'eth0', tun: 'flannel0', logger, ops: k.ops });
+  t.equal(k.sysctls.get('net/ipv4/conf/flannel0/rp_filter'), '2');
+  t.equal(k.sysctls.get('net/ipv4/conf/eth0/rp_filter'), '1');
+  t.equal(k.sysctls.get('net/ipv4/conf/all/rp_filter'), '1');
   await d.close();
 });
