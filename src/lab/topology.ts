@@ -139,14 +139,17 @@ export class Topology {
     return n;
   }
 
-  /** Writes a static cluster file for node k (all other nodes as peers); returns its path. */
-  staticConfig(k: number, extraPeers: { Subnet: string; PublicIP: string }[] = []): string {
+  /**
+   * Writes a static cluster file for node k (all other nodes as peers); returns its path.
+   * `backend`: extra Backend fields, e.g. { DirectRouting: true }.
+   */
+  staticConfig(k: number, extraPeers: { Subnet: string; PublicIP: string }[] = [], backend: Record<string, unknown> = {}): string {
     const me = this.node(k);
     const file = path.join(this.tmp, `static-n${k}.json`);
     const doc = {
       Network: CLUSTER_NETWORK,
       SubnetLen: 24,
-      Backend: { Type: 'udp', Port: PORT },
+      Backend: { Type: 'udp', Port: PORT, ...backend },
       Subnet: me.subnet,
       PublicIP: me.underlayIp,
       Peers: [...this.nodes.filter((n) => n !== me).map((n) => ({ Subnet: n.subnet, PublicIP: n.underlayIp })), ...extraPeers],
