@@ -21,6 +21,7 @@ import { hostCpu, processCpuSeconds, processMemory, processName, type MemInfo } 
 import { median, percentile } from './stats';
 import type { Janitor } from './janitor';
 import { daemonArgs, type Availability, type Setup } from './engines';
+import { OVERLAYD_RT_PROTO } from '../src/net/direct-routes';
 
 export const IPERF_PORT = 5201;
 const VXLAN_PORT = 4789;
@@ -483,6 +484,10 @@ async function runRound(o: TwoNodeOptions, setup: Setup): Promise<{ round: Round
     daemons = pair.daemons;
     pids = daemons.map((d) => d.pid);
     teardown = pair.stop;
+    if (setup === 'direct-routing' && !topo.netns.ip(topo.node(1).ns, '-4', 'route', 'show', 'proto', String(OVERLAYD_RT_PROTO)).includes(topo.node(2).subnet)) {
+      await teardown();
+      throw new Error(`direct-routing: node 1 has no kernel route to ${topo.node(2).subnet}`);
+    }
   }
   let stopServer: (() => Promise<void>) | undefined;
   try {
