@@ -2,6 +2,8 @@ import t from 'tap';
 import { DirectRoutes, isOnLink, OVERLAYD_RT_PROTO, type DirectRouteOps, type KernelRoute } from '../../src/net/direct-routes';
 import { parseIp, parsePrefix, type Prefix } from '../../src/net/addr';
 import { memoryLogger } from '../helpers/etcd';
+import { RouteSync } from '../../src/control/route-sync';
+import type { KvEntry } from '../../src/control/watch';
 
 const ip = (s: string): number => parseIp(s) ?? -1;
 const pfx = (s: string): Prefix => {
@@ -158,5 +160,31 @@ t.test('strict rp_filter (all=1) in force on the TUN: the TUN is made loose (2),
   t.equal(k.sysctls.get('net/ipv4/conf/flannel0/rp_filter'), '2');
   t.equal(k.sysctls.get('net/ipv4/conf/eth0/rp_filter'), '1');
   t.equal(k.sysctls.get('net/ipv4/conf/all/rp_filter'), '1');
+  await d.close();
+});
+
+t.test('fed by RouteSync: a resync after a broken watch moves the kernel routes by the difference', async (t) => {
+  const k = fakeKernel();
+  const { logger } = memoryLogger('warn');
+  const d = await DirectRoutes.start({ underlay: 'eth0', tun: 'flannel0', logger, ops: k.ops });
+  const PRE = '/coreos.com/network';
+  let rev = 10;
+  const lease = (subnet: string, pub: string): KvEntry => ({
+    key: `${PRE}/subnets/${subnet.replace('/', '-')}`, value: `{"PublicIP":"${pub}","PublicIPv6":null}`, modRevision: ++rev, createRevision: rev, lease: '0',
+  });
+  const snap = (...es: KvEntry[]) => new Map(es.map((e) => [e.key, e]));
+  const sync = new RouteSync({ prefix: PRE, network: pfx('10.244.0.0/16'), ownSubnet: pfx('10.244.1.0/24'), ownPublicIp: ip('10.99.0.1'), logger });
+  sync.snapshot(snap(lease('10.244.1.0/24', '10.99.0.1'), lease('10.244.2.0/24', '10.99.0.2'), lease('10.244.3.0/24', '10.99.0.3')), 20, true);
+  sync.attach(d);
+  await d.idle();
+  t.same(ours(k.table), ['10.244.2.0/24 via 10.99.0.2', '10.244.3.0/24 via 10.99.0.3'], 'initial set; never our own subnet');
+  const calls = k.calls.length;
+  // while the watch was broken: 10.244.2.0/24 went away, 10.244.3.0/24 moved, 10.244.4.0/24 came
+  sync.snapshot(snap(lease('10.244.1.0/24', '10.99.0.1'), lease('10.244.3.0/24', '10.99.0.33'), lease('10.244.4.0/24', '10.99.0.4')), 30, false);
+  await d.idle();
+  t.same(ours(k.table), ['10.244.3.0/24 via 10.99.0.33', '10.244.4.0/24 via 10.99.0.4'], 'after the resync');
+  sync.snapshot(snap(lease('10.244.1.0/24', '10.99.0.1'), lease('10.244.3.0/24', '10.99.0.33'), lease('10.244.4.0/24', '10.99.0.4')), 40, false);
+  await d.idle();
+  t.equal(k.calls.slice(calls).filter((c) => c.includes('replace') && c.includes('10.244.4.0/24')).length, 1, 'an unchanged route is not redone by a later resync');
   await d.close();
 });
