@@ -120,7 +120,10 @@ export function parseNetworkConfig(text: string, key: string): NetworkConfig {
       }
       port = portRaw;
     }
-    const drRaw = backend['DirectRouting'];
+    // flannel decodes with Go's encoding/json: field names match case-insensitively (its
+    // vxlan backend's tag is "directRouting", its docs say "DirectRouting"); the last wins
+    const drKey = Object.keys(backend).filter((k) => k.toLowerCase() === 'directrouting').pop();
+    const drRaw = drKey === undefined ? undefined : backend[drKey];
     if (drRaw !== undefined) {
       if (typeof drRaw !== 'boolean') return fail('Backend.DirectRouting', `must be true or false, got ${show(drRaw)}`);
       directRouting = drRaw;

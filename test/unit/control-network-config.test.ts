@@ -94,6 +94,7 @@ t.test('Backend.DirectRouting: false by default, true/false as given, anything e
   t.equal(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}', KEY).directRouting, false, 'not given: off');
   t.equal(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"udp","DirectRouting":true}}', KEY).directRouting, true);
   t.equal(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"udp","DirectRouting":false}}', KEY).directRouting, false);
+  t.equal(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"udp","directRouting":true}}', KEY).directRouting, true, 'flannel\'s JSON tag spelling (Go matches names case-insensitively)');
   for (const bad of ['"true"', '1', 'null', '{}']) {
     const err = t.throws(() => parseNetworkConfig(`{"Network":"10.244.0.0/16","Backend":{"Type":"udp","DirectRouting":${bad}}}`, KEY)) as unknown;
     t.ok(err instanceof NetworkConfigError, `${bad}: NetworkConfigError`);
