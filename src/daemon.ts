@@ -10,7 +10,7 @@ import type { Config } from './config';
 import { AlreadyRunningError, ConfigError, errorMessage } from './errors';
 import { formatIp, formatPrefix, parseIp, type Prefix, prefixKey } from './net/addr';
 import { installMasq, removeMasq } from './net/masq';
-import { DirectRoutes } from './net/direct-routes';
+import { DirectRoutes, removeStaleDirectRoutes } from './net/direct-routes';
 import { configureTun, ENCAP_OVERHEAD, resolveUnderlay, unconfigureTun, type TunLinkState } from './net/link';
 import type { Engine } from './dataplane/engine';
 import { createEngine } from './dataplane/engine-factory';
@@ -136,6 +136,7 @@ export class Daemon {
       this.masq = true;
     }
     if (netConfig.directRouting) this.direct = await DirectRoutes.start({ underlay: underlay.name, tun: engine.tunName, logger: this.logger });
+    else await removeStaleDirectRoutes(this.logger).catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, 'cannot check for stale direct routes'));
     this.sink = new TrackingSink(engine, this.logger, this.direct);
     await source.sync(this.sink);
     await this.direct?.idle();

@@ -92,6 +92,18 @@ export function isOnLink(peer: number, table: readonly KernelRoute[], underlay: 
   return best !== undefined && best.r.gateway === undefined && best.r.dev === underlay;
 }
 
+/**
+ * Deletes every route with our protocol (a crashed instance's, possibly with DirectRouting
+ * on then and off now); resolves how many there were. One `ip route show` when there are none.
+ */
+export async function removeStaleDirectRoutes(logger: Logger, ops: DirectRouteOps = systemDirectRouteOps): Promise<number> {
+  const stale = JSON.parse(await ops.ip(['-j', '-4', 'route', 'show', 'table', 'main', 'proto', String(OVERLAYD_RT_PROTO)])) as KernelRoute[];
+  if (stale.length === 0) return 0;
+  await ops.ip(['-4', 'route', 'flush', 'table', 'main', 'proto', String(OVERLAYD_RT_PROTO)]);
+  logger.info({ routes: stale.map((r) => `${r.dst} via ${r.gateway ?? '-'}`), proto: OVERLAYD_RT_PROTO }, 'removed direct routes left by an earlier instance');
+  return stale.length;
+}
+
 export interface DirectRoutesOptions {
   /** the underlay interface name */
   readonly underlay: string;
@@ -126,7 +138,7 @@ export class DirectRoutes implements RouteSink {
    */
   static async start(o: DirectRoutesOptions): Promise<DirectRoutes> {
     const d = new DirectRoutes(o);
-    await d.flush();
+    await removeStaleDirectRoutes(o.logger, d.ops);
     const read = async (dev: string) => Number(await d.ops.readSysctl(`net/ipv4/conf/${dev}/rp_filter`) ?? 0);
     const all = await read('all');
     // the kernel applies max(all, dev)

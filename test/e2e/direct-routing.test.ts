@@ -230,13 +230,15 @@ if (!isRoot) {
       // n1 strict (1): overlayd turns its TUN loose (2), or n2's tunnelled packets, whose
       // source n1 routes via eth0, would be dropped as they leave flannel0
       topo.netns.exec(n1.ns, 'sysctl', ['-qw', 'net.ipv4.conf.all.rp_filter=1', 'net.ipv4.conf.eth0.rp_filter=1']);
+      // a crashed DirectRouting instance's route, found by one started with DirectRouting off
+      topo.netns.ip(n2.ns, 'route', 'add', '10.244.250.0/24', 'via', '10.99.0.250', 'dev', 'eth0', 'proto', String(OVERLAYD_RT_PROTO));
       for (const [me, peer, direct] of [[n1, n2, true], [n2, n1, false]] as const) {
         daemons.set(me.index, await startDaemon(me.ns, ['--engine', 'native', '--iface', 'eth0', '--static-config', file(me, peer, direct),
           '--subnet-file', path.join(topo.tmp, `mixed-n${me.index}.env`)]));
       }
       t.same(status(topo, n1).routes.map((r) => r.via), ['direct']);
       t.same(status(topo, n2).routes.map((r) => r.via), ['udp']);
-      t.same(ourRoutes(topo, n2), [], 'n2 installs nothing');
+      t.same(ourRoutes(topo, n2), [], 'n2 installs nothing, and removed the stale route of ours');
       t.equal(topo.netns.exec(n1.ns, 'sysctl', ['-n', 'net.ipv4.conf.flannel0.rp_filter']).trim(), '2', 'n1: flannel0 loose');
       for (const n of [n1, n2]) installCounters(topo, n);
       const [p1, p2] = [n1.pods[0]!, n2.pods[0]!];

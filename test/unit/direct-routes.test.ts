@@ -1,5 +1,5 @@
 import t from 'tap';
-import { DirectRoutes, isOnLink, OVERLAYD_RT_PROTO, type DirectRouteOps, type KernelRoute } from '../../src/net/direct-routes';
+import { DirectRoutes, isOnLink, removeStaleDirectRoutes, OVERLAYD_RT_PROTO, type DirectRouteOps, type KernelRoute } from '../../src/net/direct-routes';
 import { parseIp, parsePrefix, type Prefix } from '../../src/net/addr';
 import { memoryLogger } from '../helpers/etcd';
 import { RouteSync } from '../../src/control/route-sync';
@@ -53,7 +53,7 @@ function fakeKernel() {
     async ip(args) {
       const a = [...args];
       calls.push(a.join(' '));
-      if (a.includes('show')) return JSON.stringify(table);
+      if (a.includes('show')) return JSON.stringify(a.includes('proto') ? table.filter((r) => r.protocol === P) : table);
       if (failNext && a.includes('replace')) {
         failNext = false;
         throw new Error('RTNETLINK answers: Network is unreachable');
@@ -91,6 +91,7 @@ t.test('DirectRoutes follows the routes it is given; touches only its own; flush
   const { logger, msgs } = memoryLogger('info');
   const d = await DirectRoutes.start({ underlay: 'eth0', tun: 'flannel0', logger, ops: k.ops });
   t.same(ours(k.table), [], 'a crashed instance\'s route is flushed at start');
+  t.ok(msgs().some((m) => m.includes('removed direct routes left by an earlier instance')), 'and logged');
   t.notOk(msgs().some((m) => m.includes('rp_filter is off')), 'rp_filter: max(all, dev) = 1, no warning');
   t.equal(k.sysctls.get('net/ipv4/conf/flannel0/rp_filter'), '0', 'the TUN is not strict: left as it is');
 
@@ -187,4 +188,15 @@ t.test('fed by RouteSync: a resync after a broken watch moves the kernel routes 
   await d.idle();
   t.equal(k.calls.slice(calls).filter((c) => c.includes('replace') && c.includes('10.244.4.0/24')).length, 1, 'an unchanged route is not redone by a later resync');
   await d.close();
+});
+
+t.test('removeStaleDirectRoutes (DirectRouting off): deletes only routes of ours; none there: one look, nothing changed', async (t) => {
+  const k = fakeKernel();
+  const { logger } = memoryLogger('warn');
+  t.equal(await removeStaleDirectRoutes(logger, k.ops), 1);
+  t.same(ours(k.table), []);
+  t.equal(k.table.length, 3, 'the other routes stay');
+  const before = k.calls.length;
+  t.equal(await removeStaleDirectRoutes(logger, k.ops), 0);
+  t.same(k.calls.slice(before), [`-j -4 route show table main proto ${P}`]);
 });
