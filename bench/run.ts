@@ -4,7 +4,7 @@
  * PASS/MISS; `--json FILE` writes everything as JSON. See bench/README.md.
  *
  *   npm run bench -- [--only micro|two-node] [--rounds N] [--seconds S]
- *                    [--engines vxlan,native,native-nooff,js] [--micro-time S] [--json FILE]
+ *                    [--engines vxlan,direct-routing,native,native-nooff,js] [--micro-time S] [--json FILE]
  */
 import { parseArgs } from 'node:util';
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';

@@ -4,6 +4,8 @@
  * from pod n1p1 to pod n2p1, through each setup in turn:
  *   vxlan   the in-kernel reference: a VXLAN device in each node namespace over eth0 (static
  *           FDB and neighbour entries, routes to the other pod subnet, MTU 1450), no overlayd
+ *   direct-routing  overlayd --engine native with Backend.DirectRouting: the nodes share the
+ *           link, so each routes the other's pod subnet via its underlay address (≈ underlay)
  *   native  overlayd --engine native on both nodes (when the daemon accepts it)
  *   js      overlayd --engine js on both nodes
  * Per setup and round: ping RTT (idle), TCP 1 stream, TCP 4 streams, UDP 64-byte packets;
@@ -19,6 +21,7 @@ import { hostCpu, processCpuSeconds, processMemory, processName, type MemInfo } 
 import { median, percentile } from './stats';
 import type { Janitor } from './janitor';
 import { daemonArgs, type Availability, type Setup } from './engines';
+import { OVERLAYD_RT_PROTO } from '../src/net/direct-routes';
 
 export const IPERF_PORT = 5201;
 const VXLAN_PORT = 4789;
@@ -476,10 +479,15 @@ async function runRound(o: TwoNodeOptions, setup: Setup): Promise<{ round: Round
     const undo = setupVxlan(topo);
     teardown = o.janitor.add('vxlan devices', undo);
   } else {
-    const pair = await startPair(o, setup, (k) => topo.staticConfig(k));
+    const backend = setup === 'direct-routing' ? { DirectRouting: true } : {};
+    const pair = await startPair(o, setup, (k) => topo.staticConfig(k, [], backend));
     daemons = pair.daemons;
     pids = daemons.map((d) => d.pid);
     teardown = pair.stop;
+    if (setup === 'direct-routing' && !topo.netns.ip(topo.node(1).ns, '-4', 'route', 'show', 'proto', String(OVERLAYD_RT_PROTO)).includes(topo.node(2).subnet)) {
+      await teardown();
+      throw new Error(`direct-routing: node 1 has no kernel route to ${topo.node(2).subnet}`);
+    }
   }
   let stopServer: (() => Promise<void>) | undefined;
   try {
@@ -553,7 +561,7 @@ export async function runTwoNode(o: TwoNodeOptions): Promise<TwoNodeResults> {
       continue;
     }
     let big: Rss10k | undefined;
-    if (st.setup !== 'vxlan' && st.setup !== 'native-nooff') { // the 10k-route run once per engine
+    if (st.setup !== 'vxlan' && st.setup !== 'native-nooff' && st.setup !== 'direct-routing') { // the 10k-route run once per engine
       big = await rss10k(o, st.setup);
       log(`  ${st.setup} with ${ROUTES_10K} routes: ${big.error ? `ERROR ${headline(big.error)}` : `started in ${big.startMs} ms, RSS idle ${big.memIdle?.rssMB.toFixed(1)} MB, after traffic ${big.mem?.rssMB.toFixed(1)} MB (peak ${big.mem?.hwmMB.toFixed(1)}), ping ${big.pingReceived}/20, TCP ${big.tcpGbps?.toFixed(2) ?? 'n/a'} Gbit/s`}`);
     }

@@ -10,6 +10,7 @@ import type { Config } from './config';
 import { AlreadyRunningError, ConfigError, errorMessage } from './errors';
 import { formatIp, formatPrefix, parseIp, type Prefix, prefixKey } from './net/addr';
 import { installMasq, removeMasq } from './net/masq';
+import { DirectRoutes, removeStaleDirectRoutes } from './net/direct-routes';
 import { configureTun, ENCAP_OVERHEAD, resolveUnderlay, unconfigureTun, type TunLinkState } from './net/link';
 import type { Engine } from './dataplane/engine';
 import { createEngine } from './dataplane/engine-factory';
@@ -46,9 +47,11 @@ function acquireInstanceLock(): Promise<net.Server> {
 /** Forwards route changes to the engine and remembers when each route was installed. */
 class TrackingSink implements RouteSink {
   readonly since = new Map<string, number>();
-  constructor(private readonly engine: Engine, private readonly logger: Logger) {}
+  /** `also` (DirectRouting) sees every change after the engine */
+  constructor(private readonly engine: Engine, private readonly logger: Logger, private readonly also?: RouteSink) {}
   upsert(route: Route): void {
     this.engine.upsert(route);
+    this.also?.upsert(route);
     if (!this.since.has(prefixKey(route.subnet))) {
       this.since.set(prefixKey(route.subnet), Date.now());
       this.logger.debug({ subnet: formatPrefix(route.subnet), peer: formatIp(route.publicIp) }, 'route installed');
@@ -56,6 +59,7 @@ class TrackingSink implements RouteSink {
   }
   remove(subnet: Prefix): void {
     this.engine.remove(subnet);
+    this.also?.remove(subnet);
     if (this.since.delete(prefixKey(subnet))) this.logger.debug({ subnet: formatPrefix(subnet) }, 'route removed');
   }
 }
@@ -65,6 +69,7 @@ export class Daemon {
   private engine: Engine | undefined;
   private link: TunLinkState | undefined;
   private masq = false;
+  private direct: DirectRoutes | undefined;
   private httpServer: http.Server | undefined;
   private lock: net.Server | undefined;
   private sink: TrackingSink | undefined;
@@ -130,8 +135,11 @@ export class Daemon {
       await installMasq(netConfig.network);
       this.masq = true;
     }
-    this.sink = new TrackingSink(engine, this.logger);
+    if (netConfig.directRouting) this.direct = await DirectRoutes.start({ underlay: underlay.name, tun: engine.tunName, logger: this.logger });
+    else await removeStaleDirectRoutes(this.logger).catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, 'cannot check for stale direct routes'));
+    this.sink = new TrackingSink(engine, this.logger, this.direct);
     await source.sync(this.sink);
+    await this.direct?.idle();
     this.checkNotStopping();
     await writeSubnetFile(c.subnetFile, { network: netConfig.network, subnet: lease.subnet, mtu: this.tunMtu, ipMasq: c.ipMasq });
     if (c.metricsAddr) this.httpServer = await startHttp(c.metricsAddr, this, createMetrics(this.metricsSource()));
@@ -192,6 +200,8 @@ export class Daemon {
     this.httpServer = undefined;
     if (this.source) await step('close route source', () => (this.source as RouteSource).close());
     this.source = undefined;
+    if (this.direct) await step('remove direct routes', () => (this.direct as DirectRoutes).close());
+    this.direct = undefined;
     if (this.masq) await step('remove ip-masq rules', () => removeMasq());
     this.masq = false;
     if (this.link) {
@@ -206,7 +216,9 @@ export class Daemon {
   }
 
   private metricsSource(): MetricsSource {
+    const direct = this.direct;
     return {
+      ...(direct && { directRouteCount: () => direct.directCount() }),
       engineKind: () => this.engine?.kind,
       queueCounters: () => this.engine?.queueCounters(),
       routeCount: () => this.engine?.routes().length ?? 0,
@@ -252,7 +264,7 @@ export class Daemon {
       offloads: engine?.offloads() ?? null,
       routes: (engine?.routes() ?? []).map((r) => {
         const since = this.sink?.since.get(prefixKey(r.subnet));
-        return { subnet: formatPrefix(r.subnet), publicIp: formatIp(r.publicIp), ageSeconds: since === undefined ? null : Math.round((now - since) / 1000) };
+        return { subnet: formatPrefix(r.subnet), publicIp: formatIp(r.publicIp), ageSeconds: since === undefined ? null : Math.round((now - since) / 1000), via: this.direct?.kindOf(r.subnet) ?? 'udp' };
       }),
       counters: engine?.counters() ?? {},
       /** bytes (process.memoryUsage(): rss, heapTotal, heapUsed, external, arrayBuffers) */

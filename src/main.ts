@@ -33,7 +33,7 @@ interface StatusDoc {
   lease?: { subnet: string; publicIp: string; expiresAt: string | null };
   network?: { network: string; port: number };
   tun?: { name: string; address: string; mtu: number };
-  routes?: { subnet: string; publicIp: string; ageSeconds: number | null }[];
+  routes?: { subnet: string; publicIp: string; ageSeconds: number | null; via?: string }[];
   counters?: Record<string, number>;
 }
 
@@ -45,7 +45,7 @@ function formatStatus(s: StatusDoc): string {
   if (s.tun) out.push(`tun:      ${s.tun.name} ${s.tun.address}/32 mtu ${s.tun.mtu}`);
   const routes = s.routes ?? [];
   out.push(`routes:   ${routes.length}`);
-  for (const r of routes) out.push(`  ${r.subnet.padEnd(20)} via ${r.publicIp.padEnd(16)} age ${r.ageSeconds ?? '?'}s`);
+  for (const r of routes) out.push(`  ${r.subnet.padEnd(20)} via ${r.publicIp.padEnd(16)} age ${r.ageSeconds ?? '?'}s${r.via === 'direct' ? '  direct (kernel route, no tunnel)' : ''}`);
   out.push('counters:');
   for (const [k, v] of Object.entries(s.counters ?? {})) out.push(`  ${k.padEnd(20)} ${v}`);
   return out.join('\n') + '\n';

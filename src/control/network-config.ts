@@ -5,7 +5,9 @@
  *    "SubnetMax":"10.244.255.0","Backend":{"Type":"udp","Port":8285}}
  *
  * Defaults as flannel's: SubnetLen 24, SubnetMin the second subnet of the Network,
- * SubnetMax the last one, Backend.Type udp, Port 8285. Unknown fields are ignored (flannel
+ * SubnetMax the last one, Backend.Type udp, Port 8285. Backend.DirectRouting (boolean,
+ * default false, spelled as flannel's vxlan backend spells it): route same-link peers
+ * without encapsulation (src/net/direct-routes.ts). Unknown fields are ignored (flannel
  * has more, e.g. EnableIPv6, that the udp backend does not use).
  */
 import { ConfigError } from '../errors';
@@ -103,6 +105,7 @@ export function parseNetworkConfig(text: string, key: string): NetworkConfig {
 
   // Backend
   let port = DEFAULT_UDP_PORT;
+  let directRouting = false;
   const backend = doc['Backend'];
   if (backend !== undefined && backend !== null) {
     if (!isObject(backend)) return fail('Backend', `must be a JSON object, got ${show(backend)}`);
@@ -117,12 +120,20 @@ export function parseNetworkConfig(text: string, key: string): NetworkConfig {
       }
       port = portRaw;
     }
+    // flannel decodes with Go's encoding/json: field names match case-insensitively (its
+    // vxlan backend's tag is "directRouting", its docs say "DirectRouting"); the last wins
+    const drKey = Object.keys(backend).filter((k) => k.toLowerCase() === 'directrouting').pop();
+    const drRaw = drKey === undefined ? undefined : backend[drKey];
+    if (drRaw !== undefined) {
+      if (typeof drRaw !== 'boolean') return fail('Backend.DirectRouting', `must be true or false, got ${show(drRaw)}`);
+      directRouting = drRaw;
+    }
   }
 
-  return { network, port, subnetLen, subnetMin, subnetMax, backendType: 'udp' };
+  return { network, port, subnetLen, subnetMin, subnetMax, backendType: 'udp', directRouting };
 }
 
 /** A one-line description for logs: "10.244.0.0/16 /24 [10.244.1.0..10.244.255.0] udp:8285". */
 export function describeNetworkConfig(c: NetworkConfig): string {
-  return `${formatPrefix(c.network)} /${c.subnetLen} [${formatIp(c.subnetMin)}..${formatIp(c.subnetMax)}] udp:${c.port}`;
+  return `${formatPrefix(c.network)} /${c.subnetLen} [${formatIp(c.subnetMin)}..${formatIp(c.subnetMax)}] udp:${c.port}${c.directRouting ? ' DirectRouting' : ''}`;
 }

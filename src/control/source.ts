@@ -8,6 +8,8 @@ export interface NetworkConfig extends NetworkInfo {
   readonly subnetMin: number;
   readonly subnetMax: number;
   readonly backendType: 'udp';
+  /** Backend.DirectRouting: same-link peers get a kernel route instead of the tunnel */
+  readonly directRouting: boolean;
 }
 
 export interface AcquiredLease extends LocalLeaseInfo {

@@ -4,6 +4,7 @@
  *   { "Network": "10.244.0.0/16", "SubnetLen": 24, "Backend": {"Type": "udp", "Port": 8285},
  *     "Subnet": "10.244.1.0/24", "PublicIP": "10.99.0.1",
  *     "Peers": [ { "Subnet": "10.244.2.0/24", "PublicIP": "10.99.0.2" } ] }
+ * Backend.DirectRouting (true/false) is read and checked by parseNetworkConfig, as in etcd.
  */
 import { readFile } from 'node:fs/promises';
 import { ConfigError, errorMessage } from '../errors';

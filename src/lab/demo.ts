@@ -3,7 +3,9 @@
  * with 2 pods per node and a real etcd, then a reachability matrix, one pod-to-pod TCP
  * stream through iperf3 and `overlayd status` of node 1. Tears everything down at the end
  * and on Ctrl-C; `--keep` leaves it up and prints how to enter a pod and how to remove it.
- *   npm run demo [-- --keep] [-- --engine js|native] [-- --down PREFIX]
+ * With --direct-routing the network config turns on Backend.DirectRouting and node 3 sits
+ * behind a router: nodes 1 and 2 route each other's pods directly, node 3 is tunnelled.
+ *   npm run demo [-- --keep] [-- --engine js|native] [-- --direct-routing] [-- --down PREFIX]
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdirSync, rmSync, readdirSync } from 'node:fs';
@@ -20,6 +22,7 @@ const STATE_DIR = '/run/overlayd-demo';
 const NODES = 3;
 const PODS = 2;
 const NETWORK_CONFIG = '{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"udp","Port":8285}}';
+const NETWORK_CONFIG_DIRECT = '{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"udp","Port":8285,"DirectRouting":true}}';
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const say = (s: string) => process.stdout.write(`${s}\n`);
@@ -66,13 +69,13 @@ function down(prefix: string): number {
   return 0;
 }
 
-async function demo(keep: boolean, engine: string): Promise<number> {
+async function demo(keep: boolean, engine: string, direct: boolean): Promise<number> {
   const STEPS = 7;
   step(1, STEPS, 'system packages');
   ensurePackages();
 
   step(2, STEPS, `topology: ${NODES} nodes x ${PODS} pods in network namespaces, a bridge as the underlay`);
-  const topo = new Topology({ nodes: NODES, podsPerNode: PODS, podsNow: false, tag: 'ovdemo' });
+  const topo = new Topology({ nodes: NODES, podsPerNode: PODS, podsNow: false, tag: 'ovdemo', routed: direct ? [NODES] : [] });
   const etcd = new NsEtcd(topo.underlayNs, '10.99.0.254', path.join(topo.tmp, 'etcd'));
   const daemons: DaemonHandle[] = [];
   let tornDown = false;
@@ -97,13 +100,15 @@ async function demo(keep: boolean, engine: string): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   say(`  namespaces: ${topo.netns.prefix}-ul (underlay bridge 10.99.0.0/24), ${topo.nodes.map((n) => n.ns).join(', ')}`);
+  if (topo.routerNs !== undefined) say(`  ${topo.routerNs}: router from 10.99.0.0/24 to 10.99.1.0/24, where node ${NODES} sits (DirectRouting: nodes 1 and 2 share a link)`);
 
   try {
     step(3, STEPS, `etcd in ${topo.underlayNs} at ${etcd.endpoint}`);
     await etcd.start();
-    const put = etcd.ctl(['put', '/coreos.com/network/config', NETWORK_CONFIG]);
+    const netConfig = direct ? NETWORK_CONFIG_DIRECT : NETWORK_CONFIG;
+    const put = etcd.ctl(['put', '/coreos.com/network/config', netConfig]);
     if (put.status !== 0) throw new Error(`etcdctl put failed: ${put.stderr}`);
-    say(`  /coreos.com/network/config = ${NETWORK_CONFIG}`);
+    say(`  /coreos.com/network/config = ${netConfig}`);
 
     step(4, STEPS, `overlayd (--engine ${engine}) on each node: lease a subnet, open flannel0, sync routes`);
     for (const node of topo.nodes) {
@@ -121,14 +126,15 @@ async function demo(keep: boolean, engine: string): Promise<number> {
     step(5, STEPS, 'routes: every node knows every other node (waiting for the watches)');
     for (const node of topo.nodes) {
       const deadline = Date.now() + 10_000;
-      let n = 0;
+      let routes: { subnet: string; via?: string }[] = [];
       while (Date.now() < deadline) {
         const r = topo.netns.tryExec(node.ns, process.execPath, [OVERLAYD_BIN, 'status', '--json']);
-        n = r.status === 0 ? (JSON.parse(r.stdout) as { routes: unknown[] }).routes.length : 0;
-        if (n === NODES - 1) break;
+        routes = r.status === 0 ? (JSON.parse(r.stdout) as { routes: { subnet: string; via?: string }[] }).routes : [];
+        if (routes.length === NODES - 1) break;
         await new Promise((res) => setTimeout(res, 200));
       }
-      say(`  node ${node.index}: ${n} routes`);
+      // via: direct (kernel route on the underlay, DirectRouting) or udp (the tunnel)
+      say(`  node ${node.index}: ${routes.length} routes (${routes.map((r) => `${r.subnet} ${r.via ?? 'udp'}`).join(', ')})`);
     }
 
     step(6, STEPS, 'reachability: every pod pings every other pod');
@@ -188,13 +194,13 @@ async function demo(keep: boolean, engine: string): Promise<number> {
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { keep: { type: 'boolean' }, engine: { type: 'string', default: FLAGS.engine.default }, down: { type: 'string' } }, strict: true });
+  const { values } = parseArgs({ options: { keep: { type: 'boolean' }, engine: { type: 'string', default: FLAGS.engine.default }, down: { type: 'string' }, 'direct-routing': { type: 'boolean' } }, strict: true });
   if (process.getuid?.() !== 0) {
     process.stderr.write('the demo needs root (network namespaces, TUN devices, apt-get)\n');
     return 1;
   }
   if (values.down !== undefined) return down(values.down);
-  return demo(values.keep === true, values.engine ?? FLAGS.engine.default);
+  return demo(values.keep === true, values.engine ?? FLAGS.engine.default, values['direct-routing'] === true);
 }
 
 void main().then((code) => process.exit(code));

@@ -5,6 +5,9 @@
  *   nK  (node K): eth0 10.99.0.K/24 on br0; ip_forward=1; cni0 bridge with the first address
  *         of the node's subnet (10.244.K.0/24 unless given, e.g. from the lease's subnet file)
  *   nKpJ (pod J of node K): eth0 = the (J+1)th address of the subnet, default via cni0
+ *   with `routed` nodes (opts.routed): rt (router namespace): 10.99.0.253/24 on br0, bridge
+ *         br1 10.99.1.254/24, ip_forward=1; a routed node K has eth0 10.99.1.K/24 on br1 and
+ *         default via 10.99.1.254; ul and the nodes on br0 route 10.99.1.0/24 via 10.99.0.253
  *
  * Traffic stays between these namespaces. cleanup() deletes exactly them.
  */
@@ -16,6 +19,9 @@ import { NetnsSet } from './netns';
 import { formatIp, parsePrefix } from '../net/addr';
 
 export const UNDERLAY_NET = '10.99.0';
+/** the second underlay subnet, behind the router (opts.routed) */
+export const ROUTED_NET = '10.99.1';
+export const ROUTER_IP = `${UNDERLAY_NET}.253`;
 export const CLUSTER_NETWORK = '10.244.0.0/16';
 export const PORT = 8285;
 
@@ -37,12 +43,16 @@ export interface TopologyOptions {
   /** underlay MTU, bytes (default 1500) */
   readonly underlayMtu?: number;
   readonly tag?: string;
+  /** node indices placed behind a router on a second underlay subnet (default none) */
+  readonly routed?: readonly number[];
 }
 
 export class Topology {
   readonly netns: NetnsSet;
   readonly nodes: NodeInfo[] = [];
   readonly underlayNs: string;
+  /** the router namespace; set when opts.routed names a node */
+  readonly routerNs: string | undefined;
   readonly tmp: string;
 
   constructor(readonly opts: TopologyOptions) {
@@ -54,6 +64,7 @@ export class Topology {
       ns.ip(this.underlayNs, 'link', 'add', 'br0', 'type', 'bridge');
       ns.ip(this.underlayNs, 'addr', 'add', `${UNDERLAY_NET}.254/24`, 'dev', 'br0');
       ns.ip(this.underlayNs, 'link', 'set', 'br0', 'up');
+      this.routerNs = (opts.routed ?? []).length > 0 ? this.addRouter() : undefined;
       for (let k = 1; k <= opts.nodes; k++) this.addNode(k);
     } catch (err) {
       this.cleanup();
@@ -61,16 +72,37 @@ export class Topology {
     }
   }
 
+  /** The router between br0 and br1 (the second underlay subnet). */
+  private addRouter(): string {
+    const ns = this.netns;
+    const rt = ns.add('rt');
+    const mtu = String(this.opts.underlayMtu ?? 1500);
+    ns.ip(rt, 'link', 'add', 'eth0', 'mtu', mtu, 'type', 'veth', 'peer', 'name', 'vrt', 'mtu', mtu, 'netns', this.underlayNs);
+    ns.ip(this.underlayNs, 'link', 'set', 'vrt', 'master', 'br0', 'up');
+    ns.ip(rt, 'addr', 'add', `${ROUTER_IP}/24`, 'dev', 'eth0');
+    ns.ip(rt, 'link', 'set', 'eth0', 'up');
+    ns.ip(rt, 'link', 'add', 'br1', 'type', 'bridge');
+    ns.ip(rt, 'addr', 'add', `${ROUTED_NET}.254/24`, 'dev', 'br1');
+    ns.ip(rt, 'link', 'set', 'br1', 'up');
+    ns.exec(rt, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+    ns.ip(this.underlayNs, 'route', 'add', `${ROUTED_NET}.0/24`, 'via', ROUTER_IP);
+    return rt;
+  }
+
   private addNode(k: number): void {
     const ns = this.netns;
     const node = ns.add(`n${k}`);
     const mtu = String(this.opts.underlayMtu ?? 1500);
-    ns.ip(node, 'link', 'add', 'eth0', 'mtu', mtu, 'type', 'veth', 'peer', 'name', `v${k}`, 'mtu', mtu, 'netns', this.underlayNs);
-    ns.ip(this.underlayNs, 'link', 'set', `v${k}`, 'master', 'br0', 'up');
-    ns.ip(node, 'addr', 'add', `${UNDERLAY_NET}.${k}/24`, 'dev', 'eth0');
+    const routed = this.routerNs !== undefined && (this.opts.routed ?? []).includes(k);
+    const [peerNs, bridge, net] = routed ? [this.routerNs as string, 'br1', ROUTED_NET] : [this.underlayNs, 'br0', UNDERLAY_NET];
+    ns.ip(node, 'link', 'add', 'eth0', 'mtu', mtu, 'type', 'veth', 'peer', 'name', `v${k}`, 'mtu', mtu, 'netns', peerNs);
+    ns.ip(peerNs, 'link', 'set', `v${k}`, 'master', bridge, 'up');
+    ns.ip(node, 'addr', 'add', `${net}.${k}/24`, 'dev', 'eth0');
     ns.ip(node, 'link', 'set', 'eth0', 'up');
+    if (routed) ns.ip(node, 'route', 'add', 'default', 'via', `${ROUTED_NET}.254`);
+    else if (this.routerNs !== undefined) ns.ip(node, 'route', 'add', `${ROUTED_NET}.0/24`, 'via', ROUTER_IP);
     ns.exec(node, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
-    const info: NodeInfo = { index: k, ns: node, underlayIp: `${UNDERLAY_NET}.${k}`, subnet: '', pods: [] };
+    const info: NodeInfo = { index: k, ns: node, underlayIp: `${net}.${k}`, subnet: '', pods: [] };
     this.nodes.push(info);
     if (this.opts.podsNow !== false) this.addPods(k, `10.244.${k}.0/24`);
   }
@@ -107,14 +139,17 @@ export class Topology {
     return n;
   }
 
-  /** Writes a static cluster file for node k (all other nodes as peers); returns its path. */
-  staticConfig(k: number, extraPeers: { Subnet: string; PublicIP: string }[] = []): string {
+  /**
+   * Writes a static cluster file for node k (all other nodes as peers); returns its path.
+   * `backend`: extra Backend fields, e.g. { DirectRouting: true }.
+   */
+  staticConfig(k: number, extraPeers: { Subnet: string; PublicIP: string }[] = [], backend: Record<string, unknown> = {}): string {
     const me = this.node(k);
     const file = path.join(this.tmp, `static-n${k}.json`);
     const doc = {
       Network: CLUSTER_NETWORK,
       SubnetLen: 24,
-      Backend: { Type: 'udp', Port: PORT },
+      Backend: { Type: 'udp', Port: PORT, ...backend },
       Subnet: me.subnet,
       PublicIP: me.underlayIp,
       Peers: [...this.nodes.filter((n) => n !== me).map((n) => ({ Subnet: n.subnet, PublicIP: n.underlayIp })), ...extraPeers],

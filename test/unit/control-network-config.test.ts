@@ -88,3 +88,19 @@ t.test('smallest valid networks', async (t) => {
   const d = parseNetworkConfig('{"Network":"10.244.0.0/23"}', KEY);
   t.equal(d.subnetMin, d.subnetMax, '/23 with /24: one allocatable subnet');
 });
+
+t.test('Backend.DirectRouting: false by default, true/false as given, anything else names the field', async (t) => {
+  t.equal(parseNetworkConfig('{"Network":"10.244.0.0/16"}', KEY).directRouting, false, 'no Backend: off');
+  t.equal(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}', KEY).directRouting, false, 'not given: off');
+  t.equal(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"udp","DirectRouting":true}}', KEY).directRouting, true);
+  t.equal(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"udp","DirectRouting":false}}', KEY).directRouting, false);
+  t.equal(parseNetworkConfig('{"Network":"10.244.0.0/16","Backend":{"Type":"udp","directRouting":true}}', KEY).directRouting, true, 'flannel\'s JSON tag spelling (Go matches names case-insensitively)');
+  for (const bad of ['"true"', '1', 'null', '{}']) {
+    const err = t.throws(() => parseNetworkConfig(`{"Network":"10.244.0.0/16","Backend":{"Type":"udp","DirectRouting":${bad}}}`, KEY)) as unknown;
+    t.ok(err instanceof NetworkConfigError, `${bad}: NetworkConfigError`);
+    if (err instanceof NetworkConfigError) {
+      t.equal(err.field, 'Backend.DirectRouting');
+      t.match(err.message, new RegExp(`${KEY}: Backend\\.DirectRouting: must be true or false, got ${bad.replace(/[{}]/g, '\\$&')}`));
+    }
+  }
+});

@@ -44,3 +44,13 @@ t.test('no engine yet, static source: no packet samples, no etcd gauge', async (
   t.same(fams.find((f) => f.name === 'overlayd_etcd_connected')?.metrics ?? [], []);
   t.equal(fams.find((f) => f.name === 'overlayd_lease_expiry_timestamp_seconds')?.metrics[0]?.value, '0');
 });
+
+t.test('overlayd_routes_by_kind: only with DirectRouting; direct and udp add up to overlayd_routes', async (t) => {
+  const off = await families(source(undefined));
+  t.notOk(off.some((f) => f.name === 'overlayd_routes_by_kind'), 'absent when DirectRouting is off');
+  const on = await families(source(undefined, { directRouteCount: () => 1 }));
+  const kind = (k: string) => on.find((f) => f.name === 'overlayd_routes_by_kind')?.metrics.find((m) => m.labels?.['kind'] === k)?.value;
+  t.equal(kind('direct'), '1');
+  t.equal(kind('udp'), '2');
+  t.equal(on.find((f) => f.name === 'overlayd_routes')?.metrics[0]?.value, '3', 'the total is unchanged');
+});

@@ -43,3 +43,11 @@ t.test('errors name the file and the field', async (t) => {
     t.throws(() => parseStaticCluster(text, '/etc/x.json'), /\/etc\/x\.json/, 'names the file');
   }
 });
+
+t.test('Backend.DirectRouting in the static file: off by default, read when given, a non-boolean names file and field', async (t) => {
+  t.equal(parseStaticCluster(JSON.stringify(good), '/etc/x.json').config.directRouting, false);
+  const on = { ...good, Backend: { Type: 'udp', Port: 8285, DirectRouting: true } };
+  t.equal(parseStaticCluster(JSON.stringify(on), '/etc/x.json').config.directRouting, true);
+  const bad = { ...good, Backend: { Type: 'udp', DirectRouting: 'yes' } };
+  t.throws(() => parseStaticCluster(JSON.stringify(bad), '/etc/x.json'), /\/etc\/x\.json: Backend\.DirectRouting: must be true or false, got "yes"/);
+});
