@@ -23,7 +23,7 @@
  * Lifecycle (JS main thread): start() removes whatever a previous instance left (both rule
  * sets, in every backend) and installs what the flags ask; every --iptables-resync seconds
  * check() re-detects and repairs (a firewall reload, a Docker restart), logging each repair;
- * stop() removes ours, leaving the host's rules and policies untouched.
+ * stop() removes ours where it put them, leaving the host's rules and policies untouched.
  */
 import { formatPrefix, type Prefix } from './addr';
 import { mustRun, parseNftJson, type FirewallSystem, type NftListing, systemFirewall } from './fwexec';
@@ -63,7 +63,7 @@ export function iptablesForwardRules(network: Prefix): Array<[string, string[]]>
   ];
 }
 
-/** The nft JSON commands that append the two accepts to a native chain. */
+/** The nft JSON commands that append the two accepts to a native chain (given to `nft -j` as one argument: nft's JSON mode cannot read a piped stdin). */
 export function nftForwardRules(site: ForwardSite, network: Prefix): object[] {
   const match = (field: 'saddr' | 'daddr') => ({
     add: {
@@ -128,7 +128,7 @@ async function removeNftForward(sys: FirewallSystem, only?: ForwardSite): Promis
   const ours = parseNftJson(r.stdout).rules.filter((x) => x.comment === NFT_FWD_COMMENT);
   if (ours.length === 0) return 0;
   const batch = ours.map((x) => ({ delete: { rule: { family: x.family, table: x.table, chain: x.chain, handle: x.handle } } }));
-  await mustRun(sys, 'nft', ['-j', '-f', '-'], JSON.stringify({ nftables: batch }));
+  await mustRun(sys, 'nft', ['-j', JSON.stringify({ nftables: batch })]);
   return ours.length;
 }
 
@@ -148,7 +148,7 @@ async function removeIptablesForward(sys: FirewallSystem, bin: string): Promise<
 export async function installForward(sys: FirewallSystem, site: ForwardSite, network: Prefix): Promise<void> {
   if (site.backend === 'nftables') {
     await removeNftForward(sys, site);
-    await mustRun(sys, 'nft', ['-j', '-f', '-'], JSON.stringify({ nftables: nftForwardRules(site, network) }));
+    await mustRun(sys, 'nft', ['-j', JSON.stringify({ nftables: nftForwardRules(site, network) })]);
     return;
   }
   const bin = IPTABLES_BIN[site.backend];
@@ -212,7 +212,8 @@ export interface FirewallStatus {
 
 export class Firewall {
   private readonly sys: FirewallSystem;
-  private readonly known = new Set<string>();
+  /** every site where this process installed its accepts, by siteName */
+  private readonly known = new Map<string, ForwardSite>();
   private sites: { site: ForwardSite; present: boolean }[] = [];
   private masqOk = false;
   private fullyRandom = false;
@@ -295,23 +296,31 @@ export class Firewall {
           this.opts.logger.info(fields, 'FORWARD policy is drop; accept rules for the Network installed');
         }
       }
-      this.known.add(key);
+      this.known.set(key, site);
       next.push({ site, present: true });
     }
     this.sites = next;
   }
 
-  /** Stops the checks and removes our rules everywhere; rejects with the first error after trying all. */
+  /**
+   * Stops the checks and removes our rules from every site where this process put them (few
+   * commands: shutdown is time-bounded; start() sweeps everything anyway). Rejects with the
+   * first error after trying all.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     await this.running;
     const errs: unknown[] = [];
-    try {
-      await removeAllForward(this.sys);
-    } catch (err) {
-      errs.push(err);
+    for (const site of this.known.values()) {
+      try {
+        if (site.backend === 'nftables') await removeNftForward(this.sys, site);
+        else await removeIptablesForward(this.sys, IPTABLES_BIN[site.backend]);
+      } catch (err) {
+        errs.push(err);
+      }
     }
+    this.known.clear();
     if (this.opts.ipMasq) {
       try {
         await removeMasq(this.sys);
