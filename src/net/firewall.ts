@@ -10,7 +10,8 @@
  *   iptables-legacy  filter FORWARD (only when the legacy filter table exists, per
  *                    /proc/net/ip_tables_names: listing it would create it)
  *   iptables-nft     nft's `ip filter FORWARD`, changed through iptables-nft so that the
- *                    host's iptables tools keep understanding the table
+ *                    host's iptables tools keep understanding the table (through nft, as
+ *                    below, when iptables-nft is not installed)
  *   nftables         any other forward base chain of family ip/inet with policy drop
  * iptables flavours get flanneld's rules: chain FLANNEL-FWD with `-s <Network> -j ACCEPT`
  * and `-d <Network> -j ACCEPT`, reached by `-A FORWARD -j FLANNEL-FWD`, all with the comment
@@ -101,7 +102,9 @@ export async function detectForwardDrops(sys: FirewallSystem): Promise<ForwardSi
   const listing = await nftChains(sys);
   for (const c of listing?.chains ?? []) {
     if (c.hook !== 'forward' || c.policy !== 'drop' || (c.family !== 'ip' && c.family !== 'inet')) continue;
-    sites.push({ backend: isIptablesNft(c) ? 'iptables-nft' : 'nftables', family: c.family, table: c.table, chain: c.name });
+    // iptables' names without iptables-nft installed: an nftables chain like any other
+    const viaIptables = isIptablesNft(c) && (await sys.run('iptables-nft', ['--version'])).code === 0;
+    sites.push({ backend: viaIptables ? 'iptables-nft' : 'nftables', family: c.family, table: c.table, chain: c.name });
   }
   return sites;
 }

@@ -8,6 +8,7 @@ import type { CommandResult, FirewallSystem } from '../../src/net/fwexec';
 import { detectForwardDrops, installForward, iptablesForwardRules, nftForwardRules, removeAllForward, Firewall, type ForwardSite } from '../../src/net/firewall';
 import { installMasq, masqRules, masqScript, masqPresent } from '../../src/net/masq';
 import { parsePrefix } from '../../src/net/addr';
+import { parseDaemonArgs, type Config } from '../../src/config';
 
 const NET = parsePrefix('10.244.0.0/16')!;
 const SUB = parsePrefix('10.244.3.0/24')!;
@@ -128,6 +129,15 @@ t.test('detection: each backend where its drop is', async (t) => {
     { backend: 'iptables-nft', family: 'ip', table: 'filter', chain: 'FORWARD' },
     { backend: 'nftables', family: 'inet', table: 'hostfw', chain: 'forward_host' },
   ]);
+});
+
+t.test('detection: iptables names in nft without iptables-nft installed -> changed through nft', async (t) => {
+  const { sys } = fakeSystem((line) => {
+    if (line === 'iptables-nft --version') return { code: -1, stderr: 'spawn iptables-nft ENOENT' };
+    if (line === 'nft -j list chains') return { stdout: chains({ family: 'ip', table: 'filter', name: 'FORWARD', handle: 1, type: 'filter', hook: 'forward', prio: 0, policy: 'drop' }) };
+    return undefined;
+  });
+  t.same(await detectForwardDrops(sys), [{ backend: 'nftables', family: 'ip', table: 'filter', chain: 'FORWARD' }]);
 });
 
 t.test('detection: legacy filter table with an accept policy, nft not installed', async (t) => {
@@ -273,4 +283,25 @@ t.test('Firewall: --ip-masq installs and repairs the table; --iptables-forward-r
   t.same(fw.status().masq, { enabled: true, present: true, fullyRandom: true });
   await fw.stop();
   t.notOk(host.state.masq, 'table deleted at stop');
+});
+
+t.test("flags: flanneld's names and defaults, OVERLAYD_* variables, bad values named", async (t) => {
+  const cfg = (argv: string[], env: NodeJS.ProcessEnv = {}): Config => {
+    const r = parseDaemonArgs(argv, env);
+    if (r.kind !== 'daemon') throw new Error('not a daemon command');
+    return r.config;
+  };
+  const d = cfg([]);
+  t.same([d.iptablesForwardRules, d.iptablesResync, d.ipMasqFullyRandomDisable], [true, 5, false], 'defaults as flanneld');
+  t.equal(cfg(['--iptables-forward-rules=false']).iptablesForwardRules, false);
+  t.equal(cfg(['--iptables-forward-rules', 'true']).iptablesForwardRules, true);
+  t.equal(cfg([], { OVERLAYD_IPTABLES_FORWARD_RULES: 'false' }).iptablesForwardRules, false);
+  t.equal(cfg(['--iptables-resync', '30']).iptablesResync, 30);
+  t.equal(cfg([], { OVERLAYD_IPTABLES_RESYNC: '2' }).iptablesResync, 2);
+  t.equal(cfg(['--ip-masq-fully-random-disable']).ipMasqFullyRandomDisable, true);
+  t.equal(cfg([], { OVERLAYD_IP_MASQ_FULLY_RANDOM_DISABLE: 'true' }).ipMasqFullyRandomDisable, true);
+  for (const bad of ['0', '3601', '5s', '-1', '']) {
+    t.throws(() => cfg([`--iptables-resync=${bad}`]), /--iptables-resync \(OVERLAYD_IPTABLES_RESYNC\): ".*" is not a number of seconds in 1\.\.3600/, `--iptables-resync ${JSON.stringify(bad)}`);
+  }
+  t.throws(() => cfg(['--iptables-forward-rules', 'maybe']), /--iptables-forward-rules \(OVERLAYD_IPTABLES_FORWARD_RULES\): "maybe" is not a boolean/);
 });
