@@ -119,6 +119,15 @@ if (!isRoot) {
         let d1 = await start(1, ['--iptables-forward-rules=false']);
         let d2 = await start(2, ['--iptables-forward-rules=false']);
         t.notOk(ping(), 'with --iptables-forward-rules=false the drop policy stops pod traffic');
+        // an accept in a table of its own does not override the drop (every base chain must accept)
+        for (const n of nodes) {
+          sh(n.ns, ['nft', 'add', 'table', 'inet', 'ovfaccept']);
+          sh(n.ns, ['nft', 'add chain inet ovfaccept forward_accept { type filter hook forward priority -10; policy accept; }']);
+          sh(n.ns, ['nft', 'add rule inet ovfaccept forward_accept ip saddr 10.244.0.0/16 accept']);
+          sh(n.ns, ['nft', 'add rule inet ovfaccept forward_accept ip daddr 10.244.0.0/16 accept']);
+        }
+        t.notOk(ping(), 'an accept in a separate nftables table does not override the drop');
+        for (const n of nodes) sh(n.ns, ['nft', 'delete', 'table', 'inet', 'ovfaccept']);
         t.notMatch(sh(n1.ns, f.ours.cmd), f.ours.re, 'no accept rules of ours');
         await stop(d1);
         await stop(d2);
