@@ -64,7 +64,12 @@ export interface NftListing { chains: NftChain[]; rules: NftRule[]; tables: { fa
 export function parseNftJson(text: string): NftListing {
   const out: NftListing = { chains: [], rules: [], tables: [] };
   if (text.trim() === '') return out;
-  const doc = JSON.parse(text) as { nftables?: Array<Record<string, unknown>> };
+  let doc: { nftables?: Array<Record<string, unknown>> };
+  try {
+    doc = JSON.parse(text) as typeof doc;
+  } catch (err) {
+    throw new Error(`nft -j printed something that is not JSON (${(err as Error).message}): ${text.slice(0, 200)}`);
+  }
   for (const item of doc.nftables ?? []) {
     if (item['chain']) out.chains.push(item['chain'] as NftChain);
     else if (item['rule']) out.rules.push(item['rule'] as NftRule);
