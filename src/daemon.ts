@@ -9,7 +9,7 @@ import type * as http from 'node:http';
 import type { Config } from './config';
 import { AlreadyRunningError, ConfigError, errorMessage } from './errors';
 import { formatIp, formatPrefix, parseIp, type Prefix, prefixKey } from './net/addr';
-import { Firewall } from './net/firewall';
+import { Firewall, removeLeftovers } from './net/firewall';
 import { configureTun, ENCAP_OVERHEAD, isLocalAddress, resolveUnderlay, unconfigureTun, type TunLinkState } from './net/link';
 import type { Engine } from './dataplane/engine';
 import { createEngine } from './dataplane/engine-factory';
@@ -97,6 +97,8 @@ export class Daemon {
   private async startSteps(): Promise<void> {
     const c = this.config;
     this.lock = await acquireInstanceLock();
+    // a previous instance's firewall state goes now, not once a lease is held (etcd may be far)
+    await removeLeftovers({ ipMasq: c.ipMasq, logger: this.logger });
     const underlay = await resolveUnderlay(c.iface);
     const publicIp = c.publicIp ?? underlay.address;
     if (publicIp === undefined) throw new ConfigError(`underlay interface ${underlay.name} has no IPv4 address; give --public-ip`);

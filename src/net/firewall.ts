@@ -182,6 +182,21 @@ async function masqTableExists(sys: FirewallSystem): Promise<boolean> {
   return (await sys.run('nft', ['list', 'table', 'ip', MASQ_TABLE])).code === 0;
 }
 
+/**
+ * What a previous instance may have left (a kill -9): our FORWARD rules in every backend, and
+ * the masquerade table unless --ip-masq is on (then start() replaces it). Each removal logged.
+ * Needs no lease: the daemon runs it as soon as it holds the instance lock.
+ */
+export async function removeLeftovers(opts: { ipMasq: boolean; logger: Logger; sys?: FirewallSystem }): Promise<void> {
+  const sys = opts.sys ?? systemFirewall;
+  const stale = await removeAllForward(sys);
+  if (stale.length > 0) opts.logger.info({ backends: stale }, 'removed FORWARD rules left by a previous instance');
+  if (!opts.ipMasq && await masqTableExists(sys)) {
+    await removeMasq(sys);
+    opts.logger.info({ table: `ip ${MASQ_TABLE}` }, 'removed masquerade rules left by a previous instance (--ip-masq is off)');
+  }
+}
+
 export interface FirewallOptions {
   /** --iptables-forward-rules */
   readonly forwardRules: boolean;
@@ -238,12 +253,7 @@ export class Firewall {
   /** Reconciles to the flags (leftovers removed), installs, starts the periodic check. Rejects (LinkError) when installing fails. */
   async start(): Promise<void> {
     const { logger } = this.opts;
-    const stale = await removeAllForward(this.sys);
-    if (stale.length > 0) logger.info({ backends: stale }, 'removed FORWARD rules left by a previous instance');
-    if (!this.opts.ipMasq && await masqTableExists(this.sys)) {
-      await removeMasq(this.sys);
-      logger.info({ table: `ip ${MASQ_TABLE}` }, 'removed masquerade rules left by a previous instance (--ip-masq is off)');
-    }
+    await removeLeftovers({ ipMasq: this.opts.ipMasq, logger, sys: this.sys });
     if (this.opts.ipMasq) {
       this.fullyRandom = (await installMasq(this.sys, this.masqPlan)).fullyRandom;
       if (this.opts.fullyRandom && !this.fullyRandom) logger.warn('the kernel refuses masquerade fully-random; masquerading without it');
