@@ -119,7 +119,7 @@ export class Daemon {
     }
     this.logger.info({ subnet: formatPrefix(lease.subnet), publicIp: formatIp(lease.publicIp), network: formatPrefix(netConfig.network), source: source.kind }, 'lease held');
 
-    // bind to the PublicIP when it is ours, else (NAT) to the underlay's address, as flanneld does
+    // bind to the PublicIP when it is ours, else (NAT) to the underlay's address (flanneld: always the latter)
     const leaseIp = formatIp(lease.publicIp);
     let bindIp = underlay.address;
     if (await isLocalAddress(leaseIp)) bindIp = leaseIp;
