@@ -840,8 +840,9 @@ static struct engine_port *this_engine(napi_env env, napi_callback_info info, si
   return this_wrapped(env, info, argc, argv, &ENGINE_TAG, "EnginePort", method);
 }
 
-/* start({port, tunAddress, tunMtu, subnet, subnetLen}): opens the UDP sockets (SO_REUSEPORT
- * when queues > 1) on 0.0.0.0:port and starts one forwarding thread per queue. */
+/* start({port, tunAddress, tunMtu, subnet, subnetLen, bindAddress?}): opens the UDP sockets
+ * (SO_REUSEPORT when queues > 1) on bindAddress:port (uint32 host order; undefined or 0 =
+ * 0.0.0.0) and starts one forwarding thread per queue. */
 static napi_value engine_start(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -866,11 +867,18 @@ static napi_value engine_start(napi_env env, napi_callback_info info) {
     return NULL;
   if (subnet_len < 32 && (subnet & (UINT32_MAX >> subnet_len)) != 0)
     return throw_range(env, "EnginePort.start: options.subnet has host bits set for /%u", subnet_len);
+  uint32_t bind_address = 0;
+  napi_value bind_v;
+  napi_valuetype bind_t;
+  CHECK(env, napi_get_named_property(env, argv[0], "bindAddress", &bind_v));
+  CHECK(env, napi_typeof(env, bind_v, &bind_t));
+  if (bind_t != napi_undefined && !get_int_option(env, argv[0], fn, "bindAddress", 0, UINT32_MAX, &bind_address))
+    return NULL;
 
   char context[64];
   snprintf(context, sizeof(context), "EnginePort.start(port %u)", port);
   const char *sc = NULL;
-  int err = ovl_udp_open(ep->udp_fds, ep->queues, 0, (uint16_t)port, OVL_UDP_SOCKBUF_BYTES, &sc);
+  int err = ovl_udp_open(ep->udp_fds, ep->queues, bind_address, (uint16_t)port, OVL_UDP_SOCKBUF_BYTES, &sc);
   if (err < 0) {
     char hint[64];
     snprintf(hint, sizeof(hint), "UDP port %u is in use", port);

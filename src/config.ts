@@ -44,7 +44,10 @@ export const FLAGS = {
   'subnet-file': { type: 'string', default: '/run/flannel/subnet.env', help: 'where to write the flannel subnet file' },
   'subnet-lease-ttl': { type: 'string', default: '24h', help: 'TTL of the subnet lease in etcd (e.g. 24h, 90m, 600s)' },
   'tun-name': { type: 'string', default: 'flannel0', help: 'name of the TUN device' },
-  'ip-masq': { type: 'boolean', default: 'false', help: 'masquerade traffic from pods to destinations outside the cluster Network (nftables)' },
+  'ip-masq': { type: 'boolean', default: 'false', help: 'masquerade traffic from pods to destinations outside the cluster Network (flanneld\'s rule set, nftables table ip overlayd)' },
+  'ip-masq-fully-random-disable': { type: 'boolean', default: 'false', help: 'masquerade without fully-random port selection' },
+  'iptables-forward-rules': { type: 'string', default: 'true', help: 'accept the Network\'s traffic in every FORWARD chain whose policy is drop (iptables-legacy, iptables-nft or nftables) (true/false)' },
+  'iptables-resync': { type: 'string', default: '5', help: 'seconds between checks of the FORWARD and masquerade rules; missing ones are put back (1..3600)' },
   'metrics-addr': { type: 'string', default: '127.0.0.1:9285', help: 'HTTP address for /metrics, /healthz and /status (empty disables)' },
   'log-level': { type: 'string', default: 'info', help: `log level: ${LOG_LEVELS.join(', ')}` },
   'help': { type: 'boolean', help: 'print this help and exit', noEnv: true },
@@ -89,6 +92,12 @@ export interface Config {
   readonly subnetLeaseTtl: number;
   readonly tunName: string;
   readonly ipMasq: boolean;
+  /** masquerade fully-random unless --ip-masq-fully-random-disable */
+  readonly ipMasqFullyRandomDisable: boolean;
+  /** FORWARD accept rules for the Network (flanneld's --iptables-forward-rules) */
+  readonly iptablesForwardRules: boolean;
+  /** seconds between firewall checks, 1..3600 */
+  readonly iptablesResync: number;
   /** host:port, or undefined when disabled */
   readonly metricsAddr?: { host: string; port: number };
   readonly logLevel: LogLevel;
@@ -191,6 +200,9 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
   const subnetFile = get('subnet-file') as string;
   if (subnetFile === '' || subnetFile.endsWith('/')) throw new ConfigError(`--subnet-file: "${subnetFile}" is not a file path`);
   const metrics = getOpt('metrics-addr');
+  const resyncText = (get('iptables-resync') as string).trim();
+  const iptablesResync = /^\d{1,4}$/.test(resyncText) ? Number(resyncText) : NaN;
+  if (!(iptablesResync >= 1 && iptablesResync <= 3600)) throw new ConfigError(`--iptables-resync (${envName('iptables-resync')}): "${resyncText}" is not a number of seconds in 1..3600`);
 
   const config: Config = {
     engine: engine as EngineKind,
@@ -212,6 +224,9 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     subnetLeaseTtl: parseDuration('subnet-lease-ttl', get('subnet-lease-ttl') as string),
     tunName,
     ipMasq: getBool('ip-masq'),
+    ipMasqFullyRandomDisable: getBool('ip-masq-fully-random-disable'),
+    iptablesForwardRules: getOnOff('iptables-forward-rules'),
+    iptablesResync,
     metricsAddr: metrics === undefined ? undefined : parseHostPort('metrics-addr', metrics),
     logLevel: logLevel as LogLevel,
   };

@@ -9,9 +9,9 @@ import type * as http from 'node:http';
 import type { Config } from './config';
 import { AlreadyRunningError, ConfigError, errorMessage } from './errors';
 import { formatIp, formatPrefix, parseIp, type Prefix, prefixKey } from './net/addr';
-import { installMasq, removeMasq } from './net/masq';
 import { DirectRoutes, removeStaleDirectRoutes } from './net/direct-routes';
-import { configureTun, ENCAP_OVERHEAD, resolveUnderlay, unconfigureTun, type TunLinkState } from './net/link';
+import { Firewall, removeLeftovers } from './net/firewall';
+import { configureTun, ENCAP_OVERHEAD, isLocalAddress, resolveUnderlay, unconfigureTun, type TunLinkState } from './net/link';
 import type { Engine } from './dataplane/engine';
 import { createEngine } from './dataplane/engine-factory';
 import type { Route, RouteSink } from './dataplane/types';
@@ -68,8 +68,8 @@ export class Daemon {
   private source: RouteSource | undefined;
   private engine: Engine | undefined;
   private link: TunLinkState | undefined;
-  private masq = false;
   private direct: DirectRoutes | undefined;
+  private firewall: Firewall | undefined;
   private httpServer: http.Server | undefined;
   private lock: net.Server | undefined;
   private sink: TrackingSink | undefined;
@@ -102,6 +102,8 @@ export class Daemon {
   private async startSteps(): Promise<void> {
     const c = this.config;
     this.lock = await acquireInstanceLock();
+    // a previous instance's firewall state goes now, not once a lease is held (etcd may be far)
+    await removeLeftovers({ ipMasq: c.ipMasq, logger: this.logger });
     const underlay = await resolveUnderlay(c.iface);
     const publicIp = c.publicIp ?? underlay.address;
     if (publicIp === undefined) throw new ConfigError(`underlay interface ${underlay.name} has no IPv4 address; give --public-ip`);
@@ -122,8 +124,14 @@ export class Daemon {
     }
     this.logger.info({ subnet: formatPrefix(lease.subnet), publicIp: formatIp(lease.publicIp), network: formatPrefix(netConfig.network), source: source.kind }, 'lease held');
 
+    // bind to the PublicIP when it is ours, else (NAT) to the underlay's address (flanneld: always the latter)
+    const leaseIp = formatIp(lease.publicIp);
+    let bindIp = underlay.address;
+    if (await isLocalAddress(leaseIp)) bindIp = leaseIp;
+    else this.logger.warn({ publicIp: leaseIp, bind: bindIp ?? '0.0.0.0', underlay: underlay.name }, 'PublicIP is not an address of this host (NAT?): binding the UDP socket to the underlay address');
     const engine = createEngine(c.engine, {
       tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger, queues: c.queues, offloads: c.offloads,
+      bindAddress: bindIp === undefined ? undefined : parseIp(bindIp),
     });
     this.engine = engine;
     engine.onFatal((err) => this.fail(err));
@@ -131,10 +139,11 @@ export class Daemon {
     this.checkNotStopping();
     this.link = await configureTun({ name: engine.tunName, address: lease.subnet.addr, mtu: this.tunMtu, network: netConfig.network });
     await engine.start();
-    if (c.ipMasq) {
-      await installMasq(netConfig.network);
-      this.masq = true;
-    }
+    this.firewall = new Firewall({
+      forwardRules: c.iptablesForwardRules, ipMasq: c.ipMasq, fullyRandom: !c.ipMasqFullyRandomDisable, resyncSeconds: c.iptablesResync,
+      network: netConfig.network, subnet: lease.subnet, logger: this.logger,
+    });
+    await this.firewall.start();
     if (netConfig.directRouting) this.direct = await DirectRoutes.start({ underlay: underlay.name, tun: engine.tunName, logger: this.logger });
     else await removeStaleDirectRoutes(this.logger).catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, 'cannot check for stale direct routes'));
     this.sink = new TrackingSink(engine, this.logger, this.direct);
@@ -202,8 +211,8 @@ export class Daemon {
     this.source = undefined;
     if (this.direct) await step('remove direct routes', () => (this.direct as DirectRoutes).close());
     this.direct = undefined;
-    if (this.masq) await step('remove ip-masq rules', () => removeMasq());
-    this.masq = false;
+    if (this.firewall) await step('remove firewall rules', () => (this.firewall as Firewall).stop());
+    this.firewall = undefined;
     if (this.link) {
       const errs = await unconfigureTun(this.link);
       for (const e of errs) this.logger.debug({ err: e.message }, 'link undo step failed');
@@ -226,6 +235,7 @@ export class Daemon {
       leaseExpiresAt: () => this.source?.stats().leaseExpiresAt?.getTime(),
       etcdConnected: () => this.source?.stats().connected,
       watchResyncs: () => this.source?.stats().resyncs ?? 0,
+      firewallRepairs: () => this.firewall?.repairCount ?? 0,
     };
   }
 
@@ -262,6 +272,7 @@ export class Daemon {
       tun: engine && { name: engine.tunName, address: this.lease ? formatIp(this.lease.subnet.addr) : null, mtu: this.tunMtu },
       engine: engine?.kind,
       offloads: engine?.offloads() ?? null,
+      firewall: this.firewall?.status() ?? null,
       routes: (engine?.routes() ?? []).map((r) => {
         const since = this.sink?.since.get(prefixKey(r.subnet));
         return { subnet: formatPrefix(r.subnet), publicIp: formatIp(r.publicIp), ageSeconds: since === undefined ? null : Math.round((now - since) / 1000), via: this.direct?.kindOf(r.subnet) ?? 'udp' };

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the OS packages the tests need when they are missing (Debian/Ubuntu, as root):
-# etcd for the integration tests, iproute2/ping/iperf3/nftables for the e2e tests, clang for
+# etcd for the integration tests, iproute2/ping/iperf3/nftables/iptables for the e2e tests, clang for
 # the fuzz target, valgrind, systemd-analyze, openssl for the TLS tests. Used by .ci/run and
 # by `npm test`. Does nothing when all are present or when not root.
 set -euo pipefail
@@ -12,6 +12,8 @@ want iperf3 iperf3
 want ip iproute2
 want ping iputils-ping
 want nft nftables
+want iptables-legacy iptables
+want iptables-nft iptables
 want openssl openssl
 want valgrind valgrind
 want make make

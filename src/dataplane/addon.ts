@@ -65,7 +65,7 @@ export interface EngineOffloads {
 
 /** What EnginePort.start needs; every number a uint32 in host order unless said otherwise. */
 export interface EngineStartOptions {
-  /** UDP port P, 1..65535: sockets bound to 0.0.0.0:P, peers must send from P, are sent to P. */
+  /** UDP port P, 1..65535: sockets bound to bindAddress:P, peers must send from P, are sent to P. */
   readonly port: number;
   /** source address of the ICMP errors written into the TUN (the lease's network address) */
   readonly tunAddress: number;
@@ -79,6 +79,8 @@ export interface EngineStartOptions {
   readonly udpGso?: boolean;
   /** UDP_GRO on receive, probed on each socket (default false) */
   readonly udpGro?: boolean;
+  /** local address the sockets bind to (uint32; undefined or 0 = 0.0.0.0): the source of every datagram sent */
+  readonly bindAddress?: number;
 }
 
 /**

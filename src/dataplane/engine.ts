@@ -51,6 +51,8 @@ export interface EngineOptions {
   readonly queues?: number;
   /** offloads the native engine should use (default none); the js engine has none */
   readonly offloads?: { readonly tun: boolean; readonly udpGso: boolean; readonly udpGro: boolean };
+  /** the underlay address the UDP socket(s) bind to (uint32; undefined = 0.0.0.0), so datagrams leave with the source peers expect */
+  readonly bindAddress?: number;
 }
 
 /** Offloads in force: on = asked for, taken by the kernel at start and never refused since (fallbacks = 0). */

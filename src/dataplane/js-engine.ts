@@ -70,7 +70,8 @@ export class JsEngine implements Engine {
     await new Promise<void>((resolve, reject) => {
       const onErr = (err: Error) => reject(new Error(`cannot bind UDP port ${this.opts.network.port}: ${err.message}`, { cause: err }));
       sock.once('error', onErr);
-      sock.bind({ port: this.opts.network.port, exclusive: true }, () => {
+      const address = this.opts.bindAddress === undefined ? undefined : formatIp(this.opts.bindAddress);
+      sock.bind({ address, port: this.opts.network.port, exclusive: true }, () => {
         sock.off('error', onErr);
         // room for bursts: the kernel caps this at net.core.rmem_max/wmem_max (and doubles it)
         for (const set of [(n: number) => sock.setRecvBufferSize(n), (n: number) => sock.setSendBufferSize(n)]) {

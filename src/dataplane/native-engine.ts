@@ -80,7 +80,7 @@ export class NativeEngine implements Engine {
     try {
       port.start({
         port: network.port, tunAddress: this.opts.tunAddress, tunMtu: this.opts.tunMtu, subnet: lease.subnet.addr, subnetLen: lease.subnet.len,
-        udpGso: this.opts.offloads?.udpGso ?? false, udpGro: this.opts.offloads?.udpGro ?? false,
+        udpGso: this.opts.offloads?.udpGso ?? false, udpGro: this.opts.offloads?.udpGro ?? false, bindAddress: this.opts.bindAddress,
       });
       this.offloadsAtStart = port.offloads();
     } catch (err) {

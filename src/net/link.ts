@@ -66,6 +66,11 @@ export async function resolveUnderlay(iface: string | undefined): Promise<Underl
   return { name: found.ifname, mtu: found.mtu, address: isIp(iface ?? '') ? iface : firstIpv4(found) };
 }
 
+/** True when an interface of this network namespace holds the IPv4 address (else: NAT in front of us, or a wrong address). */
+export async function isLocalAddress(addr: string): Promise<boolean> {
+  return (await links()).some((l) => l.addr_info?.some((a) => a.family === 'inet' && a.local === addr) === true);
+}
+
 /** IPv4 + UDP header bytes added to every packet on the underlay. */
 export const ENCAP_OVERHEAD = 28;
 

@@ -1,50 +1,89 @@
 /**
- * --ip-masq: traffic from pods to destinations outside the cluster Network leaves with the
- * node's address; traffic inside the Network keeps its source. The rules live in overlayd's
- * own nftables table (`ip overlayd`), replaced atomically (idempotent over a restart or a
- * crashed instance's leftovers) and deleted on shutdown. Per network namespace.
+ * --ip-masq: flanneld's masquerade rule set (pkg/trafficmngr/iptables masqRules, the one its
+ * udp backend uses), in overlayd's own nftables table `ip overlayd`, chain `postrouting`
+ * (a nat base chain: a masquerade there applies whatever other tables hold; the first NAT
+ * binding of a connection wins, as with iptables' nat table). In order:
+ *   meta mark & 0x4000 == 0x4000   return      (kube-proxy's mark: no double NAT)
+ *   saddr <subnet>  daddr <Network> return      (this node's pods inside the Network)
+ *   saddr <Network> daddr <subnet>  return
+ *   saddr != <Network> daddr <subnet> return    (outside -> this node's pods: source kept)
+ *   saddr <Network> daddr != 224.0.0.0/4 masquerade [fully-random]   (pods -> outside)
+ *   saddr != <Network> daddr <Network>  masquerade [fully-random]   (outside -> other nodes' pods)
+ * Every rule carries the comment "flanneld masq". The table is replaced in one transaction
+ * (idempotent over a restart or a crashed instance's leftovers) and deleted on shutdown.
  */
-import { execFile } from 'node:child_process';
-import { LinkError } from '../errors';
 import { formatPrefix, type Prefix } from './addr';
+import { mustRun, parseNftJson, type FirewallSystem } from './fwexec';
 
 export const MASQ_TABLE = 'overlayd';
-const NFT_TIMEOUT_MS = 10_000;
+export const MASQ_CHAIN = 'postrouting';
+export const MASQ_COMMENT = 'flanneld masq';
+/** kube-proxy's masquerade mark (flannel's trafficmngr.KubeProxyMark 0x4000/0x4000) */
+const KUBE_PROXY_MARK = '0x00004000';
 
-function nft(args: readonly string[], stdin?: string): Promise<void> {
-  const command = `nft ${args.join(' ')}`;
-  return new Promise((resolve, reject) => {
-    const child = execFile('nft', [...args], { timeout: NFT_TIMEOUT_MS, encoding: 'utf8' }, (err, _stdout, stderr) => {
-      if (err) reject(new LinkError(command, stderr || err.message));
-      else resolve();
-    });
-    if (stdin !== undefined) child.stdin?.end(stdin);
-  });
+export interface MasqPlan {
+  /** the cluster Network */
+  readonly network: Prefix;
+  /** this node's lease */
+  readonly subnet: Prefix;
+  /** masquerade with fully-random port selection (flanneld's default; --ip-masq-fully-random-disable turns it off) */
+  readonly fullyRandom: boolean;
+}
+
+/** The rule bodies of the chain, in order (without the comment). */
+export function masqRules(plan: MasqPlan): string[] {
+  const net = formatPrefix(plan.network);
+  const sub = formatPrefix(plan.subnet);
+  const masq = plan.fullyRandom ? 'masquerade fully-random' : 'masquerade';
+  return [
+    `meta mark & ${KUBE_PROXY_MARK} == ${KUBE_PROXY_MARK} return`,
+    `ip saddr ${sub} ip daddr ${net} return`,
+    `ip saddr ${net} ip daddr ${sub} return`,
+    `ip saddr != ${net} ip daddr ${sub} return`,
+    `ip saddr ${net} ip daddr != 224.0.0.0/4 ${masq}`,
+    `ip saddr != ${net} ip daddr ${net} ${masq}`,
+  ];
 }
 
 /** The nft script that (re)creates the table in one transaction. */
-export function masqScript(network: Prefix): string {
-  const net = formatPrefix(network);
+export function masqScript(plan: MasqPlan): string {
   return [
     `table ip ${MASQ_TABLE}`,
     `delete table ip ${MASQ_TABLE}`,
     `table ip ${MASQ_TABLE} {`,
-    '  chain postrouting {',
+    `  chain ${MASQ_CHAIN} {`,
     '    type nat hook postrouting priority srcnat; policy accept;',
-    `    ip saddr ${net} ip daddr ${net} return`,
-    `    ip saddr ${net} ip daddr 224.0.0.0/4 return`,
-    `    ip saddr ${net} masquerade fully-random`,
+    ...masqRules(plan).map((r) => `    ${r} comment "${MASQ_COMMENT}"`),
     '  }',
     '}',
     '',
   ].join('\n');
 }
 
-export async function installMasq(network: Prefix): Promise<void> {
-  await nft(['-f', '-'], masqScript(network));
+/**
+ * Installs the table; when the kernel refuses fully-random, installs it without and says so.
+ * Resolves whether fully-random is in force. LinkError when nft fails.
+ */
+export async function installMasq(sys: FirewallSystem, plan: MasqPlan): Promise<{ fullyRandom: boolean }> {
+  if (plan.fullyRandom) {
+    const r = await sys.run('nft', ['-f', '-'], masqScript(plan));
+    if (r.code === 0) return { fullyRandom: true };
+  }
+  await mustRun(sys, 'nft', ['-f', '-'], masqScript({ ...plan, fullyRandom: false }));
+  return { fullyRandom: false };
 }
 
-/** Deletes overlayd's table; absent is fine. */
-export async function removeMasq(): Promise<void> {
-  await nft(['-f', '-'], `table ip ${MASQ_TABLE}\ndelete table ip ${MASQ_TABLE}\n`);
+/** True when the table holds the chain with all of its rules (the periodic check). */
+export async function masqPresent(sys: FirewallSystem, plan: MasqPlan): Promise<boolean> {
+  const r = await sys.run('nft', ['-j', 'list', 'table', 'ip', MASQ_TABLE]);
+  if (r.code !== 0) return false;
+  const listing = parseNftJson(r.stdout);
+  const chain = listing.chains.find((c) => c.name === MASQ_CHAIN && c.hook === 'postrouting' && c.type === 'nat');
+  const ours = listing.rules.filter((x) => x.chain === MASQ_CHAIN && x.comment === MASQ_COMMENT);
+  return chain !== undefined && ours.length === masqRules(plan).length && listing.rules.length === ours.length;
+}
+
+/** Deletes overlayd's table; absent is fine. LinkError when nft fails otherwise. */
+export async function removeMasq(sys: FirewallSystem): Promise<void> {
+  await mustRun(sys, 'nft', ['-f', '-'], `table ip ${MASQ_TABLE}\ndelete table ip ${MASQ_TABLE}\n`);
 }

@@ -20,6 +20,8 @@ export interface MetricsSource {
   /** undefined for the static route source */
   etcdConnected(): boolean | undefined;
   watchResyncs(): number;
+  /** times the periodic firewall check put missing rules back */
+  firewallRepairs?(): number;
 }
 
 /** engine counter -> [metric, label value] */
@@ -52,6 +54,10 @@ export function createMetrics(src: MetricsSource): Registry {
     const engine = src.engineKind();
     if (queues && engine) queues.forEach((counters, q) => c.inc({ engine, queue: String(q) }, counters[name]));
   };
+  new Counter({
+    name: 'overlayd_firewall_repairs_total', help: 'Times the periodic check found FORWARD accept or masquerade rules missing and put them back', registers: [registry],
+    collect() { this.reset(); this.inc(src.firewallRepairs?.() ?? 0); },
+  });
   new Counter({
     name: 'overlayd_packets_total', help: 'Packets by direction', labelNames: ['engine', 'queue', 'direction'], registers: [registry],
     collect() { perEngine(this, PACKETS, 'direction'); },

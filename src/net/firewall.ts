@@ -1,0 +1,364 @@
+/**
+ * The daemon's firewall state (IPv4, this network namespace): FORWARD accept rules for the
+ * Network (--iptables-forward-rules, flanneld's rule set) and the masquerade table
+ * (--ip-masq, masq.ts).
+ *
+ * FORWARD: a packet is forwarded only when every base chain on the forward hook accepts
+ * it, so an accept in a table of our own does not override another table's drop. The
+ * accepts go where the drop is. Each check finds every forward-hook base chain whose
+ * policy is drop:
+ *   iptables-legacy  filter FORWARD (only when the legacy filter table exists, per
+ *                    /proc/net/ip_tables_names: listing it would create it)
+ *   iptables-nft     nft's `ip filter FORWARD`, changed through iptables-nft so that the
+ *                    host's iptables tools keep understanding the table (through nft, as
+ *                    below, when iptables-nft is not installed)
+ *   nftables         any other forward base chain of family ip/inet with policy drop
+ * iptables flavours get flanneld's rules: chain FLANNEL-FWD with `-s <Network> -j ACCEPT`
+ * and `-d <Network> -j ACCEPT`, reached by `-A FORWARD -j FLANNEL-FWD`, all with the comment
+ * "flanneld forward". A native nftables chain gets `ip saddr <Network> accept` and
+ * `ip daddr <Network> accept` appended, with the comment "overlayd forward" (so that only
+ * ours are ever removed). Appended, as flanneld does: the host's own rules before them keep
+ * their effect; only the drop policy is overridden for the Network. A chain whose last rule
+ * is an unconditional drop/reject (policy accept) is not detected.
+ *
+ * Lifecycle (JS main thread): start() removes whatever a previous instance left (both rule
+ * sets, in every backend) and installs what the flags ask; every --iptables-resync seconds
+ * check() re-detects and repairs (a firewall reload, a Docker restart), logging each repair;
+ * stop() removes ours where it put them, leaving the host's rules and policies untouched.
+ */
+import { formatPrefix, type Prefix } from './addr';
+import { mustRun, parseNftJson, type FirewallSystem, type NftListing, systemFirewall } from './fwexec';
+import { installMasq, masqPresent, removeMasq, MASQ_TABLE, type MasqPlan } from './masq';
+import { errorMessage } from '../errors';
+import type { Logger } from '../ops/log';
+
+export const FWD_CHAIN = 'FLANNEL-FWD';
+export const FWD_COMMENT = 'flanneld forward';
+export const NFT_FWD_COMMENT = 'overlayd forward';
+/** bound on the deletions of duplicated jump rules */
+const MAX_DUPLICATES = 32;
+
+export type ForwardBackend = 'iptables-legacy' | 'iptables-nft' | 'nftables';
+const IPTABLES_BIN: Record<Exclude<ForwardBackend, 'nftables'>, string> = { 'iptables-legacy': 'iptables-legacy', 'iptables-nft': 'iptables-nft' };
+
+/** A forward-hook base chain with policy drop. */
+export interface ForwardSite {
+  readonly backend: ForwardBackend;
+  readonly family: string;
+  readonly table: string;
+  readonly chain: string;
+}
+
+export function siteName(s: ForwardSite): string {
+  return `${s.backend} ${s.family} ${s.table} ${s.chain}`;
+}
+
+/** flanneld's forwardRules(): [chain, rulespec] for iptables. */
+export function iptablesForwardRules(network: Prefix): Array<[string, string[]]> {
+  const net = formatPrefix(network);
+  const c = ['-m', 'comment', '--comment', FWD_COMMENT];
+  return [
+    ['FORWARD', [...c, '-j', FWD_CHAIN]],
+    [FWD_CHAIN, ['-s', net, ...c, '-j', 'ACCEPT']],
+    [FWD_CHAIN, ['-d', net, ...c, '-j', 'ACCEPT']],
+  ];
+}
+
+/** The nft JSON commands that append the two accepts to a native chain (given to `nft -j` as one argument: nft's JSON mode cannot read a piped stdin). */
+export function nftForwardRules(site: ForwardSite, network: Prefix): object[] {
+  const match = (field: 'saddr' | 'daddr') => ({
+    add: {
+      rule: {
+        family: site.family, table: site.table, chain: site.chain, comment: NFT_FWD_COMMENT,
+        expr: [
+          { match: { op: '==', left: { payload: { protocol: 'ip', field } }, right: { prefix: { addr: formatPrefix(network).split('/')[0], len: network.len } } } },
+          { accept: null },
+        ],
+      },
+    },
+  });
+  return [match('saddr'), match('daddr')];
+}
+
+async function legacyFilterExists(sys: FirewallSystem): Promise<boolean> {
+  const names = await sys.readFile('/proc/net/ip_tables_names');
+  return names !== undefined && names.split('\n').some((l) => l.trim() === 'filter');
+}
+
+async function nftChains(sys: FirewallSystem): Promise<NftListing | undefined> {
+  const r = await sys.run('nft', ['-j', 'list', 'chains']);
+  return r.code === 0 ? parseNftJson(r.stdout) : undefined;
+}
+
+const isIptablesNft = (c: { family: string; table: string; name: string }) => c.family === 'ip' && c.table === 'filter' && c.name === 'FORWARD';
+
+/** Every forward-hook base chain whose policy is drop, in the order legacy, iptables-nft, nftables. */
+export async function detectForwardDrops(sys: FirewallSystem): Promise<ForwardSite[]> {
+  const sites: ForwardSite[] = [];
+  if (await legacyFilterExists(sys)) {
+    const r = await sys.run('iptables-legacy', ['-w', '-t', 'filter', '-S', 'FORWARD']);
+    if (r.code === 0 && /^-P FORWARD DROP$/m.test(r.stdout)) sites.push({ backend: 'iptables-legacy', family: 'ip', table: 'filter', chain: 'FORWARD' });
+  }
+  const listing = await nftChains(sys);
+  for (const c of listing?.chains ?? []) {
+    if (c.hook !== 'forward' || c.policy !== 'drop' || (c.family !== 'ip' && c.family !== 'inet')) continue;
+    // iptables' names without iptables-nft installed: an nftables chain like any other
+    const viaIptables = isIptablesNft(c) && (await sys.run('iptables-nft', ['--version'])).code === 0;
+    sites.push({ backend: viaIptables ? 'iptables-nft' : 'nftables', family: c.family, table: c.table, chain: c.name });
+  }
+  return sites;
+}
+
+/** True when all of our accepts are in place at the site. */
+export async function forwardPresent(sys: FirewallSystem, site: ForwardSite, network: Prefix): Promise<boolean> {
+  if (site.backend === 'nftables') {
+    const r = await sys.run('nft', ['-j', 'list', 'chain', site.family, site.table, site.chain]);
+    if (r.code !== 0) return false;
+    return parseNftJson(r.stdout).rules.filter((x) => x.comment === NFT_FWD_COMMENT).length === 2;
+  }
+  const bin = IPTABLES_BIN[site.backend];
+  for (const [chain, spec] of iptablesForwardRules(network)) {
+    if ((await sys.run(bin, ['-w', '-t', 'filter', '-C', chain, ...spec])).code !== 0) return false;
+  }
+  return true;
+}
+
+/** Deletes the native nftables rules carrying our comment; `only` restricts it to one chain. Resolves how many. */
+async function removeNftForward(sys: FirewallSystem, only?: ForwardSite): Promise<number> {
+  const args = only ? ['-j', 'list', 'chain', only.family, only.table, only.chain] : ['-j', 'list', 'ruleset'];
+  const r = await sys.run('nft', args);
+  if (r.code !== 0) return 0;
+  const ours = parseNftJson(r.stdout).rules.filter((x) => x.comment === NFT_FWD_COMMENT);
+  if (ours.length === 0) return 0;
+  const batch = ours.map((x) => ({ delete: { rule: { family: x.family, table: x.table, chain: x.chain, handle: x.handle } } }));
+  await mustRun(sys, 'nft', ['-j', JSON.stringify({ nftables: batch })]);
+  return ours.length;
+}
+
+/** Removes the jump(s) and FLANNEL-FWD from one iptables flavour. Resolves how many rules/chains went. */
+async function removeIptablesForward(sys: FirewallSystem, bin: string): Promise<number> {
+  let removed = 0;
+  const jump = ['-m', 'comment', '--comment', FWD_COMMENT, '-j', FWD_CHAIN];
+  for (let i = 0; i < MAX_DUPLICATES && (await sys.run(bin, ['-w', '-t', 'filter', '-D', 'FORWARD', ...jump])).code === 0; i++) removed++;
+  if ((await sys.run(bin, ['-w', '-t', 'filter', '-F', FWD_CHAIN])).code === 0) {
+    await sys.run(bin, ['-w', '-t', 'filter', '-X', FWD_CHAIN]);
+    removed++;
+  }
+  return removed;
+}
+
+/** (Re)installs our accepts at one site: what is there of ours first goes, then all of it, in order. */
+export async function installForward(sys: FirewallSystem, site: ForwardSite, network: Prefix): Promise<void> {
+  if (site.backend === 'nftables') {
+    await removeNftForward(sys, site);
+    await mustRun(sys, 'nft', ['-j', JSON.stringify({ nftables: nftForwardRules(site, network) })]);
+    return;
+  }
+  const bin = IPTABLES_BIN[site.backend];
+  const ipt = (args: string[]) => mustRun(sys, bin, ['-w', '-t', 'filter', ...args]);
+  await sys.run(bin, ['-w', '-t', 'filter', '-N', FWD_CHAIN]); // exists already: fine, flushed next
+  await ipt(['-F', FWD_CHAIN]);
+  const [jump, ...accepts] = iptablesForwardRules(network);
+  for (const [chain, spec] of accepts) await ipt(['-A', chain, ...spec]);
+  for (let i = 0; i < MAX_DUPLICATES && (await sys.run(bin, ['-w', '-t', 'filter', '-D', 'FORWARD', ...jump![1]])).code === 0; i++);
+  await ipt(['-A', 'FORWARD', ...jump![1]]);
+}
+
+/**
+ * Removes our FORWARD rules from every backend, whoever installed them (this process or a
+ * crashed one). Never creates a table: iptables-legacy only when its filter table exists,
+ * iptables-nft only when nft shows `ip filter`. Resolves the backends where something went.
+ */
+export async function removeAllForward(sys: FirewallSystem): Promise<ForwardBackend[]> {
+  const out: ForwardBackend[] = [];
+  if (await legacyFilterExists(sys) && await removeIptablesForward(sys, 'iptables-legacy') > 0) out.push('iptables-legacy');
+  const listing = await nftChains(sys);
+  if (listing?.chains.some((c) => c.family === 'ip' && c.table === 'filter') && await removeIptablesForward(sys, 'iptables-nft') > 0) out.push('iptables-nft');
+  if (listing !== undefined && await removeNftForward(sys) > 0) out.push('nftables');
+  return out;
+}
+
+async function masqTableExists(sys: FirewallSystem): Promise<boolean> {
+  return (await sys.run('nft', ['list', 'table', 'ip', MASQ_TABLE])).code === 0;
+}
+
+/**
+ * What a previous instance may have left (a kill -9): our FORWARD rules in every backend, and
+ * the masquerade table unless --ip-masq is on (then start() replaces it). Each removal logged.
+ * Needs no lease: the daemon runs it as soon as it holds the instance lock.
+ */
+export async function removeLeftovers(opts: { ipMasq: boolean; logger: Logger; sys?: FirewallSystem }): Promise<void> {
+  const sys = opts.sys ?? systemFirewall;
+  const stale = await removeAllForward(sys);
+  if (stale.length > 0) opts.logger.info({ backends: stale }, 'removed FORWARD rules left by a previous instance');
+  if (!opts.ipMasq && await masqTableExists(sys)) {
+    await removeMasq(sys);
+    opts.logger.info({ table: `ip ${MASQ_TABLE}` }, 'removed masquerade rules left by a previous instance (--ip-masq is off)');
+  }
+}
+
+export interface FirewallOptions {
+  /** --iptables-forward-rules */
+  readonly forwardRules: boolean;
+  /** --ip-masq */
+  readonly ipMasq: boolean;
+  /** not --ip-masq-fully-random-disable */
+  readonly fullyRandom: boolean;
+  /** --iptables-resync, seconds >= 1 */
+  readonly resyncSeconds: number;
+  readonly network: Prefix;
+  /** this node's lease */
+  readonly subnet: Prefix;
+  readonly logger: Logger;
+  readonly sys?: FirewallSystem;
+}
+
+/** The firewall part of the status document. */
+export interface FirewallStatus {
+  readonly forwardRules: boolean;
+  readonly resyncSeconds: number;
+  /** forward-hook chains with policy drop found at the last check, and whether our accepts are there */
+  readonly forward: { backend: ForwardBackend; chain: string; present: boolean }[];
+  readonly masq: { enabled: boolean; present: boolean; fullyRandom: boolean };
+  /** times a check found our rules missing and put them back */
+  readonly repairs: number;
+  /** ISO time of the last completed check, null before the first */
+  readonly lastCheck: string | null;
+  /** the last check's error, null when it succeeded */
+  readonly lastError: string | null;
+}
+
+export class Firewall {
+  private readonly sys: FirewallSystem;
+  /** every site where this process installed its accepts, by siteName */
+  private readonly known = new Map<string, ForwardSite>();
+  private sites: { site: ForwardSite; present: boolean }[] = [];
+  private masqOk = false;
+  private fullyRandom = false;
+  private repairs = 0;
+  private lastCheck: Date | undefined;
+  private lastError: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private stopped = false;
+
+  constructor(private readonly opts: FirewallOptions) {
+    this.sys = opts.sys ?? systemFirewall;
+  }
+
+  private get masqPlan(): MasqPlan {
+    return { network: this.opts.network, subnet: this.opts.subnet, fullyRandom: this.opts.fullyRandom };
+  }
+
+  /** Reconciles to the flags (leftovers removed), installs, starts the periodic check. Rejects (LinkError) when installing fails. */
+  async start(): Promise<void> {
+    const { logger } = this.opts;
+    await removeLeftovers({ ipMasq: this.opts.ipMasq, logger, sys: this.sys });
+    if (this.opts.ipMasq) {
+      this.fullyRandom = (await installMasq(this.sys, this.masqPlan)).fullyRandom;
+      if (this.opts.fullyRandom && !this.fullyRandom) logger.warn('the kernel refuses masquerade fully-random; masquerading without it');
+      this.masqOk = true;
+    }
+    if (this.opts.forwardRules) await this.checkForward();
+    this.lastCheck = new Date();
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.stopped || (!this.opts.forwardRules && !this.opts.ipMasq)) return;
+    this.timer = setTimeout(() => {
+      this.running = this.check().finally(() => {
+        this.running = undefined;
+        this.schedule();
+      });
+    }, this.opts.resyncSeconds * 1000);
+    this.timer.unref();
+  }
+
+  /** One periodic check: re-detect, repair what is missing. Never rejects (errors are logged and kept for status). */
+  async check(): Promise<void> {
+    try {
+      if (this.opts.forwardRules) await this.checkForward();
+      if (this.opts.ipMasq && !this.stopped && !(await masqPresent(this.sys, { ...this.masqPlan, fullyRandom: this.fullyRandom }))) {
+        this.fullyRandom = (await installMasq(this.sys, { ...this.masqPlan, fullyRandom: this.fullyRandom })).fullyRandom;
+        this.repairs++;
+        this.opts.logger.warn({ table: `ip ${MASQ_TABLE}`, repairs: this.repairs }, 'masquerade rules were missing or changed; repaired');
+      }
+      this.masqOk = this.opts.ipMasq;
+      this.lastError = undefined;
+    } catch (err) {
+      this.lastError = errorMessage(err);
+      this.opts.logger.warn({ err: this.lastError }, 'firewall check failed');
+    }
+    this.lastCheck = new Date();
+  }
+
+  private async checkForward(): Promise<void> {
+    const found = await detectForwardDrops(this.sys);
+    const next: { site: ForwardSite; present: boolean }[] = [];
+    for (const site of found) {
+      if (this.stopped) return;
+      const key = siteName(site);
+      if (!(await forwardPresent(this.sys, site, this.opts.network))) {
+        await installForward(this.sys, site, this.opts.network);
+        const fields = { backend: site.backend, chain: `${site.family} ${site.table} ${site.chain}`, network: formatPrefix(this.opts.network) };
+        if (this.known.has(key)) {
+          this.repairs++;
+          this.opts.logger.warn({ ...fields, repairs: this.repairs }, 'FORWARD accept rules were missing; repaired');
+        } else {
+          this.opts.logger.info(fields, 'FORWARD policy is drop; accept rules for the Network installed');
+        }
+      }
+      this.known.set(key, site);
+      next.push({ site, present: true });
+    }
+    this.sites = next;
+  }
+
+  /**
+   * Stops the checks and removes our rules from every site where this process put them (few
+   * commands: shutdown is time-bounded; start() sweeps everything anyway). Rejects with the
+   * first error after trying all.
+   */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+    const errs: unknown[] = [];
+    for (const site of this.known.values()) {
+      try {
+        if (site.backend === 'nftables') await removeNftForward(this.sys, site);
+        else await removeIptablesForward(this.sys, IPTABLES_BIN[site.backend]);
+      } catch (err) {
+        errs.push(err);
+      }
+    }
+    this.known.clear();
+    if (this.opts.ipMasq) {
+      try {
+        await removeMasq(this.sys);
+      } catch (err) {
+        errs.push(err);
+      }
+    }
+    this.sites = [];
+    this.masqOk = false;
+    if (errs.length > 0) throw errs[0];
+  }
+
+  status(): FirewallStatus {
+    return {
+      forwardRules: this.opts.forwardRules,
+      resyncSeconds: this.opts.resyncSeconds,
+      forward: this.sites.map(({ site, present }) => ({ backend: site.backend, chain: `${site.family} ${site.table} ${site.chain}`, present })),
+      masq: { enabled: this.opts.ipMasq, present: this.masqOk, fullyRandom: this.opts.ipMasq && this.fullyRandom },
+      repairs: this.repairs,
+      lastCheck: this.lastCheck?.toISOString() ?? null,
+      lastError: this.lastError ?? null,
+    };
+  }
+
+  get repairCount(): number {
+    return this.repairs;
+  }
+}

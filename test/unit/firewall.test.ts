@@ -1,0 +1,307 @@
+/**
+ * Rule generation and backend detection of the firewall modules (src/net/firewall.ts,
+ * src/net/masq.ts) against a fake command runner: no root, no iptables, no nft.
+ */
+import t from 'tap';
+import pino from 'pino';
+import type { CommandResult, FirewallSystem } from '../../src/net/fwexec';
+import { detectForwardDrops, installForward, iptablesForwardRules, nftForwardRules, removeAllForward, Firewall, type ForwardSite } from '../../src/net/firewall';
+import { installMasq, masqRules, masqScript, masqPresent } from '../../src/net/masq';
+import { parsePrefix } from '../../src/net/addr';
+import { parseDaemonArgs, type Config } from '../../src/config';
+
+const NET = parsePrefix('10.244.0.0/16')!;
+const SUB = parsePrefix('10.244.3.0/24')!;
+
+type Handler = (line: string, stdin?: string) => Partial<CommandResult> | undefined;
+
+/** Records every command as one line; `handler` answers (undefined: exit 0, no output). */
+function fakeSystem(handler: Handler = () => undefined, files: Record<string, string> = {}): { sys: FirewallSystem; calls: string[] } {
+  const calls: string[] = [];
+  const sys: FirewallSystem = {
+    async run(cmd, args, stdin) {
+      const line = [cmd, ...args].join(' ');
+      calls.push(line);
+      const r = handler(line, stdin) ?? {};
+      return { code: r.code ?? 0, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+    },
+    async readFile(path) {
+      return files[path];
+    },
+  };
+  return { sys, calls };
+}
+
+function memLogger(): { logger: pino.Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const logger = pino({ level: 'info' }, { write: (s: string) => { lines.push(JSON.parse(s) as Record<string, unknown>); } });
+  return { logger, lines };
+}
+
+const chains = (...cs: object[]) => JSON.stringify({ nftables: [{ metainfo: { json_schema_version: 1 } }, ...cs.map((c) => ({ chain: c }))] });
+
+t.test("masquerade: flanneld's rule set, in its order", async (t) => {
+  t.same(masqRules({ network: NET, subnet: SUB, fullyRandom: true }), [
+    'meta mark & 0x00004000 == 0x00004000 return',
+    'ip saddr 10.244.3.0/24 ip daddr 10.244.0.0/16 return',
+    'ip saddr 10.244.0.0/16 ip daddr 10.244.3.0/24 return',
+    'ip saddr != 10.244.0.0/16 ip daddr 10.244.3.0/24 return',
+    'ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random',
+    'ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random',
+  ]);
+  const plain = masqRules({ network: NET, subnet: SUB, fullyRandom: false });
+  t.equal(plain[4], 'ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade');
+  t.notMatch(plain.join('\n'), /fully-random/);
+  const script = masqScript({ network: NET, subnet: SUB, fullyRandom: true });
+  t.match(script, /^table ip overlayd\ndelete table ip overlayd\ntable ip overlayd \{\n  chain postrouting \{\n    type nat hook postrouting priority srcnat; policy accept;\n/);
+  t.equal(script.match(/comment "flanneld masq"/g)?.length, 6, 'every rule carries the comment');
+});
+
+t.test('masquerade: fully-random refused by the kernel -> installed without it', async (t) => {
+  const { sys, calls } = fakeSystem((_line, stdin) => (stdin?.includes('fully-random') ? { code: 1, stderr: 'Error: Could not process rule: Operation not supported' } : undefined));
+  t.same(await installMasq(sys, { network: NET, subnet: SUB, fullyRandom: true }), { fullyRandom: false });
+  t.equal(calls.length, 2);
+  const ok = fakeSystem();
+  t.same(await installMasq(ok.sys, { network: NET, subnet: SUB, fullyRandom: true }), { fullyRandom: true });
+  t.equal(ok.calls.length, 1);
+});
+
+t.test('masquerade: present only with the whole chain', async (t) => {
+  const plan = { network: NET, subnet: SUB, fullyRandom: true };
+  const listing = (n: number, extra = 0) => JSON.stringify({
+    nftables: [
+      { chain: { family: 'ip', table: 'overlayd', name: 'postrouting', handle: 1, type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' } },
+      ...Array.from({ length: n }, (_, i) => ({ rule: { family: 'ip', table: 'overlayd', chain: 'postrouting', handle: 2 + i, comment: 'flanneld masq' } })),
+      ...Array.from({ length: extra }, (_, i) => ({ rule: { family: 'ip', table: 'overlayd', chain: 'postrouting', handle: 20 + i } })),
+    ],
+  });
+  t.ok(await masqPresent(fakeSystem(() => ({ stdout: listing(6) })).sys, plan));
+  t.notOk(await masqPresent(fakeSystem(() => ({ stdout: listing(5) })).sys, plan), 'a rule missing');
+  t.notOk(await masqPresent(fakeSystem(() => ({ stdout: listing(6, 1) })).sys, plan), 'a foreign rule in our chain');
+  t.notOk(await masqPresent(fakeSystem(() => ({ code: 1, stderr: 'No such file or directory' })).sys, plan), 'no table');
+});
+
+t.test("forward: flanneld's iptables rules", async (t) => {
+  t.same(iptablesForwardRules(NET), [
+    ['FORWARD', ['-m', 'comment', '--comment', 'flanneld forward', '-j', 'FLANNEL-FWD']],
+    ['FLANNEL-FWD', ['-s', '10.244.0.0/16', '-m', 'comment', '--comment', 'flanneld forward', '-j', 'ACCEPT']],
+    ['FLANNEL-FWD', ['-d', '10.244.0.0/16', '-m', 'comment', '--comment', 'flanneld forward', '-j', 'ACCEPT']],
+  ]);
+  const site: ForwardSite = { backend: 'nftables', family: 'inet', table: 'firewalld', chain: 'filter_FORWARD' };
+  t.same(nftForwardRules(site, NET), ['saddr', 'daddr'].map((field) => ({
+    add: {
+      rule: {
+        family: 'inet', table: 'firewalld', chain: 'filter_FORWARD', comment: 'overlayd forward',
+        expr: [{ match: { op: '==', left: { payload: { protocol: 'ip', field } }, right: { prefix: { addr: '10.244.0.0', len: 16 } } } }, { accept: null }],
+      },
+    },
+  })));
+});
+
+t.test('detection: nothing when no table has a drop policy, and no legacy table is created', async (t) => {
+  const { sys, calls } = fakeSystem((line) => (line === 'nft -j list chains'
+    ? { stdout: chains({ family: 'ip', table: 'filter', name: 'FORWARD', handle: 1, type: 'filter', hook: 'forward', prio: 0, policy: 'accept' }) }
+    : undefined));
+  t.same(await detectForwardDrops(sys), []);
+  t.notOk(calls.some((c) => c.startsWith('iptables-legacy')), 'iptables-legacy not run: its filter table does not exist (listing would create it)');
+});
+
+t.test('detection: each backend where its drop is', async (t) => {
+  const { sys } = fakeSystem((line) => {
+    if (line === 'iptables-legacy -w -t filter -S FORWARD') return { stdout: '-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n' };
+    if (line === 'nft -j list chains') {
+      return {
+        stdout: chains(
+          { family: 'ip', table: 'filter', name: 'FORWARD', handle: 1, type: 'filter', hook: 'forward', prio: 0, policy: 'drop' },
+          { family: 'ip', table: 'filter', name: 'DOCKER', handle: 2 },
+          { family: 'inet', table: 'hostfw', name: 'forward_host', handle: 1, type: 'filter', hook: 'forward', prio: 0, policy: 'drop' },
+          { family: 'inet', table: 'other', name: 'fw', handle: 1, type: 'filter', hook: 'forward', prio: 10, policy: 'accept' },
+          { family: 'inet', table: 'other', name: 'in', handle: 2, type: 'filter', hook: 'input', prio: 0, policy: 'drop' },
+          { family: 'bridge', table: 'br', name: 'fw', handle: 1, type: 'filter', hook: 'forward', prio: 0, policy: 'drop' },
+          { family: 'ip6', table: 'six', name: 'fw', handle: 1, type: 'filter', hook: 'forward', prio: 0, policy: 'drop' },
+        ),
+      };
+    }
+    return undefined;
+  }, { '/proc/net/ip_tables_names': 'nat\nfilter\n' });
+  t.same(await detectForwardDrops(sys), [
+    { backend: 'iptables-legacy', family: 'ip', table: 'filter', chain: 'FORWARD' },
+    { backend: 'iptables-nft', family: 'ip', table: 'filter', chain: 'FORWARD' },
+    { backend: 'nftables', family: 'inet', table: 'hostfw', chain: 'forward_host' },
+  ]);
+});
+
+t.test('detection: iptables names in nft without iptables-nft installed -> changed through nft', async (t) => {
+  const { sys } = fakeSystem((line) => {
+    if (line === 'iptables-nft --version') return { code: -1, stderr: 'spawn iptables-nft ENOENT' };
+    if (line === 'nft -j list chains') return { stdout: chains({ family: 'ip', table: 'filter', name: 'FORWARD', handle: 1, type: 'filter', hook: 'forward', prio: 0, policy: 'drop' }) };
+    return undefined;
+  });
+  t.same(await detectForwardDrops(sys), [{ backend: 'nftables', family: 'ip', table: 'filter', chain: 'FORWARD' }]);
+});
+
+t.test('detection: legacy filter table with an accept policy, nft not installed', async (t) => {
+  const { sys } = fakeSystem((line) => {
+    if (line.startsWith('iptables-legacy')) return { stdout: '-P FORWARD ACCEPT\n' };
+    if (line.startsWith('nft')) return { code: -1, stderr: 'spawn nft ENOENT' };
+    return undefined;
+  }, { '/proc/net/ip_tables_names': 'filter\n' });
+  t.same(await detectForwardDrops(sys), []);
+});
+
+t.test('install (iptables): chain flushed and filled, duplicate jumps removed, jump appended', async (t) => {
+  let dups = 2;
+  const { sys, calls } = fakeSystem((line) => {
+    if (line.includes(' -N FLANNEL-FWD')) return { code: 1, stderr: 'iptables: Chain already exists.' };
+    if (line.includes(' -D FORWARD ')) return dups-- > 0 ? undefined : { code: 1 };
+    return undefined;
+  });
+  await installForward(sys, { backend: 'iptables-nft', family: 'ip', table: 'filter', chain: 'FORWARD' }, NET);
+  const c = '-m comment --comment flanneld forward';
+  t.same(calls, [
+    'iptables-nft -w -t filter -N FLANNEL-FWD',
+    'iptables-nft -w -t filter -F FLANNEL-FWD',
+    `iptables-nft -w -t filter -A FLANNEL-FWD -s 10.244.0.0/16 ${c} -j ACCEPT`,
+    `iptables-nft -w -t filter -A FLANNEL-FWD -d 10.244.0.0/16 ${c} -j ACCEPT`,
+    `iptables-nft -w -t filter -D FORWARD ${c} -j FLANNEL-FWD`,
+    `iptables-nft -w -t filter -D FORWARD ${c} -j FLANNEL-FWD`,
+    `iptables-nft -w -t filter -D FORWARD ${c} -j FLANNEL-FWD`,
+    `iptables-nft -w -t filter -A FORWARD ${c} -j FLANNEL-FWD`,
+  ]);
+});
+
+t.test('install fails: the error names the command', async (t) => {
+  const { sys } = fakeSystem((line) => (line.includes('-A FLANNEL-FWD') ? { code: 4, stderr: 'iptables v1.8.9 (legacy): can\'t initialize iptables table `filter\': Permission denied' } : undefined));
+  await t.rejects(installForward(sys, { backend: 'iptables-legacy', family: 'ip', table: 'filter', chain: 'FORWARD' }, NET), /iptables-legacy -w -t filter -A FLANNEL-FWD -s 10\.244\.0\.0\/16.*Permission denied/);
+});
+
+t.test('remove: only ours, by comment, in every backend; no legacy table touched when absent', async (t) => {
+  const ruleset = JSON.stringify({
+    nftables: [
+      { chain: { family: 'ip', table: 'filter', name: 'FORWARD', handle: 1, type: 'filter', hook: 'forward', policy: 'drop' } },
+      { rule: { family: 'inet', table: 'hostfw', chain: 'forward_host', handle: 4, comment: 'overlayd forward' } },
+      { rule: { family: 'inet', table: 'hostfw', chain: 'forward_host', handle: 5, comment: 'the host\'s own' } },
+      { rule: { family: 'inet', table: 'hostfw', chain: 'forward_host', handle: 6 } },
+      { rule: { family: 'inet', table: 'hostfw', chain: 'forward_host', handle: 7, comment: 'overlayd forward' } },
+    ],
+  });
+  let jumps = 1;
+  const { sys, calls } = fakeSystem((line) => {
+    if (line === 'nft -j list chains' || line === 'nft -j list ruleset') return { stdout: ruleset };
+    if (line.includes('-D FORWARD')) return jumps-- > 0 ? undefined : { code: 1 };
+    return undefined;
+  });
+  t.same(await removeAllForward(sys), ['iptables-nft', 'nftables']);
+  t.notOk(calls.some((c) => c.startsWith('iptables-legacy')), 'no legacy filter table: iptables-legacy never run');
+  const del = calls.find((c) => c.startsWith('nft -j {'));
+  t.same(JSON.parse(del!.slice('nft -j '.length)), {
+    nftables: [
+      { delete: { rule: { family: 'inet', table: 'hostfw', chain: 'forward_host', handle: 4 } } },
+      { delete: { rule: { family: 'inet', table: 'hostfw', chain: 'forward_host', handle: 7 } } },
+    ],
+  });
+  t.ok(calls.includes('iptables-nft -w -t filter -X FLANNEL-FWD'));
+});
+
+/** A host with an iptables-legacy FORWARD DROP whose rules a test can flush. */
+function legacyHost() {
+  const state = { installed: false, masq: false, failAppend: false };
+  const fake = fakeSystem((line, stdin) => {
+    if (state.failAppend && line.startsWith('iptables-legacy -w -t filter -A')) return { code: 4, stderr: 'iptables: Resource temporarily unavailable.' };
+    if (line === 'iptables-legacy -w -t filter -S FORWARD') return { stdout: '-P FORWARD DROP\n' };
+    if (line.startsWith('iptables-legacy -w -t filter -C')) return { code: state.installed ? 0 : 1 };
+    if (line.startsWith('iptables-legacy -w -t filter -A FORWARD')) state.installed = true;
+    if (line.startsWith('iptables-legacy -w -t filter -D FORWARD')) { const was = state.installed; state.installed = false; return { code: was ? 0 : 1 }; }
+    if (line.startsWith('nft -j list chains') || line === 'nft -j list ruleset') return { stdout: '{"nftables":[]}' };
+    if (line === 'nft list table ip overlayd') return { code: state.masq ? 0 : 1 };
+    if (line === 'nft -f -' && stdin !== undefined) state.masq = !stdin.trimEnd().endsWith('delete table ip overlayd');
+    return undefined;
+  }, { '/proc/net/ip_tables_names': 'filter\n' });
+  return { state, ...fake };
+}
+
+t.test('Firewall: leftovers removed at start, installed, a flush repaired and counted, all removed at stop', async (t) => {
+  const host = legacyHost();
+  host.state.installed = true; // a killed instance's rules
+  host.state.masq = true; // and its masquerade table, though --ip-masq is now off
+  const { logger, lines } = memLogger();
+  const fw = new Firewall({ forwardRules: true, ipMasq: false, fullyRandom: true, resyncSeconds: 3600, network: NET, subnet: SUB, logger, sys: host.sys });
+  await fw.start();
+  const msgs = () => lines.map((l) => String(l['msg']));
+  t.ok(msgs().includes('removed FORWARD rules left by a previous instance'));
+  t.ok(msgs().includes('removed masquerade rules left by a previous instance (--ip-masq is off)'));
+  t.notOk(host.state.masq, 'stale masquerade table deleted');
+  t.ok(host.state.installed, 'forward rules installed');
+  t.ok(msgs().includes('FORWARD policy is drop; accept rules for the Network installed'));
+  t.equal(fw.status().repairs, 0, 'the first install is not a repair');
+  t.same(fw.status().forward, [{ backend: 'iptables-legacy', chain: 'ip filter FORWARD', present: true }]);
+
+  await fw.check();
+  t.equal(fw.status().repairs, 0, 'nothing missing, nothing repaired');
+  host.state.installed = false; // a firewall reload
+  await fw.check();
+  t.ok(host.state.installed, 'put back');
+  t.equal(fw.status().repairs, 1);
+  t.equal(fw.repairCount, 1);
+  const warn = lines.find((l) => l['msg'] === 'FORWARD accept rules were missing; repaired');
+  t.equal(warn?.['level'], 40, 'a repair is logged as a warning');
+  t.equal(warn?.['backend'], 'iptables-legacy');
+
+  await fw.stop();
+  t.notOk(host.state.installed, 'removed at stop');
+  t.same(fw.status().forward, []);
+});
+
+t.test('Firewall: a check that fails is logged and kept for status, not thrown', async (t) => {
+  const host = legacyHost();
+  const { logger, lines } = memLogger();
+  const fw = new Firewall({ forwardRules: true, ipMasq: false, fullyRandom: true, resyncSeconds: 3600, network: NET, subnet: SUB, logger, sys: host.sys });
+  await fw.start();
+  host.state.failAppend = true;
+  host.state.installed = false;
+  await fw.check();
+  t.match(fw.status().lastError, /Resource temporarily unavailable/);
+  t.ok(lines.some((l) => l['msg'] === 'firewall check failed'));
+  host.state.failAppend = false;
+  await fw.check();
+  t.equal(fw.status().lastError, null, 'cleared by the next good check');
+  await fw.stop();
+});
+
+t.test('Firewall: --ip-masq installs and repairs the table; --iptables-forward-rules=false installs no forward rule', async (t) => {
+  const host = legacyHost();
+  const { logger } = memLogger();
+  const fw = new Firewall({ forwardRules: false, ipMasq: true, fullyRandom: true, resyncSeconds: 3600, network: NET, subnet: SUB, logger, sys: host.sys });
+  await fw.start();
+  t.ok(host.state.masq);
+  t.notOk(host.state.installed, 'no forward rules');
+  t.notOk(host.calls.some((c) => c.includes('-S FORWARD')), 'no detection either');
+  host.state.masq = false;
+  await fw.check(); // masqPresent reads `nft -j list table`, which this fake answers with an empty listing
+  t.equal(fw.status().repairs, 1);
+  t.ok(host.state.masq);
+  t.same(fw.status().masq, { enabled: true, present: true, fullyRandom: true });
+  await fw.stop();
+  t.notOk(host.state.masq, 'table deleted at stop');
+});
+
+t.test("flags: flanneld's names and defaults, OVERLAYD_* variables, bad values named", async (t) => {
+  const cfg = (argv: string[], env: NodeJS.ProcessEnv = {}): Config => {
+    const r = parseDaemonArgs(argv, env);
+    if (r.kind !== 'daemon') throw new Error('not a daemon command');
+    return r.config;
+  };
+  const d = cfg([]);
+  t.same([d.iptablesForwardRules, d.iptablesResync, d.ipMasqFullyRandomDisable], [true, 5, false], 'defaults as flanneld');
+  t.equal(cfg(['--iptables-forward-rules=false']).iptablesForwardRules, false);
+  t.equal(cfg(['--iptables-forward-rules', 'true']).iptablesForwardRules, true);
+  t.equal(cfg([], { OVERLAYD_IPTABLES_FORWARD_RULES: 'false' }).iptablesForwardRules, false);
+  t.equal(cfg(['--iptables-resync', '30']).iptablesResync, 30);
+  t.equal(cfg([], { OVERLAYD_IPTABLES_RESYNC: '2' }).iptablesResync, 2);
+  t.equal(cfg(['--ip-masq-fully-random-disable']).ipMasqFullyRandomDisable, true);
+  t.equal(cfg([], { OVERLAYD_IP_MASQ_FULLY_RANDOM_DISABLE: 'true' }).ipMasqFullyRandomDisable, true);
+  for (const bad of ['0', '3601', '5s', '-1', '']) {
+    t.throws(() => cfg([`--iptables-resync=${bad}`]), /--iptables-resync \(OVERLAYD_IPTABLES_RESYNC\): ".*" is not a number of seconds in 1\.\.3600/, `--iptables-resync ${JSON.stringify(bad)}`);
+  }
+  t.throws(() => cfg(['--iptables-forward-rules', 'maybe']), /--iptables-forward-rules \(OVERLAYD_IPTABLES_FORWARD_RULES\): "maybe" is not a boolean/);
+});
