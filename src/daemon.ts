@@ -6,11 +6,12 @@
  */
 import * as net from 'node:net';
 import type * as http from 'node:http';
-import type { Config } from './config';
+import { leaseRenewIntervalMs, type Config } from './config';
 import { AlreadyRunningError, ConfigError, errorMessage } from './errors';
 import { formatIp, formatPrefix, parseIp, type Prefix, prefixKey } from './net/addr';
 import { installMasq, removeMasq } from './net/masq';
-import { configureTun, ENCAP_OVERHEAD, resolveUnderlay, unconfigureTun, type TunLinkState } from './net/link';
+import { configureTun, ENCAP_OVERHEAD, unconfigureTun, type TunLinkState } from './net/link';
+import { selectUnderlay } from './net/underlay';
 import type { Engine } from './dataplane/engine';
 import { createEngine } from './dataplane/engine-factory';
 import type { Route, RouteSink } from './dataplane/types';
@@ -97,7 +98,7 @@ export class Daemon {
   private async startSteps(): Promise<void> {
     const c = this.config;
     this.lock = await acquireInstanceLock();
-    const underlay = await resolveUnderlay(c.iface);
+    const underlay = await selectUnderlay(c);
     const publicIp = c.publicIp ?? underlay.address;
     if (publicIp === undefined) throw new ConfigError(`underlay interface ${underlay.name} has no IPv4 address; give --public-ip`);
     this.tunMtu = underlay.mtu - ENCAP_OVERHEAD;
@@ -105,7 +106,7 @@ export class Daemon {
 
     const source: RouteSource = c.staticConfig !== undefined
       ? new StaticRouteSource(c.staticConfig)
-      : new EtcdRouteSource({ etcd: c.etcd, publicIp, subnetFile: c.subnetFile, leaseTtlSeconds: c.subnetLeaseTtl, logger: this.logger });
+      : new EtcdRouteSource({ etcd: c.etcd, publicIp, subnetFile: c.subnetFile, leaseTtlSeconds: c.subnetLeaseTtl, logger: this.logger, renewIntervalMs: leaseRenewIntervalMs(c) });
     this.source = source;
     source.onFatal((err) => this.fail(err));
     const { config: netConfig, lease } = await source.start();
