@@ -70,8 +70,8 @@ export const FLAGS = {
   'public-ip': { type: 'string', flanneld: true, help: 'this node\'s address peers send to (default: the underlay interface\'s first IPv4 address)' },
   'public-ipv6': { type: 'string', flanneld: true, help: 'this node\'s IPv6 address for a dual-stack network (validated and kept; the udp backend carries IPv4 only)' },
   'subnet-file': { type: 'string', default: '/run/flannel/subnet.env', flanneld: true, help: 'where to write the flannel subnet file' },
-  'subnet-lease-ttl': { type: 'string', default: '24h', duration: { unit: 's', min: 10, max: DURATION_MAX_SECONDS }, help: 'TTL of the subnet lease in etcd (e.g. 24h, 90m, 600s; 10s..24d)' },
-  'subnet-lease-renew-margin': { type: 'string', default: '60', flanneld: true, duration: { unit: 'm', min: 60, max: 1439 * 60 }, help: 'renew the lease at the latest this long before it expires, in minutes (1..1439, as flanneld); the lease is renewed every third of its TTL or earlier' },
+  'subnet-lease-ttl': { type: 'string', default: '24h', duration: { unit: 's', min: 10, max: DURATION_MAX_SECONDS }, help: 'TTL of the subnet lease in etcd (e.g. 24h, 90m, 600s)' },
+  'subnet-lease-renew-margin': { type: 'string', default: '60', flanneld: true, duration: { unit: 'm', min: 60, max: 1439 * 60 }, help: 'renew the lease at the latest this long before it expires (a bare number is minutes, as flanneld); it is renewed every third of its TTL or earlier' },
   'tun-name': { type: 'string', default: 'flannel0', help: 'name of the TUN device' },
   'ip-masq': { type: 'boolean', default: 'false', flanneld: true, help: 'masquerade traffic from pods to destinations outside the cluster Network (nftables)' },
   'ip-masq-fully-random-disable': { type: 'boolean', default: 'false', flanneld: true, help: 'masquerade without fully-random source ports' },
@@ -81,7 +81,7 @@ export const FLAGS = {
   'healthz-ip': { type: 'string', default: '0.0.0.0', flanneld: true, help: 'with --healthz-port: the address of the HTTP server (/healthz, /metrics, /status) instead of --metrics-addr' },
   'healthz-port': { type: 'string', default: '0', flanneld: true, help: 'port of flanneld\'s health endpoint: when not 0, the HTTP server listens on --healthz-ip:--healthz-port (0: --metrics-addr decides)' },
   'log-level': { type: 'string', default: 'info', help: `log level: ${LOG_LEVELS.join(', ')}` },
-  'v': { type: 'string', default: '0', flanneld: true, help: 'flanneld\'s (klog) verbosity: 0 = --log-level info, 1..4 = debug, 5 and more = trace; --log-level wins when both are given' },
+  'v': { type: 'string', default: '0', flanneld: true, help: 'flanneld\'s (klog) verbosity: 0 = --log-level info, 1..4 = debug, 5 and more = trace; --log-level wins when both come from the same source' },
   'help': { type: 'boolean', alias: 'h', help: 'print this help and exit', noEnv: true },
   'version': { type: 'boolean', help: 'print the version and exit', noEnv: true },
 } as const satisfies Record<string, FlagSpec>;
@@ -459,10 +459,11 @@ export function helpText(): string {
     'flags:',
   ];
   for (const [name, spec] of Object.entries(FLAGS) as [string, FlagSpec][]) {
-    const def = spec.default !== undefined ? ` (default ${JSON.stringify(spec.default)})` : '';
+    const range = spec.duration ? ` (range ${formatDuration(spec.duration.min)}..${formatDuration(spec.duration.max)})` : '';
+    const def = `${range}${spec.default !== undefined ? ` (default ${JSON.stringify(spec.default)})` : ''}`;
     const vars = spec.noEnv ? [] : [envName(name), ...(spec.flanneld ? [flanneldEnvName(name)] : [])];
     const env = vars.length ? `  [${vars.join(', ')}]` : '';
-    const names = [`--${name}`, ...(spec.alias ? [`-${spec.alias}`] : [])].join(', ');
+    const names = [`${name.length === 1 ? '-' : '--'}${name}`, ...(spec.alias ? [`-${spec.alias}`] : [])].join(', ');
     const marks = [spec.type === 'string' ? ' VALUE' : '', spec.repeatable ? ' (repeatable)' : '', spec.flanneld ? '  [flanneld]' : ''].join('');
     lines.push(`  ${names}${marks}`, `      ${spec.help}${def}${env}`);
   }

@@ -258,7 +258,7 @@ t.test('--help lists the flanneld spellings, their variables and the refused fla
   const text = helpText();
   for (const [name, spec] of Object.entries(FLAGS) as [string, { flanneld?: boolean; noEnv?: boolean }][]) {
     if (!spec.flanneld) continue;
-    t.match(text, new RegExp(`^  --${name}( VALUE)?( \\(repeatable\\))?  \\[flanneld\\]$`, 'm'), name);
+    t.match(text, new RegExp(`^  --?${name}( VALUE)?( \\(repeatable\\))?  \\[flanneld\\]$`, 'm'), name);
     t.match(text, `${envName(name)}, ${flanneldEnvName(name)}]`, name);
   }
   for (const name of Object.keys(FLANNELD_REFUSED)) t.match(text, `  --${name}: `, name);
