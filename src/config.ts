@@ -216,7 +216,8 @@ export function parseHostPort(flag: string, value: string): { host: string; port
 
 /** Canonical IPv6 text (lower case, longest zero run compressed), or undefined when `s` is not IPv6. */
 function canonicalIpv6(s: string): string | undefined {
-  if (!isIPv6(s)) return undefined;
+  // no zone (fe80::1%eth0) and no IPv4-mapped form (::ffff:a.b.c.d is an IPv4 address to Go)
+  if (!isIPv6(s) || s.includes('%') || /^::ffff:/i.test(s)) return undefined;
   return new URL(`http://[${s}]/`).hostname.slice(1, -1);
 }
 

@@ -186,6 +186,8 @@ t.test('--public-ipv6 is validated and kept in canonical form', async (t) => {
   t.equal(daemonConfig(['-public-ipv6=2001:DB8:0:0:0:0:0:7']).publicIpv6, '2001:db8::7');
   t.equal(daemonConfig([], { FLANNELD_PUBLIC_IPV6: 'fd00::1' }).publicIpv6, 'fd00::1');
   t.throws(() => daemonConfig(['-public-ipv6=10.0.0.1']), /--public-ipv6: "10\.0\.0\.1" is not an IPv6 address/);
+  t.throws(() => daemonConfig(['-public-ipv6=fe80::1%eth0']), /--public-ipv6: "fe80::1%eth0" is not an IPv6 address/, 'a zone is not an address peers can use');
+  t.throws(() => daemonConfig(['-public-ipv6=::ffff:10.0.0.1']), /is not an IPv6 address/, 'IPv4-mapped');
 });
 
 t.test('--subnet-lease-renew-margin: minutes, 1..1439, shorter than the TTL; renewal at TTL/3 or earlier', async (t) => {
@@ -264,4 +266,44 @@ t.test('--help lists the flanneld spellings, their variables and the refused fla
   for (const name of Object.keys(FLANNELD_REFUSED)) t.match(text, `  --${name}: `, name);
   t.match(text, /^  --help, -h$/m);
   t.match(text, 'Precedence: command line > OVERLAYD_* > FLANNELD_*');
+});
+
+t.test('any argv and environment: a Config or a ConfigError, never another exception (no stack trace for user mistakes)', async (t) => {
+  // deterministic PRNG (mulberry32)
+  let seed = 0x5eed;
+  const rand = (): number => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+  const names = [...Object.keys(FLAGS), ...Object.keys(FLANNELD_REFUSED), 'bogus', ''];
+  const values = ['', '0', '1', 'true', 'x', '-1', '99999999999999999999', '24d', '25d', '1h30m', '10.0.0.1', 'fe80::1%eth0', '::1', '(', '[', 'eth0', 'http://h:1', '127.0.0.1:1', '=', '--', '-'];
+  const pick = <T>(a: readonly T[]): T => a[Math.floor(rand() * a.length)] as T;
+  let configs = 0;
+  let errors = 0;
+  for (let i = 0; i < 3000; i++) {
+    const argv: string[] = [];
+    for (let j = Math.floor(rand() * 5); j > 0; j--) {
+      const dash = pick(['-', '--', '']);
+      const form = rand();
+      if (form < 0.4) argv.push(`${dash}${pick(names)}=${pick(values)}`);
+      else if (form < 0.8) argv.push(`${dash}${pick(names)}`, pick(values));
+      else argv.push(`${dash}${pick(names)}`);
+    }
+    const env: NodeJS.ProcessEnv = {};
+    for (let j = Math.floor(rand() * 3); j > 0; j--) env[pick([envName, flanneldEnvName])(pick(names))] = pick(values);
+    try {
+      parseDaemonArgs(argv, env);
+      configs++;
+    } catch (err) {
+      if (!(err instanceof ConfigError)) {
+        t.fail(`not a ConfigError for ${JSON.stringify(argv)} ${JSON.stringify(env)}: ${(err as Error).stack}`);
+        return;
+      }
+      t.notMatch(err.message, /\n/);
+      errors++;
+    }
+  }
+  t.ok(configs > 100 && errors > 100, `both outcomes exercised (${configs} configs, ${errors} errors)`);
 });
