@@ -6,12 +6,13 @@
  */
 import * as net from 'node:net';
 import type * as http from 'node:http';
-import type { Config } from './config';
+import { leaseRenewIntervalMs, type Config } from './config';
 import { AlreadyRunningError, ConfigError, errorMessage } from './errors';
 import { formatIp, formatPrefix, parseIp, type Prefix, prefixKey } from './net/addr';
 import { DirectRoutes, removeStaleDirectRoutes } from './net/direct-routes';
 import { Firewall, removeLeftovers } from './net/firewall';
-import { configureTun, ENCAP_OVERHEAD, isLocalAddress, resolveUnderlay, unconfigureTun, type TunLinkState } from './net/link';
+import { configureTun, ENCAP_OVERHEAD, unconfigureTun, type TunLinkState } from './net/link';
+import { isLocalAddress, selectUnderlay } from './net/underlay';
 import type { Engine } from './dataplane/engine';
 import { createEngine } from './dataplane/engine-factory';
 import type { Route, RouteSink } from './dataplane/types';
@@ -104,7 +105,7 @@ export class Daemon {
     this.lock = await acquireInstanceLock();
     // a previous instance's firewall state goes now, not once a lease is held (etcd may be far)
     await removeLeftovers({ ipMasq: c.ipMasq, logger: this.logger });
-    const underlay = await resolveUnderlay(c.iface);
+    const underlay = await selectUnderlay(c);
     const publicIp = c.publicIp ?? underlay.address;
     if (publicIp === undefined) throw new ConfigError(`underlay interface ${underlay.name} has no IPv4 address; give --public-ip`);
     this.tunMtu = underlay.mtu - ENCAP_OVERHEAD;
@@ -112,7 +113,7 @@ export class Daemon {
 
     const source: RouteSource = c.staticConfig !== undefined
       ? new StaticRouteSource(c.staticConfig)
-      : new EtcdRouteSource({ etcd: c.etcd, publicIp, subnetFile: c.subnetFile, leaseTtlSeconds: c.subnetLeaseTtl, logger: this.logger });
+      : new EtcdRouteSource({ etcd: c.etcd, publicIp, subnetFile: c.subnetFile, leaseTtlSeconds: c.subnetLeaseTtl, logger: this.logger, renewIntervalMs: leaseRenewIntervalMs(c) });
     this.source = source;
     source.onFatal((err) => this.fail(err));
     const { config: netConfig, lease } = await source.start();

@@ -3,9 +3,9 @@
  * asks the daemon of this network namespace. Returns the process exit code.
  */
 import * as http from 'node:http';
-import { parseArgs } from 'node:util';
+import { parseFlags } from './cli-flags';
 import { helpText, parseDaemonArgs, parseHostPort, FLAGS, envName } from './config';
-import { OverlaydError, errorMessage } from './errors';
+import { ConfigError, OverlaydError, errorMessage } from './errors';
 import { createLogger } from './ops/log';
 
 const VERSION: string = (require('../../package.json') as { version: string }).version;
@@ -51,9 +51,38 @@ function formatStatus(s: StatusDoc): string {
   return out.join('\n') + '\n';
 }
 
+/** `overlayd status` flags (Go-style like the daemon's). */
+const STATUS_FLAGS = {
+  'json': { type: 'boolean' },
+  'metrics-addr': { type: 'string' },
+  'help': { type: 'boolean', alias: 'h' },
+} as const;
+
+const STATUS_USAGE = 'see overlayd status --help';
+
+export function statusHelpText(): string {
+  return [
+    'usage: overlayd status [--json] [--metrics-addr HOST:PORT]',
+    '',
+    'Asks the overlayd daemon of this network namespace for its state and prints it.',
+    '  --json                 print the status document as JSON',
+    `  --metrics-addr ADDR    the daemon's HTTP address (default: ${envName('metrics-addr')} when set and not empty, else ${FLAGS['metrics-addr'].default})`,
+    '  --help, -h             print this help',
+    '',
+    'Exit codes: 0 the daemon answered, 2 usage error, 3 no daemon answers.',
+  ].join('\n') + '\n';
+}
+
 async function statusCommand(argv: readonly string[]): Promise<number> {
-  const { values } = parseArgs({ args: [...argv], options: { 'json': { type: 'boolean' }, 'metrics-addr': { type: 'string' } }, strict: true });
-  const addrText = values['metrics-addr'] ?? process.env[envName('metrics-addr')] ?? FLAGS['metrics-addr'].default;
+  const given = parseFlags(argv, STATUS_FLAGS, {}, STATUS_USAGE);
+  if (given.get('help') === true) {
+    process.stdout.write(statusHelpText());
+    return 0;
+  }
+  const flag = given.get('metrics-addr');
+  // an empty OVERLAYD_METRICS_ADDR (the daemon's HTTP server disabled) leaves the default to try
+  const envAddr = process.env[envName('metrics-addr')];
+  const addrText = Array.isArray(flag) ? (flag.at(-1) as string) : envAddr !== undefined && envAddr !== '' ? envAddr : FLAGS['metrics-addr'].default;
   const addr = parseHostPort('metrics-addr', addrText);
   let res: { status: number; body: unknown };
   try {
@@ -62,19 +91,20 @@ async function statusCommand(argv: readonly string[]): Promise<number> {
     process.stderr.write(`overlayd status: no overlayd daemon answers on ${addrText} in this network namespace (${errorMessage(err)})\n`);
     return 3;
   }
-  process.stdout.write(values.json ? JSON.stringify(res.body, null, 2) + '\n' : formatStatus(res.body as StatusDoc));
+  process.stdout.write(given.get('json') === true ? JSON.stringify(res.body, null, 2) + '\n' : formatStatus(res.body as StatusDoc));
   return 0;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
   try {
     if (argv[0] === 'status') return await statusCommand(argv.slice(1));
-    if (argv[0] === 'version') {
-      process.stdout.write(`overlayd ${VERSION}\n`);
+    if (argv[0] === 'version' || argv[0] === 'help') {
+      if (argv.length > 1) throw new ConfigError(`${argv[0]}: unexpected argument "${argv[1]}" (see overlayd --help)`);
+      process.stdout.write(argv[0] === 'help' ? helpText() : `overlayd ${VERSION}\n`);
       return 0;
     }
     if (argv[0] !== undefined && !argv[0].startsWith('-')) {
-      process.stderr.write(`overlayd: unknown command "${argv[0]}" (see overlayd --help)\n`);
+      process.stderr.write(`overlayd: unknown command "${argv[0]}" (commands: status, version, help; see overlayd --help)\n`);
       return 2;
     }
     const cmd = parseDaemonArgs(argv);
@@ -87,6 +117,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       return 0;
     }
     const logger = createLogger(cmd.config.logLevel);
+    for (const w of cmd.warnings) logger.warn(w);
     try {
       // loaded here so that `overlayd status` does not pay for etcd/gRPC and the addon
       const { runDaemon } = require('./daemon') as typeof import('./daemon');

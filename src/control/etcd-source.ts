@@ -15,7 +15,7 @@ import { Backoff, Stopper, type BackoffOptions } from './backoff';
 import { createEtcdClient, etcdErrorText, explainEtcdError, isTransientEtcdError, type EtcdOptions } from './etcd-client';
 import { configKey, normalizePrefix, subnetKey, subnetsPrefix } from './etcd-schema';
 import { acquireLease, LeaseKeeper, type AcquireResult } from './lease';
-import { describeNetworkConfig, parseNetworkConfig } from './network-config';
+import { describeNetworkConfig, networkConfigWarnings, parseNetworkConfig } from './network-config';
 import { RouteSync } from './route-sync';
 import type { AcquiredLease, NetworkConfig, RouteSource, SourceStats } from './source';
 import { readSubnetFile } from './subnet-file';
@@ -235,6 +235,7 @@ export class EtcdRouteSource implements RouteSource {
     for (;;) {
       const text = await this.retrying('reading the network config', () => client.get(key).string());
       if (text !== null) {
+        for (const warning of networkConfigWarnings(text, key)) this.log.warn({ key }, warning);
         const config = parseNetworkConfig(text, key);
         this.log.info({ key, config: describeNetworkConfig(config) }, 'network config read');
         return config;

@@ -7,10 +7,12 @@
  * Defaults as flannel's: SubnetLen 24, SubnetMin the second subnet of the Network,
  * SubnetMax the last one, Backend.Type udp, Port 8285. Backend.DirectRouting (boolean,
  * default false, spelled as flannel's vxlan backend spells it): route same-link peers
- * without encapsulation (src/net/direct-routes.ts). Unknown fields are ignored (flannel
- * has more, e.g. EnableIPv6, that the udp backend does not use).
+ * without encapsulation (src/net/direct-routes.ts). Fields of flannel's config that the
+ * udp backend does not use (EnableIPv6, ...) are ignored, as are unknown ones (flanneld ignores
+ * them too, and nodes share this key); networkConfigWarnings() names the unknown ones for a log line.
  */
 import { ConfigError } from '../errors';
+import { didYouMean } from '../suggest';
 import { formatIp, formatPrefix, maskOf, parseIp, parsePrefix, prefixContains, prefixSize } from '../net/addr';
 import type { NetworkConfig } from './source';
 
@@ -30,6 +32,29 @@ export class NetworkConfigError extends ConfigError {
     this.key = key;
     this.field = field;
   }
+}
+
+/** Every field of flannel's network config (pkg/subnet/config.go Config). */
+export const FLANNEL_CONFIG_KEYS: readonly string[] = [
+  'EnableIPv4', 'EnableIPv6', 'EnableNFTables', 'Network', 'IPv6Network', 'SubnetMin', 'SubnetMax',
+  'IPv6SubnetMin', 'IPv6SubnetMax', 'SubnetLen', 'IPv6SubnetLen', 'Backend',
+];
+
+/**
+ * One line per top-level field that flannel's network config does not have, with the nearest
+ * field ("unknown key "Netwrok" in /coreos.com/network/config (ignored): did you mean "Network"?").
+ * Empty for text that is not a JSON object (parseNetworkConfig reports that).
+ */
+export function networkConfigWarnings(text: string, key: string): string[] {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    return [];
+  }
+  if (!isObject(doc)) return [];
+  return Object.keys(doc).filter((k) => !FLANNEL_CONFIG_KEYS.includes(k))
+    .map((k) => `unknown key "${k}" in ${key} (ignored, as flanneld does)${didYouMean(k, FLANNEL_CONFIG_KEYS)}`);
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

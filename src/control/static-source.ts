@@ -5,12 +5,15 @@
  *     "Subnet": "10.244.1.0/24", "PublicIP": "10.99.0.1",
  *     "Peers": [ { "Subnet": "10.244.2.0/24", "PublicIP": "10.99.0.2" } ] }
  * Backend.DirectRouting (true/false) is read and checked by parseNetworkConfig, as in etcd.
+ * The file is overlayd's own: a key not listed in STATIC_KEYS is refused (naming the nearest
+ * known one), so a typo cannot silently drop the peers or the address.
  */
 import { readFile } from 'node:fs/promises';
 import { ConfigError, errorMessage } from '../errors';
 import { formatPrefix, parseIp, parsePrefix, prefixCovers, prefixKey, type Prefix } from '../net/addr';
 import type { Route, RouteSink } from '../dataplane/types';
-import { parseNetworkConfig } from './network-config';
+import { didYouMean } from '../suggest';
+import { NetworkConfigError, parseNetworkConfig } from './network-config';
 import type { AcquiredLease, NetworkConfig, RouteSource, SourceStats } from './source';
 
 export interface StaticClusterFile {
@@ -23,6 +26,21 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** The keys a static file may hold, per object (the network config part is flannel's, minus what the udp backend ignores). */
+export const STATIC_KEYS = {
+  top: ['Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'Backend', 'Subnet', 'PublicIP', 'Peers'],
+  backend: ['Type', 'Port', 'DirectRouting'],
+  peer: ['Subnet', 'PublicIP'],
+} as const;
+
+/** Refuses a key of `obj` not in `known`: `unknown key "Peers[0].PublicIp" in FILE: did you mean "Peers[0].PublicIP"?`. */
+function checkKeys(obj: Record<string, unknown>, known: readonly string[], path: string, file: string): void {
+  for (const key of Object.keys(obj)) {
+    if (known.includes(key)) continue;
+    throw new ConfigError(`unknown key "${path}${key}" in ${file}${didYouMean(key, known).replace(/"(.*)"/, `"${path}$1"`)}`);
+  }
+}
+
 /** Validates the parsed file; every error names the file and the field. */
 export function parseStaticCluster(text: string, file: string): StaticClusterFile {
   let doc: unknown;
@@ -32,10 +50,25 @@ export function parseStaticCluster(text: string, file: string): StaticClusterFil
     throw new ConfigError(`${file}: invalid JSON: ${errorMessage(err)}`);
   }
   if (!isObject(doc)) throw new ConfigError(`${file}: must be a JSON object`);
+  checkKeys(doc, STATIC_KEYS.top, '', file);
+  if (isObject(doc['Backend'])) checkKeys(doc['Backend'], STATIC_KEYS.backend, 'Backend.', file);
   const { Subnet, PublicIP, Peers, ...netFields } = doc;
-  const config = parseNetworkConfig(JSON.stringify(netFields), file);
+  if (netFields['Network'] === undefined) throw new ConfigError(`${file}: Network is missing (e.g. "Network": "10.244.0.0/16")`);
+  let config: NetworkConfig;
+  try {
+    config = parseNetworkConfig(JSON.stringify(netFields), file);
+  } catch (err) {
+    // the network config parser speaks of etcd keys; here it is a file
+    if (err instanceof NetworkConfigError) {
+      const where = `invalid network config in etcd key ${err.key}: ${err.field ? `${err.field}: ` : ''}`;
+      const problem = err.message.startsWith(where) ? err.message.slice(where.length) : err.message;
+      throw new ConfigError(`${file}: ${err.field ? `${err.field}: ` : ''}${problem}`, { cause: err });
+    }
+    throw err;
+  }
 
   const subnetIn = (field: string, v: unknown): Prefix => {
+    if (v === undefined) throw new ConfigError(`${file}: ${field} is missing (e.g. "Subnet": "10.244.1.0/24")`);
     const p = typeof v === 'string' ? parsePrefix(v) : undefined;
     if (!p) throw new ConfigError(`${file}: ${field}: ${JSON.stringify(v)} is not an IPv4 subnet like 10.244.1.0/24`);
     if (!prefixCovers(config.network, p) || p.len !== config.subnetLen) {
@@ -44,6 +77,7 @@ export function parseStaticCluster(text: string, file: string): StaticClusterFil
     return p;
   };
   const ipIn = (field: string, v: unknown): number => {
+    if (v === undefined) throw new ConfigError(`${file}: ${field} is missing (e.g. "PublicIP": "192.0.2.7")`);
     const n = typeof v === 'string' ? parseIp(v) : undefined;
     if (n === undefined) throw new ConfigError(`${file}: ${field}: ${JSON.stringify(v)} is not an IPv4 address`);
     return n;
@@ -56,6 +90,7 @@ export function parseStaticCluster(text: string, file: string): StaticClusterFil
   (Peers ?? []).forEach((peer: unknown, i: number) => {
     const field = `Peers[${i}]`;
     if (!isObject(peer)) throw new ConfigError(`${file}: ${field}: must be an object with Subnet and PublicIP`);
+    checkKeys(peer, STATIC_KEYS.peer, `${field}.`, file);
     const subnet = subnetIn(`${field}.Subnet`, peer['Subnet']);
     const publicIp = ipIn(`${field}.PublicIP`, peer['PublicIP']);
     const other = seen.get(prefixKey(subnet));

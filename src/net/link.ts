@@ -1,5 +1,5 @@
 /**
- * Link setup through ip(8): underlay discovery, TUN configuration and its undo.
+ * Link setup through ip(8): TUN configuration and its undo (underlay discovery: underlay.ts).
  * Every command runs with a time bound; a failure names the command and its stderr.
  * All calls run in the network namespace of this process.
  */
@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { LinkError, ConfigError } from '../errors';
-import { formatIp, formatPrefix, isIp, parseIp, type Prefix } from './addr';
+import { formatIp, formatPrefix, parseIp, type Prefix } from './addr';
 
 const IP_TIMEOUT_MS = 10_000;
 
@@ -22,10 +22,6 @@ export function ip(args: readonly string[]): Promise<string> {
   });
 }
 
-interface IpAddrInfo { family?: string; local?: string; prefixlen?: number }
-interface IpLink { ifname: string; mtu: number; addr_info?: IpAddrInfo[]; flags?: string[] }
-interface IpRoute { dst?: string; dev?: string; gateway?: string }
-
 export interface Underlay {
   /** interface name */
   readonly name: string;
@@ -33,42 +29,6 @@ export interface Underlay {
   readonly mtu: number;
   /** the interface's first IPv4 address, if any */
   readonly address?: string;
-}
-
-async function links(): Promise<IpLink[]> {
-  return JSON.parse(await ip(['-j', 'addr', 'show'])) as IpLink[];
-}
-
-function firstIpv4(l: IpLink): string | undefined {
-  return l.addr_info?.find((a) => a.family === 'inet' && a.local !== undefined)?.local;
-}
-
-/**
- * Finds the underlay interface: by name, by one of its IPv4 addresses, or (neither given)
- * the interface of the IPv4 default route. ConfigError when it cannot be found.
- */
-export async function resolveUnderlay(iface: string | undefined): Promise<Underlay> {
-  const all = await links();
-  let found: IpLink | undefined;
-  if (iface === undefined) {
-    const routes = JSON.parse(await ip(['-j', '-4', 'route', 'show', 'default'])) as IpRoute[];
-    const dev = routes.find((r) => r.dev !== undefined)?.dev;
-    if (dev === undefined) throw new ConfigError('no IPv4 default route to take the underlay interface from; give --iface');
-    found = all.find((l) => l.ifname === dev);
-  } else if (isIp(iface)) {
-    found = all.find((l) => l.addr_info?.some((a) => a.family === 'inet' && a.local === iface));
-    if (!found) throw new ConfigError(`--iface ${iface}: no interface has this address`);
-  } else {
-    found = all.find((l) => l.ifname === iface);
-    if (!found) throw new ConfigError(`--iface ${iface}: no such interface`);
-  }
-  if (!found) throw new ConfigError('cannot find the underlay interface; give --iface');
-  return { name: found.ifname, mtu: found.mtu, address: isIp(iface ?? '') ? iface : firstIpv4(found) };
-}
-
-/** True when an interface of this network namespace holds the IPv4 address (else: NAT in front of us, or a wrong address). */
-export async function isLocalAddress(addr: string): Promise<boolean> {
-  return (await links()).some((l) => l.addr_info?.some((a) => a.family === 'inet' && a.local === addr) === true);
 }
 
 /** IPv4 + UDP header bytes added to every packet on the underlay. */

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { parseDaemonArgs, helpText, FLAGS, envName, parseDuration, type Config } from '../../src/config';
+import { parseDaemonArgs, helpText, FLAGS, envName, parseDuration, DURATION_MAX_SECONDS, type Config } from '../../src/config';
 import { ConfigError } from '../../src/errors';
 
 function daemonConfig(argv: string[], env: NodeJS.ProcessEnv = {}): Config {
@@ -62,7 +62,28 @@ t.test('durations', async (t) => {
   t.equal(parseDuration('x', '24h'), 86400);
   t.equal(parseDuration('x', '600'), 600);
   t.equal(parseDuration('x', '2d'), 172800);
-  t.throws(() => parseDuration('x', '5s'), /too short/);
+  t.equal(parseDuration('x', '1h30m'), 5400);
+  t.equal(parseDuration('x', '90', { unit: 'm', min: 60, max: 86340 }), 5400, 'a bare number in the flag\'s unit');
+  t.throws(() => parseDuration('--x', '5s', { unit: 's', min: 10, max: 100 }), /^--x: 5s is out of range: 10s\.\.100s$/);
+  t.throws(() => parseDuration('--x', '1.5h'), /--x: "1\.5h" is not a duration/);
+  t.throws(() => parseDuration('--x', '-5'), /not a duration/);
+});
+
+t.test('bounds: every duration flag refuses what a timer cannot hold, naming the flag and the range', async (t) => {
+  // setTimeout holds at most 2^31-1 ms; a longer delay fires after 1 ms
+  t.ok(DURATION_MAX_SECONDS * 1000 <= 2 ** 31 - 1);
+  const durationFlags = Object.entries(FLAGS).filter(([, spec]) => 'duration' in spec).map(([name]) => name);
+  t.ok(durationFlags.includes('subnet-lease-ttl') && durationFlags.includes('iptables-resync') && durationFlags.includes('subnet-lease-renew-margin'));
+  for (const flag of durationFlags) {
+    t.throws(() => parseDaemonArgs([`--${flag}`, '25d'], {}), new RegExp(`^--${flag}: 25d is out of range: \\d+[smhd]\\.\\.\\d+[smhd]$`), flag);
+    t.throws(() => parseDaemonArgs([`--${flag}`, '0'], {}), new RegExp(`^--${flag}: 0 is out of range`), flag);
+    t.throws(() => parseDaemonArgs([`--${flag}`, '99999999999999999999d'], {}), /out of range/, `${flag}: beyond a safe integer`);
+    t.throws(() => parseDaemonArgs([], { [envName(flag)]: '25d' }), new RegExp(`^--${flag} \\(${envName(flag)}\\): 25d is out of range`), `${flag} from the environment`);
+  }
+  t.throws(() => parseDaemonArgs(['--subnet-lease-ttl', '2147484s'], {}), /--subnet-lease-ttl: 2147484s is out of range: 10s\.\.24d/, 'the report: a TTL above 2^31-1 ms');
+  t.equal(daemonConfig(['--subnet-lease-ttl', '24d']).subnetLeaseTtl, 24 * 86400);
+  t.equal(daemonConfig(['--subnet-lease-ttl', '10s']).subnetLeaseTtl, 10);
+  t.throws(() => parseDaemonArgs(['--subnet-lease-ttl', '9s'], {}), /out of range: 10s\.\.24d/);
 });
 
 t.test('--help lists every flag with its default and variable', async (t) => {

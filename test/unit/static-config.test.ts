@@ -51,3 +51,34 @@ t.test('Backend.DirectRouting in the static file: off by default, read when give
   const bad = { ...good, Backend: { Type: 'udp', DirectRouting: 'yes' } };
   t.throws(() => parseStaticCluster(JSON.stringify(bad), '/etc/x.json'), /\/etc\/x\.json: Backend\.DirectRouting: must be true or false, got "yes"/);
 });
+
+t.test('unknown keys are refused, naming the nearest known one; missing fields say "missing"', async (t) => {
+  const { Peers, PublicIP, ...noPeers } = good;
+  const cases: [unknown, string][] = [
+    // the report: "Peer" for "Peers" started with zero routes
+    [{ ...noPeers, PublicIP, Peer: Peers }, 'unknown key "Peer" in /etc/x.json: did you mean "Peers"?'],
+    // the report: "PublicIp" said "undefined is not an IPv4 address"
+    [{ ...noPeers, Peers, PublicIp: PublicIP }, 'unknown key "PublicIp" in /etc/x.json: did you mean "PublicIP"?'],
+    [{ ...good, Peers: [{ Subnet: '10.244.2.0/24', PublicIp: '10.99.0.2' }] }, 'unknown key "Peers[0].PublicIp" in /etc/x.json: did you mean "Peers[0].PublicIP"?'],
+    [{ ...good, Backend: { Type: 'udp', port: 8285 } }, 'unknown key "Backend.port" in /etc/x.json: did you mean "Backend.Port"?'],
+    [{ ...good, Colour: 'blue' }, 'unknown key "Colour" in /etc/x.json'],
+    [{ ...good, EnableIPv6: true }, 'unknown key "EnableIPv6" in /etc/x.json'],
+    [{ ...noPeers, Peers }, '/etc/x.json: PublicIP is missing (e.g. "PublicIP": "192.0.2.7")'],
+    [{ ...good, Subnet: undefined }, '/etc/x.json: Subnet is missing (e.g. "Subnet": "10.244.1.0/24")'],
+    [{ ...good, Network: undefined }, '/etc/x.json: Network is missing (e.g. "Network": "10.244.0.0/16")'],
+    [{ ...good, Peers: [Peers[0], { Subnet: '10.244.3.0/24', PublicIP: '10.99.0.3' }, { Subnet: '10.244.4.0/24' }] }, '/etc/x.json: Peers[2].PublicIP is missing (e.g. "PublicIP": "192.0.2.7")'],
+    [{ ...good, Peers: [{ PublicIP: '10.99.0.3' }] }, '/etc/x.json: Peers[0].Subnet is missing (e.g. "Subnet": "10.244.1.0/24")'],
+    [{ ...good, SubnetLen: 40 }, '/etc/x.json: SubnetLen: 40 is longer than 30'],
+  ];
+  for (const [doc, message] of cases) {
+    const text = JSON.stringify(doc);
+    let err: unknown;
+    try {
+      parseStaticCluster(text, '/etc/x.json');
+    } catch (e) {
+      err = e;
+    }
+    t.type(err, ConfigError, message);
+    t.equal((err as Error | undefined)?.message, message);
+  }
+});
