@@ -120,7 +120,7 @@ async function demo(keep: boolean, engine: string): Promise<number> {
 
     step(5, STEPS, 'routes: every node knows every other node (waiting for the watches)');
     for (const node of topo.nodes) {
-      const deadline = Date.now() + 10_000;
+      const deadline = Date.now() + 30_000; // bounded, and generous for a loaded machine
       let n = 0;
       while (Date.now() < deadline) {
         const r = topo.netns.tryExec(node.ns, process.execPath, [OVERLAYD_BIN, 'status', '--json']);

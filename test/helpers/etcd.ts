@@ -471,12 +471,24 @@ export function memoryLogger(level: 'debug' | 'info' | 'warn' = 'info'): { logge
   return { logger, lines, msgs: () => lines.map((l) => String(l['msg'])) };
 }
 
-/** Polls `cond` every `everyMs` until true; throws after `timeoutMs`. */
+/**
+ * A loaded 2-core CI machine can stall any step for seconds: no wait gives up sooner than this
+ * (ms), whatever the caller's timeoutMs says. A step that is only slow then passes; one that
+ * never happens still fails.
+ */
+export const WAIT_FLOOR_MS = 30_000;
+
+/**
+ * Polls `cond` every `everyMs` until true; resolves the ms it took (a diagnostic, never assert
+ * on it). `timeoutMs` is how long the step normally takes at most; it throws after
+ * max(timeoutMs, WAIT_FLOOR_MS).
+ */
 export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 5000, everyMs = 25): Promise<number> {
   const t0 = Date.now();
+  const bound = Math.max(timeoutMs, WAIT_FLOOR_MS);
   for (;;) {
     if (await cond()) return Date.now() - t0;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() - t0 > bound) throw new Error(`timed out after ${bound} ms waiting for ${what}`);
     await sleep(everyMs);
   }
 }
