@@ -38,8 +38,15 @@ function runIn(ns: string, args: readonly string[], timeoutMs: number, onStderr?
   return { child, done };
 }
 
+export interface TransferOptions {
+  /** at most this many bytes/s */
+  readonly rate?: number;
+  /** called once the receiver listens and the sender has been started */
+  readonly onStart?: () => void;
+}
+
 /** from -> to, `bytes` bytes on TCP port `port`; every step bounded by timeoutMs. */
-export async function tcpTransfer(from: PodInfo, to: PodInfo, port: number, bytes: number, timeoutMs = 120_000): Promise<TransferResult> {
+export async function tcpTransfer(from: PodInfo, to: PodInfo, port: number, bytes: number, timeoutMs = 120_000, opts: TransferOptions = {}): Promise<TransferResult> {
   let listening!: () => void;
   const ready = new Promise<void>((r) => { listening = r; });
   const server = runIn(to.ns, [XFER, 'serve', String(port), String(timeoutMs)], timeoutMs + 10_000, (e) => { if (e.includes('listening')) listening(); });
@@ -50,7 +57,8 @@ export async function tcpTransfer(from: PodInfo, to: PodInfo, port: number, byte
     return { ok: false, clientCode: null, serverCode: s.code, sent: '', got: '', stderr: `receiver did not listen (${String(first)}): ${s.err}`, ms: 0 };
   }
   const t0 = Date.now();
-  const client = runIn(from.ns, [XFER, 'send', to.ip, String(port), String(bytes), String(timeoutMs)], timeoutMs + 10_000);
+  const client = runIn(from.ns, [XFER, 'send', to.ip, String(port), String(bytes), String(timeoutMs), ...(opts.rate === undefined ? [] : [String(opts.rate)])], timeoutMs + 10_000);
+  opts.onStart?.();
   const [c, s] = await Promise.all([client.done, server.done]);
   const ms = Date.now() - t0;
   const [sent, got] = [c.out.trim(), s.out.trim()];
