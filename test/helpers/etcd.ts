@@ -121,7 +121,7 @@ export interface StartEtcdOptions {
   members?: 1 | 3;
   /** serve clients over TLS and require client certificates */
   tls?: boolean;
-  /** bound on waiting for health, ms (default 20000) */
+  /** bound on waiting for health, ms (default 60000: generous for a loaded machine) */
   healthTimeoutMs?: number;
 }
 
@@ -158,7 +158,7 @@ export class EtcdCluster {
     const base = existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(); // tmpfs: fsync is free
     const root = mkdtempSync(path.join(base, 'overlayd-etcd-'));
     const tlsFiles = opts.tls ? makeTlsFiles(mkdtempSync(path.join(root, 'tls-'))) : undefined;
-    const c = new EtcdCluster(root, opts.members ?? 1, tlsFiles, opts.healthTimeoutMs ?? 20_000);
+    const c = new EtcdCluster(root, opts.members ?? 1, tlsFiles, opts.healthTimeoutMs ?? 60_000);
     t?.teardown(() => c.stop());
     // pick ports, start; a port taken between our probe and etcd's bind: new ports, again
     let lastErr: unknown;
