@@ -96,7 +96,7 @@ if (!isRoot) {
       let sentX = '';
       client.stdout.on('data', (d: Buffer) => { sentX += d.toString(); });
       const clientDone = new Promise((r) => client.on('exit', r));
-      const pings = spawn('ip', ['netns', 'exec', p1.ns, 'ping', '-n', '-c', '200', '-i', '0.1', '-W', '2', p2.ip], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const pings = spawn('ip', ['netns', 'exec', p1.ns, 'ping', '-n', '-c', '200', '-i', '0.1', '-W', '10', p2.ip], { stdio: ['ignore', 'pipe', 'pipe'] });
       let pingOut = '';
       pings.stdout.on('data', (d: Buffer) => { pingOut += d.toString(); });
       const pingDone = new Promise((r) => pings.on('exit', r));
