@@ -125,7 +125,7 @@ async function demo(keep: boolean, engine: string, direct: boolean): Promise<num
 
     step(5, STEPS, 'routes: every node knows every other node (waiting for the watches)');
     for (const node of topo.nodes) {
-      const deadline = Date.now() + 10_000;
+      const deadline = Date.now() + 30_000; // bounded, and generous for a loaded machine
       let routes: { subnet: string; via?: string }[] = [];
       while (Date.now() < deadline) {
         const r = topo.netns.tryExec(node.ns, process.execPath, [OVERLAYD_BIN, 'status', '--json']);

@@ -16,7 +16,7 @@ export class NsEtcd {
   }
 
   /** Starts etcd and waits (bounded) until `etcdctl endpoint health` succeeds. */
-  async start(timeoutMs = 20_000): Promise<void> {
+  async start(timeoutMs = 60_000): Promise<void> {
     mkdirSync(this.dataDir, { recursive: true });
     this.child = spawn('ip', ['netns', 'exec', this.ns, 'etcd',
       '--name', 'lab', '--data-dir', this.dataDir,

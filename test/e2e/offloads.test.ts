@@ -60,7 +60,7 @@ async function serve(ns: string, args: string[]): Promise<{ out: () => string; d
   child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
   const done = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${args.join(' ')}: did not listen`)); }, 10_000);
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${args.join(' ')}: did not listen within 30 s`)); }, 30_000);
     child.stderr.on('data', (d: Buffer) => { if (d.toString().includes('listening')) { clearTimeout(timer); resolve(); } });
   });
   return { out: () => out, done };

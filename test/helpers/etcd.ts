@@ -121,7 +121,7 @@ export interface StartEtcdOptions {
   members?: 1 | 3;
   /** serve clients over TLS and require client certificates */
   tls?: boolean;
-  /** bound on waiting for health, ms (default 20000) */
+  /** bound on waiting for health, ms (default 60000: generous for a loaded machine) */
   healthTimeoutMs?: number;
 }
 
@@ -158,7 +158,7 @@ export class EtcdCluster {
     const base = existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(); // tmpfs: fsync is free
     const root = mkdtempSync(path.join(base, 'overlayd-etcd-'));
     const tlsFiles = opts.tls ? makeTlsFiles(mkdtempSync(path.join(root, 'tls-'))) : undefined;
-    const c = new EtcdCluster(root, opts.members ?? 1, tlsFiles, opts.healthTimeoutMs ?? 20_000);
+    const c = new EtcdCluster(root, opts.members ?? 1, tlsFiles, opts.healthTimeoutMs ?? 60_000);
     t?.teardown(() => c.stop());
     // pick ports, start; a port taken between our probe and etcd's bind: new ports, again
     let lastErr: unknown;
@@ -471,12 +471,24 @@ export function memoryLogger(level: 'debug' | 'info' | 'warn' = 'info'): { logge
   return { logger, lines, msgs: () => lines.map((l) => String(l['msg'])) };
 }
 
-/** Polls `cond` every `everyMs` until true; throws after `timeoutMs`. */
+/**
+ * A loaded 2-core CI machine can stall any step for seconds: no wait gives up sooner than this
+ * (ms), whatever the caller's timeoutMs says. A step that is only slow then passes; one that
+ * never happens still fails.
+ */
+export const WAIT_FLOOR_MS = 30_000;
+
+/**
+ * Polls `cond` every `everyMs` until true; resolves the ms it took (a diagnostic, never assert
+ * on it). `timeoutMs` is how long the step normally takes at most; it throws after
+ * max(timeoutMs, WAIT_FLOOR_MS).
+ */
 export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 5000, everyMs = 25): Promise<number> {
   const t0 = Date.now();
+  const bound = Math.max(timeoutMs, WAIT_FLOOR_MS);
   for (;;) {
     if (await cond()) return Date.now() - t0;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() - t0 > bound) throw new Error(`timed out after ${bound} ms waiting for ${what}`);
     await sleep(everyMs);
   }
 }
