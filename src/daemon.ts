@@ -118,7 +118,7 @@ export class Daemon {
     this.logger.info({ subnet: formatPrefix(lease.subnet), publicIp: formatIp(lease.publicIp), network: formatPrefix(netConfig.network), source: source.kind }, 'lease held');
 
     const engine = createEngine(c.engine, {
-      tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger, queues: c.queues, offloads: c.offloads,
+      tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger, queues: c.queues, offloads: c.offloads, icmpRateLimit: c.icmpRateLimit,
     });
     this.engine = engine;
     engine.onFatal((err) => this.fail(err));

@@ -79,6 +79,10 @@ export interface EngineStartOptions {
   readonly udpGso?: boolean;
   /** UDP_GRO on receive, probed on each socket (default false) */
   readonly udpGro?: boolean;
+  /** ICMP errors of all queues: tokens per second, 0 = no limit (default 1000, like net.ipv4.icmp_msgs_per_sec) */
+  readonly icmpRatelimitRate?: number;
+  /** ICMP errors of all queues: bucket size, >= 1 (default 50, like net.ipv4.icmp_msgs_burst) */
+  readonly icmpRatelimitBurst?: number;
 }
 
 /**
