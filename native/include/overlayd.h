@@ -366,7 +366,7 @@ void ovl_gro_init(struct ovl_gro *g);
  * verified in full. */
 bool ovl_gro_eligible(const uint8_t *pkt, size_t len);
 /* Appends an eligible packet to the flow (it starts the flow when empty). False when it
- * does not continue the flow: other addresses/ports/ack/window/options/TOS/TTL, sequence
+ * does not continue the flow: other addresses/ports/ack/window/urgent pointer/options/TOS/TTL, sequence
  * not the next one, payload larger than the first's, the flow closed (PSH, short segment)
  * or full; the caller then flushes and starts a new flow with it. Nothing is copied: pkt
  * must stay valid (and writable: finish edits the first one) until the flow is written. */

@@ -4,7 +4,12 @@
  * route domain (read side, lock-free: route.c), the stop flag + eventfd and the ICMP id
  * counter. Per packet they do exactly what src/dataplane/js-engine.ts does — the same
  * checks in the same order, the same counters, the same ICMP errors — with packet.c's
- * rules (validation, TTL, ICMP builder) and route.c's lookup.
+ * rules (validation, TTL, ICMP builder) and route.c's lookup. Two things are decided once
+ * per TUN super-packet rather than per segment (its segments cannot differ in them):
+ * validation, the route and the TTL rule, so it draws at most one ICMP error; and ICMP
+ * errors of all queues share one rate limit (ratelimit.c; suppressed: drop_icmp_ratelimit).
+ * An offload the kernel refuses at run time is off on that queue for a back-off
+ * (backoff.c), then tried again.
  *
  * One turn of a thread's loop:
  *   enter the route section (one acquire of the table for the whole turn)
@@ -443,6 +448,12 @@ static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const st
     w->acc[n == -E2BIG || n == -ENOBUFS ? OVL_EC_DROP_TUN_OVERSIZE : OVL_EC_DROP_MALFORMED]++;
     return;
   }
+  if (w->seg_lens[0] > w->e->tun_mtu) { /* the first segment is the largest: a gso_size no
+                                           TCP stack on this TUN picks; never send more than MTU */
+    w->acc[OVL_EC_TUN_RX]++;
+    w->acc[OVL_EC_DROP_TUN_OVERSIZE]++;
+    return;
+  }
   w->acc[OVL_EC_TUN_GSO_READS]++;
   /* validation, route lookup and the TTL rule once per super-packet: on its first segment */
   uint32_t peer = 0;
@@ -570,6 +581,29 @@ static uint32_t gro_size(struct msghdr *m) {
   return 0;
 }
 
+/* One receive of `len` bytes (the real length; buf holds min(len, rx_cap)) from `from`:
+ * one datagram, or with a UDP_GRO segment size `seg` (0 = none) several of seg bytes each
+ * (the last may be shorter), each through inbound(). The GRO flow may point into buf
+ * afterwards: gro_flush before buf is reused. */
+static void udp_receive(struct worker *w, const struct ovl_rtable *t, uint8_t *buf, size_t len, uint32_t seg,
+                        const struct sockaddr_in *from, socklen_t fromlen) {
+  if (seg == 0 || len <= seg) {
+    inbound(w, t, buf, len, from, fromlen);
+    return;
+  }
+  w->acc[OVL_EC_UDP_GRO_RECVS]++;
+  for (size_t off = 0; off < len; off += seg) {
+    size_t l = len - off < seg ? len - off : seg;
+    if (off + l > w->rx_cap) { /* cannot happen with 64 KB buffers; never read beyond */
+      w->acc[OVL_EC_RX]++;
+      w->acc[OVL_EC_RX_BYTES] += l;
+      w->acc[OVL_EC_DROP_MALFORMED]++;
+      continue;
+    }
+    inbound(w, t, buf + off, l, from, fromlen);
+  }
+}
+
 /* Peers -> TUN. Returns true when the burst hit its limit (more may be waiting). */
 static bool udp_burst(struct worker *w, const struct ovl_rtable *t) {
   for (uint32_t i = 0; i < w->rx_n; i++) {
@@ -590,26 +624,9 @@ static bool udp_burst(struct worker *w, const struct ovl_rtable *t) {
   w->udp_errors_in_row = 0;
   if (r > 0) w->acc[OVL_EC_UDP_BURSTS]++;
   for (int i = 0; i < r; i++) {
-    uint8_t *buf = w->udp_buf + (size_t)i * w->rx_cap;
-    size_t len = w->rx_msgs[i].msg_len;
-    socklen_t fromlen = w->rx_msgs[i].msg_hdr.msg_namelen;
     uint32_t seg = w->udp_gro ? gro_size(&w->rx_msgs[i].msg_hdr) : 0;
-    if (seg == 0 || len <= seg) {
-      inbound(w, t, buf, len, &w->rx_from[i], fromlen);
-      continue;
-    }
-    /* several datagrams of one sender, seg bytes each (the last may be shorter) */
-    w->acc[OVL_EC_UDP_GRO_RECVS]++;
-    for (size_t off = 0; off < len; off += seg) {
-      size_t l = len - off < seg ? len - off : seg;
-      if (off + l > w->rx_cap) { /* cannot happen with 64 KB buffers; never read beyond */
-        w->acc[OVL_EC_RX]++;
-        w->acc[OVL_EC_RX_BYTES] += l;
-        w->acc[OVL_EC_DROP_MALFORMED]++;
-        continue;
-      }
-      inbound(w, t, buf + off, l, &w->rx_from[i], fromlen);
-    }
+    udp_receive(w, t, w->udp_buf + (size_t)i * w->rx_cap, w->rx_msgs[i].msg_len, seg, &w->rx_from[i],
+                w->rx_msgs[i].msg_hdr.msg_namelen);
   }
   gro_flush(w); /* the flow points into udp_buf: written before the next receive */
   return r == (int)w->rx_n;

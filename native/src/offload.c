@@ -159,9 +159,10 @@ bool ovl_gro_add(struct ovl_gro *g, uint8_t *pkt, size_t len) {
   if (a[1] != pkt[1] || a[6] != pkt[6] || a[7] != pkt[7] || a[8] != pkt[8] || a[9] != pkt[9] ||
       memcmp(a + 12, pkt + 12, 8) != 0)
     return false;
-  /* TCP: ports, ack, data offset + flags (PSH aside) + window, options */
+  /* TCP: ports, ack, data offset + flags (PSH aside) + window, urgent pointer (meaningless
+   * without URG, but cutting the super-packet must give back every byte), options */
   if (memcmp(a + 20, pkt + 20, 4) != 0 || memcmp(a + 28, pkt + 28, 4) != 0 || a[32] != pkt[32] ||
-      (a[33] & ~TCP_PSH) != (pkt[33] & ~TCP_PSH) || memcmp(a + 34, pkt + 34, 2) != 0 ||
+      (a[33] & ~TCP_PSH) != (pkt[33] & ~TCP_PSH) || memcmp(a + 34, pkt + 34, 2) != 0 || memcmp(a + 38, pkt + 38, 2) != 0 ||
       memcmp(a + 40, pkt + 40, hdr - 40) != 0)
     return false;
   if (ovl_be32(pkt + 24) != g->next_seq) return false;
