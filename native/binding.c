@@ -555,6 +555,21 @@ static bool get_int_option(napi_env env, napi_value opts, const char *fn, const 
   return true;
 }
 
+/* options.key as an integer in min..max; undefined gives `def`. Returns false with an
+ * exception pending. */
+static bool get_opt_int_option(napi_env env, napi_value opts, const char *fn, const char *key, uint32_t min,
+                               uint32_t max, uint32_t def, uint32_t *out) {
+  napi_value v;
+  napi_valuetype t;
+  CHECK_RET(env, napi_get_named_property(env, opts, key, &v), false);
+  CHECK_RET(env, napi_typeof(env, v, &t), false);
+  if (t == napi_undefined) {
+    *out = def;
+    return true;
+  }
+  return get_int_option(env, opts, fn, key, min, max, out);
+}
+
 /* options.key as a boolean; undefined gives `def`. Returns false with an exception pending. */
 static bool get_bool_option(napi_env env, napi_value opts, const char *fn, const char *key, bool def, bool *out) {
   napi_value v;
@@ -885,7 +900,10 @@ static napi_value engine_start(napi_env env, napi_callback_info info) {
     return throw_errno(env, -err, sc, context, err == -EADDRINUSE ? hint : NULL);
   }
   bool gso = false, gro = false;
-  if (!get_bool_option(env, argv[0], fn, "udpGso", false, &gso) || !get_bool_option(env, argv[0], fn, "udpGro", false, &gro)) {
+  uint32_t icmp_rate = 0, icmp_burst = 0;
+  if (!get_bool_option(env, argv[0], fn, "udpGso", false, &gso) || !get_bool_option(env, argv[0], fn, "udpGro", false, &gro) ||
+      !get_opt_int_option(env, argv[0], fn, "icmpRatelimitRate", 0, UINT32_MAX, OVL_ICMP_RATELIMIT_RATE, &icmp_rate) ||
+      !get_opt_int_option(env, argv[0], fn, "icmpRatelimitBurst", 1, UINT32_MAX, OVL_ICMP_RATELIMIT_BURST, &icmp_burst)) {
     close_fds(ep->udp_fds, ep->queues);
     return NULL;
   }
@@ -913,6 +931,8 @@ static napi_value engine_start(napi_env env, napi_callback_info info) {
       .counters = ep->l.box->mem,
       .on_fatal = engine_on_fatal,
       .opaque = ep,
+      .icmp_rate = icmp_rate,
+      .icmp_burst = icmp_burst,
   };
   err = ovl_engine_start(&ep->eng, &cfg, &sc);
   if (err < 0) {

@@ -55,6 +55,8 @@ export const FLAGS = {
   'queues': { type: 'string', default: '1', help: `native engine: forwarding threads, each with its own TUN queue and UDP socket (1..${QUEUES_MAX})` },
   'tun-offload': { type: 'string', default: 'true', help: 'native engine: TUN offloads (IFF_VNET_HDR, TSO4/CSUM): read TCP super-packets and cut them here, coalesce inbound TCP segments into super-packets (true/false)' },
   'udp-gso': { type: 'string', default: 'true', help: 'native engine: send runs of datagrams to one peer as one UDP_SEGMENT message (the wire still carries one packet per datagram) (true/false)' },
+  'icmp-ratelimit-rate': { type: 'string', default: '1000', help: 'ICMP errors (net unreachable, time exceeded) the engine may send per second, all queues together, after its burst; 0 = no limit (like net.ipv4.icmp_msgs_per_sec)' },
+  'icmp-ratelimit-burst': { type: 'string', default: '50', help: 'ICMP errors the engine may send at once before --icmp-ratelimit-rate applies, at least 1 (like net.ipv4.icmp_msgs_burst)' },
   'udp-gro': { type: 'string', default: 'true', help: 'native engine: receive with UDP_GRO (several datagrams per receive, split here) (true/false)' },
   'static-config': { type: 'string', help: 'JSON file with Network, this node\'s Subnet/PublicIP and its Peers; replaces etcd' },
   'etcd-endpoints': { type: 'string', default: 'http://127.0.0.1:2379', flanneld: true, help: 'comma-separated etcd endpoints' },
@@ -148,6 +150,8 @@ export interface Config extends UnderlaySelection {
   readonly offloads: OffloadConfig;
   /** forwarding threads of the native engine (1 for js) */
   readonly queues: number;
+  /** ICMP error token bucket of the engine: rate per second (0 = no limit) and burst (>= 1) */
+  readonly icmpRateLimit: { readonly rate: number; readonly burst: number };
   readonly staticConfig?: string;
   readonly etcd: EtcdConnection;
   readonly publicIp?: string;
@@ -343,6 +347,7 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     logLevel = levelSetting.values.at(-1) as string;
     if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`${levelSetting.label}: "${logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
   }
+  const icmpRateLimit = { rate: getInt('icmp-ratelimit-rate', 0, 0xffffffff), burst: getInt('icmp-ratelimit-burst', 1, 0xffffffff) };
 
   const endpoints = (get('etcd-endpoints') as string).split(',').map((s) => s.trim()).filter((s) => s !== '');
   if (endpoints.length === 0) throw new ConfigError('--etcd-endpoints: no endpoint given');
@@ -409,6 +414,7 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
   const config: Config = {
     engine: engine as EngineKind,
     queues,
+    icmpRateLimit,
     offloads: { tun: getOnOff('tun-offload'), udpGso: getOnOff('udp-gso'), udpGro: getOnOff('udp-gro') },
     staticConfig: getOpt('static-config'),
     etcd: {

@@ -131,7 +131,7 @@ export class Daemon {
     if (await isLocalAddress(leaseIp)) bindIp = leaseIp;
     else this.logger.warn({ publicIp: leaseIp, bind: bindIp ?? '0.0.0.0', underlay: underlay.name }, 'PublicIP is not an address of this host (NAT?): binding the UDP socket to the underlay address');
     const engine = createEngine(c.engine, {
-      tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger, queues: c.queues, offloads: c.offloads,
+      tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger, queues: c.queues, offloads: c.offloads, icmpRateLimit: c.icmpRateLimit,
       bindAddress: bindIp === undefined ? undefined : parseIp(bindIp),
     });
     this.engine = engine;

@@ -224,6 +224,8 @@ uint32_t ovl_tunport_slot_size(const struct ovl_tunport *p);
 
 #define OVL_IPV4_MIN_HEADER 20u /* bytes */
 #define OVL_IPV4_MAX_HEADER 60u /* bytes: IHL 15 */
+#define OVL_TCP_MIN_HEADER 20u  /* bytes: data offset 5 */
+#define OVL_TCP_MAX_HEADER 60u  /* bytes: data offset 15 (40 bytes of options) */
 #define OVL_PROTO_ICMP 1u
 #define OVL_PROTO_TCP 6u
 #define OVL_PROTO_UDP 17u
@@ -324,12 +326,16 @@ struct ovl_vnet_hdr {
 #define OVL_GSO_SEGS_MAX 256u
 /* Most segments coalesced into one super-packet written to the TUN. */
 #define OVL_GRO_SEGS_MAX 64u
+/* Most IPv4 + TCP header bytes of a coalesced flow: GRO never takes IPv4 options, and a
+ * TCP header is up to 60 bytes (timestamps + SACK blocks fill its 40 option bytes). */
+#define OVL_GRO_HDR_MAX (OVL_IPV4_MIN_HEADER + OVL_TCP_MAX_HEADER)
 
 /* True when the TCP/UDP checksum of the IPv4 packet (len bytes, header sane) verifies
  * (full sum over pseudo header + segment). */
 bool ovl_l4_checksum_ok(const uint8_t *pkt, size_t len);
 /* A packet read with NEEDS_CSUM: stores the complemented sum of [csum_start, len) at
- * csum_start + csum_offset (the field holds the pseudo-header sum). 0, or -EINVAL when
+ * csum_start + csum_offset (the field holds the pseudo-header sum); a result of 0 is
+ * stored as 0xffff (RFC 768: a UDP checksum of 0 means none). 0, or -EINVAL when
  * the offsets are outside the packet. No-op without NEEDS_CSUM. */
 int ovl_vnet_csum_finish(uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h);
 /* Cuts the IPv4/TCP super-packet pkt (len bytes, gso_type TCPV4[|ECN], gso_size = MSS)
@@ -352,7 +358,7 @@ struct ovl_gro {
   bool edited;       /* ovl_gro_finish rewrote the first segment's headers */
   uint8_t *segs[OVL_GRO_SEGS_MAX]; /* the segments, where they were received (no copy) */
   uint32_t seg_lens[OVL_GRO_SEGS_MAX];
-  uint8_t saved[60]; /* the first segment's IPv4 + TCP headers as received */
+  uint8_t saved[OVL_GRO_HDR_MAX]; /* the first segment's IPv4 + TCP headers as received */
 };
 void ovl_gro_init(struct ovl_gro *g);
 /* May this packet (a valid IPv4 packet of len bytes) be coalesced? IPv4/TCP, IHL 5, DF,
@@ -360,7 +366,7 @@ void ovl_gro_init(struct ovl_gro *g);
  * verified in full. */
 bool ovl_gro_eligible(const uint8_t *pkt, size_t len);
 /* Appends an eligible packet to the flow (it starts the flow when empty). False when it
- * does not continue the flow: other addresses/ports/ack/window/options/TOS/TTL, sequence
+ * does not continue the flow: other addresses/ports/ack/window/urgent pointer/options/TOS/TTL, sequence
  * not the next one, payload larger than the first's, the flow closed (PSH, short segment)
  * or full; the caller then flushes and starts a new flow with it. Nothing is copied: pkt
  * must stay valid (and writable: finish edits the first one) until the flow is written. */
@@ -375,6 +381,63 @@ size_t ovl_gro_finish(struct ovl_gro *g, struct ovl_vnet_hdr *h, struct iovec *i
 /* Puts the first segment's headers back as received (after finish, for writing the
  * segments one by one instead). */
 void ovl_gro_restore(struct ovl_gro *g);
+
+/* ------------------------------------------------------------------------------------ */
+/* backoff.c: an offload the kernel refused at run time comes back after a back-off     */
+/* ------------------------------------------------------------------------------------ */
+
+/* Back-off before an offload refused at run time is tried again: 1 s after the first
+ * refusal, doubled after each refusal that follows a re-enable, at most 60 s; back to 1 s
+ * once it stayed on for 60 s. */
+#define OVL_OFFLOAD_RETRY_MIN_NS 1000000000ull
+#define OVL_OFFLOAD_RETRY_MAX_NS 60000000000ull
+
+enum ovl_offload_state {
+  OVL_OFFLOAD_OFF = 0, /* never on (not asked for, or the kernel refused it at start): final */
+  OVL_OFFLOAD_ON,
+  OVL_OFFLOAD_BACKOFF, /* refused at run time: off until retry_at_ns */
+};
+
+/* One offload of one queue; owned by that queue's thread. Times are CLOCK_MONOTONIC ns
+ * (any monotonic source: the tests inject theirs). */
+struct ovl_offload_gate {
+  uint8_t state;         /* enum ovl_offload_state */
+  uint64_t delay_ns;     /* the next back-off */
+  uint64_t retry_at_ns;  /* BACKOFF: on again from this time */
+  uint64_t on_since_ns;  /* when it last came back on (0: since start) */
+};
+/* on: the offload was taken at start (OVL_OFFLOAD_ON), else OVL_OFFLOAD_OFF for good. */
+void ovl_offload_gate_init(struct ovl_offload_gate *g, bool on);
+/* The kernel refused the offload at now_ns: ON -> BACKOFF for the current delay (then
+ * doubled). Returns true when this switched it off (count it), false when it was not on. */
+bool ovl_offload_gate_fail(struct ovl_offload_gate *g, uint64_t now_ns);
+/* BACKOFF and the back-off is over: -> ON, returns true (count it). Else false. */
+bool ovl_offload_gate_poll(struct ovl_offload_gate *g, uint64_t now_ns);
+
+/* ------------------------------------------------------------------------------------ */
+/* ratelimit.c: the ICMP error rate limit (RFC 1812 4.3.2.8)                             */
+/* ------------------------------------------------------------------------------------ */
+
+/* Defaults: Linux's net.ipv4.icmp_msgs_per_sec (1000) and net.ipv4.icmp_msgs_burst (50),
+ * the host-wide token bucket of ICMP errors (here: one bucket per engine). */
+#define OVL_ICMP_RATELIMIT_RATE 1000u
+#define OVL_ICMP_RATELIMIT_BURST 50u
+
+/* A token bucket of `burst` tokens refilled at rate_per_sec, shared by any number of
+ * threads (lock-free: one atomic word). Over any interval of E seconds at most
+ * burst + rate_per_sec * E takes succeed. Unlike Linux, the cost of a message is exactly
+ * one token (no randomization) and refill is continuous (not in 20 ms steps). */
+struct ovl_ratelimit {
+  _Atomic uint64_t tat_ns; /* when the bucket is full again, minus nothing taken since */
+  uint64_t interval_ns;    /* per token: ceil(1e9 / rate); 0 = no limit */
+  uint64_t tolerance_ns;   /* burst * interval_ns */
+};
+/* rate_per_sec 0: no limit (every take succeeds). Returns 0, or -EINVAL (rate > 0 with
+ * burst 0). Before any thread uses it. */
+int ovl_ratelimit_init(struct ovl_ratelimit *r, uint32_t rate_per_sec, uint32_t burst);
+/* Takes one token at now_ns (a monotonic clock shared by the callers). True: send the
+ * message; false: suppress it. Any thread. */
+bool ovl_ratelimit_take(struct ovl_ratelimit *r, uint64_t now_ns);
 
 /* ------------------------------------------------------------------------------------ */
 /* route.c: the peer route table (longest-prefix match), a per-thread lookup cache, and  */
@@ -496,6 +559,8 @@ enum ovl_engine_counter {
   OVL_EC_DROP_RING_FULL,    /* a TUN write would block (EAGAIN/ENOBUFS): the TUN-bound
                                queue was full; the packet is dropped */
   OVL_EC_TX_ERROR,          /* UDP send failed (or the socket stayed full, see engine.c) */
+  OVL_EC_DROP_ICMP_RATELIMIT, /* ICMP errors not sent: the engine's rate limit (the packet
+                               that caused each is counted under its own drop reason) */
   OVL_EC_COMMON,            /* ---- native only from here ---- */
   OVL_EC_DROP_TUN_OVERSIZE = OVL_EC_COMMON, /* TUN packets longer than the buffer (MTU raised) */
   OVL_EC_TUN_READ_ERRORS,   /* TUN read errors other than EAGAIN/EINTR */
@@ -509,8 +574,12 @@ enum ovl_engine_counter {
   OVL_EC_TUN_GRO_WRITES,    /* coalesced super-packets written into the TUN */
   OVL_EC_UDP_GSO_SENDS,     /* messages sent with UDP_SEGMENT (several datagrams each) */
   OVL_EC_UDP_GRO_RECVS,     /* receives that carried several datagrams (UDP_GRO) */
-  OVL_EC_UDP_GSO_FALLBACK,  /* UDP_SEGMENT refused at run time: this queue sends plainly */
-  OVL_EC_TUN_GRO_FALLBACK,  /* a GSO write refused by the TUN: this queue writes plainly */
+  OVL_EC_UDP_GSO_FALLBACK,  /* UDP_SEGMENT refused at run time: this queue sends plainly
+                               for a back-off (backoff.c) */
+  OVL_EC_TUN_GRO_FALLBACK,  /* a GSO write refused by the TUN: this queue writes plainly
+                               for a back-off */
+  OVL_EC_UDP_GSO_REENABLE,  /* UDP_SEGMENT back on after its back-off */
+  OVL_EC_TUN_GRO_REENABLE,  /* TUN GRO back on after its back-off */
   OVL_EC_COUNT
 };
 /* uint64 words per queue in the counter block (OVL_EC_COUNT rounded up to 64 bytes). */
@@ -552,6 +621,9 @@ struct ovl_engine_config {
    *   (the kernel or NIC cuts them: still one inner packet per datagram on the wire).
    * udp_gro: the sockets have UDP_GRO on; receives are split by the segment size. */
   bool tun_vnet_hdr, tun_gro, udp_gso, udp_gro;
+  /* ICMP errors of all queues together: at most icmp_burst at once, refilled at icmp_rate
+   * per second (ratelimit.c; icmp_rate 0 = no limit). Suppressed: drop_icmp_ratelimit. */
+  uint32_t icmp_rate, icmp_burst;
 };
 
 /* Allocates the buffers, the stop eventfd and starts one thread per queue (all signals

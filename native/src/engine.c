@@ -4,7 +4,12 @@
  * route domain (read side, lock-free: route.c), the stop flag + eventfd and the ICMP id
  * counter. Per packet they do exactly what src/dataplane/js-engine.ts does — the same
  * checks in the same order, the same counters, the same ICMP errors — with packet.c's
- * rules (validation, TTL, ICMP builder) and route.c's lookup.
+ * rules (validation, TTL, ICMP builder) and route.c's lookup. Two things are decided once
+ * per TUN super-packet rather than per segment (its segments cannot differ in them):
+ * validation, the route and the TTL rule, so it draws at most one ICMP error; and ICMP
+ * errors of all queues share one rate limit (ratelimit.c; suppressed: drop_icmp_ratelimit).
+ * An offload the kernel refuses at run time is off on that queue for a back-off
+ * (backoff.c), then tried again.
  *
  * One turn of a thread's loop:
  *   enter the route section (one acquire of the table for the whole turn)
@@ -42,7 +47,7 @@
 #include <unistd.h>
 
 _Static_assert(sizeof(struct ovl_engine_counters) % 64 == 0, "counter block is whole cache lines");
-_Static_assert(OVL_EC_COMMON == 16, "the common counters are ENGINE_COUNTERS of engine.ts");
+_Static_assert(OVL_EC_COMMON == 17, "the common counters are ENGINE_COUNTERS of engine.ts");
 
 const char *const ovl_engine_counter_names[OVL_EC_COUNT] = {
     [OVL_EC_TUN_RX] = "tun_rx",
@@ -61,6 +66,7 @@ const char *const ovl_engine_counter_names[OVL_EC_COUNT] = {
     [OVL_EC_DROP_TOO_BIG] = "drop_too_big",
     [OVL_EC_DROP_RING_FULL] = "drop_ring_full",
     [OVL_EC_TX_ERROR] = "tx_error",
+    [OVL_EC_DROP_ICMP_RATELIMIT] = "drop_icmp_ratelimit",
     [OVL_EC_DROP_TUN_OVERSIZE] = "drop_tun_oversize",
     [OVL_EC_TUN_READ_ERRORS] = "tun_read_errors",
     [OVL_EC_TUN_WRITE_ERRORS] = "tun_write_errors",
@@ -75,6 +81,8 @@ const char *const ovl_engine_counter_names[OVL_EC_COUNT] = {
     [OVL_EC_UDP_GRO_RECVS] = "udp_gro_recvs",
     [OVL_EC_UDP_GSO_FALLBACK] = "udp_gso_fallback",
     [OVL_EC_TUN_GRO_FALLBACK] = "tun_gro_fallback",
+    [OVL_EC_UDP_GSO_REENABLE] = "udp_gso_reenable",
+    [OVL_EC_TUN_GRO_REENABLE] = "tun_gro_reenable",
 };
 
 #define BATCH OVL_ENGINE_BATCH
@@ -99,7 +107,7 @@ const char *const ovl_engine_counter_names[OVL_EC_COUNT] = {
 #define GSO_BYTES 65000u
 /* Bytes a TUN read with a virtio_net_hdr may return, and what cutting it may add. */
 #define SUPER_MAX 65535u
-#define VNET_NEED (2u * SUPER_MAX + OVL_GSO_SEGS_MAX * 120u)
+#define VNET_NEED (2u * SUPER_MAX + OVL_GSO_SEGS_MAX * (OVL_IPV4_MAX_HEADER + OVL_TCP_MAX_HEADER))
 #define VNET_ARENA (1u << 20)
 /* Receives of one recvmmsg with UDP_GRO (each buffer holds a 64 KB coalesced receive). */
 #define GRO_MSGS 16u
@@ -117,7 +125,9 @@ struct worker {
   int fatal_err; /* positive errno once the thread must stop */
   const char *fatal_syscall;
   struct ovl_rcache cache;
-  bool vnet, tun_gro, udp_gso, udp_gro; /* offloads in force on this queue (fallbacks clear) */
+  bool vnet, tun_gro, udp_gso, udp_gro; /* offloads in force on this queue now: tun_gro and
+                                           udp_gso mirror "gate ON" of their gates */
+  struct ovl_offload_gate gro_gate, gso_gate; /* run-time refusals: back-off, then on again */
   uint8_t *tun_buf;  /* arena of tun_arena bytes: packets read from the TUN (and the
                         segments cut from super-packets), back to back, sent from in place */
   size_t tun_arena;
@@ -152,8 +162,17 @@ struct ovl_engine {
   int stop_efd;
   alignas(64) atomic_bool stop;
   alignas(64) _Atomic uint32_t icmp_id; /* IP id of the ICMP errors, shared by the queues */
+  alignas(64) struct ovl_ratelimit icmp_limit; /* shared by the queues (one atomic word) */
   struct worker **w; /* [queues] */
 };
+
+/* CLOCK_MONOTONIC in ns (vDSO, no system call): read only on rare paths (an ICMP error,
+ * an offload refused, a turn while an offload is backing off), never per packet. */
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  (void)clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail for CLOCK_MONOTONIC */
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 /* ---------------------------------------------------------------- into the TUN --------- */
 
@@ -190,7 +209,8 @@ static void tun_write(struct worker *w, const uint8_t *pkt, size_t len) {
 }
 
 /* Writes the flow being coalesced, if any: one super-packet, or its one packet plainly. A
- * TUN that refuses the GSO write (EINVAL) gets the original packets and no more GSO. */
+ * TUN that refuses the GSO write (EINVAL) gets the original packets, and no GSO writes from
+ * this queue until its back-off is over (gro_gate). */
 static void gro_flush(struct worker *w) {
   struct ovl_gro *g = w->gro;
   if (g == NULL || g->nseg == 0) return;
@@ -211,9 +231,9 @@ static void gro_flush(struct worker *w) {
     if (err == 0) {
       w->acc[OVL_EC_TUN_TX] += g->nseg;
       w->acc[OVL_EC_TUN_GRO_WRITES]++;
-    } else if (err == EINVAL) {
+    } else if (err == EINVAL) { /* off for a back-off (a transient path MTU drop does this too) */
+      if (ovl_offload_gate_fail(&w->gro_gate, mono_ns())) w->acc[OVL_EC_TUN_GRO_FALLBACK]++;
       w->tun_gro = false;
-      w->acc[OVL_EC_TUN_GRO_FALLBACK]++;
       ovl_gro_restore(g);
       for (uint32_t i = 0; i < g->nseg; i++) tun_write(w, g->segs[i], g->seg_lens[i]);
     } else {
@@ -235,9 +255,14 @@ static void deliver(struct worker *w, uint8_t *pkt, size_t len) {
   tun_write(w, pkt, len);
 }
 
-/* The js engine's icmpError(): only where RFC 1812 allows, counted, written into the TUN. */
+/* The js engine's icmpError(): only where RFC 1812 allows and the engine's rate limit has
+ * a token (else counted as drop_icmp_ratelimit), counted, written into the TUN. */
 static void icmp_error(struct worker *w, const uint8_t *pkt, size_t len, uint8_t type, uint8_t code) {
   if (!ovl_icmp_may_respond(pkt, len)) return;
+  if (!ovl_ratelimit_take(&w->e->icmp_limit, mono_ns())) {
+    w->acc[OVL_EC_DROP_ICMP_RATELIMIT]++;
+    return;
+  }
   w->acc[OVL_EC_ICMP_SENT]++;
   uint16_t id = (uint16_t)atomic_fetch_add_explicit(&w->e->icmp_id, 1, memory_order_relaxed);
   size_t n = ovl_icmp_error_build(w->icmp, type, code, w->e->tun_address, pkt, len, 0, id);
@@ -255,20 +280,45 @@ static bool ttl_step(struct worker *w, uint8_t *pkt, size_t len) {
 
 /* ---------------------------------------------------------------- outbound ------------- */
 
-/* js-engine.ts outbound(): one packet read from the TUN, in its read buffer. */
-static void outbound(struct worker *w, const struct ovl_rtable *t, uint8_t *pkt, size_t len) {
+/* What outbound() decided for a packet: the counter of its drop, or OVL_EC_TX (send). */
+typedef enum ovl_engine_counter verdict_t;
+
+/* Queues a packet that passed the outbound checks for peer (host order). */
+static void queue_tx(struct worker *w, uint8_t *pkt, size_t len, uint32_t peer);
+
+/* js-engine.ts outbound(): one packet read from the TUN, in its read buffer. Returns the
+ * verdict, and *peer when it is OVL_EC_TX. */
+static verdict_t outbound(struct worker *w, const struct ovl_rtable *t, uint8_t *pkt, size_t len, uint32_t *peer) {
   w->acc[OVL_EC_TUN_RX]++;
   if (ovl_ipv4_validate(pkt, len) != OVL_IPV4_OK) {
     w->acc[OVL_EC_DROP_MALFORMED]++;
-    return;
+    return OVL_EC_DROP_MALFORMED;
   }
-  uint32_t peer;
-  if (!ovl_rcache_lookup(&w->cache, t, ovl_ipv4_dst(pkt), &peer)) {
+  if (!ovl_rcache_lookup(&w->cache, t, ovl_ipv4_dst(pkt), peer)) {
     w->acc[OVL_EC_DROP_NO_ROUTE]++;
     icmp_error(w, pkt, len, OVL_ICMP_DEST_UNREACH, OVL_ICMP_NET_UNREACH);
+    return OVL_EC_DROP_NO_ROUTE;
+  }
+  if (!ttl_step(w, pkt, len)) return OVL_EC_DROP_TTL;
+  queue_tx(w, pkt, len, *peer);
+  return OVL_EC_TX;
+}
+
+/* A segment cut from the same super-packet as one outbound() already judged (`v`, `peer`):
+ * the same addresses, TTL and header fields (ovl_gso_segment wrote valid lengths and
+ * checksums), so the same verdict; counted per segment like outbound(), but no second
+ * ICMP error (one per super-packet, as one per packet the pod's stack sent). */
+static void outbound_same(struct worker *w, uint8_t *pkt, size_t len, verdict_t v, uint32_t peer) {
+  w->acc[OVL_EC_TUN_RX]++;
+  if (v != OVL_EC_TX) {
+    w->acc[v]++;
     return;
   }
-  if (!ttl_step(w, pkt, len)) return;
+  (void)ovl_ipv4_decrement_ttl(pkt); /* TTL > 1, as in the first segment */
+  queue_tx(w, pkt, len, peer);
+}
+
+static void queue_tx(struct worker *w, uint8_t *pkt, size_t len, uint32_t peer) {
   uint32_t to = htonl(peer);
   if (w->udp_gso && w->ntx > 0) { /* joins the previous message when UDP_SEGMENT allows it */
     uint32_t i = w->ntx - 1;
@@ -353,11 +403,9 @@ static void flush_tx(struct worker *w) {
     if (w->tx_nseg[i] > 1 && (err == EIO || err == EINVAL || err == EMSGSIZE)) {
       /* the kernel refuses UDP_SEGMENT (a device without checksum offload, a smaller path
        * MTU, a kernel bug): this message goes out datagram by datagram, and the queue
-       * sends plainly from now on */
-      if (w->udp_gso) {
-        w->udp_gso = false;
-        w->acc[OVL_EC_UDP_GSO_FALLBACK]++;
-      }
+       * sends plainly until its back-off is over (gso_gate) */
+      if (ovl_offload_gate_fail(&w->gso_gate, mono_ns())) w->acc[OVL_EC_UDP_GSO_FALLBACK]++;
+      w->udp_gso = false;
       send_split(w, i);
       i++;
       continue;
@@ -389,7 +437,8 @@ static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const st
       w->acc[OVL_EC_DROP_MALFORMED]++;
       return;
     }
-    outbound(w, t, pkt, len);
+    uint32_t peer;
+    (void)outbound(w, t, pkt, len, &peer);
     return;
   }
   uint8_t *out = pkt + len;
@@ -399,9 +448,19 @@ static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const st
     w->acc[n == -E2BIG || n == -ENOBUFS ? OVL_EC_DROP_TUN_OVERSIZE : OVL_EC_DROP_MALFORMED]++;
     return;
   }
+  if (w->seg_lens[0] > w->e->tun_mtu) { /* the first segment is the largest: a gso_size no
+                                           TCP stack on this TUN picks; never send more than MTU */
+    w->acc[OVL_EC_TUN_RX]++;
+    w->acc[OVL_EC_DROP_TUN_OVERSIZE]++;
+    return;
+  }
   w->acc[OVL_EC_TUN_GSO_READS]++;
-  for (int i = 0; i < n; i++) {
-    outbound(w, t, out, w->seg_lens[i]);
+  /* validation, route lookup and the TTL rule once per super-packet: on its first segment */
+  uint32_t peer = 0;
+  verdict_t v = outbound(w, t, out, w->seg_lens[0], &peer);
+  out += w->seg_lens[0];
+  for (int i = 1; i < n; i++) {
+    outbound_same(w, out, w->seg_lens[i], v, peer);
     out += w->seg_lens[i];
   }
   *used = (size_t)(out - w->tun_buf);
@@ -464,7 +523,8 @@ static bool tun_burst(struct worker *w, const struct ovl_rtable *t) {
       continue;
     }
     used += (size_t)r;
-    outbound(w, t, buf, (size_t)r);
+    uint32_t peer;
+    (void)outbound(w, t, buf, (size_t)r, &peer);
   }
   if (n) w->acc[OVL_EC_TUN_BURSTS]++;
   if (w->ntx) flush_tx(w);
@@ -521,6 +581,29 @@ static uint32_t gro_size(struct msghdr *m) {
   return 0;
 }
 
+/* One receive of `len` bytes (the real length; buf holds min(len, rx_cap)) from `from`:
+ * one datagram, or with a UDP_GRO segment size `seg` (0 = none) several of seg bytes each
+ * (the last may be shorter), each through inbound(). The GRO flow may point into buf
+ * afterwards: gro_flush before buf is reused. */
+static void udp_receive(struct worker *w, const struct ovl_rtable *t, uint8_t *buf, size_t len, uint32_t seg,
+                        const struct sockaddr_in *from, socklen_t fromlen) {
+  if (seg == 0 || len <= seg) {
+    inbound(w, t, buf, len, from, fromlen);
+    return;
+  }
+  w->acc[OVL_EC_UDP_GRO_RECVS]++;
+  for (size_t off = 0; off < len; off += seg) {
+    size_t l = len - off < seg ? len - off : seg;
+    if (off + l > w->rx_cap) { /* cannot happen with 64 KB buffers; never read beyond */
+      w->acc[OVL_EC_RX]++;
+      w->acc[OVL_EC_RX_BYTES] += l;
+      w->acc[OVL_EC_DROP_MALFORMED]++;
+      continue;
+    }
+    inbound(w, t, buf + off, l, from, fromlen);
+  }
+}
+
 /* Peers -> TUN. Returns true when the burst hit its limit (more may be waiting). */
 static bool udp_burst(struct worker *w, const struct ovl_rtable *t) {
   for (uint32_t i = 0; i < w->rx_n; i++) {
@@ -541,26 +624,9 @@ static bool udp_burst(struct worker *w, const struct ovl_rtable *t) {
   w->udp_errors_in_row = 0;
   if (r > 0) w->acc[OVL_EC_UDP_BURSTS]++;
   for (int i = 0; i < r; i++) {
-    uint8_t *buf = w->udp_buf + (size_t)i * w->rx_cap;
-    size_t len = w->rx_msgs[i].msg_len;
-    socklen_t fromlen = w->rx_msgs[i].msg_hdr.msg_namelen;
     uint32_t seg = w->udp_gro ? gro_size(&w->rx_msgs[i].msg_hdr) : 0;
-    if (seg == 0 || len <= seg) {
-      inbound(w, t, buf, len, &w->rx_from[i], fromlen);
-      continue;
-    }
-    /* several datagrams of one sender, seg bytes each (the last may be shorter) */
-    w->acc[OVL_EC_UDP_GRO_RECVS]++;
-    for (size_t off = 0; off < len; off += seg) {
-      size_t l = len - off < seg ? len - off : seg;
-      if (off + l > w->rx_cap) { /* cannot happen with 64 KB buffers; never read beyond */
-        w->acc[OVL_EC_RX]++;
-        w->acc[OVL_EC_RX_BYTES] += l;
-        w->acc[OVL_EC_DROP_MALFORMED]++;
-        continue;
-      }
-      inbound(w, t, buf + off, l, &w->rx_from[i], fromlen);
-    }
+    udp_receive(w, t, w->udp_buf + (size_t)i * w->rx_cap, w->rx_msgs[i].msg_len, seg, &w->rx_from[i],
+                w->rx_msgs[i].msg_hdr.msg_namelen);
   }
   gro_flush(w); /* the flow points into udp_buf: written before the next receive */
   return r == (int)w->rx_n;
@@ -578,12 +644,26 @@ static void publish_counters(struct worker *w) {
   }
 }
 
+/* Turns the offloads whose back-off is over back on (once per turn while one is off). */
+static void retry_offloads(struct worker *w) {
+  uint64_t now = mono_ns();
+  if (ovl_offload_gate_poll(&w->gro_gate, now)) {
+    w->tun_gro = true;
+    w->acc[OVL_EC_TUN_GRO_REENABLE]++;
+  }
+  if (ovl_offload_gate_poll(&w->gso_gate, now)) {
+    w->udp_gso = true;
+    w->acc[OVL_EC_UDP_GSO_REENABLE]++;
+  }
+}
+
 static void *worker_main(void *arg) {
   struct worker *w = arg;
   struct ovl_engine *e = w->e;
   bool tun_ready = true, udp_ready = true;
 
   while (!atomic_load_explicit(&e->stop, memory_order_acquire)) {
+    if (w->gro_gate.state == OVL_OFFLOAD_BACKOFF || w->gso_gate.state == OVL_OFFLOAD_BACKOFF) retry_offloads(w);
     const struct ovl_rtable *t = ovl_routes_enter(e->routes, w->q);
     bool more = false;
     if (tun_ready) more |= tun_burst(w, t);
@@ -632,6 +712,8 @@ static int worker_init(struct worker **out, struct ovl_engine *e, uint32_t q, co
   w->tun_gro = cfg->tun_vnet_hdr && cfg->tun_gro;
   w->udp_gso = cfg->udp_gso;
   w->udp_gro = cfg->udp_gro;
+  ovl_offload_gate_init(&w->gro_gate, w->tun_gro); /* not taken at start: off for good */
+  ovl_offload_gate_init(&w->gso_gate, w->udp_gso);
   w->tun_arena = w->vnet ? VNET_ARENA : (size_t)BATCH * e->slot;
   w->rx_n = w->udp_gro ? GRO_MSGS : BATCH;
   w->rx_cap = w->udp_gro ? GRO_BUF : e->slot;
@@ -689,7 +771,7 @@ int ovl_engine_start(struct ovl_engine **out, const struct ovl_engine_config *cf
   *syscall = "config";
   if (cfg->queues == 0 || cfg->queues > OVL_ENGINE_QUEUES_MAX || cfg->tun_fds == NULL || cfg->udp_fds == NULL ||
       cfg->routes == NULL || cfg->counters == NULL || cfg->tun_mtu < 68 || cfg->tun_mtu > 65535 ||
-      cfg->subnet_len > 32)
+      cfg->subnet_len > 32 || (cfg->icmp_rate > 0 && cfg->icmp_burst == 0))
     return -EINVAL;
   uint32_t mask = cfg->subnet_len == 0 ? 0 : ~(uint32_t)0 << (32 - cfg->subnet_len);
   if ((cfg->subnet & ~mask) != 0) return -EINVAL;
@@ -713,6 +795,7 @@ int ovl_engine_start(struct ovl_engine **out, const struct ovl_engine_config *cf
   e->opaque = cfg->opaque;
   e->stop_efd = -1;
   atomic_init(&e->stop, false);
+  (void)ovl_ratelimit_init(&e->icmp_limit, cfg->icmp_rate, cfg->icmp_burst); /* checked above */
   struct timespec now;
   (void)clock_gettime(CLOCK_REALTIME, &now); /* cannot fail for CLOCK_REALTIME */
   atomic_init(&e->icmp_id, (uint32_t)now.tv_nsec ^ (uint32_t)getpid()); /* any start value */

@@ -30,6 +30,11 @@
 #define TCP_ECE 0x40u
 #define TCP_CWR 0x80u
 
+/* Every header ovl_gro_add can take (IHL 5, any TCP data offset) fits the saved copy. */
+_Static_assert(sizeof(((struct ovl_gro *)0)->saved) >= OVL_IPV4_MIN_HEADER + OVL_TCP_MAX_HEADER,
+               "struct ovl_gro saves a 20-byte IPv4 header and a TCP header of up to 60 bytes");
+_Static_assert(OVL_TCP_MAX_HEADER == 15u * 4u, "TCP data offset is 4 bits of 32-bit words");
+
 
 /* Folded one's-complement sum of the IPv4 pseudo header (src, dst, proto, l4 length). */
 static uint32_t pseudo_sum(const uint8_t *ip, uint32_t proto, uint32_t l4len) {
@@ -51,17 +56,19 @@ int ovl_vnet_csum_finish(uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h)
   if (start >= len || off + 2 > len) return -EINVAL;
   /* the field holds the pseudo-header sum: the sum from csum_start on covers it */
   uint16_t c = ovl_inet_checksum(pkt + start, len - start);
-  put16(pkt + off, c);
+  /* A computed 0 is stored as 0xffff, as Linux's skb_checksum_help does (CSUM_MANGLED_0):
+   * for UDP 0 means "no checksum" (RFC 768); for TCP both encodings verify. */
+  put16(pkt + off, c == 0 ? 0xffffu : c);
   return 0;
 }
 
 /* Checks an IPv4/TCP header chain; returns the header bytes (IP + TCP) or 0. */
 static size_t tcp4_headers(const uint8_t *pkt, size_t len) {
-  if (len < 40 || (pkt[0] >> 4) != 4 || pkt[9] != OVL_PROTO_TCP) return 0;
+  if (len < OVL_IPV4_MIN_HEADER + OVL_TCP_MIN_HEADER || (pkt[0] >> 4) != 4 || pkt[9] != OVL_PROTO_TCP) return 0;
   size_t ihl = ovl_ipv4_header_len(pkt);
-  if (ihl < 20 || ihl + 20 > len) return 0;
+  if (ihl < OVL_IPV4_MIN_HEADER || ihl + OVL_TCP_MIN_HEADER > len) return 0;
   size_t thl = (size_t)(pkt[ihl + 12] >> 4) * 4;
-  if (thl < 20 || ihl + thl > len) return 0;
+  if (thl < OVL_TCP_MIN_HEADER || ihl + thl > len) return 0;
   return ihl + thl;
 }
 
@@ -138,6 +145,7 @@ static void gro_start(struct ovl_gro *g, uint8_t *pkt, size_t len) {
 
 bool ovl_gro_add(struct ovl_gro *g, uint8_t *pkt, size_t len) {
   if (g->nseg == 0) {
+    if ((pkt[0] & 0x0fu) != 5) return false; /* eligible packets only: headers fit saved[] */
     gro_start(g, pkt, len);
     return true;
   }
@@ -151,9 +159,10 @@ bool ovl_gro_add(struct ovl_gro *g, uint8_t *pkt, size_t len) {
   if (a[1] != pkt[1] || a[6] != pkt[6] || a[7] != pkt[7] || a[8] != pkt[8] || a[9] != pkt[9] ||
       memcmp(a + 12, pkt + 12, 8) != 0)
     return false;
-  /* TCP: ports, ack, data offset + flags (PSH aside) + window, options */
+  /* TCP: ports, ack, data offset + flags (PSH aside) + window, urgent pointer (meaningless
+   * without URG, but cutting the super-packet must give back every byte), options */
   if (memcmp(a + 20, pkt + 20, 4) != 0 || memcmp(a + 28, pkt + 28, 4) != 0 || a[32] != pkt[32] ||
-      (a[33] & ~TCP_PSH) != (pkt[33] & ~TCP_PSH) || memcmp(a + 34, pkt + 34, 2) != 0 ||
+      (a[33] & ~TCP_PSH) != (pkt[33] & ~TCP_PSH) || memcmp(a + 34, pkt + 34, 2) != 0 || memcmp(a + 38, pkt + 38, 2) != 0 ||
       memcmp(a + 40, pkt + 40, hdr - 40) != 0)
     return false;
   if (ovl_be32(pkt + 24) != g->next_seq) return false;

@@ -498,8 +498,13 @@ static void test_config(void) {
   ovl_routes_destroy(r);
   tap_ok(strcmp(ovl_engine_counter_names[OVL_EC_TUN_RX], "tun_rx") == 0 &&
              strcmp(ovl_engine_counter_names[OVL_EC_TX_ERROR], "tx_error") == 0 &&
-             strcmp(ovl_engine_counter_names[OVL_EC_COUNT - 1], "tun_gro_fallback") == 0,
+             strcmp(ovl_engine_counter_names[OVL_EC_DROP_ICMP_RATELIMIT], "drop_icmp_ratelimit") == 0 &&
+             strcmp(ovl_engine_counter_names[OVL_EC_UDP_GSO_REENABLE], "udp_gso_reenable") == 0 &&
+             strcmp(ovl_engine_counter_names[OVL_EC_COUNT - 1], "tun_gro_reenable") == 0,
          "counter names");
+  bool named = true;
+  for (uint32_t i = 0; i < OVL_EC_COUNT; i++) named &= ovl_engine_counter_names[i] != NULL;
+  tap_ok(named, "every counter has a name");
 }
 
 /* ---------------------------------------------------------------- offloads ------------- */
@@ -628,9 +633,47 @@ static void test_offloads(void) {
   fx_stop(&f);
 }
 
+/* Policy once per super-packet: a 64 KB super-packet (48 segments of MSS 1360: 1400-byte packets, the TUN MTU) with TTL 1 gives ONE
+ * ICMP time exceeded, one without a route ONE net unreachable; every segment is counted. */
+static void test_super_policy(void) {
+  struct fx f;
+  fx_start_opts(&f, 1, true);
+  static uint8_t data[65536], pkt[70000], got[2048];
+  const size_t mss = 1360, plen = 48 * mss;
+  struct ovl_vnet_hdr h = {.flags = OVL_VNET_F_NEEDS_CSUM, .gso_type = OVL_VNET_GSO_TCPV4, .hdr_len = 40,
+                           .gso_size = (uint16_t)mss, .csum_start = 20, .csum_offset = 16};
+  uint8_t *ip = pkt + OVL_VNET_HDR_LEN;
+  memcpy(pkt, &h, OVL_VNET_HDR_LEN);
+  size_t len = tcp_seg(ip, LOCAL_POD, POD_A, 1, data, plen, 1);
+  ip[8] = 1;
+  wr16(ip + 10, ref_header_checksum(ip, 20));
+  inject(&f, 0, pkt, OVL_VNET_HDR_LEN + len);
+  len = tcp_seg(ip, LOCAL_POD, IP(10, 77, 0, 5), 1, data, plen, 2);
+  inject(&f, 0, pkt, OVL_VNET_HDR_LEN + len);
+  TAP_ASSERT(len == 65320, "super-packet of 65320 bytes");
+  ssize_t n1 = recv_within(f.tun_test[0], got, sizeof(got), WAIT_MS, NULL);
+  int first = n1 > (ssize_t)OVL_VNET_HDR_LEN && got[OVL_VNET_HDR_LEN + 20] == 11;
+  ssize_t n2 = recv_within(f.tun_test[0], got, sizeof(got), WAIT_MS, NULL);
+  int second = n2 > (ssize_t)OVL_VNET_HDR_LEN && got[OVL_VNET_HDR_LEN + 20] == 3;
+  tap_ok(first && second, "a TTL-1 super-packet: time exceeded; a super-packet without a route: net unreachable");
+  tap_ok(ctr_is(&f, OVL_EC_DROP_TTL, 48) && ctr_is(&f, OVL_EC_DROP_NO_ROUTE, 48) && ctr(&f, OVL_EC_TUN_RX) == 96 &&
+             ctr(&f, OVL_EC_ICMP_SENT) == 2 && ctr(&f, OVL_EC_TUN_TX) == 2 && ctr(&f, OVL_EC_TUN_GSO_READS) == 2,
+         "2 x 48 segments: drop_ttl 48, drop_no_route 48, tun_rx 96, exactly 2 ICMP errors (icmp_sent %llu, tun_tx %llu)",
+         (unsigned long long)ctr(&f, OVL_EC_ICMP_SENT), (unsigned long long)ctr(&f, OVL_EC_TUN_TX));
+  /* a gso_size that would cut segments larger than the TUN MTU: dropped whole, never sent */
+  len = tcp_seg(ip, LOCAL_POD, POD_A, 1, data, 3 * 1400, 3);
+  h.gso_size = 1400; /* 40 + 1400 > MTU 1400 */
+  memcpy(pkt, &h, OVL_VNET_HDR_LEN);
+  inject(&f, 0, pkt, OVL_VNET_HDR_LEN + len);
+  tap_ok(ctr_is(&f, OVL_EC_DROP_TUN_OVERSIZE, 1) && ctr(&f, OVL_EC_TUN_RX) == 97 && ctr(&f, OVL_EC_TX) == 0,
+         "a super-packet whose segments would exceed the TUN MTU: drop_tun_oversize, nothing sent");
+  fx_stop(&f);
+}
+
 int main(void) {
   test_config();
   test_offloads();
+  test_super_policy();
   struct fx f;
   fx_start(&f, 1);
   test_outbound(&f);

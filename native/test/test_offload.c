@@ -98,6 +98,16 @@ static size_t build_tcp(uint8_t *p, const struct tcpspec *s, const uint8_t *payl
     wr32(t + 24, s->tsval);
     wr32(t + 28, 99);
   }
+  if (s->optlen >= 24) { /* NOP NOP SACK with as many blocks as fit (1 in 24, 3 in 40), NOP padding */
+    size_t k = (s->optlen - 14) / 8;
+    memset(t + 32, 1, s->optlen - 12);
+    t[34] = 5;
+    t[35] = (uint8_t)(2 + 8 * k);
+    for (size_t b = 0; b < k; b++) {
+      wr32(t + 36 + 8 * b, s->ack - 5000u + (uint32_t)b * 1000u);
+      wr32(t + 40 + 8 * b, s->ack - 4500u + (uint32_t)b * 1000u);
+    }
+  }
   memcpy(p + ihl + thl, payload, plen);
   wr16(p + 10, ref_header_checksum(p, ihl));
   wr16(t + 16, ref_l4_checksum(p, len, 16));
@@ -203,6 +213,18 @@ static void test_csum_finish(void) {
   wr16(p + 26, ref_pseudo(p, 8 + 333));
   h.csum_offset = 6;
   tap_ok(ovl_vnet_csum_finish(p, 28 + 333, &h) == 0 && ref_l4_ok(p, 28 + 333), "UDP partial checksum finished");
+  /* RFC 768: a UDP checksum that computes to 0 is sent as 0xffff (0 means "none"). Payload
+   * word 0 is chosen so that pseudo header + datagram sum to 0xffff (complement 0). */
+  make_pkt(p, 28 + 333, 5, 17, 64, SRC, DST);
+  wr16(p + 24, 8 + 333);
+  wr16(p + 26, ref_pseudo(p, 8 + 333));
+  wr16(p + 28, 0);
+  wr16(p + 28, 0xffff - ref_sum(p + 20, 8 + 333));
+  TAP_ASSERT(ref_sum(p + 20, 8 + 333) == 0xffff, "crafted UDP datagram sums to 0xffff");
+  int fin = ovl_vnet_csum_finish(p, 28 + 333, &h);
+  tap_ok(fin == 0 && rd16(p + 26) == 0xffff && ref_l4_ok(p, 28 + 333),
+         "UDP checksum computing to 0 is stored as 0xffff (RFC 768), got %#x", rd16(p + 26));
+  h.csum_offset = 6;
   h.csum_start = 2000;
   tap_ok(ovl_vnet_csum_finish(p, 28 + 333, &h) == -EINVAL, "csum_start beyond the packet: -EINVAL");
   h.csum_start = 20;
@@ -337,6 +359,35 @@ static void test_gro_eligible(void) {
   tap_ok(!ovl_gro_eligible(p, 500), "UDP: not coalesced");
 }
 
+/* Headers of up to 20 + 60 bytes: two in-order segments with `optlen` bytes of TCP options
+ * coalesced in a heap-allocated flow (as the engine allocates it, so ASan sees the bounds). */
+static void test_gro_long_options(unsigned optlen) {
+  struct ovl_gro *g = malloc(sizeof(*g));
+  TAP_ASSERT(g != NULL, "malloc");
+  static uint8_t two[2][1600], orig2[2][1600];
+  struct tcpspec s = spec();
+  s.optlen = optlen;
+  size_t hdr = 20 + 20 + optlen, l0 = build_tcp(two[0], &s, payload, 1000);
+  s.seq += 1000;
+  s.id++;
+  size_t l1 = build_tcp(two[1], &s, payload + 1000, 1000);
+  memcpy(orig2, two, sizeof(two));
+  ovl_gro_init(g);
+  int ok = ovl_gro_eligible(two[0], l0) && ovl_gro_eligible(two[1], l1) && ovl_gro_add(g, two[0], l0) &&
+           ovl_gro_add(g, two[1], l1);
+  tap_ok(ok && g->nseg == 2 && g->hdr == hdr, "%u bytes of TCP options (%zu header bytes): two segments coalesce", optlen, hdr);
+  struct ovl_vnet_hdr h;
+  struct iovec iov[OVL_GRO_SEGS_MAX];
+  uint32_t n = 0;
+  size_t len = ovl_gro_finish(g, &h, iov, &n);
+  tap_ok(len == hdr + 2000 && n == 2 && h.hdr_len == hdr && h.gso_size == 1000 && rd16(two[0] + 2) == len &&
+             memcmp(two[0] + 40, orig2[0] + 40, optlen) == 0,
+         "%u option bytes: super-packet of %zu bytes, hdr_len %zu, options kept", optlen, len, hdr);
+  ovl_gro_restore(g);
+  tap_ok(memcmp(two, orig2, sizeof(two)) == 0, "%u option bytes: ovl_gro_restore puts all %zu header bytes back", optlen, hdr);
+  free(g);
+}
+
 /* A flow of 2 segments, then a third built from `mod` applied to the spec of the next one:
  * does it join? */
 static int joins(void (*mod)(struct tcpspec *, size_t *plen)) {
@@ -433,5 +484,7 @@ int main(void) {
   test_gro_run();
   test_gro_eligible();
   test_gro_flush();
+  test_gro_long_options(24); /* timestamps + one SACK block, as Linux sends in lossy transfers */
+  test_gro_long_options(40); /* the most a TCP header can carry */
   return tap_done();
 }

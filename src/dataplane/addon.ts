@@ -81,6 +81,10 @@ export interface EngineStartOptions {
   readonly udpGro?: boolean;
   /** local address the sockets bind to (uint32; undefined or 0 = 0.0.0.0): the source of every datagram sent */
   readonly bindAddress?: number;
+  /** ICMP errors of all queues: tokens per second, 0 = no limit (default 1000, like net.ipv4.icmp_msgs_per_sec) */
+  readonly icmpRatelimitRate?: number;
+  /** ICMP errors of all queues: bucket size, >= 1 (default 50, like net.ipv4.icmp_msgs_burst) */
+  readonly icmpRatelimitBurst?: number;
 }
 
 /**

@@ -23,6 +23,7 @@ export const ENGINE_COUNTERS = [
   'drop_too_big', //     inbound: packet larger than the TUN MTU
   'drop_ring_full', //   the TUN-bound ring was full
   'tx_error', //         UDP send failed
+  'drop_icmp_ratelimit', // ICMP errors not sent: the engine's rate limit (icmp-ratelimit-rate/-burst)
 ] as const;
 export type EngineCounter = (typeof ENGINE_COUNTERS)[number];
 export type EngineCounters = Record<EngineCounter, number>;
@@ -49,25 +50,29 @@ export interface EngineOptions {
   readonly logger: Logger;
   /** forwarding threads = TUN queues = UDP sockets of the native engine, 1..64 (default 1); the js engine has one */
   readonly queues?: number;
+  /** ICMP error token bucket (default 1000 per second, burst 50; rate 0 = no limit) */
+  readonly icmpRateLimit?: { readonly rate: number; readonly burst: number };
   /** offloads the native engine should use (default none); the js engine has none */
   readonly offloads?: { readonly tun: boolean; readonly udpGso: boolean; readonly udpGro: boolean };
   /** the underlay address the UDP socket(s) bind to (uint32; undefined = 0.0.0.0), so datagrams leave with the source peers expect */
   readonly bindAddress?: number;
 }
 
-/** Offloads in force: on = asked for, taken by the kernel at start and never refused since (fallbacks = 0). */
+/** Offloads in force: on = asked for, taken by the kernel at start, and on again on every queue that refused it since (fallbacks = reenables). */
 export interface OffloadState {
   readonly tun: boolean;
   readonly udpGso: boolean;
   readonly udpGro: boolean;
-  /** times the kernel refused one at run time (the queue then went on without it) */
+  /** times the kernel refused one at run time (the queue then went on without it for a back-off) */
   readonly fallbacks: { readonly udpGso: number; readonly tunGro: number };
+  /** times one came back on after its back-off */
+  readonly reenables: { readonly udpGso: number; readonly tunGro: number };
   /** how much they did: super-packets read from / written to the TUN, UDP_SEGMENT sends, UDP_GRO receives of several datagrams */
   readonly activity: { readonly tunGsoReads: number; readonly tunGroWrites: number; readonly udpGsoSends: number; readonly udpGroRecvs: number };
 }
 
 export const NO_OFFLOADS: OffloadState = {
-  tun: false, udpGso: false, udpGro: false, fallbacks: { udpGso: 0, tunGro: 0 }, activity: { tunGsoReads: 0, tunGroWrites: 0, udpGsoSends: 0, udpGroRecvs: 0 },
+  tun: false, udpGso: false, udpGro: false, fallbacks: { udpGso: 0, tunGro: 0 }, reenables: { udpGso: 0, tunGro: 0 }, activity: { tunGsoReads: 0, tunGroWrites: 0, udpGsoSends: 0, udpGroRecvs: 0 },
 };
 
 /**

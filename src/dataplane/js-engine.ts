@@ -10,6 +10,7 @@ import {
 } from '../net/ipv4';
 import {
   buildIcmpError, mayRespondWithIcmpError, ICMP_DEST_UNREACH, ICMP_NET_UNREACH, ICMP_TIME_EXCEEDED, ICMP_TTL_EXCEEDED,
+  IcmpRateLimiter, ICMP_RATELIMIT_BURST, ICMP_RATELIMIT_RATE,
 } from '../net/icmp';
 import { TunError } from '../errors';
 import { loadAddon, type TunPort } from './addon';
@@ -39,8 +40,11 @@ export class JsEngine implements Engine {
   private flushScheduled = false;
   private closed = false;
   private fatalHandler: (err: Error) => void = () => undefined;
+  private readonly icmpLimit: IcmpRateLimiter;
 
-  constructor(private readonly opts: EngineOptions) {}
+  constructor(private readonly opts: EngineOptions) {
+    this.icmpLimit = new IcmpRateLimiter(opts.icmpRateLimit?.rate ?? ICMP_RATELIMIT_RATE, opts.icmpRateLimit?.burst ?? ICMP_RATELIMIT_BURST);
+  }
 
   get tunName(): string {
     return this.tun?.name ?? this.opts.tunName;
@@ -220,6 +224,10 @@ export class JsEngine implements Engine {
   // ---- into the TUN ----
   private icmpError(pkt: Buffer, type: number, code: number): void {
     if (!mayRespondWithIcmpError(pkt, pkt.length)) return;
+    if (!this.icmpLimit.take()) {
+      this.stats.drop_icmp_ratelimit++;
+      return;
+    }
     this.stats.icmp_sent++;
     this.queueTun(buildIcmpError(type, code, this.opts.tunAddress, pkt, pkt.length));
   }

@@ -81,6 +81,7 @@ export class NativeEngine implements Engine {
       port.start({
         port: network.port, tunAddress: this.opts.tunAddress, tunMtu: this.opts.tunMtu, subnet: lease.subnet.addr, subnetLen: lease.subnet.len,
         udpGso: this.opts.offloads?.udpGso ?? false, udpGro: this.opts.offloads?.udpGro ?? false, bindAddress: this.opts.bindAddress,
+        icmpRatelimitRate: this.opts.icmpRateLimit?.rate, icmpRatelimitBurst: this.opts.icmpRateLimit?.burst,
       });
       this.offloadsAtStart = port.offloads();
     } catch (err) {
@@ -137,8 +138,12 @@ export class NativeEngine implements Engine {
     if (o === undefined) return NO_OFFLOADS;
     const n = this.nativeCounters();
     const fallbacks = { udpGso: n['udp_gso_fallback'] ?? 0, tunGro: n['tun_gro_fallback'] ?? 0 };
+    const reenables = { udpGso: n['udp_gso_reenable'] ?? 0, tunGro: n['tun_gro_reenable'] ?? 0 };
     const activity = { tunGsoReads: n['tun_gso_reads'] ?? 0, tunGroWrites: n['tun_gro_writes'] ?? 0, udpGsoSends: n['udp_gso_sends'] ?? 0, udpGroRecvs: n['udp_gro_recvs'] ?? 0 };
-    return { tun: o.tun && fallbacks.tunGro === 0, udpGso: o.udpGso && fallbacks.udpGso === 0, udpGro: o.udpGro, fallbacks, activity };
+    return {
+      tun: o.tun && fallbacks.tunGro === reenables.tunGro, udpGso: o.udpGso && fallbacks.udpGso === reenables.udpGso, udpGro: o.udpGro,
+      fallbacks, reenables, activity,
+    };
   }
 
   alive(): boolean {

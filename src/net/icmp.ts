@@ -4,8 +4,8 @@
  *
  * `mayRespondWithIcmpError` reads the offending packet in place and allocates nothing.
  * `buildIcmpError` allocates one new Buffer per call and keeps no reference to its input;
- * it is meant for the rare path. Rate limiting of ICMP errors (RFC 1812 4.3.2.8) is the
- * caller's job.
+ * it is meant for the rare path. `IcmpRateLimiter` is the token bucket the engines put in
+ * front of it (RFC 1812 4.3.2.8); the C twin is native/src/ratelimit.c.
  */
 import {
   IPV4_MIN_HEADER, IPV4_OFF_CHECKSUM, PROTO_ICMP, internetChecksum, ipv4FragOffset,
@@ -128,4 +128,40 @@ export function buildIcmpError(
 
 function isByte(n: number): boolean {
   return Number.isInteger(n) && n >= 0 && n <= 255;
+}
+
+/** Defaults of the ICMP error rate limit: Linux's net.ipv4.icmp_msgs_per_sec and icmp_msgs_burst. */
+export const ICMP_RATELIMIT_RATE = 1000;
+export const ICMP_RATELIMIT_BURST = 50;
+
+/**
+ * Token bucket of ICMP errors (RFC 1812 4.3.2.8), the twin of native/src/ratelimit.c: `burst`
+ * tokens, refilled continuously at `rate` per second (0 = no limit); one token per error.
+ * Over any E seconds at most burst + rate * E takes succeed. Kept in the GCRA form (the time
+ * the bucket would be full again). `now` is a monotonic clock in milliseconds (injected by
+ * tests). One thread (the JS main thread).
+ */
+export class IcmpRateLimiter {
+  private readonly intervalMs: number;
+  private readonly toleranceMs: number;
+  /** ms: when the bucket is full again */
+  private tat = -Infinity;
+
+  constructor(rate: number, burst: number, private readonly now: () => number = () => performance.now()) {
+    if (!Number.isInteger(rate) || rate < 0) throw new RangeError(`ICMP rate limit: rate ${rate} is not an integer >= 0`);
+    if (!Number.isInteger(burst) || burst < 1) throw new RangeError(`ICMP rate limit: burst ${burst} is not an integer >= 1`);
+    this.intervalMs = rate === 0 ? 0 : 1000 / rate;
+    this.toleranceMs = this.intervalMs * burst;
+  }
+
+  /** True: send the error (a token taken); false: suppress it. */
+  take(): boolean {
+    if (this.intervalMs === 0) return true;
+    const now = this.now();
+    const next = Math.max(this.tat, now) + this.intervalMs;
+    // a tiny slack for float rounding: never more than one extra token in 2^40
+    if (next - now > this.toleranceMs * (1 + 2 ** -40)) return false;
+    this.tat = next;
+    return true;
+  }
 }

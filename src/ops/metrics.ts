@@ -32,6 +32,7 @@ const BYTES: Partial<Record<keyof EngineCounters, string>> = { tx_bytes: 'udp_se
 const DROPS: Partial<Record<keyof EngineCounters, string>> = {
   drop_no_route: 'no_route', drop_ttl: 'ttl', drop_malformed: 'malformed', drop_unknown_peer: 'unknown_peer',
   drop_spoofed: 'spoofed', drop_wrong_dst: 'wrong_dst', drop_too_big: 'too_big', drop_ring_full: 'ring_full',
+  drop_icmp_ratelimit: 'icmp_ratelimit',
 };
 
 export function createMetrics(src: MetricsSource): Registry {
@@ -97,6 +98,16 @@ export function createMetrics(src: MetricsSource): Registry {
       if (o === undefined) return;
       this.inc({ offload: 'udp_gso' }, o.fallbacks.udpGso);
       this.inc({ offload: 'tun_gro' }, o.fallbacks.tunGro);
+    },
+  });
+  new Counter({
+    name: 'overlayd_offload_reenables_total', help: 'Times an offload refused at run time came back on after its back-off', labelNames: ['offload'], registers: [registry],
+    collect() {
+      this.reset();
+      const o = src.offloads?.();
+      if (o === undefined) return;
+      this.inc({ offload: 'udp_gso' }, o.reenables.udpGso);
+      this.inc({ offload: 'tun_gro' }, o.reenables.tunGro);
     },
   });
   new Gauge({

@@ -1,0 +1,430 @@
+/*
+ * libFuzzer target: the offload paths of the native engine, as they run by default (TUN
+ * with a virtio_net_hdr, TUN GRO, UDP GSO and UDP GRO on). engine.c is compiled into this
+ * file, so its static functions are the code under test. An input is a SEQUENCE of records
+ * (each: type, flags, a 16-bit argument, a 16-bit length, then that many bytes):
+ *
+ *   type 0  a receive from a peer, of one datagram or, with argument = segment size > 0,
+ *           several (UDP GRO: udp_receive() splits it); up to RECV_SLOTS receives form a
+ *           burst, after which the TUN-side GRO flow is flushed (as udp_burst() does)
+ *   type 1  end of the burst now
+ *   type 2  a TUN read: 10 bytes of struct virtio_net_hdr (any gso_type, gso_size, hdr_len,
+ *           csum_start/offset, flags), then the packet (outbound_vnet(): cut, finished)
+ *   type 3  a TUN read without offload fields (an all-zero virtio_net_hdr)
+ *
+ * Flags of types 0/2/3 repair what random bytes rarely get right, so that the fuzzer
+ * reaches the checks behind them: bit 0 IPv4 total length = the packet's length, bit 1 the
+ * IPv4 header checksum, bit 2 the TCP/UDP checksum (type 0; each datagram of a receive);
+ * bits 4-5 of type 0 pick the sender (0 the peer, 1 the peer from another port, 2 a
+ * stranger); bit 3 of a type 0 without segment size makes the datagram the NEXT TCP segment
+ * of the previous one (its IPv4 + TCP headers, sequence number advanced by its payload, id
+ * + 1) with the record's bytes as payload, so that one mutation of a header (options, data
+ * offset, flags) carries over to a whole flow. The TUN is a SOCK_SEQPACKET socketpair whose other end this file reads.
+ *
+ * The sequence runs twice: with TUN GRO on, and with it off (every packet written alone).
+ * Checked, beyond what ASan/UBSan catch (any failure aborts: a finding):
+ *  - GRO: every super-packet written is well formed (virtio_net_hdr TCPV4/NEEDS_CSUM with
+ *    csum_start 20, csum_offset 16, hdr_len = the headers, gso_size > 0; IPv4 total length
+ *    and header checksum; the TCP checksum field = the pseudo-header sum), and cutting it
+ *    (an independent reference here) gives exactly the packets written one by one in the
+ *    run without GRO: per TCP flow the same packets in the same order (all bytes but the
+ *    IPv4 id and the checksums, which are checked for validity instead), so the same byte
+ *    stream; and the same for everything else written (ICMP errors, other protocols).
+ *  - Every segment cut from a TUN super-packet and queued for a peer is a valid IPv4/TCP
+ *    packet, no larger than the TUN MTU, with correct IPv4 and TCP checksums.
+ *  - Every input ends in exactly one counted outcome: per burst, datagrams received = drops
+ *    + packets written into the TUN (not counting ICMP errors); per TUN read, packets taken
+ *    = drops + datagrams queued; at most one ICMP error per TUN read (one per super-packet);
+ *    both runs end with the same engine counters.
+ */
+#include "../src/engine.c"
+
+#include <fcntl.h>
+#include <stdio.h>
+
+#define TUN_MTU 1472u
+#define PORT 8285u
+#define ARENA VNET_ARENA
+#define RECV_SLOTS 2u
+#define CAP_BYTES (8u << 20)
+#define CAP_PKTS 65536u
+
+static struct ovl_engine eng;
+static struct worker wk;
+static struct ovl_gro grobuf;
+static struct ovl_rtable *table;
+static int tun_rd, tun_wr;
+static uint8_t *udpbuf, *arena, *scratch;
+/* The last single datagram of type 0 (for bit 3: its next segment). */
+static uint8_t prev[GRO_BUF];
+static size_t prev_len;
+
+/* What one run wrote into the TUN, normalized: super-packets cut into their segments. */
+struct capture {
+  uint8_t *buf;
+  size_t used;
+  uint32_t n;
+  uint32_t off[CAP_PKTS], len[CAP_PKTS];
+};
+static struct capture cap_gro, cap_plain;
+static uint64_t counters_gro[OVL_EC_COUNT];
+
+static uint32_t ip4(unsigned a, unsigned b, unsigned c, unsigned d) { return (a << 24) | (b << 16) | (c << 8) | d; }
+
+#define FAIL(...)                                  \
+  do {                                             \
+    fprintf(stderr, "fuzz_offload: " __VA_ARGS__); \
+    fprintf(stderr, "\n");                         \
+    abort();                                       \
+  } while (0)
+
+/* ---- independent references (byte-wise, not packet.c's word-at-a-time sum) ---- */
+static uint32_t rsum(const uint8_t *b, size_t len, uint32_t s) {
+  uint64_t x = s;
+  for (size_t i = 0; i < len; i++) x += (i & 1) ? b[i] : (uint32_t)b[i] << 8;
+  while (x >> 16) x = (x & 0xffff) + (x >> 16);
+  return (uint32_t)x;
+}
+static uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
+static uint32_t rd32(const uint8_t *p) { return rd16(p) << 16 | rd16(p + 2); }
+static void wr16(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 8);
+  p[1] = (uint8_t)v;
+}
+static uint32_t rpseudo(const uint8_t *ip, uint32_t proto, size_t l4len) {
+  uint8_t ph[12];
+  memcpy(ph, ip + 12, 8);
+  ph[8] = 0;
+  ph[9] = (uint8_t)proto;
+  wr16(ph + 10, (uint32_t)l4len);
+  return rsum(ph, 12, 0);
+}
+static bool rip_ok(const uint8_t *p, size_t len) {
+  size_t ihl = (size_t)(p[0] & 15) * 4;
+  return len >= 20 && (p[0] >> 4) == 4 && ihl >= 20 && ihl <= len && rd16(p + 2) == len && rsum(p, ihl, 0) == 0xffff;
+}
+static bool rl4_ok(const uint8_t *p, size_t len) {
+  size_t ihl = (size_t)(p[0] & 15) * 4;
+  return rsum(p + ihl, len - ihl, rpseudo(p, p[9], len - ihl)) == 0xffff;
+}
+/* Repairs of the input (flags bits 0-2) on one packet of len bytes. */
+static void repair(uint8_t *p, size_t len, unsigned flags, bool l4) {
+  if (len < 20) return;
+  size_t ihl = (size_t)(p[0] & 15) * 4;
+  if (flags & 1) wr16(p + 2, (uint32_t)len);
+  if ((flags & 2) && ihl >= 20 && ihl <= len) {
+    wr16(p + 10, 0);
+    wr16(p + 10, ~rsum(p, ihl, 0) & 0xffff);
+  }
+  if (l4 && (flags & 4) && ihl >= 20 && ihl <= len) {
+    size_t off = p[9] == 6 ? 16 : p[9] == 17 ? 6 : 0;
+    if (off == 0 || ihl + off + 2 > len) return;
+    wr16(p + ihl + off, 0);
+    wr16(p + ihl + off, ~rsum(p + ihl, len - ihl, rpseudo(p, p[9], len - ihl)) & 0xffff);
+  }
+}
+
+static void cap_add(struct capture *c, const uint8_t *p, size_t len) {
+  if (c->n == CAP_PKTS || c->used + len > CAP_BYTES) FAIL("capture full (harness limit)");
+  memcpy(c->buf + c->used, p, len);
+  c->off[c->n] = (uint32_t)c->used;
+  c->len[c->n] = (uint32_t)len;
+  c->n++;
+  c->used += len;
+}
+
+/* One TUN write (virtio_net_hdr + packet), checked and normalized into c. */
+static void take_write(struct capture *c, const uint8_t *m, size_t n, bool gro) {
+  if (n < OVL_VNET_HDR_LEN) FAIL("TUN write of %zu bytes: no virtio_net_hdr", n);
+  struct ovl_vnet_hdr h;
+  memcpy(&h, m, sizeof(h));
+  const uint8_t *p = m + OVL_VNET_HDR_LEN;
+  size_t len = n - OVL_VNET_HDR_LEN;
+  if (h.gso_type == OVL_VNET_GSO_NONE) {
+    if (h.flags || h.hdr_len || h.gso_size || h.csum_start || h.csum_offset) FAIL("plain write with header fields set");
+    cap_add(c, p, len);
+    return;
+  }
+  if (!gro) FAIL("a super-packet written with GRO off");
+  if (h.gso_type != OVL_VNET_GSO_TCPV4 || h.flags != OVL_VNET_F_NEEDS_CSUM || h.csum_start != 20 || h.csum_offset != 16)
+    FAIL("super-packet header: type %u flags %u csum %u/%u", h.gso_type, h.flags, h.csum_start, h.csum_offset);
+  if (len < 40 || (p[0] & 15) != 5 || p[9] != 6 || !rip_ok(p, len)) FAIL("super-packet IPv4 header");
+  size_t hdr = 20 + (size_t)(p[32] >> 4) * 4;
+  if (h.hdr_len != hdr || hdr > len || h.gso_size == 0) FAIL("super-packet hdr_len %u (headers %zu), gso_size %u", h.hdr_len, hdr, h.gso_size);
+  if (rd16(p + 36) != rpseudo(p, 6, len - 20)) FAIL("super-packet TCP checksum field is not the pseudo-header sum");
+  size_t payload = len - hdr, nseg = (payload + h.gso_size - 1) / h.gso_size;
+  if (nseg < 2 || nseg > OVL_GRO_SEGS_MAX) FAIL("super-packet of %zu segments", nseg);
+  uint32_t seq = rd32(p + 24);
+  for (size_t i = 0; i < nseg; i++) {
+    size_t pl = i + 1 < nseg ? h.gso_size : payload - i * h.gso_size, sl = hdr + pl;
+    memcpy(scratch, p, hdr);
+    memcpy(scratch + hdr, p + hdr + i * h.gso_size, pl);
+    wr16(scratch + 2, (uint32_t)sl);
+    wr16(scratch + 10, 0);
+    wr16(scratch + 10, ~rsum(scratch, 20, 0) & 0xffff);
+    uint32_t s = seq + (uint32_t)(i * h.gso_size);
+    wr16(scratch + 24, s >> 16);
+    wr16(scratch + 26, s);
+    if (i + 1 < nseg) scratch[33] &= (uint8_t)~0x09; /* PSH, FIN on the last only */
+    wr16(scratch + 36, 0);
+    wr16(scratch + 36, ~rsum(scratch + 20, sl - 20, rpseudo(scratch, 6, sl - 20)) & 0xffff);
+    cap_add(c, scratch, sl);
+  }
+}
+
+static void drain(struct capture *c, bool gro) {
+  for (;;) {
+    ssize_t n = recv(tun_rd, scratch + 70000, 70000, MSG_DONTWAIT);
+    if (n < 0) break;
+    take_write(c, scratch + 70000, (size_t)n, gro);
+  }
+}
+
+/* ---- setup and one run ---- */
+static void setup(void) {
+  const struct ovl_route routes[] = {
+      {.net = ip4(10, 244, 200, 0), .len = 24, .peer = ip4(10, 99, 0, 200)},
+      {.net = ip4(10, 244, 1, 0), .len = 24, .peer = ip4(10, 99, 0, 1)},
+  };
+  if (ovl_rtable_build(&table, routes, 2) != 0) abort();
+  eng.queues = 1;
+  eng.slot = (TUN_MTU + 63u) & ~63u;
+  eng.port = PORT;
+  eng.tun_address = ip4(10, 244, 2, 0);
+  eng.tun_mtu = TUN_MTU;
+  eng.subnet = ip4(10, 244, 2, 0);
+  eng.subnet_mask = 0xffffff00u;
+  (void)ovl_ratelimit_init(&eng.icmp_limit, 0, 0); /* no limit: both runs must agree */
+  int sp[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) abort();
+  int big = 64 << 20;
+  if (setsockopt(sp[0], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big)) != 0)
+    (void)setsockopt(sp[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+  tun_wr = sp[0];
+  tun_rd = sp[1];
+  if (fcntl(tun_wr, F_SETFL, O_NONBLOCK) != 0) abort();
+  udpbuf = malloc((size_t)RECV_SLOTS * GRO_BUF);
+  arena = malloc(ARENA);
+  scratch = malloc(140000);
+  cap_gro.buf = malloc(CAP_BYTES);
+  cap_plain.buf = malloc(CAP_BYTES);
+  if (!udpbuf || !arena || !scratch || !cap_gro.buf || !cap_plain.buf) abort();
+}
+
+static void worker_reset(bool gro) {
+  memset(&wk, 0, sizeof(wk));
+  wk.e = &eng;
+  wk.tun_fd = tun_wr;
+  wk.udp_fd = -1;
+  ovl_rcache_init(&wk.cache);
+  wk.vnet = true;
+  wk.tun_gro = gro;
+  wk.udp_gso = true;
+  wk.udp_gro = true;
+  ovl_offload_gate_init(&wk.gro_gate, gro);
+  ovl_offload_gate_init(&wk.gso_gate, true);
+  wk.gro = gro ? &grobuf : NULL;
+  if (gro) ovl_gro_init(&grobuf);
+  wk.tun_buf = arena;
+  wk.tun_arena = ARENA;
+  wk.udp_buf = udpbuf;
+  wk.rx_n = RECV_SLOTS;
+  wk.rx_cap = GRO_BUF;
+}
+
+#define A(i) wk.acc[i]
+
+/* Outcomes of datagrams so far: drops of the inbound checks + packets written into the
+ * TUN (ICMP errors aside), minus what TUN reads added to the shared counters (shift). */
+static uint64_t shift;
+static uint64_t outcomes_raw(void) {
+  return A(OVL_EC_DROP_UNKNOWN_PEER) + A(OVL_EC_DROP_MALFORMED) + A(OVL_EC_DROP_SPOOFED) + A(OVL_EC_DROP_WRONG_DST) +
+         A(OVL_EC_DROP_TOO_BIG) + A(OVL_EC_DROP_TTL) + A(OVL_EC_TUN_TX) - A(OVL_EC_ICMP_SENT);
+}
+
+/* End of a burst: flush; every datagram received so far has exactly one outcome, and each
+ * ICMP error attempt came from a TTL drop. */
+static void burst_end(struct capture *c, bool gro) {
+  gro_flush(&wk);
+  drain(c, gro);
+  if (A(OVL_EC_DROP_RING_FULL) || A(OVL_EC_TUN_WRITE_ERRORS)) FAIL("a TUN write failed (harness: socket buffer)");
+  if (A(OVL_EC_RX) != outcomes_raw() - shift)
+    FAIL("%llu datagrams, %llu outcomes", (unsigned long long)A(OVL_EC_RX), (unsigned long long)(outcomes_raw() - shift));
+  if (A(OVL_EC_ICMP_SENT) + A(OVL_EC_DROP_ICMP_RATELIMIT) > A(OVL_EC_DROP_TTL) + A(OVL_EC_DROP_NO_ROUTE))
+    FAIL("more ICMP errors than TTL and no-route drops");
+}
+
+static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
+  worker_reset(gro);
+  c->n = 0;
+  c->used = 0;
+  uint32_t slot = 0;
+  shift = 0;
+  prev_len = 0;
+  for (unsigned rec = 0; rec < 512 && size >= 6; rec++) {
+    unsigned type = data[0] & 3u, flags = data[1];
+    uint32_t arg = data[2] | (uint32_t)data[3] << 8;
+    size_t len = data[4] | (size_t)data[5] << 8;
+    data += 6;
+    size -= 6;
+    if (len > size) len = size;
+    const uint8_t *body = data;
+    data += len;
+    size -= len;
+    if (type == 1) {
+      burst_end(c, gro);
+      slot = 0;
+      continue;
+    }
+    if (type == 0) {
+      uint8_t *buf = udpbuf + (size_t)slot * GRO_BUF;
+      uint32_t seg = arg;
+      size_t ihl = prev_len >= 20 ? (size_t)(prev[0] & 15) * 4 : 0;
+      size_t hdr = ihl >= 20 && ihl + 20 <= prev_len ? ihl + (size_t)(prev[ihl + 12] >> 4) * 4 : 0;
+      if ((flags & 8) && seg == 0 && hdr >= 40 && hdr <= prev_len && hdr + len <= GRO_BUF) {
+        memcpy(buf, prev, hdr);
+        memcpy(buf + hdr, body, len);
+        uint32_t seq = rd32(prev + ihl + 4) + (uint32_t)(prev_len - hdr);
+        wr16(buf + ihl + 4, seq >> 16);
+        wr16(buf + ihl + 6, seq);
+        wr16(buf + 4, rd16(prev + 4) + 1);
+        len += hdr;
+      } else {
+        memcpy(buf, body, len);
+      }
+      for (size_t off = 0; off < len; off += seg ? seg : len) {
+        size_t l = seg && len - off > seg ? seg : len - off;
+        repair(buf + off, l, flags, true);
+      }
+      unsigned who = (flags >> 4) & 3u;
+      struct sockaddr_in from = {.sin_family = AF_INET};
+      from.sin_addr.s_addr = htonl(who == 2 ? ip4(10, 99, 0, 254) : ip4(10, 99, 0, 200));
+      from.sin_port = htons(who == 1 ? PORT + 1 : PORT);
+      if (seg == 0 || len <= seg) { /* before the engine edits it (TTL) */
+        memcpy(prev, buf, len);
+        prev_len = len;
+      }
+      udp_receive(&wk, table, buf, len, seg, &from, sizeof(from));
+      drain(c, gro); /* ICMP errors are written at once */
+      if (++slot == RECV_SLOTS) {
+        burst_end(c, gro);
+        slot = 0;
+      }
+      continue;
+    }
+    /* a TUN read: types 2 (with the header given) and 3 (all-zero header) */
+    struct ovl_vnet_hdr h;
+    memset(&h, 0, sizeof(h));
+    if (type == 2) {
+      if (len < OVL_VNET_HDR_LEN) continue;
+      memcpy(&h, body, OVL_VNET_HDR_LEN);
+      body += OVL_VNET_HDR_LEN;
+      len -= OVL_VNET_HDR_LEN;
+    }
+    if (len == 0) continue; /* the engine drops a read of only a header before this */
+    memcpy(arena, body, len);
+    repair(arena, len, flags & 3u, false);
+    uint8_t ttl = len >= 20 ? arena[8] : 0;
+    size_t used = len;
+    uint64_t rx_0 = A(OVL_EC_TUN_RX), icmp_0 = A(OVL_EC_ICMP_SENT) + A(OVL_EC_DROP_ICMP_RATELIMIT);
+    uint64_t d0 = A(OVL_EC_DROP_MALFORMED) + A(OVL_EC_DROP_NO_ROUTE) + A(OVL_EC_DROP_TTL) + A(OVL_EC_DROP_TUN_OVERSIZE);
+    uint64_t raw0 = outcomes_raw();
+    outbound_vnet(&wk, table, &h, arena, len, &used);
+    shift += outcomes_raw() - raw0;
+    drain(c, gro);
+    uint64_t taken = A(OVL_EC_TUN_RX) - rx_0;
+    uint64_t drops = A(OVL_EC_DROP_MALFORMED) + A(OVL_EC_DROP_NO_ROUTE) + A(OVL_EC_DROP_TTL) + A(OVL_EC_DROP_TUN_OVERSIZE) - d0;
+    uint64_t queued = 0;
+    for (uint32_t i = 0; i < wk.ntx; i++) {
+      const uint8_t *p = wk.tx_iov[i].iov_base;
+      size_t left = wk.tx_iov[i].iov_len, seg = wk.tx_seg[i];
+      for (uint32_t k = 0; k < wk.tx_nseg[i]; k++) {
+        size_t l = left < seg ? left : seg;
+        if (l > TUN_MTU) FAIL("queued datagram of %zu bytes > TUN MTU", l);
+        if (!rip_ok(p, l)) FAIL("queued datagram: invalid IPv4 header");
+        if (p[8] + 1u != ttl) FAIL("queued datagram: TTL %u, read with %u", p[8], ttl);
+        if (h.gso_type != OVL_VNET_GSO_NONE && (p[9] != 6 || !rl4_ok(p, l))) FAIL("segment of a super-packet: not TCP or bad TCP checksum");
+        p += l;
+        left -= l;
+        queued++;
+      }
+      if (left != 0) FAIL("message bytes beyond its datagrams");
+    }
+    wk.ntx = 0;
+    if (taken == 0 ? drops != 1 : taken != drops + queued)
+      FAIL("TUN read: %llu packets taken, %llu drops, %llu queued", (unsigned long long)taken, (unsigned long long)drops, (unsigned long long)queued);
+    if (A(OVL_EC_ICMP_SENT) + A(OVL_EC_DROP_ICMP_RATELIMIT) - icmp_0 > 1) FAIL("more than one ICMP error for one TUN read");
+  }
+  burst_end(c, gro);
+}
+
+/* ---- comparing the two runs ---- */
+static const struct capture *cmp_cap;
+static void flow_key(const uint8_t *p, size_t len, uint8_t key[13]) {
+  memset(key, 0, 13);
+  size_t ihl = len >= 20 ? (size_t)(p[0] & 15) * 4 : 0;
+  if (ihl >= 20 && p[9] == 6 && ihl + 20 <= len) {
+    key[0] = 6;
+    memcpy(key + 1, p + 12, 8);
+    memcpy(key + 9, p + ihl, 4);
+  }
+}
+static int by_flow(const void *a, const void *b) {
+  uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+  uint8_t ka[13], kb[13];
+  flow_key(cmp_cap->buf + cmp_cap->off[i], cmp_cap->len[i], ka);
+  flow_key(cmp_cap->buf + cmp_cap->off[j], cmp_cap->len[j], kb);
+  int r = memcmp(ka, kb, 13);
+  return r ? r : (i > j) - (i < j);
+}
+static uint32_t order_a[CAP_PKTS], order_b[CAP_PKTS];
+static void sort_flows(const struct capture *c, uint32_t *order) {
+  for (uint32_t i = 0; i < c->n; i++) order[i] = i;
+  cmp_cap = c;
+  qsort(order, c->n, sizeof(*order), by_flow);
+}
+/* Equal but for the IPv4 id and checksums; the GRO run's TCP segments must verify. */
+static bool same_packet(const uint8_t *a, size_t la, const uint8_t *b, size_t lb) {
+  if (la != lb) return false;
+  if (la < 20) return memcmp(a, b, la) == 0;
+  size_t ihl = (size_t)(a[0] & 15) * 4;
+  bool tcp = a[9] == 6 && ihl >= 20 && ihl + 20 <= la;
+  for (size_t i = 0; i < la; i++) {
+    if (i == 4 || i == 5 || i == 10 || i == 11) continue;
+    if (tcp && (i == ihl + 16 || i == ihl + 17)) continue;
+    if (a[i] != b[i]) return false;
+  }
+  if (tcp && rip_ok(b, lb) && rl4_ok(b, lb) && !(rip_ok(a, la) && rl4_ok(a, la))) return false;
+  return true;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (table == NULL) setup();
+  run(data, size, true, &cap_gro);
+  memcpy(counters_gro, wk.acc, sizeof(counters_gro));
+  run(data, size, false, &cap_plain);
+  for (uint32_t i = 0; i < OVL_EC_COMMON; i++)
+    if (counters_gro[i] != wk.acc[i])
+      FAIL("counter %s: %llu with GRO, %llu without", ovl_engine_counter_names[i], (unsigned long long)counters_gro[i],
+           (unsigned long long)wk.acc[i]);
+  if (cap_gro.n != cap_plain.n) FAIL("%u packets written with GRO (cut), %u without", cap_gro.n, cap_plain.n);
+  sort_flows(&cap_gro, order_a);
+  sort_flows(&cap_plain, order_b);
+  for (uint32_t k = 0; k < cap_gro.n; k++) {
+    uint32_t i = order_a[k], j = order_b[k];
+    if (!same_packet(cap_gro.buf + cap_gro.off[i], cap_gro.len[i], cap_plain.buf + cap_plain.off[j], cap_plain.len[j]))
+    {
+      const uint8_t *x = cap_gro.buf + cap_gro.off[i], *y = cap_plain.buf + cap_plain.off[j];
+      size_t d = 0;
+      while (d < cap_gro.len[i] && d < cap_plain.len[j] && (x[d] == y[d] || d == 4 || d == 5 || d == 10 || d == 11 ||
+                                                            d == 36 || d == 37))
+        d++;
+      fprintf(stderr, "gro: ip %d l4 %d; plain: ip %d l4 %d\n", rip_ok(x, cap_gro.len[i]), rl4_ok(x, cap_gro.len[i]),
+              rip_ok(y, cap_plain.len[j]), rl4_ok(y, cap_plain.len[j]));
+      FAIL("packet %u (sorted by flow) differs between the GRO run (#%u, %u bytes) and the plain run (#%u, %u bytes): "
+           "first difference at byte %zu (%#x vs %#x)", k, i, cap_gro.len[i], j, cap_plain.len[j], d,
+           d < cap_gro.len[i] ? x[d] : 0, d < cap_plain.len[j] ? y[d] : 0);
+    }
+  }
+  return 0;
+}

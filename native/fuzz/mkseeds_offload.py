@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of fuzz_offload (see the record format in fuzz_offload.c): sequences
+of receives from a peer (single datagrams and UDP GRO receives of several), ends of bursts and
+TUN reads with virtio_net_hdr fields. Covers maximal TCP options (40 bytes: timestamps + 3
+SACK blocks; 24: timestamps + 1 SACK block), IPv4 options, 1-byte payloads, sequence
+wrap-around, the 64-segment GRO limit, super-packets of 64 KB, TTL 1 and no route, too
+small a gso_size, and a UDP datagram whose checksum computes to 0. Every record asks for its
+lengths and checksums to be repaired (flags 7) so that mutations still reach the offload
+code. Usage: mkseeds_offload.py DIR"""
+import os, struct, sys
+
+PEER_POD, OWN_POD, OTHER = bytes([10, 244, 200, 7]), bytes([10, 244, 2, 5]), bytes([10, 244, 77, 1])
+
+def csum_sum(b, s=0):
+    if len(b) % 2: b += b'\0'
+    s += sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s > 0xffff: s = (s & 0xffff) + (s >> 16)
+    return s
+
+def ip(src, dst, proto, l4, ttl=64, options=b'', ident=1, df=True):
+    ihl = 5 + len(options) // 4
+    h = struct.pack('!BBHHHBBH4s4s', 0x40 | ihl, 0, ihl * 4 + len(l4), ident, 0x4000 if df else 0, ttl, proto, 0, src, dst) + options
+    h = h[:10] + struct.pack('!H', (~csum_sum(h)) & 0xffff) + h[12:]
+    return h + l4
+
+def l4_csum(src, dst, proto, l4, off):
+    ph = src + dst + struct.pack('!BBH', 0, proto, len(l4))
+    c = (~csum_sum(l4, csum_sum(ph))) & 0xffff
+    return l4[:off] + struct.pack('!H', c) + l4[off + 2:]
+
+def tcp_opts(n):
+    """n option bytes: NOP NOP TS, then NOP NOP SACK with as many blocks as fit, NOP padding."""
+    o = b''
+    if n >= 12: o = b'\x01\x01\x08\x0a' + struct.pack('!II', 777, 99)
+    if n >= 24:
+        k = (n - 14) // 8
+        o += b'\x01\x01\x05' + bytes([2 + 8 * k]) + b''.join(struct.pack('!II', 1000 * i, 1000 * i + 500) for i in range(k))
+    return o + b'\x01' * (n - len(o))
+
+def tcp(src, dst, seq, payload, flags=0x10, optlen=12, ttl=64, ipopts=b'', ident=1, partial=False):
+    opts = tcp_opts(optlen)
+    h = struct.pack('!HHIIBBHHH', 40000, 5001, seq & 0xffffffff, 0x01020304, (5 + len(opts) // 4) << 4, flags, 502, 0, 0) + opts
+    seg = h + payload
+    if partial:  # as a TSO stack leaves it: the field holds the pseudo-header sum
+        ph = src + dst + struct.pack('!BBH', 0, 6, len(seg))
+        seg = seg[:16] + struct.pack('!H', csum_sum(ph)) + seg[18:]
+    else:
+        seg = l4_csum(src, dst, 6, seg, 16)
+    return ip(src, dst, 6, seg, ttl=ttl, options=ipopts, ident=ident)
+
+def rec(kind, data, arg=0, flags=7):
+    return struct.pack('<BBHH', kind, flags, arg, len(data)) + data
+
+def vnet(gso_type=1, hdr_len=0, gso_size=0, csum_start=20, csum_offset=16, flags=1):
+    return struct.pack('=BBHHHH', flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+
+def pay(n, seed=0):
+    return bytes((i * 7 + seed) & 0xff for i in range(n))
+
+def inbound_run(n, mss, optlen=12, seq0=1000, last_flags=0x18, ipopts=b''):
+    return [tcp(PEER_POD, OWN_POD, seq0 + i * mss, pay(mss, i), flags=last_flags if i == n - 1 else 0x10,
+                optlen=optlen, ipopts=ipopts, ident=i) for i in range(n)]
+
+def one_by_one(pkts):
+    return b''.join(rec(0, p) for p in pkts) + rec(1, b'')
+
+def continued(first, payloads):
+    """first, then each payload as its next segment (flag 8: the harness copies the headers)"""
+    return rec(0, first) + b''.join(rec(0, p, flags=7 | 8) for p in payloads) + rec(1, b'')
+
+def gro_receive(pkts):
+    return rec(0, b''.join(pkts), arg=len(pkts[0])) + rec(1, b'')
+
+def super_packet(payload_len, mss, optlen=12, ttl=64, dst=PEER_POD, ipopts=b'', seq=5000):
+    p = tcp(OWN_POD, dst, seq, pay(payload_len), optlen=optlen, ttl=ttl, ipopts=ipopts, partial=True)
+    ihl = 20 + len(ipopts)
+    return rec(2, vnet(1, ihl + 20 + optlen, mss, ihl, 16) + p, flags=3)
+
+udp_payload = bytearray(pay(333))
+u = struct.pack('!HHHH', 5000, 53, 8 + len(udp_payload), 0) + bytes(udp_payload)
+ph = OWN_POD + PEER_POD + struct.pack('!BBH', 0, 17, len(u))
+# make the datagram sum to 0xffff (checksum 0 -> stored 0xffff): adjust payload word 0
+u = u[:6] + struct.pack('!H', csum_sum(ph)) + u[8:]
+u = u[:8] + b'\0\0' + u[10:]
+u = u[:8] + struct.pack('!H', 0xffff - csum_sum(u)) + u[10:]
+udp_zero = ip(OWN_POD, PEER_POD, 17, u)
+
+seeds = {
+    'gro-max-options': one_by_one(inbound_run(4, 1000, optlen=40)),
+    'gro-ts-sack': one_by_one(inbound_run(3, 1200, optlen=24)),
+    'gro-udp-gro-receive': gro_receive(inbound_run(10, 1000, last_flags=0x10)),
+    'gro-udp-gro-max-options': gro_receive(inbound_run(8, 1392, optlen=40, last_flags=0x10)),
+    'gro-1-byte': gro_receive(inbound_run(20, 1, last_flags=0x10)),
+    'gro-64-limit': gro_receive(inbound_run(70, 1, optlen=0, last_flags=0x10)),
+    'gro-seq-wrap': one_by_one(inbound_run(5, 1000, seq0=0xffffffff - 2500)),
+    'gro-ipv4-options': one_by_one(inbound_run(3, 1000, ipopts=b'\x01\x01\x01\x00')),
+    'gro-continued': continued(inbound_run(1, 1000, last_flags=0x10)[0], [pay(1000, i) for i in range(6)] + [pay(10)]),
+    'gro-continued-shorter': continued(inbound_run(1, 1400, last_flags=0x10)[0], [pay(1300, i) for i in range(6)]),
+    'gro-continued-no-options': continued(inbound_run(1, 1400, optlen=0, last_flags=0x10)[0], [pay(1400, i) for i in range(40)]),
+    'gro-two-flows': one_by_one([p for pair in zip(inbound_run(3, 800), inbound_run(3, 800, seq0=9)) for p in pair]),
+    'gro-ttl1-in-flow': one_by_one(inbound_run(2, 1000) + [tcp(PEER_POD, OWN_POD, 3000, pay(1000), ttl=1)]),
+    'gso-64k': super_packet(65525 - 52, 1420),
+    'gso-64k-max-options': super_packet(65525 - 80, 1392, optlen=40),
+    'gso-ipv4-options': super_packet(20000, 1400, ipopts=b'\x01\x01\x01\x00'),
+    'gso-1-byte-mss': super_packet(300, 1),
+    'gso-ttl1': super_packet(60000, 1420, ttl=1),
+    'gso-no-route': super_packet(60000, 1420, dst=OTHER),
+    'gso-mss-above-mtu': super_packet(5000, 1460),
+    'gso-seq-wrap': super_packet(10000, 1000, seq=0xffffffff - 3000),
+    'csum-udp-zero': rec(2, vnet(0, 0, 0, 20, 6) + udp_zero, flags=0),
+    'mixed': one_by_one(inbound_run(3, 500)) + super_packet(3000, 1000) + rec(3, udp_zero, flags=3)
+             + gro_receive(inbound_run(4, 700, optlen=40, last_flags=0x10)),
+}
+os.makedirs(sys.argv[1], exist_ok=True)
+for name, data in seeds.items():
+    with open(os.path.join(sys.argv[1], name), 'wb') as f:
+        f.write(data)
