@@ -203,12 +203,20 @@ export async function startDaemon(ns: string, args: readonly string[], timeoutMs
   return handle;
 }
 
+/**
+ * The environment a lab daemon gets: `env` without the test harness's own variables
+ * (OVERLAYD_TEST_*, OVERLAYD_FUZZ_*), which the daemon would rightly warn about as unknown.
+ */
+export function daemonEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(env).filter(([k]) => !/^OVERLAYD_(TEST|FUZZ)_/.test(k)));
+}
+
 /** Starts `overlayd args` inside namespace ns without waiting for anything. */
 export function spawnDaemon(ns: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env, bin = OVERLAYD_BIN): DaemonHandle {
   const logFile = path.join(tmpdir(), `overlayd-${process.pid}-${++daemonSeq}-${path.basename(ns)}.log`);
   const fd = openSync(logFile, 'w');
   // run through its shebang, as systemd and a shell do (it carries node's flags)
-  const child = spawn('ip', ['netns', 'exec', ns, bin, ...args], { stdio: ['ignore', fd, fd], env });
+  const child = spawn('ip', ['netns', 'exec', ns, bin, ...args], { stdio: ['ignore', fd, fd], env: daemonEnv(env) });
   closeSync(fd);
   const output = () => {
     try {
