@@ -39,6 +39,7 @@ export const FLAGS = {
   'etcd-keyfile': { type: 'string', help: 'client key file for etcd TLS' },
   'etcd-username': { type: 'string', help: 'etcd username' },
   'etcd-password': { type: 'string', help: 'etcd password' },
+  'etcd-resync-interval': { type: 'string', default: '3m', help: 'full re-list of the leases and the network config from etcd, besides the watch (10s..24h; 0 disables)' },
   'iface': { type: 'string', help: 'underlay interface name or address (default: the interface of the default route)' },
   'public-ip': { type: 'string', help: 'this node\'s address peers send to (default: the underlay interface\'s first IPv4 address)' },
   'subnet-file': { type: 'string', default: '/run/flannel/subnet.env', help: 'where to write the flannel subnet file' },
@@ -87,6 +88,8 @@ export interface Config {
   readonly subnetFile: string;
   /** seconds */
   readonly subnetLeaseTtl: number;
+  /** --etcd-resync-interval, seconds; 0: no periodic re-list */
+  readonly etcdResyncInterval: number;
   readonly tunName: string;
   readonly ipMasq: boolean;
   /** host:port, or undefined when disabled */
@@ -105,6 +108,14 @@ export function parseDuration(flag: string, value: string): number {
   if (!m) throw new ConfigError(`--${flag}: "${value}" is not a duration (examples: 24h, 90m, 600s)`);
   const n = Number(m[1]) * ({ s: 1, m: 60, h: 3600, d: 86400 }[m[2] as 's' | 'm' | 'h' | 'd' | undefined ?? 's']);
   if (!Number.isSafeInteger(n) || n < 10) throw new ConfigError(`--${flag}: ${value} is too short (at least 10s)`);
+  return n;
+}
+
+/** --etcd-resync-interval: a duration of 10s..24h, or 0 (off). */
+function parseResyncInterval(value: string): number {
+  if (/^0+[smhd]?$/.test(value.trim())) return 0;
+  const n = parseDuration('etcd-resync-interval', value);
+  if (n > 86400) throw new ConfigError(`--etcd-resync-interval: ${value} is too long (at most 24h; 0 disables)`);
   return n;
 }
 
@@ -210,6 +221,7 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     publicIp,
     subnetFile,
     subnetLeaseTtl: parseDuration('subnet-lease-ttl', get('subnet-lease-ttl') as string),
+    etcdResyncInterval: parseResyncInterval(get('etcd-resync-interval') as string),
     tunName,
     ipMasq: getBool('ip-masq'),
     metricsAddr: metrics === undefined ? undefined : parseHostPort('metrics-addr', metrics),

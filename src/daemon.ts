@@ -105,7 +105,9 @@ export class Daemon {
 
     const source: RouteSource = c.staticConfig !== undefined
       ? new StaticRouteSource(c.staticConfig)
-      : new EtcdRouteSource({ etcd: c.etcd, publicIp, subnetFile: c.subnetFile, leaseTtlSeconds: c.subnetLeaseTtl, logger: this.logger });
+      : new EtcdRouteSource({
+        etcd: c.etcd, publicIp, subnetFile: c.subnetFile, leaseTtlSeconds: c.subnetLeaseTtl, logger: this.logger, resyncIntervalMs: c.etcdResyncInterval * 1000,
+      });
     this.source = source;
     source.onFatal((err) => this.fail(err));
     const { config: netConfig, lease } = await source.start();
@@ -214,6 +216,8 @@ export class Daemon {
       leaseExpiresAt: () => this.source?.stats().leaseExpiresAt?.getTime(),
       etcdConnected: () => this.source?.stats().connected,
       watchResyncs: () => this.source?.stats().resyncs ?? 0,
+      etcdLeader: () => this.source?.stats().leader,
+      lastResyncAt: () => this.source?.stats().lastResyncAt?.getTime(),
     };
   }
 
@@ -245,7 +249,9 @@ export class Daemon {
         expiresAt: (stats?.leaseExpiresAt ?? this.lease.expiresAt)?.toISOString() ?? null,
         valid: stats?.leaseValid ?? false,
       },
-      etcd: stats?.connected === undefined ? null : { connected: stats.connected, resyncs: stats.resyncs },
+      etcd: stats?.connected === undefined ? null : {
+        connected: stats.connected, leader: stats.leader ?? null, resyncs: stats.resyncs, lastResync: stats.lastResyncAt?.toISOString() ?? null,
+      },
       healthy: this.unhealthy() ?? 'ok',
       tun: engine && { name: engine.tunName, address: this.lease ? formatIp(this.lease.subnet.addr) : null, mtu: this.tunMtu },
       engine: engine?.kind,
