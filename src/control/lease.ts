@@ -12,7 +12,7 @@ import { Backoff, Stopper, withTimeout } from './backoff';
 import { etcdErrorText } from './etcd-client';
 import { formatLeaseValue, parseLeaseValue, parseSubnetKey, subnetKey, subnetsPrefix } from './etcd-schema';
 import type { NetworkConfig } from './source';
-import { toKvEntry, type KvEntry } from './watch';
+import { listPrefix, toKvEntry, type KvEntry } from './watch';
 
 export const DEFAULT_LEASE_TTL_SECONDS = 24 * 60 * 60;
 export const DEFAULT_ACQUIRE_ATTEMPTS = 20;
@@ -57,12 +57,12 @@ interface Listed {
 }
 
 async function listLeases(client: Etcd3, prefix: string): Promise<Listed[]> {
-  const res = await client.getAll().prefix(subnetsPrefix(prefix)).exec();
-  return res.kvs.map((kv) => {
-    const entry = toKvEntry(kv);
+  const out: Listed[] = [];
+  await listPrefix(client, subnetsPrefix(prefix), (entry) => {
     const v = parseLeaseValue(entry.value);
-    return { entry, subnet: parseSubnetKey(prefix, entry.key), publicIp: v.ok ? v.value.publicIp : undefined };
+    out.push({ entry, subnet: parseSubnetKey(prefix, entry.key), publicIp: v.ok ? v.value.publicIp : undefined });
   });
+  return out;
 }
 
 /**

@@ -10,7 +10,7 @@
  * `resyncIntervalMs` the range is re-listed anyway (a new watch from the new list), which
  * catches whatever a watch may have missed.
  */
-import type { Etcd3, IKeyValue, IWatchResponse, Watcher } from 'etcd3';
+import { Range, type Etcd3, type IKeyValue, type IWatchResponse, type Watcher } from 'etcd3';
 import { errorMessage } from '../errors';
 import type { Logger } from '../ops/log';
 import { Backoff, Stopper, type BackoffOptions } from './backoff';
@@ -34,6 +34,31 @@ export function toKvEntry(kv: IKeyValue): KvEntry {
     createRevision: Number(kv.create_revision),
     lease: String(kv.lease || '0'),
   };
+}
+
+/** Keys per page of a list: bounds the memory one etcd answer takes (10,000 leases: 10 pages). */
+export const LIST_PAGE_SIZE = 1000;
+
+/**
+ * Lists every key under `prefix` in pages of `pageSize`, all at the revision of the first
+ * page (one consistent snapshot), handing each entry to `onEntry` as its page arrives.
+ * Resolves that revision. Only one page's etcd answer is in memory at a time.
+ */
+export async function listPrefix(client: Etcd3, prefix: string, onEntry: (e: KvEntry) => void, pageSize = LIST_PAGE_SIZE): Promise<number> {
+  const end = Range.prefix(prefix).end;
+  let start = Buffer.from(prefix);
+  let revision: string | undefined;
+  // bounded: every page but the last moves `start` past at least one key
+  for (let page = 0; page < 10_000_000; page++) {
+    const q = client.getAll().inRange(new Range(start, end)).limit(pageSize);
+    const res = await (revision === undefined ? q : q.revision(revision)).exec();
+    revision ??= String(res.header.revision);
+    for (const kv of res.kvs) onEntry(toKvEntry(kv));
+    const last = res.kvs[res.kvs.length - 1];
+    if (!res.more || !last) return Number(revision);
+    start = Buffer.concat([last.key, Buffer.from([0])]);
+  }
+  throw new Error(`listing ${prefix}: too many pages`);
 }
 
 export interface MirrorConsumer {
@@ -126,14 +151,9 @@ export class RangeMirror {
   }
 
   private async listAndWatch(initial: boolean): Promise<void> {
-    const res = await this.o.client.getAll().prefix(this.o.prefix).exec();
-    if (this.stopper.stopped) return;
     const entries = new Map<string, KvEntry>();
-    for (const kv of res.kvs) {
-      const e = toKvEntry(kv);
-      entries.set(e.key, e);
-    }
-    const revision = Number(res.header.revision);
+    const revision = await listPrefix(this.o.client, this.o.prefix, (e) => entries.set(e.key, e));
+    if (this.stopper.stopped) return;
     this.revision = revision;
     this.listedOnce = true;
     if (!initial) this.lastResync = Date.now();
