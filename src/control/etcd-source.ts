@@ -10,6 +10,7 @@ import type { Etcd3 } from 'etcd3';
 import type { RouteSink } from '../dataplane/types';
 import { ConfigError, EtcdError, LeaseError, OverlaydError, errorMessage } from '../errors';
 import { formatIp, formatPrefix, parseIp, type Prefix } from '../net/addr';
+import { collectGarbage } from '../ops/gc';
 import type { Logger } from '../ops/log';
 import { Backoff, Stopper, type BackoffOptions } from './backoff';
 import { createEtcdClient, etcdErrorText, explainEtcdError, isTransientEtcdError, type EtcdOptions } from './etcd-client';
@@ -178,6 +179,7 @@ export class EtcdRouteSource implements RouteSource {
     );
     this.acquired = acquired;
     this.checkOpen();
+    collectGarbage(); // the acquisition's list of every lease, before the mirror lists them again
 
     const keeper = new LeaseKeeper({
       client,
