@@ -4,6 +4,7 @@
  * revision (a write between pages is not in the list).
  */
 import t from 'tap';
+import type { Etcd3 } from 'etcd3';
 import { listPrefix } from '../../src/control/watch';
 import { startEtcd } from '../helpers/etcd';
 
@@ -16,17 +17,25 @@ t.test('paged list: every key once, in order, at one revision', async (t) => {
   await admin.put('/p/subnet').value('outside');
   await admin.put('/p/subnets0').value('outside');
 
+  // a client whose second range request first writes a key that sorts last: it must not
+  // show up (the pages after the first are read at the first page's revision)
+  let ranges = 0;
+  const client = Object.create(admin) as Etcd3;
+  client.getAll = () => {
+    const b = admin.getAll();
+    const exec = b.exec.bind(b);
+    if (++ranges === 2) b.exec = async () => {
+      await admin.put('/p/subnets/zzz').value('late');
+      return exec();
+    };
+    return b;
+  };
   const seen: string[] = [];
-  let wrote = false;
-  const rev = await listPrefix(admin, '/p/subnets/', (e) => {
+  const rev = await listPrefix(client, '/p/subnets/', (e) => {
     seen.push(e.key);
     t.equal(e.value, `v-${e.key}`);
-    if (!wrote) {
-      wrote = true;
-      // after the first page: a key that sorts last must not show up (the list is pinned)
-      void admin.put('/p/subnets/zzz').value('late');
-    }
   }, 7);
+  t.equal(ranges, 4, '25 keys in pages of 7: 4 requests');
   t.same(seen, names, 'every key, once, in order, none outside the prefix');
   const now = Number((await admin.get('/p/subnets/zzz').exec()).header.revision);
   t.ok(now > rev, `the late write (revision ${now}) came after the list's revision ${rev}`);
