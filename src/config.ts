@@ -66,6 +66,7 @@ export const FLAGS = {
   'etcd-keyfile': { type: 'string', flanneld: true, help: 'client key file for etcd TLS' },
   'etcd-username': { type: 'string', flanneld: true, help: 'etcd username' },
   'etcd-password': { type: 'string', flanneld: true, help: 'etcd password' },
+  'etcd-resync-interval': { type: 'string', default: '3m', help: 'full re-list of the leases and the network config from etcd, besides the watch (10s..24h; 0 disables)' },
   'iface': { type: 'string', flanneld: true, repeatable: true, help: 'underlay interface name or address; repeat it to try several in order, the first that exists wins (default: the interface of the default route)' },
   'iface-regex': { type: 'string', flanneld: true, repeatable: true, help: 'regular expression matched against every interface\'s IPv4 addresses, then names; repeatable, tried in order after --iface' },
   'iface-can-reach': { type: 'string', flanneld: true, help: 'use the interface (and source address) of the route to this address (ip route get), tried after --iface and --iface-regex' },
@@ -162,6 +163,8 @@ export interface Config extends UnderlaySelection {
   readonly subnetLeaseTtl: number;
   /** seconds; undefined when not given (the renewal every TTL/3 alone decides) */
   readonly subnetLeaseRenewMargin?: number;
+  /** --etcd-resync-interval, seconds; 0: no periodic re-list */
+  readonly etcdResyncInterval: number;
   readonly tunName: string;
   readonly ipMasq: boolean;
   /** masquerade fully-random unless --ip-masq-fully-random-disable */
@@ -210,6 +213,13 @@ export function parseDuration(label: string, value: string, spec: DurationSpec =
     throw new ConfigError(`${label}: ${text} is out of range: ${formatDuration(spec.min)}..${formatDuration(spec.max)}`);
   }
   return n;
+}
+
+/** --etcd-resync-interval: a duration of 10s..24h, or 0 (off). */
+/** --etcd-resync-interval: 0 disables the periodic re-list, else 10s..24h. */
+function parseResyncInterval(label: string, value: string): number {
+  if (/^0+[smhd]?$/.test(value.trim())) return 0;
+  return parseDuration(label, value, { unit: 's', min: 10, max: 86400 });
 }
 
 /** Parses "host:port" ("[::1]:9285" too). */
@@ -434,6 +444,7 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     subnetFile,
     subnetLeaseTtl,
     subnetLeaseRenewMargin,
+    etcdResyncInterval: parseResyncInterval(setting('etcd-resync-interval').label, get('etcd-resync-interval') as string),
     tunName,
     ipMasq: getBool('ip-masq'),
     ipMasqFullyRandomDisable: getBool('ip-masq-fully-random-disable'),

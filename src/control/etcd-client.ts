@@ -4,6 +4,7 @@
  */
 import { promises as fs } from 'node:fs';
 import * as tls from 'node:tls';
+import { credentials as grpcCredentials, Metadata } from '@grpc/grpc-js';
 import { Etcd3, isRecoverableError, type IOptions } from 'etcd3';
 import { ConfigError, EtcdError, errorMessage } from '../errors';
 
@@ -25,6 +26,25 @@ export interface EtcdClientTuning {
 }
 
 export const DEFAULT_CALL_TIMEOUT_MS = 5000;
+
+/**
+ * Per-call credentials that add the gRPC metadata `hasleader: true` (what etcd's Go client
+ * sends for clientv3.WithRequireLeader): a member without a leader (cut off from its
+ * cluster) refuses such a stream at once, and cancels an open one with "etcdserver: no
+ * leader" a few election timeouts after losing the leader, instead of leaving it silent.
+ * Used on every stream (watch, lease keepalive), as etcd's Go client does for both.
+ * (@grpc/grpc-js is etcd3's own gRPC library, the same instance.)
+ */
+const REQUIRE_LEADER = grpcCredentials.createFromMetadataGenerator((_params, callback) => {
+  const md = new Metadata();
+  md.set('hasleader', 'true');
+  callback(null, md);
+});
+
+/** etcd's answer of a member that has no leader (partitioned, or the cluster lost quorum). */
+export function isNoLeaderError(err: unknown): boolean {
+  return err instanceof Error && /no leader/i.test(err.message);
+}
 
 export interface Endpoints {
   /** "http(s)://host:port", what etcd3 wants */
@@ -86,7 +106,7 @@ export async function etcd3Options(opts: EtcdOptions, tuning: EtcdClientTuning =
   const options: IOptions = {
     hosts,
     dialTimeout: callTimeoutMs,
-    defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
+    defaultCallOptions: (ctx) => (ctx.isStream ? { credentials: REQUIRE_LEADER } : { deadline: Date.now() + callTimeoutMs }),
     grpcOptions: {
       // find dead connections (no RST, e.g. a partitioned network) on the watch stream;
       // etcd allows pings every 5 s at most (--grpc-keepalive-min-time)

@@ -10,9 +10,11 @@ import type { Etcd3 } from 'etcd3';
 import type { RouteSink } from '../dataplane/types';
 import { ConfigError, EtcdError, LeaseError, OverlaydError, errorMessage } from '../errors';
 import { formatIp, formatPrefix, parseIp, type Prefix } from '../net/addr';
+import { collectGarbage } from '../ops/gc';
 import type { Logger } from '../ops/log';
 import { Backoff, Stopper, type BackoffOptions } from './backoff';
 import { createEtcdClient, etcdErrorText, explainEtcdError, isTransientEtcdError, type EtcdOptions } from './etcd-client';
+import { ConfigWatch } from './config-watch';
 import { configKey, normalizePrefix, subnetKey, subnetsPrefix } from './etcd-schema';
 import { acquireLease, LeaseKeeper, type AcquireResult } from './lease';
 import { describeNetworkConfig, networkConfigWarnings, parseNetworkConfig } from './network-config';
@@ -42,6 +44,8 @@ export interface EtcdSourceOptions {
   renewIntervalMs?: number;
   /** longest pause between polls while the config key is missing, ms (default 2000) */
   configPollMaxMs?: number;
+  /** periodic full re-list of the leases (and the config), ms (default 3 min; 0: never) */
+  resyncIntervalMs?: number;
   /** backoff of re-lists after a broken watch (default 250 ms .. 5 s) */
   resyncBackoff?: BackoffOptions;
   /** bound on create attempts lost to other nodes (default 20) */
@@ -53,6 +57,8 @@ export interface EtcdSourceOptions {
 }
 
 export const DEFAULT_START_TIMEOUT_MS = 60_000;
+/** --etcd-resync-interval's default: a full re-list every 3 minutes */
+export const DEFAULT_RESYNC_INTERVAL_MS = 3 * 60_000;
 
 export class EtcdRouteSource implements RouteSource {
   readonly kind = 'etcd' as const;
@@ -63,6 +69,7 @@ export class EtcdRouteSource implements RouteSource {
   private client: Etcd3 | undefined;
   private keeper: LeaseKeeper | undefined;
   private mirror: RangeMirror | undefined;
+  private configMirror: RangeMirror | undefined;
   private routeSync: RouteSync | undefined;
   private acquired: AcquireResult | undefined;
   private fatalHandler: ((err: Error) => void) | undefined;
@@ -172,6 +179,7 @@ export class EtcdRouteSource implements RouteSource {
     );
     this.acquired = acquired;
     this.checkOpen();
+    collectGarbage(); // the acquisition's list of every lease, before the mirror lists them again
 
     const keeper = new LeaseKeeper({
       client,
@@ -212,16 +220,32 @@ export class EtcdRouteSource implements RouteSource {
         if (key === ownKey) keeper.observe(undefined);
       },
     };
+    const resyncIntervalMs = this.o.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS;
     const mirror = new RangeMirror({
       client,
       prefix: subnetsPrefix(this.prefix),
       consumer,
       logger: this.log,
+      resyncIntervalMs,
       ...(this.o.resyncBackoff ? { backoff: this.o.resyncBackoff } : {}),
       ...(this.o.testHooks?.beforeWatch ? { beforeWatch: this.o.testHooks.beforeWatch } : {}),
     });
     this.mirror = mirror;
     await this.retrying('listing the subnet leases', () => mirror.start());
+    this.checkOpen();
+
+    // 4. the network config, while running (config-watch.ts: a change that matters is fatal)
+    const cfgKey = configKey(this.prefix);
+    const configMirror = new RangeMirror({
+      client,
+      prefix: cfgKey,
+      consumer: new ConfigWatch({ key: cfgKey, running: config, ownSubnet: acquired.subnet, logger: this.log, onFatal: (err) => this.fatal(err) }),
+      logger: this.log,
+      resyncIntervalMs,
+      ...(this.o.resyncBackoff ? { backoff: this.o.resyncBackoff } : {}),
+    });
+    this.configMirror = configMirror;
+    await this.retrying('watching the network config', () => configMirror.start());
     this.checkOpen();
 
     const lease: AcquiredLease = { subnet: acquired.subnet, publicIp, ...(acquired.expiresAt ? { expiresAt: acquired.expiresAt } : {}) };
@@ -268,10 +292,14 @@ export class EtcdRouteSource implements RouteSource {
 
   stats(): SourceStats {
     const keeper = this.keeper;
-    const connected = !this.closed && (this.mirror?.healthy ?? false) && !(keeper?.renewalFailing ?? false);
+    const mirror = this.mirror;
+    const connected = !this.closed && (mirror?.healthy ?? false) && !(keeper?.renewalFailing ?? false);
+    const lastResyncAt = mirror?.lastResyncAt;
     return {
       connected,
-      resyncs: this.mirror?.resyncs ?? 0,
+      leader: (mirror?.leader ?? true) && (this.configMirror?.leader ?? true),
+      ...(lastResyncAt ? { lastResyncAt } : {}),
+      resyncs: mirror?.resyncs ?? 0,
       ...(keeper?.expiresAt ? { leaseExpiresAt: keeper.expiresAt } : {}),
       leaseValid: keeper?.valid ?? false,
     };
@@ -287,7 +315,7 @@ export class EtcdRouteSource implements RouteSource {
     this.closed = true;
     this.stopper.stop();
     this.keeper?.close();
-    await this.mirror?.close();
+    await Promise.all([this.mirror?.close(), this.configMirror?.close()]);
     this.client?.close();
     if (this.acquired) {
       this.log.info({ key: subnetKey(this.prefix, this.acquired.subnet) }, 'etcd route source closed; lease kept for a restart');

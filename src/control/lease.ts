@@ -12,7 +12,7 @@ import { Backoff, Stopper, withTimeout } from './backoff';
 import { etcdErrorText } from './etcd-client';
 import { formatLeaseValue, parseLeaseValue, parseSubnetKey, subnetKey, subnetsPrefix } from './etcd-schema';
 import type { NetworkConfig } from './source';
-import { toKvEntry, type KvEntry } from './watch';
+import { listPrefix, toKvEntry, type KvEntry } from './watch';
 
 export const DEFAULT_LEASE_TTL_SECONDS = 24 * 60 * 60;
 export const DEFAULT_ACQUIRE_ATTEMPTS = 20;
@@ -57,12 +57,12 @@ interface Listed {
 }
 
 async function listLeases(client: Etcd3, prefix: string): Promise<Listed[]> {
-  const res = await client.getAll().prefix(subnetsPrefix(prefix)).exec();
-  return res.kvs.map((kv) => {
-    const entry = toKvEntry(kv);
+  const out: Listed[] = [];
+  await listPrefix(client, subnetsPrefix(prefix), (entry) => {
     const v = parseLeaseValue(entry.value);
-    return { entry, subnet: parseSubnetKey(prefix, entry.key), publicIp: v.ok ? v.value.publicIp : undefined };
+    out.push({ entry, subnet: parseSubnetKey(prefix, entry.key), publicIp: v.ok ? v.value.publicIp : undefined });
   });
+  return out;
 }
 
 /**
@@ -203,6 +203,122 @@ export function isLeaseNotFound(err: unknown): boolean {
   return err instanceof EtcdLeaseInvalidError || (err instanceof Error && /lease not found/i.test(err.message));
 }
 
+/**
+ * The etcd operations the lease keeper needs, one round trip each; `etcdLeaseOps` is the real
+ * one, unit tests give a fake. Errors are thrown as the etcd client throws them
+ * (`isLeaseNotFound` for an etcd lease that is gone).
+ */
+export interface LeaseOps {
+  /** One keepalive of etcd lease `id`; the TTL etcd granted, s (0: the lease is gone). */
+  keepalive(id: string, timeoutMs: number): Promise<number>;
+  get(key: string): Promise<KvEntry | undefined>;
+  /** Grants an etcd lease of `ttlSeconds`; its id and granted TTL (s). */
+  grant(ttlSeconds: number): Promise<{ id: string; ttl: number }>;
+  /** put key=value on etcd lease `leaseId` if the key does not exist; false if it does */
+  createIfAbsent(key: string, value: string, leaseId: string): Promise<boolean>;
+  /** put key=value on etcd lease `leaseId` if the key's mod revision is `modRevision` */
+  putIfModRevision(key: string, value: string, leaseId: string, modRevision: number): Promise<boolean>;
+}
+
+/** LeaseOps on an etcd3 client. */
+export function etcdLeaseOps(client: Etcd3): LeaseOps {
+  return {
+    async keepalive(id: string, timeoutMs: number): Promise<number> {
+      const stream = await client.leaseClient.leaseKeepAlive({ deadline: Date.now() + timeoutMs });
+      try {
+        const res = await withTimeout(
+          new Promise<{ TTL: string }>((resolve, reject) => {
+            stream.on('data', resolve);
+            stream.on('error', reject);
+            stream.on('end', () => reject(new Error('lease keepalive stream ended without an answer')));
+            stream.write({ ID: id });
+          }),
+          timeoutMs + 500,
+          () => new Error('lease keepalive timed out'),
+        );
+        return Number(res.TTL);
+      } finally {
+        stream.cancel();
+      }
+    },
+    async get(key: string): Promise<KvEntry | undefined> {
+      const kv = (await client.get(key).exec()).kvs[0];
+      return kv ? toKvEntry(kv) : undefined;
+    },
+    async grant(ttlSeconds: number): Promise<{ id: string; ttl: number }> {
+      const g = await client.leaseClient.leaseGrant({ TTL: ttlSeconds, ID: 0 });
+      return { id: String(g.ID), ttl: Number(g.TTL) };
+    },
+    async createIfAbsent(key: string, value: string, leaseId: string): Promise<boolean> {
+      return (await client.if(key, 'Create', '==', 0).then(client.put(key).value(value).lease(leaseId)).commit()).succeeded;
+    },
+    async putIfModRevision(key: string, value: string, leaseId: string, modRevision: number): Promise<boolean> {
+      return (await client.if(key, 'Mod', '==', modRevision).then(client.put(key).value(value).lease(leaseId)).commit()).succeeded;
+    },
+  };
+}
+
+/** Time for the keeper: the real clock, or a fake one in unit tests. */
+export interface KeeperClock {
+  /** ms since epoch */
+  now(): number;
+  /** runs fn once after ms; returns the cancel function */
+  setTimer(fn: () => void, ms: number): () => void;
+}
+
+export const realClock: KeeperClock = {
+  now: () => Date.now(),
+  setTimer: (fn, ms) => {
+    const t = setTimeout(fn, ms);
+    return () => clearTimeout(t);
+  },
+};
+
+/**
+ * The lease keeper's states.
+ *  held          our key, our value, on our live etcd lease; the renewal timer is armed
+ *  renewing      a keepalive round trip is in flight
+ *  renew-failing the last keepalive failed (etcd unreachable); a retry timer is armed; the
+ *                lease stays valid until it expires
+ *  reserved      our key is a reservation (no etcd lease, no expiry): nothing to renew
+ *  lost          the key was deleted/changed or the etcd lease is gone: a restore is due
+ *                (at once, or after a backoff when the last one failed)
+ *  reacquiring   a restore (look at the key, at most one write) is in flight
+ *  conflict      final: another node holds the subnet, or another node with our PublicIP
+ *                keeps taking it; onFatal was called
+ *  stopped       final: close()
+ */
+export type LeaseState = 'held' | 'renewing' | 'renew-failing' | 'reserved' | 'lost' | 'reacquiring' | 'conflict' | 'stopped';
+
+/** Every transition the keeper may make; anything else is a bug (thrown). */
+export const LEASE_TRANSITIONS: Readonly<Record<LeaseState, readonly LeaseState[]>> = {
+  held: ['renewing', 'lost', 'reserved', 'conflict', 'stopped'],
+  renewing: ['held', 'renew-failing', 'lost', 'reserved', 'conflict', 'stopped'],
+  'renew-failing': ['renewing', 'lost', 'reserved', 'conflict', 'stopped'],
+  reserved: ['lost', 'conflict', 'stopped'],
+  lost: ['reacquiring', 'conflict', 'stopped'],
+  reacquiring: ['held', 'reserved', 'lost', 'conflict', 'stopped'],
+  conflict: [],
+  stopped: [],
+};
+
+/** What the keeper reacts to: its timers, etcd's answers, and the watch of its key. */
+export type LeaseEvent =
+  | { readonly type: 'renew-due' }
+  | { readonly type: 'renewed'; readonly id: string; readonly ttl: number }
+  | { readonly type: 'renew-failed'; readonly id: string; readonly err: unknown }
+  | { readonly type: 'etcd-lease-gone'; readonly id: string }
+  | { readonly type: 'observed'; readonly entry: KvEntry | undefined }
+  | { readonly type: 'restore-due' }
+  | { readonly type: 'restored' }
+  | { readonly type: 'restore-failed'; readonly err: unknown }
+  | { readonly type: 'conflict'; readonly err: LeaseError }
+  | { readonly type: 'stop' };
+
+/** Another writer moving our key to its etcd lease this many times within the window: two nodes share our PublicIP. */
+export const DUPLICATE_TAKEBACKS = 3;
+export const DUPLICATE_WINDOW_MS = 60_000;
+
 export interface LeaseKeeperOptions {
   readonly client: Etcd3;
   readonly prefix: string;
@@ -218,41 +334,65 @@ export interface LeaseKeeperOptions {
   readonly renewIntervalMs?: number;
   /** deadline of one keepalive round trip, ms */
   readonly callTimeoutMs?: number;
+  /** test seams: etcd operations (default: on `client`) and time (default: the real clock) */
+  readonly ops?: LeaseOps;
+  readonly clock?: KeeperClock;
+  /** [0,1) random source of the backoff jitter */
+  readonly random?: () => number;
 }
 
 /**
- * Keeps the lease: renews the etcd lease every TTL/3; when etcd says the etcd lease is gone
- * (expired during an outage, revoked) grants a new one and re-attaches the key; when the
- * key disappears re-creates it if the subnet is still free; if another node holds the
- * subnet, calls onFatal. A reservation (our key without an etcd lease, flannel's way of
- * pinning a subnet) is left as it is: nothing to renew. Never deletes or revokes anything
- * on close.
+ * Keeps the lease, as a state machine (LeaseState; every change goes through dispatch()):
+ * renews the etcd lease every TTL/3; when etcd says the etcd lease is gone (expired during
+ * an outage, revoked) grants a new one and re-attaches the key; when the key disappears
+ * re-creates it if the subnet is still free; if another node holds the subnet, or another
+ * node with our PublicIP keeps moving our key to its own etcd lease (a copied VM image),
+ * calls onFatal and writes nothing more. A reservation (our key without an etcd lease,
+ * flannel's way of pinning a subnet) is left as it is: nothing to renew. Never deletes or
+ * revokes anything on close. All on the JS main thread.
  */
 export class LeaseKeeper {
-  private readonly stopper = new Stopper();
+  private st: LeaseState;
   /** the etcd lease keeping our key; "0" while the key is a reservation or none is granted */
   private leaseId: string;
-  private timer: NodeJS.Timeout | undefined;
-  private renewing = false;
-  private renewFailures = 0;
-  private readonly renewBackoff = new Backoff({ initialMs: 1000, maxMs: 30_000 });
-  private reconciling = false;
-  private reconcilePending: string | undefined;
-  private fatal = false;
-  /** false from "our key is gone/changed" until it is ours again */
+  private expires: number | undefined;
+  /** false from "our key is gone/rewritten" until it is ours again */
   private keyHeld = true;
-  /** our key is a reservation (no etcd lease, no expiry) */
-  private reservation: boolean;
-  private expires: Date | undefined;
+  private renewFailures = 0;
+  private readonly renewBackoff: Backoff;
+  private readonly restoreBackoff: Backoff;
+  /** why the current restore runs; set again when more happens while it runs */
+  private restoreReason: string | undefined;
+  private restorePending = false;
+  private restoreWarned = false;
+  /** times another writer moved our key to its own etcd lease (ms since epoch) */
+  private takebacks: number[] = [];
+  /** mod revision of the last such write counted (a write seen twice counts once) */
+  private lastTakebackRev = 0;
+  private cancelTimer: (() => void) | undefined;
+  private readonly inflight = new Set<Promise<void>>();
+  private readonly ops: LeaseOps;
+  private readonly clock: KeeperClock;
+  /** the states passed through, for tests and debugging (bounded) */
+  readonly history: LeaseState[] = [];
   readonly key: string;
   private readonly value: string;
 
   constructor(private readonly o: LeaseKeeperOptions) {
+    this.ops = o.ops ?? etcdLeaseOps(o.client);
+    this.clock = o.clock ?? realClock;
+    this.renewBackoff = new Backoff({ initialMs: 1000, maxMs: 30_000 }, o.random);
+    this.restoreBackoff = new Backoff({ initialMs: 250, maxMs: 5000 }, o.random);
     this.leaseId = o.leaseId;
-    this.reservation = o.leaseId === '0';
     this.key = subnetKey(o.prefix, o.subnet);
     this.value = formatLeaseValue(o.publicIp);
-    if (!this.reservation) this.expires = new Date(Date.now() + o.ttlSeconds * 1000);
+    this.st = o.leaseId === '0' ? 'reserved' : 'held';
+    this.history.push(this.st);
+    if (this.st === 'held') this.expires = this.clock.now() + o.ttlSeconds * 1000;
+  }
+
+  get state(): LeaseState {
+    return this.st;
   }
 
   get renewIntervalMs(): number {
@@ -261,18 +401,18 @@ export class LeaseKeeper {
 
   /** The etcd lease id keeping our key ("0": a reservation). */
   get currentLeaseId(): string {
-    return this.reservation ? '0' : this.leaseId;
+    return this.st === 'reserved' ? '0' : this.leaseId;
   }
 
   /** When the lease expires unless renewed; undefined for a reservation. */
   get expiresAt(): Date | undefined {
-    return this.reservation ? undefined : this.expires;
+    return this.st === 'reserved' || this.expires === undefined ? undefined : new Date(this.expires);
   }
 
   /** The lease is held: our key is in etcd with our value and has not expired. */
   get valid(): boolean {
-    if (this.fatal || !this.keyHeld) return false;
-    return this.reservation || (this.expires !== undefined && this.expires.getTime() > Date.now());
+    if (this.st === 'conflict' || this.st === 'stopped' || !this.keyHeld) return false;
+    return this.st === 'reserved' || (this.expires !== undefined && this.expires > this.clock.now());
   }
 
   /** The last renewal failed (etcd unreachable). */
@@ -281,141 +421,251 @@ export class LeaseKeeper {
   }
 
   start(): void {
-    this.schedule(this.renewIntervalMs);
+    if (this.st === 'held') this.arm(this.renewIntervalMs, { type: 'renew-due' });
   }
 
   close(): void {
-    this.stopper.stop();
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
+    this.dispatch({ type: 'stop' });
   }
 
-  private schedule(ms: number): void {
-    if (this.stopper.stopped || this.fatal) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    if (this.reservation) return; // nothing to renew
-    this.timer = setTimeout(() => void this.renew(), ms);
-  }
-
-  /** One keepalive round trip on a short-lived stream. Returns the TTL etcd granted (0: lease gone). */
-  private async keepaliveOnce(id: string): Promise<number> {
-    const timeoutMs = this.o.callTimeoutMs ?? 5000;
-    const stream = await this.o.client.leaseClient.leaseKeepAlive({ deadline: Date.now() + timeoutMs });
-    try {
-      const res = await withTimeout(
-        new Promise<{ TTL: string }>((resolve, reject) => {
-          stream.on('data', resolve);
-          stream.on('error', reject);
-          stream.on('end', () => reject(new Error('lease keepalive stream ended without an answer')));
-          stream.write({ ID: id });
-        }),
-        timeoutMs + 500,
-        () => new Error('lease keepalive timed out'),
-      );
-      return Number(res.TTL);
-    } finally {
-      stream.cancel();
-    }
-  }
-
-  /** Renews the etcd lease now (the timer calls this; tests may too). */
+  /** Renews the etcd lease now (the timer does this; tests may too); resolves when done. */
   async renew(): Promise<void> {
-    if (this.renewing || this.stopper.stopped || this.fatal || this.reservation) return;
-    this.renewing = true;
-    const id = this.leaseId;
-    try {
-      const ttl = id === '0' ? 0 : await this.keepaliveOnce(id);
-      if (ttl <= 0) {
-        this.o.logger.warn({ lease: id, subnet: formatPrefix(this.o.subnet) }, 'etcd lease lost (expired or revoked); re-acquiring the subnet');
-        if (this.leaseId === id) this.leaseId = '0';
-        this.trigger('etcd lease lost');
-      } else {
-        this.expires = new Date(Date.now() + ttl * 1000);
-        const failedTries = this.renewFailures;
-        this.renewFailures = 0;
-        this.renewBackoff.reset();
-        this.o.logger.info({ lease: id, ttl, subnet: formatPrefix(this.o.subnet), ...(failedTries ? { failedTries } : {}) }, 'lease renewed');
-      }
-      this.schedule(this.renewIntervalMs);
-    } catch (err) {
-      this.renewFailures++;
-      const wait = Math.min(this.renewBackoff.next(), this.renewIntervalMs);
-      if (this.renewFailures === 1) {
-        this.o.logger.warn({ err: etcdErrorText(err), lease: id, retryMs: wait }, 'lease renewal failed (etcd unreachable?); retrying');
-      }
-      this.schedule(wait);
-    } finally {
-      this.renewing = false;
-    }
+    this.dispatch({ type: 'renew-due' });
+    await this.settled();
   }
 
   /**
    * The current state of this node's key as seen by the watch (undefined: deleted).
-   * Anything but "ours, on our etcd lease (or a reservation)" starts a reconcile.
+   * Anything but "ours, on our etcd lease (or a reservation)" starts a restore.
    */
   observe(entry: KvEntry | undefined): void {
-    if (this.fatal || this.stopper.stopped) return;
-    if (entry) {
-      const v = parseLeaseValue(entry.value);
-      const ours = v.ok && v.value.publicIp === this.o.publicIp;
-      if (ours && (entry.lease === this.currentLeaseId || entry.lease === '0')) {
-        this.keyHeld = true;
-        if (entry.lease === '0' && !this.reservation) this.becomeReservation();
+    this.dispatch({ type: 'observed', entry });
+  }
+
+  /** Resolves once no etcd call of the keeper is in flight (tests). */
+  async settled(): Promise<void> {
+    for (let i = 0; i < 100 && this.inflight.size > 0; i++) await Promise.all([...this.inflight]);
+  }
+
+  // ---- the state machine ----
+
+  private to(next: LeaseState): void {
+    if (next === this.st) return;
+    if (!LEASE_TRANSITIONS[this.st].includes(next)) throw new Error(`lease keeper: no transition ${this.st} -> ${next}`);
+    this.st = next;
+    this.history.push(next);
+    if (this.history.length > 200) this.history.splice(0, 100);
+  }
+
+  private arm(ms: number, ev: LeaseEvent): void {
+    this.cancelTimer?.();
+    this.cancelTimer = this.clock.setTimer(() => {
+      this.cancelTimer = undefined;
+      this.dispatch(ev);
+    }, ms);
+  }
+
+  private disarm(): void {
+    this.cancelTimer?.();
+    this.cancelTimer = undefined;
+  }
+
+  private run(p: Promise<LeaseEvent>): void {
+    const done = p.then(
+      (ev) => this.dispatch(ev),
+      (err: unknown) => this.dispatch({ type: 'restore-failed', err }),
+    );
+    const tracked: Promise<void> = done.finally(() => this.inflight.delete(tracked));
+    this.inflight.add(tracked);
+  }
+
+  /** The one transition function: every event, every state change, every effect starts here. */
+  dispatch(ev: LeaseEvent): void {
+    const s = this.st;
+    if (s === 'conflict' || s === 'stopped') return;
+    const log = this.o.logger;
+    const subnet = formatPrefix(this.o.subnet);
+    switch (ev.type) {
+      case 'stop':
+        this.disarm();
+        this.to('stopped');
+        return;
+
+      case 'renew-due': {
+        if (s !== 'held' && s !== 'renew-failing') return; // a restore or a renewal is under way, or nothing to renew
+        this.to('renewing');
+        const id = this.leaseId;
+        const timeoutMs = this.o.callTimeoutMs ?? 5000;
+        this.run(
+          (id === '0' ? Promise.resolve(0) : this.ops.keepalive(id, timeoutMs)).then(
+            (ttl): LeaseEvent => (ttl > 0 ? { type: 'renewed', id, ttl } : { type: 'etcd-lease-gone', id }),
+            (err: unknown): LeaseEvent => (isLeaseNotFound(err) ? { type: 'etcd-lease-gone', id } : { type: 'renew-failed', id, err }),
+          ),
+        );
         return;
       }
-      if (!ours) this.keyHeld = false;
-      this.trigger(ours ? 'key moved to another etcd lease' : 'key rewritten');
-    } else {
-      this.keyHeld = false;
-      this.o.logger.warn({ key: this.key }, 'lease key disappeared from etcd (expired or deleted); re-acquiring the same subnet');
-      this.trigger('key deleted');
+
+      case 'renewed': {
+        if (ev.id !== this.leaseId) return; // an answer about a lease we no longer use
+        this.expires = this.clock.now() + ev.ttl * 1000;
+        const failedTries = this.renewFailures;
+        this.renewFailures = 0;
+        this.renewBackoff.reset();
+        log.info({ lease: ev.id, ttl: ev.ttl, subnet, ...(failedTries ? { failedTries } : {}) }, 'lease renewed');
+        if (s === 'renewing') {
+          this.to('held');
+          this.arm(this.renewIntervalMs, { type: 'renew-due' });
+        }
+        return;
+      }
+
+      case 'renew-failed': {
+        if (ev.id !== this.leaseId || s !== 'renewing') return;
+        this.renewFailures++;
+        const wait = Math.min(this.renewBackoff.next(), this.renewIntervalMs);
+        if (this.renewFailures === 1) {
+          log.warn({ err: etcdErrorText(ev.err), lease: ev.id, retryMs: wait }, 'lease renewal failed (etcd unreachable?); retrying');
+        }
+        this.to('renew-failing');
+        this.arm(wait, { type: 'renew-due' });
+        return;
+      }
+
+      case 'etcd-lease-gone': {
+        if (ev.id !== this.leaseId) return;
+        log.warn({ lease: ev.id, subnet }, 'etcd lease lost (expired or revoked); re-acquiring the subnet');
+        this.leaseId = '0';
+        this.renewFailures = 0;
+        this.lose('etcd lease lost');
+        return;
+      }
+
+      case 'observed': {
+        const e = ev.entry;
+        if (!e) {
+          this.keyHeld = false;
+          log.warn({ key: this.key }, 'lease key disappeared from etcd (expired or deleted); re-acquiring the same subnet');
+          this.lose('key deleted');
+          return;
+        }
+        const v = parseLeaseValue(e.value);
+        const ours = v.ok && v.value.publicIp === this.o.publicIp;
+        if (ours && (e.lease === this.currentLeaseId || e.lease === '0')) {
+          this.keyHeld = true;
+          if (e.lease === '0' && s !== 'reserved' && s !== 'lost' && s !== 'reacquiring') this.becomeReservation();
+          return;
+        }
+        if (!ours) {
+          this.keyHeld = false;
+          this.lose('key rewritten');
+          return;
+        }
+        // ours, on an etcd lease that is not ours: someone with our PublicIP wrote it
+        const now = this.clock.now();
+        if (e.modRevision > this.lastTakebackRev) {
+          this.lastTakebackRev = e.modRevision;
+          this.takebacks = [...this.takebacks.filter((at) => now - at < DUPLICATE_WINDOW_MS), now];
+        }
+        if (this.takebacks.length >= DUPLICATE_TAKEBACKS) {
+          const ip = formatIp(this.o.publicIp);
+          this.conflict(
+            new LeaseError(
+              `subnet ${subnet} of this node (PublicIP ${ip}, etcd key ${this.key}) keeps being moved to etcd lease ${e.lease} ` +
+                `by another writer with the same PublicIP (${this.takebacks.length} times within ${DUPLICATE_WINDOW_MS / 1000} s): ` +
+                `two nodes claim PublicIP ${ip} (a copied VM image, or a wrong --public-ip?); stopping instead of fighting over it`,
+            ),
+            { key: this.key, otherLease: e.lease, modRevision: e.modRevision },
+            'another node with this PublicIP holds our lease key',
+          );
+          return;
+        }
+        this.lose('key moved to another etcd lease');
+        return;
+      }
+
+      case 'restore-due': {
+        if (s !== 'lost') return;
+        this.to('reacquiring');
+        const reason = this.restoreReason ?? 'lease changed';
+        this.restorePending = false;
+        this.run(this.restore(reason).then((): LeaseEvent => ({ type: 'restored' })));
+        return;
+      }
+
+      case 'restored': {
+        if (s !== 'reacquiring') return;
+        this.restoreBackoff.reset();
+        this.restoreWarned = false;
+        if (this.restorePending) {
+          this.to('lost');
+          this.dispatch({ type: 'restore-due' });
+        } else if (this.leaseId === '0') {
+          this.to('reserved');
+          this.disarm();
+        } else {
+          this.to('held');
+          this.arm(this.renewIntervalMs, { type: 'renew-due' });
+        }
+        return;
+      }
+
+      case 'restore-failed': {
+        if (s !== 'reacquiring') return;
+        if (!this.restoreWarned) log.warn({ err: etcdErrorText(ev.err), reason: this.restoreReason }, 'could not restore the lease yet; retrying');
+        this.restoreWarned = true;
+        this.to('lost');
+        this.arm(this.restoreBackoff.next(), { type: 'restore-due' });
+        return;
+      }
+
+      case 'conflict':
+        this.conflict(ev.err, { key: this.key }, 'subnet lease lost to another node');
+        return;
     }
+  }
+
+  /** Something is wrong with our key or etcd lease: restore it now (or after the one in flight). */
+  private lose(reason: string): void {
+    this.restoreReason = reason;
+    const s = this.st;
+    if (s === 'reacquiring') {
+      // the restore in flight finishes first; then one more runs
+      this.restorePending = true;
+      return;
+    }
+    // (from renewing: the keepalive in flight is answered later; its answer is about a lease
+    // id the restore may replace, and only updates the expiry while that id is ours)
+    if (s === 'lost') {
+      if (this.cancelTimer) return; // a backed-off retry is armed
+    } else {
+      this.to('lost');
+    }
+    this.disarm();
+    this.dispatch({ type: 'restore-due' });
+  }
+
+  private conflict(err: LeaseError, fields: Record<string, unknown>, msg: string): void {
+    this.keyHeld = false;
+    this.disarm();
+    this.to('conflict');
+    this.o.logger.error(fields, msg);
+    this.o.onFatal(err);
   }
 
   /** An operator turned our key into a reservation (flannel's pinning): stop renewing. */
   private becomeReservation(): void {
-    this.reservation = true;
     this.o.logger.info({ key: this.key, lease: this.leaseId }, 'our lease key is now a reservation (no TTL); renewals stop');
     this.leaseId = '0';
-    this.schedule(0);
+    this.disarm();
+    this.to('reserved');
   }
 
-  private trigger(reason: string): void {
-    this.reconcilePending = reason;
-    void this.reconcileLoop();
-  }
-
-  private async reconcileLoop(): Promise<void> {
-    if (this.reconciling) return;
-    this.reconciling = true;
-    const backoff = new Backoff({ initialMs: 250, maxMs: 5000 });
-    let warned = false;
-    try {
-      while (this.reconcilePending !== undefined && !this.stopper.stopped && !this.fatal) {
-        const reason = this.reconcilePending;
-        this.reconcilePending = undefined;
-        try {
-          await this.reconcileOnce(reason);
-          backoff.reset();
-        } catch (err) {
-          if (this.stopper.stopped) return;
-          if (!warned) this.o.logger.warn({ err: etcdErrorText(err), reason }, 'could not restore the lease yet; retrying');
-          warned = true;
-          this.reconcilePending ??= reason;
-          await this.stopper.sleep(backoff.next());
-        }
-      }
-    } finally {
-      this.reconciling = false;
-    }
-  }
-
-  /** Bring etcd back to "our key, our value, on our live etcd lease", or fail fatally. */
-  private async reconcileOnce(reason: string): Promise<void> {
-    for (let round = 0; round < 5 && !this.stopper.stopped && !this.fatal; round++) {
+  /** Bring etcd back to "our key, our value, on our live etcd lease" (throws to retry later). */
+  private async restore(reason: string): Promise<void> {
+    for (let round = 0; round < 5; round++) {
+      if (this.st !== 'reacquiring') return;
       try {
-        if (await this.reconcileStep(reason)) return;
+        if (await this.restoreStep(reason)) return;
       } catch (err) {
         if (!isLeaseNotFound(err)) throw err;
         // our etcd lease expired or was revoked: grant a new one on the next round
@@ -429,57 +679,49 @@ export class LeaseKeeper {
   /** A live etcd lease for our key (granted when we have none). */
   private async liveLease(): Promise<string> {
     if (this.leaseId !== '0') return this.leaseId;
-    const g = await this.o.client.leaseClient.leaseGrant({ TTL: this.o.ttlSeconds, ID: 0 });
-    this.leaseId = String(g.ID);
-    this.expires = new Date(Date.now() + Number(g.TTL) * 1000);
-    this.o.logger.info({ lease: this.leaseId, ttl: Number(g.TTL) }, 'granted a new etcd lease');
-    return this.leaseId;
+    const g = await this.ops.grant(this.o.ttlSeconds);
+    this.leaseId = g.id;
+    this.expires = this.clock.now() + g.ttl * 1000;
+    this.o.logger.info({ lease: g.id, ttl: g.ttl }, 'granted a new etcd lease');
+    return g.id;
   }
 
   /** One look at the key and at most one write; true when done. */
-  private async reconcileStep(reason: string): Promise<boolean> {
-    const { client } = this.o;
-    const got = await client.get(this.key).exec();
-    const kv = got.kvs[0];
-    if (!kv) {
+  private async restoreStep(reason: string): Promise<boolean> {
+    const e = await this.ops.get(this.key);
+    if (this.st !== 'reacquiring') return true;
+    const subnet = formatPrefix(this.o.subnet);
+    if (!e) {
       // gone (expired, deleted, or a reservation removed): create it again if still free
       const id = await this.liveLease();
-      const tx = await client.if(this.key, 'Create', '==', 0).then(client.put(this.key).value(this.value).lease(id)).commit();
-      if (!tx.succeeded) return false; // someone created it meanwhile: look again
+      if (!(await this.ops.createIfAbsent(this.key, this.value, id))) return false; // someone created it meanwhile: look again
       this.keyHeld = true;
-      this.reservation = false;
-      this.o.logger.info({ subnet: formatPrefix(this.o.subnet), lease: id, reason }, 'subnet lease re-acquired (same subnet)');
-      this.schedule(this.renewIntervalMs);
+      this.o.logger.info({ subnet, lease: id, reason }, 'subnet lease re-acquired (same subnet)');
       return true;
     }
-    const e = toKvEntry(kv);
     const v = parseLeaseValue(e.value);
     if (!v.ok || v.value.publicIp !== this.o.publicIp) {
-      this.fatal = true;
-      this.keyHeld = false;
       const holder = v.ok ? `node ${formatIp(v.value.publicIp)}` : `a lease with an unreadable value (${v.reason})`;
-      const err = new LeaseError(
-        `subnet ${formatPrefix(this.o.subnet)} of this node (PublicIP ${formatIp(this.o.publicIp)}) is now held by ${holder} ` +
-          `(etcd key ${this.key}); stopping so that a restart acquires another subnet`,
-      );
-      this.o.logger.error({ key: this.key, value: e.value }, 'subnet lease lost to another node');
-      this.close();
-      this.o.onFatal(err);
+      this.dispatch({
+        type: 'conflict',
+        err: new LeaseError(
+          `subnet ${subnet} of this node (PublicIP ${formatIp(this.o.publicIp)}) is now held by ${holder} ` +
+            `(etcd key ${this.key}); stopping so that a restart acquires another subnet`,
+        ),
+      });
       return true;
     }
     this.keyHeld = true;
     if (e.lease === '0') {
-      if (!this.reservation) this.becomeReservation();
+      if (this.leaseId !== '0') this.o.logger.info({ key: this.key, lease: this.leaseId }, 'our lease key is now a reservation (no TTL); renewals stop');
+      this.leaseId = '0';
       return true;
     }
-    if (!this.reservation && e.lease === this.leaseId) return true; // all well
+    if (e.lease === this.leaseId) return true; // all well
     // ours, but on some other etcd lease: move it to ours
     const id = await this.liveLease();
-    const tx = await client.if(this.key, 'Mod', '==', e.modRevision).then(client.put(this.key).value(this.value).lease(id)).commit();
-    if (!tx.succeeded) return false;
-    this.reservation = false;
-    this.o.logger.info({ subnet: formatPrefix(this.o.subnet), lease: id, was: e.lease, reason }, 'lease key re-attached to our etcd lease');
-    this.schedule(this.renewIntervalMs);
+    if (!(await this.ops.putIfModRevision(this.key, this.value, id, e.modRevision))) return false;
+    this.o.logger.info({ subnet, lease: id, was: e.lease, reason }, 'lease key re-attached to our etcd lease');
     return true;
   }
 }

@@ -41,10 +41,26 @@ export interface RouteSyncOptions {
   readonly logger: Logger;
 }
 
+/**
+ * One lease as kept here: parsed once, without its value text (10,000 leases: what this
+ * map holds is most of the control plane's memory).
+ */
 interface Held {
-  readonly entry: KvEntry;
   /** the IPv4 subnet the key names; undefined for keys that name none */
   readonly subnet: Prefix | undefined;
+  readonly modRevision: number;
+  /** the holder's PublicIP (uint32); undefined when the value is unreadable */
+  readonly publicIp: number | undefined;
+  /** why the value is unreadable, and its first 200 characters (for the warning) */
+  readonly bad?: { readonly reason: string; readonly value: string };
+}
+
+function hold(prefix: string, e: KvEntry): Held {
+  const subnet = parseSubnetKey(prefix, e.key);
+  const v = parseLeaseValue(e.value);
+  return v.ok
+    ? { subnet, modRevision: e.modRevision, publicIp: v.value.publicIp }
+    : { subnet, modRevision: e.modRevision, publicIp: undefined, bad: { reason: v.reason, value: e.value.slice(0, 200) } };
 }
 
 export class RouteSync implements MirrorConsumer {
@@ -75,7 +91,7 @@ export class RouteSync implements MirrorConsumer {
 
   snapshot(entries: ReadonlyMap<string, KvEntry>, revision: number, initial: boolean): void {
     this.leases.clear();
-    for (const e of entries.values()) this.leases.set(e.key, { entry: e, subnet: parseSubnetKey(this.o.prefix, e.key) });
+    for (const e of entries.values()) this.leases.set(e.key, hold(this.o.prefix, e));
     if (!this.sink) return;
     const d = this.applyAll();
     if (!initial) {
@@ -87,12 +103,13 @@ export class RouteSync implements MirrorConsumer {
   }
 
   put(entry: KvEntry): void {
-    const subnet = parseSubnetKey(this.o.prefix, entry.key);
+    const h = hold(this.o.prefix, entry);
+    const subnet = h.subnet;
     const old = this.leases.get(entry.key);
-    this.leases.set(entry.key, { entry, subnet });
+    this.leases.set(entry.key, h);
     if (old?.subnet && (!subnet || !prefixEquals(old.subnet, subnet))) this.applyOne(old.subnet);
     if (subnet) this.applyOne(subnet);
-    else this.warnOnce(entry, 'key does not name an IPv4 subnet; ignored');
+    else this.warnOnce(entry.key, entry.modRevision, 'key does not name an IPv4 subnet; ignored');
   }
 
   delete(key: string): void {
@@ -101,56 +118,59 @@ export class RouteSync implements MirrorConsumer {
     if (old?.subnet) this.applyOne(old.subnet);
   }
 
-  private warnOnce(e: KvEntry, why: string, extra: Record<string, unknown> = {}): void {
-    const id = `${e.key}@${e.modRevision}`;
+  private warnOnce(key: string, modRevision: number, why: string, extra: Record<string, unknown> = {}): void {
+    const id = `${key}@${modRevision}`;
     if (this.warned.has(id)) return;
     if (this.warned.size > 10_000) this.warned.clear();
     this.warned.add(id);
-    this.o.logger.warn({ key: e.key, modRevision: e.modRevision, ...extra }, `lease skipped: ${why}`);
+    this.o.logger.warn({ key, modRevision, ...extra }, `lease skipped: ${why}`);
   }
 
-  /** The route a lease asks for, or undefined (own lease, bad value, outside the Network). */
-  private routeOf(h: Held): Route | undefined {
+  /** The route the lease at `key` asks for, or undefined (own lease, bad value, outside the Network). */
+  private routeOf(key: string, h: Held): Route | undefined {
     const subnet = h.subnet;
     if (!subnet) return undefined;
     if (prefixEquals(subnet, this.o.ownSubnet)) return undefined;
-    const v = parseLeaseValue(h.entry.value);
-    if (!v.ok) {
-      this.warnOnce(h.entry, `malformed value (${v.reason})`, { value: h.entry.value.slice(0, 200) });
+    if (h.publicIp === undefined) {
+      this.warnOnce(key, h.modRevision, `malformed value (${h.bad?.reason ?? 'unreadable'})`, { value: h.bad?.value ?? '' });
       return undefined;
     }
     if (!prefixCovers(this.o.network, subnet)) {
-      this.warnOnce(h.entry, `subnet ${formatPrefix(subnet)} is outside the Network ${formatPrefix(this.o.network)}`);
+      this.warnOnce(key, h.modRevision, `subnet ${formatPrefix(subnet)} is outside the Network ${formatPrefix(this.o.network)}`);
       return undefined;
     }
-    if (v.value.publicIp === this.o.ownPublicIp) {
-      this.warnOnce(h.entry, `another subnet held by this node's own PublicIP ${formatIp(v.value.publicIp)}`);
+    if (h.publicIp === this.o.ownPublicIp) {
+      this.warnOnce(key, h.modRevision, `another subnet held by this node's own PublicIP ${formatIp(h.publicIp)}`);
       return undefined;
     }
-    return { subnet, publicIp: v.value.publicIp };
+    return { subnet, publicIp: h.publicIp };
   }
 
   /** Desired route for one subnet (the newest of the keys naming it wins). */
   private desiredFor(subnet: Prefix): Route | undefined {
     let best: { route: Route; rev: number } | undefined;
-    for (const h of this.leases.values()) {
+    for (const [key, h] of this.leases) {
       if (!h.subnet || !prefixEquals(h.subnet, subnet)) continue;
-      const r = this.routeOf(h);
-      if (r && (!best || h.entry.modRevision > best.rev)) best = { route: r, rev: h.entry.modRevision };
+      const r = this.routeOf(key, h);
+      if (r && (!best || h.modRevision > best.rev)) best = { route: r, rev: h.modRevision };
     }
     return best?.route;
   }
 
   private desiredAll(): Map<string, Route> {
-    const best = new Map<string, { route: Route; rev: number }>();
-    for (const h of this.leases.values()) {
-      const r = this.routeOf(h);
+    const best = new Map<string, Route>();
+    const rev = new Map<string, number>();
+    for (const [key, h] of this.leases) {
+      const r = this.routeOf(key, h);
       if (!r) continue;
       const k = prefixKey(r.subnet);
-      const cur = best.get(k);
-      if (!cur || h.entry.modRevision > cur.rev) best.set(k, { route: r, rev: h.entry.modRevision });
+      const cur = rev.get(k);
+      if (cur === undefined || h.modRevision > cur) {
+        best.set(k, r);
+        rev.set(k, h.modRevision);
+      }
     }
-    return new Map([...best].map(([k, v]) => [k, v.route]));
+    return best;
   }
 
   private applyAll(): RouteDiff {

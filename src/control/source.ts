@@ -45,8 +45,12 @@ export interface RouteSource {
 export interface SourceStats {
   /** etcd connection up; undefined for the static source */
   readonly connected?: boolean;
-  /** times the watch broke and routes were re-listed */
+  /** times the leases were re-listed after the first list (watch broken, or periodic) */
   readonly resyncs: number;
+  /** false while the etcd member we talk to has no leader (etcd source only) */
+  readonly leader?: boolean;
+  /** when the leases were last re-listed (etcd source only; undefined before any) */
+  readonly lastResyncAt?: Date;
   /** current lease expiry; undefined when it never expires */
   readonly leaseExpiresAt?: Date;
   /** false once this node's lease is known lost (expired/deleted and not yet re-acquired) */

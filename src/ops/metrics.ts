@@ -22,6 +22,10 @@ export interface MetricsSource {
   watchResyncs(): number;
   /** times the periodic firewall check put missing rules back */
   firewallRepairs?(): number;
+  /** false while the etcd member talked to has no leader; undefined for the static source */
+  etcdLeader?(): boolean | undefined;
+  /** ms since epoch of the last re-list; undefined before any */
+  lastResyncAt?(): number | undefined;
 }
 
 /** engine counter -> [metric, label value] */
@@ -135,6 +139,14 @@ export function createMetrics(src: MetricsSource): Registry {
     new Gauge({
       name: 'overlayd_etcd_connected', help: '1 while the etcd connection is up', registers: [registry],
       collect() { this.set(src.etcdConnected() ? 1 : 0); },
+    });
+    new Gauge({
+      name: 'overlayd_etcd_leader', help: '1 while the etcd member talked to has a leader (0: cut off from its cluster)', registers: [registry],
+      collect() { this.set(src.etcdLeader?.() === false ? 0 : 1); },
+    });
+    new Gauge({
+      name: 'overlayd_etcd_last_resync_timestamp_seconds', help: 'When the leases were last re-listed from etcd (0: not yet)', registers: [registry],
+      collect() { this.set(Math.round((src.lastResyncAt?.() ?? 0) / 1000)); },
     });
   }
   new Counter({

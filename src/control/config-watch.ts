@@ -1,0 +1,117 @@
+/**
+ * The network config (`<prefix>/config`) while running. A change that invalidates what this
+ * node built on it (Network, SubnetLen, Backend.Port, Backend.Type, or SubnetMin/SubnetMax
+ * no longer containing our subnet) is fatal: the daemon exits 1 and the service manager
+ * restarts it against the new config (re-leasing, re-creating the TUN). Anything else
+ * (whitespace, unknown fields, SubnetMin/SubnetMax still containing our subnet) is logged and
+ * ignored. A config that no longer parses, or a deleted one, is logged as an error and the
+ * config in force is kept: a restart could not start against it either.
+ */
+import { ConfigError } from '../errors';
+import { formatIp, formatPrefix, prefixEquals, type Prefix } from '../net/addr';
+import type { Logger } from '../ops/log';
+import { isSubnetInRange } from './allocator';
+import { NetworkConfigError, describeNetworkConfig, parseNetworkConfig } from './network-config';
+import type { NetworkConfig } from './source';
+import type { KvEntry, MirrorConsumer } from './watch';
+
+export type ConfigChange =
+  | { readonly kind: 'same' }
+  /** differs, but nothing this node built depends on the difference */
+  | { readonly kind: 'harmless'; readonly what: string }
+  /** this node must restart against the new config */
+  | { readonly kind: 'fatal'; readonly message: string }
+  /** the new text is not a usable config (kept running on the old one) */
+  | { readonly kind: 'invalid'; readonly message: string }
+  | { readonly kind: 'deleted' };
+
+/**
+ * What a new config text (undefined: the key was deleted) means for a node running on
+ * `running` with the lease `ownSubnet`. Pure.
+ */
+export function classifyConfigChange(running: NetworkConfig, ownSubnet: Prefix, key: string, text: string | undefined): ConfigChange {
+  if (text === undefined) return { kind: 'deleted' };
+  let next: NetworkConfig;
+  try {
+    next = parseNetworkConfig(text, key);
+  } catch (err) {
+    if (err instanceof NetworkConfigError && err.field === 'Backend.Type') {
+      return { kind: 'fatal', message: `${key}: Backend.Type changed from "udp": ${err.message}` };
+    }
+    return { kind: 'invalid', message: err instanceof Error ? err.message : String(err) };
+  }
+  const changed: string[] = [];
+  if (!prefixEquals(next.network, running.network)) changed.push(`Network ${formatPrefix(running.network)} -> ${formatPrefix(next.network)}`);
+  if (next.subnetLen !== running.subnetLen) changed.push(`SubnetLen ${running.subnetLen} -> ${next.subnetLen}`);
+  if (next.port !== running.port) changed.push(`Backend.Port ${running.port} -> ${next.port}`);
+  if (next.backendType !== running.backendType) changed.push(`Backend.Type ${running.backendType} -> ${next.backendType}`);
+  const range = (c: NetworkConfig) => `[${formatIp(c.subnetMin)}..${formatIp(c.subnetMax)}]`;
+  const rangeChanged = next.subnetMin !== running.subnetMin || next.subnetMax !== running.subnetMax;
+  if (changed.length === 0 && rangeChanged && !isSubnetInRange(next, ownSubnet)) {
+    changed.push(`SubnetMin/SubnetMax ${range(running)} -> ${range(next)}, which no longer contains this node's subnet ${formatPrefix(ownSubnet)}`);
+  }
+  if (changed.length > 0) {
+    return {
+      kind: 'fatal',
+      message: `the network config in etcd key ${key} changed while running (${changed.join('; ')}); ` +
+        `was ${describeNetworkConfig(running)}, now ${describeNetworkConfig(next)}: exiting so that a restart applies it`,
+    };
+  }
+  if (rangeChanged) return { kind: 'harmless', what: `SubnetMin/SubnetMax ${range(running)} -> ${range(next)} (still contains ${formatPrefix(ownSubnet)})` };
+  return { kind: 'same' };
+}
+
+export interface ConfigWatchOptions {
+  readonly key: string;
+  readonly running: NetworkConfig;
+  readonly ownSubnet: Prefix;
+  readonly logger: Logger;
+  /** called once, with a ConfigError naming the old and new values */
+  readonly onFatal: (err: ConfigError) => void;
+}
+
+/** A RangeMirror consumer for the config key (the mirrored range may hold other keys: skipped). */
+export class ConfigWatch implements MirrorConsumer {
+  private lastText: string | undefined;
+  private done = false;
+
+  constructor(private readonly o: ConfigWatchOptions) {}
+
+  snapshot(entries: ReadonlyMap<string, KvEntry>): void {
+    this.consider(entries.get(this.o.key)?.value);
+  }
+
+  put(entry: KvEntry): void {
+    if (entry.key === this.o.key) this.consider(entry.value);
+  }
+
+  delete(key: string): void {
+    if (key === this.o.key) this.consider(undefined);
+  }
+
+  private consider(text: string | undefined): void {
+    if (this.done || (text !== undefined && text === this.lastText)) return;
+    const first = this.lastText === undefined && text !== undefined;
+    this.lastText = text;
+    const c = classifyConfigChange(this.o.running, this.o.ownSubnet, this.o.key, text);
+    const log = this.o.logger;
+    switch (c.kind) {
+      case 'same':
+        if (!first) log.info({ key: this.o.key }, 'network config rewritten without a change that matters; ignored');
+        return;
+      case 'harmless':
+        log.info({ key: this.o.key, change: c.what }, 'network config changed in a way this node does not depend on; ignored');
+        return;
+      case 'invalid':
+        log.error({ key: this.o.key, err: c.message }, 'network config in etcd is now invalid; running on the config in force (a restart would fail)');
+        return;
+      case 'deleted':
+        log.error({ key: this.o.key }, 'network config deleted from etcd; running on the config in force (a restart would wait for it)');
+        return;
+      case 'fatal':
+        this.done = true;
+        log.error({ key: this.o.key, err: c.message }, 'network config changed');
+        this.o.onFatal(new ConfigError(c.message));
+    }
+  }
+}
