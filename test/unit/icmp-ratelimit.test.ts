@@ -65,6 +65,6 @@ t.test('--icmp-ratelimit-rate / --icmp-ratelimit-burst and their environment var
   t.same(daemonConfig([], { OVERLAYD_ICMP_RATELIMIT_RATE: '0', OVERLAYD_ICMP_RATELIMIT_BURST: '7' }).icmpRateLimit, { rate: 0, burst: 7 });
   t.same(daemonConfig(['--icmp-ratelimit-rate', '20'], { OVERLAYD_ICMP_RATELIMIT_RATE: '5' }).icmpRateLimit.rate, 20, 'the flag wins');
   t.throws(() => daemonConfig(['--icmp-ratelimit-burst', '0']), /--icmp-ratelimit-burst: "0" is not a whole number in 1\.\.4294967295/);
-  t.throws(() => daemonConfig(['--icmp-ratelimit-rate', 'fast']), /--icmp-ratelimit-rate .*"fast"/);
+  t.throws(() => daemonConfig(['--icmp-ratelimit-rate', 'fast']), /--icmp-ratelimit-rate: "fast" is not a whole number/);
   t.throws(() => daemonConfig([], { OVERLAYD_ICMP_RATELIMIT_RATE: '-1' }), /--icmp-ratelimit-rate/);
 });
