@@ -15,7 +15,11 @@ const FIXTURES = path.resolve(__dirname, 'fixtures');
 const INTERNET = '10.99.0.200';
 
 interface Flavour {
-  readonly name: 'iptables-legacy' | 'iptables-nft' | 'nftables';
+  readonly name: 'iptables-legacy' | 'iptables-nft' | 'nftables' | 'firewalld';
+  /** the backend status shows */
+  readonly backend: 'iptables-legacy' | 'iptables-nft' | 'nftables';
+  /** the daemon's log line when it installs */
+  readonly installed: RegExp;
   /** commands making the host's FORWARD policy drop, with one rule of the host's own */
   readonly setup: string[][];
   /** the host's firewall as text, to compare before and after the daemon */
@@ -28,9 +32,23 @@ interface Flavour {
   readonly undo: string[][];
 }
 
+/** firewalld's forward chain as its nftables backend builds it (abridged), with one rule of the host's own */
+const FIREWALLD_TABLE: string[][] = [
+  ['nft', 'add', 'table', 'inet', 'firewalld'],
+  ['nft', 'add', 'chain', 'inet', 'firewalld', 'filter_FORWARD_ZONES'],
+  ['nft', 'add rule inet firewalld filter_FORWARD_ZONES tcp dport 9 drop'],
+  ['nft', 'add chain inet firewalld filter_FORWARD { type filter hook forward priority filter + 10; policy accept; }'],
+  ['nft', 'add rule inet firewalld filter_FORWARD ct state { established, related } accept'],
+  ['nft', 'add rule inet firewalld filter_FORWARD jump filter_FORWARD_ZONES'],
+  ['nft', 'add rule inet firewalld filter_FORWARD ct state { invalid } drop'],
+  ['nft', 'add rule inet firewalld filter_FORWARD reject with icmpx admin-prohibited'],
+];
+
 const FLAVOURS: Flavour[] = [
   {
     name: 'iptables-legacy',
+    backend: 'iptables-legacy',
+    installed: /"msg":"FORWARD policy is drop; accept rules for the Network installed"/,
     setup: [['iptables-legacy', '-w', '-P', 'FORWARD', 'DROP'], ['iptables-legacy', '-w', '-A', 'FORWARD', '-p', 'tcp', '--dport', '9', '-j', 'DROP']],
     hostState: ['iptables-legacy', '-w', '-S'],
     ours: { cmd: ['iptables-legacy', '-w', '-S'], re: /-A FORWARD -m comment --comment "?flanneld forward"? -j FLANNEL-FWD[\s\S]*-A FLANNEL-FWD -s 10\.244\.0\.0\/16 .*-j ACCEPT/ },
@@ -39,6 +57,8 @@ const FLAVOURS: Flavour[] = [
   },
   {
     name: 'iptables-nft',
+    backend: 'iptables-nft',
+    installed: /"msg":"FORWARD policy is drop; accept rules for the Network installed"/,
     setup: [['iptables-nft', '-w', '-P', 'FORWARD', 'DROP'], ['iptables-nft', '-w', '-A', 'FORWARD', '-p', 'tcp', '--dport', '9', '-j', 'DROP']],
     hostState: ['iptables-nft', '-w', '-S'],
     ours: { cmd: ['iptables-nft', '-w', '-S'], re: /-A FORWARD -m comment --comment "?flanneld forward"? -j FLANNEL-FWD[\s\S]*-A FLANNEL-FWD -s 10\.244\.0\.0\/16 .*-j ACCEPT/ },
@@ -48,6 +68,8 @@ const FLAVOURS: Flavour[] = [
   },
   {
     name: 'nftables',
+    backend: 'nftables',
+    installed: /"msg":"FORWARD policy is drop; accept rules for the Network installed"/,
     setup: [
       ['nft', 'add', 'table', 'inet', 'hostfw'],
       ['nft', 'add chain inet hostfw forward_host { type filter hook forward priority 0; policy drop; }'],
@@ -63,6 +85,18 @@ const FLAVOURS: Flavour[] = [
       ['nft', 'add rule inet hostfw forward_host tcp dport 9 drop'],
     ],
     undo: [['nft', 'delete', 'table', 'inet', 'hostfw']],
+  },
+  {
+    // firewalld's nftables backend: policy accept, the chain ends in a reject (not firewalld itself)
+    name: 'firewalld',
+    backend: 'nftables',
+    installed: /"msg":"FORWARD chain ends in a drop\/reject; accept rules for the Network installed"/,
+    setup: FIREWALLD_TABLE,
+    hostState: ['nft', 'list', 'table', 'inet', 'firewalld'],
+    ours: { cmd: ['nft', 'list', 'table', 'inet', 'firewalld'], re: /ip saddr 10\.244\.0\.0\/16 accept comment "overlayd forward"\s+ip daddr 10\.244\.0\.0\/16 accept comment "overlayd forward"\s+reject with icmpx/ },
+    // `firewall-cmd --reload`: the table re-made
+    flush: [['nft', 'delete', 'table', 'inet', 'firewalld'], ...FIREWALLD_TABLE],
+    undo: [['nft', 'delete', 'table', 'inet', 'firewalld']],
   },
 ];
 
@@ -134,11 +168,11 @@ if (!isRoot) {
 
         d1 = await start(1);
         d2 = await start(2);
-        t.match(d1.output(), /"msg":"FORWARD policy is drop; accept rules for the Network installed"/);
+        t.match(d1.output(), f.installed);
         t.match(sh(n1.ns, f.ours.cmd), f.ours.re, 'accept rules where the drop is');
         t.ok(ping(3), 'pods reach each other across nodes');
         const s = status(n1.ns);
-        t.same(s.firewall?.forward.map((x) => `${x.backend}:${x.present}`), [`${f.name}:true`], 'status shows the backend');
+        t.same(s.firewall?.forward.map((x) => `${x.backend}:${x.present}`), [`${f.backend}:true`], 'status shows the backend');
         t.equal(s.firewall?.repairs, 0);
 
         // a firewall reload removes our rules: repaired by the periodic check, and logged
