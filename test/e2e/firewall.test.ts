@@ -5,9 +5,9 @@
  * network namespaces with a static route source; an extra namespace plays "the internet".
  */
 import t from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { isRoot, run } from '../helpers/exec';
+import { udpWho } from '../helpers/udp-who';
 import { Topology, startDaemon, stopDaemon, waitForLog, OVERLAYD_BIN, type DaemonHandle } from '../helpers/topology';
 import { waitFor } from '../helpers/etcd';
 
@@ -31,6 +31,13 @@ interface Flavour {
   /** puts the namespace back to an open FORWARD path */
   readonly undo: string[][];
 }
+
+/** a host's own nftables table: forward policy drop, with one rule of its own */
+const HOSTFW_TABLE: string[][] = [
+  ['nft', 'add', 'table', 'inet', 'hostfw'],
+  ['nft', 'add chain inet hostfw forward_host { type filter hook forward priority 0; policy drop; }'],
+  ['nft', 'add rule inet hostfw forward_host tcp dport 9 drop'],
+];
 
 /** firewalld's forward chain as its nftables backend builds it (abridged), with one rule of the host's own */
 const FIREWALLD_TABLE: string[][] = [
@@ -70,20 +77,11 @@ const FLAVOURS: Flavour[] = [
     name: 'nftables',
     backend: 'nftables',
     installed: /"msg":"FORWARD policy is drop; accept rules for the Network installed"/,
-    setup: [
-      ['nft', 'add', 'table', 'inet', 'hostfw'],
-      ['nft', 'add chain inet hostfw forward_host { type filter hook forward priority 0; policy drop; }'],
-      ['nft', 'add rule inet hostfw forward_host tcp dport 9 drop'],
-    ],
+    setup: HOSTFW_TABLE,
     hostState: ['nft', 'list', 'table', 'inet', 'hostfw'],
     ours: { cmd: ['nft', 'list', 'table', 'inet', 'hostfw'], re: /ip saddr 10\.244\.0\.0\/16 accept comment "overlayd forward"/ },
     // a firewall reload: the table re-made from the host's own file
-    flush: [
-      ['nft', 'delete', 'table', 'inet', 'hostfw'],
-      ['nft', 'add', 'table', 'inet', 'hostfw'],
-      ['nft', 'add chain inet hostfw forward_host { type filter hook forward priority 0; policy drop; }'],
-      ['nft', 'add rule inet hostfw forward_host tcp dport 9 drop'],
-    ],
+    flush: [['nft', 'delete', 'table', 'inet', 'hostfw'], ...HOSTFW_TABLE],
     undo: [['nft', 'delete', 'table', 'inet', 'hostfw']],
   },
   {
@@ -99,19 +97,6 @@ const FLAVOURS: Flavour[] = [
     undo: [['nft', 'delete', 'table', 'inet', 'firewalld']],
   },
 ];
-
-/** Starts a one-datagram receiver on ip:port in ns; resolves once it listens. */
-async function udpWho(ns: string, ip: string, port: number): Promise<{ child: ChildProcess; sender: Promise<string> }> {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, path.join(FIXTURES, 'udp-who.js'), ip, String(port), '10000'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('udp-who did not listen')), 10_000);
-    child.stderr?.on('data', (d: Buffer) => { if (d.toString().includes('listening')) { clearTimeout(timer); resolve(); } });
-  });
-  const sender = new Promise<string>((resolve) => child.on('exit', () => resolve(out.trim())));
-  return { child, sender };
-}
 
 if (!isRoot) {
   t.skip('e2e firewall tests need root (network namespaces, TUN devices, iptables, nftables)', () => undefined);
