@@ -134,7 +134,7 @@ if (why !== undefined) {
 
     // ---- build: the one command
     const built = run('npm', ['run', 'package'], { cwd: ROOT, timeoutMs: 600_000 });
-    t.equal(built.status, 0, `npm run package: ${built.stderr.slice(-2000)}`);
+    t.equal(built.status, 0, `npm run package: ${built.stdout.slice(-2000)}${built.stderr.slice(-2000)}`); // tsc reports on stdout
     if (built.status !== 0 || !existsSync(deb)) return;
     const debSize = statSync(deb).size;
     t.comment(`${path.basename(deb)}: ${debSize} bytes`);
