@@ -27,7 +27,7 @@
 import type { Route, RouteSink } from '../dataplane/types';
 import { errorMessage } from '../errors';
 import type { Logger } from '../ops/log';
-import { formatIp, formatPrefix, parsePrefix, prefixContains, prefixKey, type Prefix } from './addr';
+import { formatIp, formatPrefix, parsePrefix, prefixContains, prefixCovers, prefixKey, type Prefix } from './addr';
 import { ip as systemIp, systemLinkOps } from './link';
 import { readFile } from 'node:fs/promises';
 
@@ -117,6 +117,8 @@ export interface DirectRoutesOptions {
   readonly underlay: string;
   /** the TUN device (configured already): its rp_filter is relaxed from strict to loose */
   readonly tun: string;
+  /** this node's lease: a peer subnet overlapping it never gets a kernel route (it would take this node's own pods' traffic to the link) */
+  readonly ownSubnet?: Prefix;
   readonly logger: Logger;
   readonly ops?: DirectRouteOps;
 }
@@ -241,6 +243,11 @@ export class DirectRoutes implements RouteSink {
     // the kernel accepts a local address as gateway: the subnet would be black-holed
     if (direct && want && isLocal(want.publicIp, local)) {
       this.o.logger.warn({ subnet: formatPrefix(want.subnet), publicIp: formatIp(want.publicIp) }, "DirectRouting: the peer's PublicIP is an address of this host; no direct route");
+      direct = false;
+    }
+    const own = this.o.ownSubnet;
+    if (direct && want && own && (prefixCovers(own, want.subnet) || prefixCovers(want.subnet, own))) {
+      this.o.logger.warn({ subnet: formatPrefix(want.subnet), ownSubnet: formatPrefix(own) }, "DirectRouting: the peer's subnet overlaps this node's own; no direct route");
       direct = false;
     }
     const ul = this.o.underlay;

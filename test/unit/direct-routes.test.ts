@@ -169,6 +169,19 @@ t.test("a peer whose PublicIP is one of this host's addresses gets no route (the
   await d.close();
 });
 
+t.test("a peer subnet overlapping this node's own gets no route (it would take this node's pods' traffic to the link)", async (t) => {
+  const k = fakeKernel();
+  const { logger, msgs } = memoryLogger('info');
+  const d = await DirectRoutes.start({ underlay: 'eth0', tun: 'flannel0', ownSubnet: pfx('10.244.1.0/24'), logger, ops: k.ops });
+  d.upsert({ subnet: pfx('10.244.1.0/25'), publicIp: ip('10.99.0.2') });
+  d.upsert({ subnet: pfx('10.244.0.0/23'), publicIp: ip('10.99.0.3') });
+  d.upsert({ subnet: pfx('10.244.2.0/24'), publicIp: ip('10.99.0.4') });
+  await d.idle();
+  t.same(ours(k.table), ['10.244.2.0/24 via 10.99.0.4'], 'inside ours, around ours: none; beside ours: routed');
+  t.equal(msgs().filter((m) => m.includes("overlaps this node's own")).length, 2, 'each said');
+  await d.close();
+});
+
 t.test('rp_filter off on the underlay: a warning names it', async (t) => {
   const k = fakeKernel();
   k.sysctls.set('net/ipv4/conf/eth0/rp_filter', '0');
