@@ -161,8 +161,9 @@ if (!isRoot) {
         t.equal(s.firewall?.repairs, 0);
 
         // a firewall reload removes our rules: repaired by the periodic check, and logged
+        // (not asserted gone in between: the 1 s resync may already have put them back; the
+        // repair log line, absent so far (repairs 0 above), shows they went missing)
         for (const c of f.flush) sh(n1.ns, c);
-        t.notMatch(sh(n1.ns, f.ours.cmd), f.ours.re, 'flushed');
         await waitForLog(d1, /"msg":"FORWARD accept rules were missing; repaired"/, 30_000);
         t.match(sh(n1.ns, f.ours.cmd), f.ours.re, 'repaired');
         t.ok(ping(3), 'pods reach each other again');
