@@ -7,9 +7,11 @@
  * it, so an accept in a table of our own does not override another table's drop. The
  * accepts go where the drop is. Each check finds every forward-hook base chain that drops
  * what it does not accept:
- *   iptables-legacy  filter FORWARD with policy drop (only when the legacy filter table
- *                    exists, per /proc/net/ip_tables_names: listing it would create it)
- *   iptables-nft     nft's `ip filter FORWARD` with policy drop, changed through iptables-nft
+ *   iptables-legacy  filter FORWARD with policy drop or a terminal last rule (`-j DROP`,
+ *                    `-j REJECT [--reject-with X]`, nothing else on the rule) (only when the
+ *                    legacy filter table exists, per /proc/net/ip_tables_names: listing it
+ *                    would create it)
+ *   iptables-nft     nft's `ip filter FORWARD`, the same way, changed through iptables-nft
  *                    so that the host's iptables tools keep understanding the table (through
  *                    nft, as below, when iptables-nft is not installed)
  *   nftables         any other forward base chain of family ip/inet whose policy is drop or
@@ -20,12 +22,12 @@
  *                    admin-prohibited`)
  * iptables flavours get flanneld's rules: chain FLANNEL-FWD with `-s <Network> -j ACCEPT`
  * and `-d <Network> -j ACCEPT`, reached by `-A FORWARD -j FLANNEL-FWD`, all with the comment
- * "flanneld forward". A native nftables chain gets `ip saddr <Network> accept` and
+ * "flanneld forward" (the jump inserted right before a terminal last rule, else appended).
+ * A native nftables chain gets `ip saddr <Network> accept` and
  * `ip daddr <Network> accept` with the comment "overlayd forward" (so that only ours are ever
  * removed): inserted right before its terminal rule when it has one, else appended. As
  * flanneld does, the host's own rules before them keep their effect; only the final drop is
- * overridden for the Network. (A terminal REJECT rule in an iptables FORWARD chain with
- * policy accept is not detected.)
+ * overridden for the Network.
  *
  * Lifecycle (JS main thread): start() removes whatever a previous instance left (both rule
  * sets, in every backend) and installs what the flags ask; every --iptables-resync seconds
@@ -53,7 +55,10 @@ export interface ForwardSite {
   readonly family: string;
   readonly table: string;
   readonly chain: string;
-  /** nftables only: handle of the chain's terminal rule, our accepts go right before it; absent: appended (policy drop) */
+  /**
+   * The chain's terminal rule, our accepts go right before it (absent: appended, policy drop):
+   * nftables its handle; iptables 1 (its position is looked up again when installing).
+   */
   readonly before?: number;
 }
 
@@ -106,6 +111,36 @@ async function nftChains(sys: FirewallSystem): Promise<NftListing | undefined> {
 
 const isIptablesNft = (c: { family: string; table: string; name: string }) => c.family === 'ip' && c.table === 'filter' && c.name === 'FORWARD';
 
+/** An iptables FORWARD rule that drops everything reaching it. */
+const IPTABLES_TERMINAL = /^-A FORWARD -j (DROP|REJECT( --reject-with \S+)?)$/;
+
+/**
+ * In `iptables -S FORWARD` output: the 1-based position of the chain's last rule other than
+ * ours when it is terminal, else undefined; and the position of our jump (undefined: none).
+ */
+export function iptablesTerminal(listing: string): { terminal?: number; jump?: number } {
+  const rules = listing.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('-A FORWARD '));
+  const ours = (l: string) => l.includes(FWD_COMMENT) && l.endsWith(`-j ${FWD_CHAIN}`);
+  const out: { terminal?: number; jump?: number } = {};
+  const j = rules.findIndex(ours);
+  if (j >= 0) out.jump = j + 1;
+  for (let i = rules.length - 1; i >= 0; i--) {
+    if (ours(rules[i]!)) continue;
+    if (IPTABLES_TERMINAL.test(rules[i]!)) out.terminal = i + 1;
+    break;
+  }
+  return out;
+}
+
+/** An iptables flavour's FORWARD site: policy drop (appended), or a terminal last rule (before: 1), or none. */
+async function iptablesSite(sys: FirewallSystem, backend: Exclude<ForwardBackend, 'nftables'>, policyDrop?: boolean): Promise<ForwardSite | undefined> {
+  const r = await sys.run(IPTABLES_BIN[backend], ['-w', '-t', 'filter', '-S', 'FORWARD']);
+  if (r.code !== 0) return undefined;
+  const site = { backend, family: 'ip', table: 'filter', chain: 'FORWARD' };
+  if (iptablesTerminal(r.stdout).terminal !== undefined) return { ...site, before: 1 };
+  return (policyDrop ?? /^-P FORWARD DROP$/m.test(r.stdout)) ? site : undefined;
+}
+
 /** Statements that neither match nor decide: a rule made of these and one verdict is unconditional. */
 const NEUTRAL_STATEMENTS = new Set(['counter', 'log']);
 /** bound on the jump/goto chain followed from a forward chain's last rule */
@@ -139,8 +174,8 @@ async function isTerminal(sys: FirewallSystem, rule: NftRule, depth: number): Pr
 export async function detectForwardDrops(sys: FirewallSystem): Promise<ForwardSite[]> {
   const sites: ForwardSite[] = [];
   if (await legacyFilterExists(sys)) {
-    const r = await sys.run('iptables-legacy', ['-w', '-t', 'filter', '-S', 'FORWARD']);
-    if (r.code === 0 && /^-P FORWARD DROP$/m.test(r.stdout)) sites.push({ backend: 'iptables-legacy', family: 'ip', table: 'filter', chain: 'FORWARD' });
+    const legacy = await iptablesSite(sys, 'iptables-legacy');
+    if (legacy) sites.push(legacy);
   }
   const listing = await nftChains(sys);
   for (const c of listing?.chains ?? []) {
@@ -148,7 +183,8 @@ export async function detectForwardDrops(sys: FirewallSystem): Promise<ForwardSi
     const site = { family: c.family, table: c.table, chain: c.name };
     // iptables' names: changed through iptables-nft when installed, else an nftables chain like any other
     if (isIptablesNft(c) && (await sys.run('iptables-nft', ['--version'])).code === 0) {
-      if (c.policy === 'drop') sites.push({ backend: 'iptables-nft', ...site });
+      const nft = await iptablesSite(sys, 'iptables-nft', c.policy === 'drop');
+      if (nft) sites.push(nft);
       continue;
     }
     // ours skipped: accepts appended to a policy-drop chain, or left after a terminal rule
@@ -174,7 +210,11 @@ export async function forwardPresent(sys: FirewallSystem, site: ForwardSite, net
   for (const [chain, spec] of iptablesForwardRules(network)) {
     if ((await sys.run(bin, ['-w', '-t', 'filter', '-C', chain, ...spec])).code !== 0) return false;
   }
-  return true;
+  if (site.before === undefined) return true;
+  // a terminal rule: our jump must come before it
+  const r = await sys.run(bin, ['-w', '-t', 'filter', '-S', 'FORWARD']);
+  const at = iptablesTerminal(r.stdout);
+  return r.code === 0 && at.jump !== undefined && (at.terminal === undefined || at.jump < at.terminal);
 }
 
 /** Deletes the native nftables rules carrying our comment; `only` restricts it to one chain. Resolves how many. */
@@ -215,7 +255,8 @@ export async function installForward(sys: FirewallSystem, site: ForwardSite, net
   const [jump, ...accepts] = iptablesForwardRules(network);
   for (const [chain, spec] of accepts) await ipt(['-A', chain, ...spec]);
   for (let i = 0; i < MAX_DUPLICATES && (await sys.run(bin, ['-w', '-t', 'filter', '-D', 'FORWARD', ...jump![1]])).code === 0; i++);
-  await ipt(['-A', 'FORWARD', ...jump![1]]);
+  const terminal = site.before === undefined ? undefined : iptablesTerminal(await ipt(['-S', 'FORWARD'])).terminal;
+  await ipt(terminal === undefined ? ['-A', 'FORWARD', ...jump![1]] : ['-I', 'FORWARD', String(terminal), ...jump![1]]);
 }
 
 /**

@@ -15,7 +15,7 @@ const FIXTURES = path.resolve(__dirname, 'fixtures');
 const INTERNET = '10.99.0.200';
 
 interface Flavour {
-  readonly name: 'iptables-legacy' | 'iptables-nft' | 'nftables' | 'firewalld';
+  readonly name: 'iptables-legacy' | 'iptables-nft' | 'nftables' | 'firewalld' | 'iptables-nft REJECT';
   /** the backend status shows */
   readonly backend: 'iptables-legacy' | 'iptables-nft' | 'nftables';
   /** the daemon's log line when it installs */
@@ -37,6 +37,12 @@ const HOSTFW_TABLE: string[][] = [
   ['nft', 'add', 'table', 'inet', 'hostfw'],
   ['nft', 'add chain inet hostfw forward_host { type filter hook forward priority 0; policy drop; }'],
   ['nft', 'add rule inet hostfw forward_host tcp dport 9 drop'],
+];
+
+/** iptables FORWARD, policy accept, one rule of the host's own, ending in a REJECT */
+const IPTABLES_REJECT: string[][] = [
+  ['iptables-nft', '-w', '-A', 'FORWARD', '-p', 'tcp', '--dport', '9', '-j', 'DROP'],
+  ['iptables-nft', '-w', '-A', 'FORWARD', '-j', 'REJECT', '--reject-with', 'icmp-host-prohibited'],
 ];
 
 /** firewalld's forward chain as its nftables backend builds it (abridged), with one rule of the host's own */
@@ -95,6 +101,17 @@ const FLAVOURS: Flavour[] = [
     // `firewall-cmd --reload`: the table re-made
     flush: [['nft', 'delete', 'table', 'inet', 'firewalld'], ...FIREWALLD_TABLE],
     undo: [['nft', 'delete', 'table', 'inet', 'firewalld']],
+  },
+  {
+    // policy accept, the chain ends in a REJECT (RHEL's iptables-services default)
+    name: 'iptables-nft REJECT',
+    backend: 'iptables-nft',
+    installed: /"msg":"FORWARD chain ends in a drop\/reject; accept rules for the Network installed"/,
+    setup: IPTABLES_REJECT,
+    hostState: ['iptables-nft', '-w', '-S'],
+    ours: { cmd: ['iptables-nft', '-w', '-S'], re: /-A FORWARD -m comment --comment "?flanneld forward"? -j FLANNEL-FWD\n-A FORWARD -j REJECT[\s\S]*-A FLANNEL-FWD -s 10\.244\.0\.0\/16 .*-j ACCEPT/ },
+    flush: [['iptables-nft', '-w', '-F', 'FORWARD'], ...IPTABLES_REJECT],
+    undo: [['nft', 'delete', 'table', 'ip', 'filter']],
   },
 ];
 

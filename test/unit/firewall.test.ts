@@ -5,7 +5,7 @@
 import t from 'tap';
 import pino from 'pino';
 import type { CommandResult, FirewallSystem } from '../../src/net/fwexec';
-import { detectForwardDrops, forwardPresent, installForward, iptablesForwardRules, nftForwardRules, removeAllForward, Firewall, type ForwardSite } from '../../src/net/firewall';
+import { detectForwardDrops, forwardPresent, installForward, iptablesForwardRules, iptablesTerminal, nftForwardRules, removeAllForward, Firewall, type ForwardSite } from '../../src/net/firewall';
 import { installMasq, masqRules, masqScript, masqPresent } from '../../src/net/masq';
 import { parsePrefix } from '../../src/net/addr';
 import { parseDaemonArgs, type Config } from '../../src/config';
@@ -221,6 +221,32 @@ t.test('install/present (nftables): before the terminal rule; ours after it coun
   await installForward(sys, site, NET);
   const batches = calls.filter((c) => c.startsWith('nft -j {')).map((c) => JSON.parse(c.slice('nft -j '.length)) as { nftables: object[] });
   t.same(batches.map((b) => b.nftables.map((c) => Object.keys(c)[0])), [['delete'], ['insert', 'insert']], 'the stale one deleted, then both inserted');
+});
+
+t.test('iptables: a FORWARD chain ending in -j REJECT/-j DROP (policy accept, RHEL-style) gets the jump before it', async (t) => {
+  const JUMP = '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD';
+  const REJ = '-A FORWARD -j REJECT --reject-with icmp-host-prohibited';
+  t.same(iptablesTerminal(`-P FORWARD ACCEPT\n-A FORWARD -p tcp -m tcp --dport 9 -j DROP\n${REJ}\n`), { terminal: 2 });
+  t.same(iptablesTerminal(`-P FORWARD ACCEPT\n${JUMP}\n-A FORWARD -j DROP\n`), { jump: 1, terminal: 2 });
+  t.same(iptablesTerminal(`-P FORWARD ACCEPT\n${REJ}\n${JUMP}\n`), { jump: 2, terminal: 1 }, 'ours after it: still found');
+  t.same(iptablesTerminal('-P FORWARD ACCEPT\n-A FORWARD -i eth9 -j REJECT\n'), {}, 'a conditional reject is not terminal');
+  t.same(iptablesTerminal('-P FORWARD ACCEPT\n-A FORWARD -j DOCKER-USER\n'), {});
+
+  let listing = `-P FORWARD ACCEPT\n-A FORWARD -p tcp -m tcp --dport 9 -j DROP\n${REJ}\n`;
+  const { sys, calls } = fakeSystem((line) => {
+    if (line === 'iptables-legacy -w -t filter -S FORWARD') return { stdout: listing };
+    if (line.startsWith('nft')) return { code: -1, stderr: 'spawn nft ENOENT' };
+    if (line.includes(' -D FORWARD ')) return { code: 1 };
+    return undefined;
+  }, { '/proc/net/ip_tables_names': 'filter\n' });
+  const [site] = await detectForwardDrops(sys);
+  t.same(site, { backend: 'iptables-legacy', family: 'ip', table: 'filter', chain: 'FORWARD', before: 1 });
+  await installForward(sys, site!, NET);
+  t.equal(calls.at(-1), 'iptables-legacy -w -t filter -I FORWARD 2 -m comment --comment flanneld forward -j FLANNEL-FWD', 'inserted at the REJECT\'s position');
+  listing = `-P FORWARD ACCEPT\n${REJ}\n${JUMP}\n`;
+  t.notOk(await forwardPresent(sys, site!, NET), 'a jump after the REJECT counts as missing');
+  listing = `-P FORWARD ACCEPT\n${JUMP}\n${REJ}\n`;
+  t.ok(await forwardPresent(sys, site!, NET), 'before it: present');
 });
 
 t.test('install (iptables): chain flushed and filled, duplicate jumps removed, jump appended', async (t) => {
