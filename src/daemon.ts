@@ -149,7 +149,7 @@ export class Daemon {
       network: netConfig.network, subnet: lease.subnet, logger: this.logger,
     });
     await this.firewall.start();
-    if (netConfig.directRouting) this.direct = await DirectRoutes.start({ underlay: underlay.name, tun: engine.tunName, logger: this.logger });
+    if (netConfig.directRouting) this.direct = await DirectRoutes.start({ underlay: underlay.name, tun: engine.tunName, ownSubnet: lease.subnet, logger: this.logger });
     else await removeStaleDirectRoutes(this.logger).catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, 'cannot check for stale direct routes'));
     this.sink = new TrackingSink(engine, this.logger, this.direct);
     await source.sync(this.sink);

@@ -89,6 +89,7 @@ Architecture: $arch
 Maintainer: ${DEBFULLNAME:-overlayd developers} <${DEBEMAIL:-overlayd@invalid}>
 Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)
 Depends: nodejs (>= 20), libc6 (>= $glibc), iproute2, nftables
+Recommends: iptables
 Section: net
 Priority: optional
 Description: per-node pod network over UDP, compatible with flannel's udp backend

@@ -27,7 +27,7 @@
 import type { Route, RouteSink } from '../dataplane/types';
 import { errorMessage } from '../errors';
 import type { Logger } from '../ops/log';
-import { formatIp, formatPrefix, parsePrefix, prefixContains, prefixKey, type Prefix } from './addr';
+import { formatIp, formatPrefix, parsePrefix, prefixContains, prefixCovers, prefixKey, type Prefix } from './addr';
 import { ip as systemIp, systemLinkOps } from './link';
 import { readFile } from 'node:fs/promises';
 
@@ -92,6 +92,14 @@ export function isOnLink(peer: number, table: readonly KernelRoute[], underlay: 
   return best !== undefined && best.r.gateway === undefined && best.r.dev === underlay;
 }
 
+/** Whether `addr` is one of this host's own (a `local` route of the local table contains it). */
+export function isLocal(addr: number, local: readonly KernelRoute[]): boolean {
+  return local.some((r) => {
+    const p = parseDst(r.dst);
+    return r.type === 'local' && p !== undefined && prefixContains(p, addr);
+  });
+}
+
 /**
  * Deletes every route with our protocol (a crashed instance's, possibly with DirectRouting
  * on then and off now); resolves how many there were. One `ip route show` when there are none.
@@ -109,6 +117,8 @@ export interface DirectRoutesOptions {
   readonly underlay: string;
   /** the TUN device (configured already): its rp_filter is relaxed from strict to loose */
   readonly tun: string;
+  /** this node's lease: a peer subnet overlapping it never gets a kernel route (it would take this node's own pods' traffic to the link) */
+  readonly ownSubnet?: Prefix;
   readonly logger: Logger;
   readonly ops?: DirectRouteOps;
 }
@@ -211,22 +221,35 @@ export class DirectRoutes implements RouteSink {
     const keys = [...this.dirty];
     this.dirty.clear();
     let table: KernelRoute[];
+    let local: KernelRoute[];
     try {
       table = JSON.parse(await this.ops.ip(['-j', '-4', 'route', 'show', 'table', 'main'])) as KernelRoute[];
+      local = JSON.parse(await this.ops.ip(['-j', '-4', 'route', 'show', 'table', 'local', 'type', 'local'])) as KernelRoute[];
     } catch (err) {
       this.o.logger.warn({ err: errorMessage(err) }, 'DirectRouting: cannot read the routing table; those peers stay on the UDP path for now');
       table = [];
+      local = [];
     }
     for (const k of keys) {
       if (this.closed) return;
-      await this.applyOne(k, table);
+      await this.applyOne(k, table, local);
     }
   }
 
-  private async applyOne(k: string, table: readonly KernelRoute[]): Promise<void> {
+  private async applyOne(k: string, table: readonly KernelRoute[], local: readonly KernelRoute[]): Promise<void> {
     const want = this.wanted.get(k);
     const cur = this.installed.get(k);
-    const direct = want !== undefined && isOnLink(want.publicIp, table, this.o.underlay);
+    let direct = want !== undefined && isOnLink(want.publicIp, table, this.o.underlay);
+    // the kernel accepts a local address as gateway: the subnet would be black-holed
+    if (direct && want && isLocal(want.publicIp, local)) {
+      this.o.logger.warn({ subnet: formatPrefix(want.subnet), publicIp: formatIp(want.publicIp) }, "DirectRouting: the peer's PublicIP is an address of this host; no direct route");
+      direct = false;
+    }
+    const own = this.o.ownSubnet;
+    if (direct && want && own && (prefixCovers(own, want.subnet) || prefixCovers(want.subnet, own))) {
+      this.o.logger.warn({ subnet: formatPrefix(want.subnet), ownSubnet: formatPrefix(own) }, "DirectRouting: the peer's subnet overlaps this node's own; no direct route");
+      direct = false;
+    }
     const ul = this.o.underlay;
     try {
       if (direct && want) {

@@ -5,21 +5,29 @@
  *
  * FORWARD: a packet is forwarded only when every base chain on the forward hook accepts
  * it, so an accept in a table of our own does not override another table's drop. The
- * accepts go where the drop is. Each check finds every forward-hook base chain whose
- * policy is drop:
- *   iptables-legacy  filter FORWARD (only when the legacy filter table exists, per
- *                    /proc/net/ip_tables_names: listing it would create it)
- *   iptables-nft     nft's `ip filter FORWARD`, changed through iptables-nft so that the
- *                    host's iptables tools keep understanding the table (through nft, as
- *                    below, when iptables-nft is not installed)
- *   nftables         any other forward base chain of family ip/inet with policy drop
+ * accepts go where the drop is. Each check finds every forward-hook base chain that drops
+ * what it does not accept:
+ *   iptables-legacy  filter FORWARD with policy drop or a terminal last rule (`-j DROP`,
+ *                    `-j REJECT [--reject-with X]`, nothing else on the rule) (only when the
+ *                    legacy filter table exists, per /proc/net/ip_tables_names: listing it
+ *                    would create it)
+ *   iptables-nft     nft's `ip filter FORWARD`, the same way, changed through iptables-nft
+ *                    so that the host's iptables tools keep understanding the table (through
+ *                    nft, as below, when iptables-nft is not installed)
+ *   nftables         any other forward base chain of family ip/inet whose policy is drop or
+ *                    whose last rule is terminal: an unconditional drop/reject (counter/log
+ *                    statements aside), or an unconditional jump/goto to a chain of the same
+ *                    table whose last rule is terminal (firewalld's `inet firewalld
+ *                    filter_FORWARD`, policy accept, ends in `reject with icmpx
+ *                    admin-prohibited`)
  * iptables flavours get flanneld's rules: chain FLANNEL-FWD with `-s <Network> -j ACCEPT`
  * and `-d <Network> -j ACCEPT`, reached by `-A FORWARD -j FLANNEL-FWD`, all with the comment
- * "flanneld forward". A native nftables chain gets `ip saddr <Network> accept` and
- * `ip daddr <Network> accept` appended, with the comment "overlayd forward" (so that only
- * ours are ever removed). Appended, as flanneld does: the host's own rules before them keep
- * their effect; only the drop policy is overridden for the Network. A chain whose last rule
- * is an unconditional drop/reject (policy accept) is not detected.
+ * "flanneld forward" (the jump inserted right before a terminal last rule, else appended).
+ * A native nftables chain gets `ip saddr <Network> accept` and
+ * `ip daddr <Network> accept` with the comment "overlayd forward" (so that only ours are ever
+ * removed): inserted right before its terminal rule when it has one, else appended. As
+ * flanneld does, the host's own rules before them keep their effect; only the final drop is
+ * overridden for the Network.
  *
  * Lifecycle (JS main thread): start() removes whatever a previous instance left (both rule
  * sets, in every backend) and installs what the flags ask; every --iptables-resync seconds
@@ -27,7 +35,7 @@
  * stop() removes ours where it put them, leaving the host's rules and policies untouched.
  */
 import { formatPrefix, type Prefix } from './addr';
-import { mustRun, parseNftJson, type FirewallSystem, type NftListing, systemFirewall } from './fwexec';
+import { mustRun, parseNftJson, type FirewallSystem, type NftListing, type NftRule, systemFirewall } from './fwexec';
 import { installMasq, masqPresent, removeMasq, MASQ_TABLE, type MasqPlan } from './masq';
 import { errorMessage } from '../errors';
 import type { Logger } from '../ops/log';
@@ -41,12 +49,17 @@ const MAX_DUPLICATES = 32;
 export type ForwardBackend = 'iptables-legacy' | 'iptables-nft' | 'nftables';
 const IPTABLES_BIN: Record<Exclude<ForwardBackend, 'nftables'>, string> = { 'iptables-legacy': 'iptables-legacy', 'iptables-nft': 'iptables-nft' };
 
-/** A forward-hook base chain with policy drop. */
+/** A forward-hook base chain that drops what it does not accept. */
 export interface ForwardSite {
   readonly backend: ForwardBackend;
   readonly family: string;
   readonly table: string;
   readonly chain: string;
+  /**
+   * The chain's terminal rule, our accepts go right before it (absent: appended, policy drop):
+   * nftables its handle; iptables 1 (its position is looked up again when installing).
+   */
+  readonly before?: number;
 }
 
 export function siteName(s: ForwardSite): string {
@@ -64,12 +77,18 @@ export function iptablesForwardRules(network: Prefix): Array<[string, string[]]>
   ];
 }
 
-/** The nft JSON commands that append the two accepts to a native chain (given to `nft -j` as one argument: nft's JSON mode cannot read a piped stdin). */
+/**
+ * The nft JSON commands that put the two accepts into a native chain, appended or (site.before)
+ * inserted before the terminal rule (given to `nft -j` as one argument: nft's JSON mode cannot
+ * read a piped stdin).
+ */
 export function nftForwardRules(site: ForwardSite, network: Prefix): object[] {
+  const verb = site.before === undefined ? 'add' : 'insert';
   const match = (field: 'saddr' | 'daddr') => ({
-    add: {
+    [verb]: {
       rule: {
         family: site.family, table: site.table, chain: site.chain, comment: NFT_FWD_COMMENT,
+        ...(site.before !== undefined && { handle: site.before }),
         expr: [
           { match: { op: '==', left: { payload: { protocol: 'ip', field } }, right: { prefix: { addr: formatPrefix(network).split('/')[0], len: network.len } } } },
           { accept: null },
@@ -92,19 +111,86 @@ async function nftChains(sys: FirewallSystem): Promise<NftListing | undefined> {
 
 const isIptablesNft = (c: { family: string; table: string; name: string }) => c.family === 'ip' && c.table === 'filter' && c.name === 'FORWARD';
 
-/** Every forward-hook base chain whose policy is drop, in the order legacy, iptables-nft, nftables. */
+/** An iptables FORWARD rule that drops everything reaching it. */
+const IPTABLES_TERMINAL = /^-A FORWARD -j (DROP|REJECT( --reject-with \S+)?)$/;
+
+/**
+ * In `iptables -S FORWARD` output: the 1-based position of the chain's last rule other than
+ * ours when it is terminal, else undefined; and the position of our jump (undefined: none).
+ */
+export function iptablesTerminal(listing: string): { terminal?: number; jump?: number } {
+  const rules = listing.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('-A FORWARD '));
+  const ours = (l: string) => l.includes(FWD_COMMENT) && l.endsWith(`-j ${FWD_CHAIN}`);
+  const out: { terminal?: number; jump?: number } = {};
+  const j = rules.findIndex(ours);
+  if (j >= 0) out.jump = j + 1;
+  for (let i = rules.length - 1; i >= 0; i--) {
+    if (ours(rules[i]!)) continue;
+    if (IPTABLES_TERMINAL.test(rules[i]!)) out.terminal = i + 1;
+    break;
+  }
+  return out;
+}
+
+/** An iptables flavour's FORWARD site: policy drop (appended), or a terminal last rule (before: 1), or none. */
+async function iptablesSite(sys: FirewallSystem, backend: Exclude<ForwardBackend, 'nftables'>, policyDrop?: boolean): Promise<ForwardSite | undefined> {
+  const r = await sys.run(IPTABLES_BIN[backend], ['-w', '-t', 'filter', '-S', 'FORWARD']);
+  if (r.code !== 0) return undefined;
+  const site = { backend, family: 'ip', table: 'filter', chain: 'FORWARD' };
+  if (iptablesTerminal(r.stdout).terminal !== undefined) return { ...site, before: 1 };
+  return (policyDrop ?? /^-P FORWARD DROP$/m.test(r.stdout)) ? site : undefined;
+}
+
+/** Statements that neither match nor decide: a rule made of these and one verdict is unconditional. */
+const NEUTRAL_STATEMENTS = new Set(['counter', 'log']);
+/** bound on the jump/goto chain followed from a forward chain's last rule */
+const MAX_JUMP_DEPTH = 4;
+
+async function listNftChain(sys: FirewallSystem, family: string, table: string, chain: string): Promise<NftListing | undefined> {
+  const r = await sys.run('nft', ['-j', 'list', 'chain', family, table, chain]);
+  return r.code === 0 ? parseNftJson(r.stdout) : undefined;
+}
+
+/**
+ * Whether a rule drops everything that reaches it: an unconditional drop/reject, or an
+ * unconditional jump/goto to a chain (same table) whose last rule does, followed at most
+ * `depth` levels.
+ */
+async function isTerminal(sys: FirewallSystem, rule: NftRule, depth: number): Promise<boolean> {
+  const verdicts = (rule.expr ?? []).filter((e) => !Object.keys(e).every((k) => NEUTRAL_STATEMENTS.has(k)));
+  if (verdicts.length !== 1) return false;
+  const v = verdicts[0]!;
+  if ('drop' in v || 'reject' in v) return true;
+  const to = (v['jump'] ?? v['goto']) as { target?: unknown } | undefined;
+  if (typeof to?.target !== 'string' || depth <= 0) return false;
+  const last = (await listNftChain(sys, rule.family, rule.table, to.target))?.rules.at(-1);
+  return last !== undefined && isTerminal(sys, last, depth - 1);
+}
+
+/**
+ * Every forward-hook base chain that drops what it does not accept (policy drop, or a
+ * terminal last rule in a native nftables chain), in the order legacy, iptables-nft, nftables.
+ */
 export async function detectForwardDrops(sys: FirewallSystem): Promise<ForwardSite[]> {
   const sites: ForwardSite[] = [];
   if (await legacyFilterExists(sys)) {
-    const r = await sys.run('iptables-legacy', ['-w', '-t', 'filter', '-S', 'FORWARD']);
-    if (r.code === 0 && /^-P FORWARD DROP$/m.test(r.stdout)) sites.push({ backend: 'iptables-legacy', family: 'ip', table: 'filter', chain: 'FORWARD' });
+    const legacy = await iptablesSite(sys, 'iptables-legacy');
+    if (legacy) sites.push(legacy);
   }
   const listing = await nftChains(sys);
   for (const c of listing?.chains ?? []) {
-    if (c.hook !== 'forward' || c.policy !== 'drop' || (c.family !== 'ip' && c.family !== 'inet')) continue;
-    // iptables' names without iptables-nft installed: an nftables chain like any other
-    const viaIptables = isIptablesNft(c) && (await sys.run('iptables-nft', ['--version'])).code === 0;
-    sites.push({ backend: viaIptables ? 'iptables-nft' : 'nftables', family: c.family, table: c.table, chain: c.name });
+    if (c.hook !== 'forward' || (c.family !== 'ip' && c.family !== 'inet')) continue;
+    const site = { family: c.family, table: c.table, chain: c.name };
+    // iptables' names: changed through iptables-nft when installed, else an nftables chain like any other
+    if (isIptablesNft(c) && (await sys.run('iptables-nft', ['--version'])).code === 0) {
+      const nft = await iptablesSite(sys, 'iptables-nft', c.policy === 'drop');
+      if (nft) sites.push(nft);
+      continue;
+    }
+    // ours skipped: accepts appended to a policy-drop chain, or left after a terminal rule
+    const last = (await listNftChain(sys, c.family, c.table, c.name))?.rules.filter((x) => x.comment !== NFT_FWD_COMMENT).at(-1);
+    if (last !== undefined && await isTerminal(sys, last, MAX_JUMP_DEPTH)) sites.push({ backend: 'nftables', ...site, before: last.handle });
+    else if (c.policy === 'drop') sites.push({ backend: 'nftables', ...site });
   }
   return sites;
 }
@@ -112,15 +198,23 @@ export async function detectForwardDrops(sys: FirewallSystem): Promise<ForwardSi
 /** True when all of our accepts are in place at the site. */
 export async function forwardPresent(sys: FirewallSystem, site: ForwardSite, network: Prefix): Promise<boolean> {
   if (site.backend === 'nftables') {
-    const r = await sys.run('nft', ['-j', 'list', 'chain', site.family, site.table, site.chain]);
-    if (r.code !== 0) return false;
-    return parseNftJson(r.stdout).rules.filter((x) => x.comment === NFT_FWD_COMMENT).length === 2;
+    const rules = (await listNftChain(sys, site.family, site.table, site.chain))?.rules;
+    if (rules === undefined) return false;
+    const ours = rules.flatMap((x, i) => (x.comment === NFT_FWD_COMMENT ? [i] : []));
+    if (ours.length !== 2) return false;
+    // a terminal rule: ours must come before it (a rule appended after it is never reached)
+    const end = site.before === undefined ? rules.length : rules.findIndex((x) => x.handle === site.before);
+    return ours.every((i) => i < end);
   }
   const bin = IPTABLES_BIN[site.backend];
   for (const [chain, spec] of iptablesForwardRules(network)) {
     if ((await sys.run(bin, ['-w', '-t', 'filter', '-C', chain, ...spec])).code !== 0) return false;
   }
-  return true;
+  if (site.before === undefined) return true;
+  // a terminal rule: our jump must come before it
+  const r = await sys.run(bin, ['-w', '-t', 'filter', '-S', 'FORWARD']);
+  const at = iptablesTerminal(r.stdout);
+  return r.code === 0 && at.jump !== undefined && (at.terminal === undefined || at.jump < at.terminal);
 }
 
 /** Deletes the native nftables rules carrying our comment; `only` restricts it to one chain. Resolves how many. */
@@ -161,7 +255,8 @@ export async function installForward(sys: FirewallSystem, site: ForwardSite, net
   const [jump, ...accepts] = iptablesForwardRules(network);
   for (const [chain, spec] of accepts) await ipt(['-A', chain, ...spec]);
   for (let i = 0; i < MAX_DUPLICATES && (await sys.run(bin, ['-w', '-t', 'filter', '-D', 'FORWARD', ...jump![1]])).code === 0; i++);
-  await ipt(['-A', 'FORWARD', ...jump![1]]);
+  const terminal = site.before === undefined ? undefined : iptablesTerminal(await ipt(['-S', 'FORWARD'])).terminal;
+  await ipt(terminal === undefined ? ['-A', 'FORWARD', ...jump![1]] : ['-I', 'FORWARD', String(terminal), ...jump![1]]);
 }
 
 /**
@@ -306,7 +401,8 @@ export class Firewall {
           this.repairs++;
           this.opts.logger.warn({ ...fields, repairs: this.repairs }, 'FORWARD accept rules were missing; repaired');
         } else {
-          this.opts.logger.info(fields, 'FORWARD policy is drop; accept rules for the Network installed');
+          const why = site.before === undefined ? 'FORWARD policy is drop' : 'FORWARD chain ends in a drop/reject';
+          this.opts.logger.info(fields, `${why}; accept rules for the Network installed`);
         }
       }
       this.known.set(key, site);

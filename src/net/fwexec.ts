@@ -57,7 +57,7 @@ export interface NftChain {
   family: string; table: string; name: string; handle: number;
   type?: string; hook?: string; prio?: number; policy?: string;
 }
-export interface NftRule { family: string; table: string; chain: string; handle: number; comment?: string }
+export interface NftRule { family: string; table: string; chain: string; handle: number; comment?: string; expr?: Array<Record<string, unknown>> }
 export interface NftListing { chains: NftChain[]; rules: NftRule[]; tables: { family: string; name: string }[] }
 
 /** Parses the output of `nft -j list ruleset|table|chains`. */

@@ -102,7 +102,7 @@ if (!isRoot) {
     const pods = topo.nodes.map((n) => n.pods[0]!);
 
     await t.test('same-link peers direct, the routed one over UDP; every pod reaches every pod; counted on the underlay', async (t) => {
-      for (const n of topo.nodes) t.ok(await until(15_000, () => status(topo, n).routes.length === 2), `node ${n.index} has both routes`);
+      for (const n of topo.nodes) t.ok(await until(30_000, () => status(topo, n).routes.length === 2), `node ${n.index} has both routes`);
       const via = (n: NodeInfo) => status(topo, n).routes.map((r) => `${r.subnet} ${r.via}`).sort();
       t.same(via(n1), [`${n2.subnet} direct`, `${n3.subnet} udp`].sort(), 'n1: n2 direct, n3 udp');
       t.same(via(n2), [`${n1.subnet} direct`, `${n3.subnet} udp`].sort(), 'n2: n1 direct, n3 udp');
@@ -140,18 +140,18 @@ if (!isRoot) {
       const has = (n: NodeInfo, r: string) => ourRoutes(topo, n).includes(r);
       const none = (n: NodeInfo) => !ourRoutes(topo, n).some((r) => r.startsWith('10.244.200.0/24'));
       put('10.99.0.77');
-      t.ok(await until(10_000, () => has(n1, '10.244.200.0/24 via 10.99.0.77 dev eth0') && has(n2, '10.244.200.0/24 via 10.99.0.77 dev eth0')), 'added: on the link of n1 and n2');
-      t.ok(await until(10_000, () => status(topo, n3).routes.some((r) => r.subnet === '10.244.200.0/24' && r.via === 'udp')), 'n3: a udp route');
+      t.ok(await until(30_000, () => has(n1, '10.244.200.0/24 via 10.99.0.77 dev eth0') && has(n2, '10.244.200.0/24 via 10.99.0.77 dev eth0')), 'added: on the link of n1 and n2');
+      t.ok(await until(30_000, () => status(topo, n3).routes.some((r) => r.subnet === '10.244.200.0/24' && r.via === 'udp')), 'n3: a udp route');
       t.ok(none(n3), 'n3: no kernel route');
       put('10.99.0.78');
-      t.ok(await until(10_000, () => has(n1, '10.244.200.0/24 via 10.99.0.78 dev eth0') && has(n2, '10.244.200.0/24 via 10.99.0.78 dev eth0')), 'changed on the link: via follows');
+      t.ok(await until(30_000, () => has(n1, '10.244.200.0/24 via 10.99.0.78 dev eth0') && has(n2, '10.244.200.0/24 via 10.99.0.78 dev eth0')), 'changed on the link: via follows');
       t.ok(none(n3));
       put('10.99.1.77');
-      t.ok(await until(10_000, () => none(n1) && none(n2) && has(n3, '10.244.200.0/24 via 10.99.1.77 dev eth0')), 'moved behind the router: n1, n2 drop it, n3 (now same link) routes it');
-      t.ok(await until(10_000, () => status(topo, n1).routes.some((r) => r.subnet === '10.244.200.0/24' && r.publicIp === '10.99.1.77' && r.via === 'udp')), 'n1: udp');
+      t.ok(await until(30_000, () => none(n1) && none(n2) && has(n3, '10.244.200.0/24 via 10.99.1.77 dev eth0')), 'moved behind the router: n1, n2 drop it, n3 (now same link) routes it');
+      t.ok(await until(30_000, () => status(topo, n1).routes.some((r) => r.subnet === '10.244.200.0/24' && r.publicIp === '10.99.1.77' && r.via === 'udp')), 'n1: udp');
       t.equal(etcd.ctl(['del', key]).status, 0);
-      t.ok(await until(10_000, () => none(n1) && none(n2) && none(n3)), 'removed: gone everywhere');
-      t.ok(await until(10_000, () => topo.nodes.every((n) => status(topo, n).routes.length === 2)), 'and from the engines');
+      t.ok(await until(30_000, () => none(n1) && none(n2) && none(n3)), 'removed: gone everywhere');
+      t.ok(await until(30_000, () => topo.nodes.every((n) => status(topo, n).routes.length === 2)), 'and from the engines');
     });
 
     await t.test('inbound routed packets: strict rp_filter drops a spoofed source from a non-peer on the link', async (t) => {

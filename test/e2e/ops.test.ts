@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { isRoot, run } from '../helpers/exec';
+import { udpWho } from '../helpers/udp-who';
 import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, type DaemonHandle } from '../helpers/topology';
 
 const FIXTURES = path.resolve(__dirname, 'fixtures');
@@ -43,19 +44,6 @@ function metricValue(text: string, name: string, labels: Record<string, string>)
   const fam = parsePrometheusTextFormat(text).find((f) => f.name === name);
   const sample = fam?.metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v));
   return sample?.value === undefined ? undefined : Number(sample.value);
-}
-
-/** Starts a one-datagram receiver on ip:port in ns; resolves once it listens. */
-async function udpWho(ns: string, ip: string, port: number): Promise<{ child: ChildProcess; sender: Promise<string> }> {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, path.join(FIXTURES, 'udp-who.js'), ip, String(port), '60000'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('udp-who did not listen within 30 s')), 30_000);
-    child.stderr?.on('data', (d: Buffer) => { if (d.toString().includes('listening')) { clearTimeout(timer); resolve(); } });
-  });
-  const sender = new Promise<string>((resolve) => child.on('exit', () => resolve(out.trim())));
-  return { child, sender };
 }
 
 if (!isRoot) {

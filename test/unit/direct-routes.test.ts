@@ -36,6 +36,13 @@ t.test('isOnLink: the best route to the peer has no gateway and leaves through t
   t.ok(isOnLink(ip('10.99.0.2'), metric, 'eth0'), 'same prefix: the lower metric wins');
 });
 
+/** The fake kernel's local table: this host is 10.99.0.1 (and 10.99.0.50, a secondary address). */
+const LOCAL: KernelRoute[] = [
+  { type: 'local', dst: '10.99.0.1', dev: 'eth0', protocol: 'kernel' },
+  { type: 'local', dst: '10.99.0.50', dev: 'eth0', protocol: 'kernel' },
+  { type: 'local', dst: '127.0.0.0/8', dev: 'lo', protocol: 'kernel' },
+];
+
 /** A fake kernel: a main table that ip(8) route commands edit. */
 function fakeKernel() {
   const table: KernelRoute[] = [
@@ -53,6 +60,7 @@ function fakeKernel() {
     async ip(args) {
       const a = [...args];
       calls.push(a.join(' '));
+      if (a.includes('show') && a.includes('local')) return JSON.stringify(LOCAL);
       if (a.includes('show')) return JSON.stringify(a.includes('proto') ? table.filter((r) => r.protocol === P) : table);
       if (failNext && a.includes('replace')) {
         failNext = false;
@@ -142,6 +150,36 @@ t.test('DirectRoutes follows the routes it is given; touches only its own; flush
   d.upsert({ subnet: pfx('10.244.7.0/24'), publicIp: ip('10.99.0.7') });
   await d.idle();
   t.equal(k.calls.length, before, 'nothing is applied after close');
+});
+
+t.test("a peer whose PublicIP is one of this host's addresses gets no route (the kernel would take it and black-hole the subnet)", async (t) => {
+  const k = fakeKernel();
+  const { logger, msgs } = memoryLogger('info');
+  const d = await DirectRoutes.start({ underlay: 'eth0', tun: 'flannel0', logger, ops: k.ops });
+  d.upsert({ subnet: pfx('10.244.2.0/24'), publicIp: ip('10.99.0.2') });
+  await d.idle();
+  t.equal(d.kindOf(pfx('10.244.2.0/24')), 'direct');
+  d.upsert({ subnet: pfx('10.244.2.0/24'), publicIp: ip('10.99.0.50') });
+  d.upsert({ subnet: pfx('10.244.3.0/24'), publicIp: ip('10.99.0.1') });
+  await d.idle();
+  t.same(ours(k.table), [], 'the route via a peer that moved onto our own address is removed, none added');
+  t.equal(d.kindOf(pfx('10.244.2.0/24')), 'udp');
+  t.equal(d.kindOf(pfx('10.244.3.0/24')), 'udp');
+  t.ok(msgs().some((m) => m.includes("PublicIP is an address of this host")), 'and said');
+  await d.close();
+});
+
+t.test("a peer subnet overlapping this node's own gets no route (it would take this node's pods' traffic to the link)", async (t) => {
+  const k = fakeKernel();
+  const { logger, msgs } = memoryLogger('info');
+  const d = await DirectRoutes.start({ underlay: 'eth0', tun: 'flannel0', ownSubnet: pfx('10.244.1.0/24'), logger, ops: k.ops });
+  d.upsert({ subnet: pfx('10.244.1.0/25'), publicIp: ip('10.99.0.2') });
+  d.upsert({ subnet: pfx('10.244.0.0/23'), publicIp: ip('10.99.0.3') });
+  d.upsert({ subnet: pfx('10.244.2.0/24'), publicIp: ip('10.99.0.4') });
+  await d.idle();
+  t.same(ours(k.table), ['10.244.2.0/24 via 10.99.0.4'], 'inside ours, around ours: none; beside ours: routed');
+  t.equal(msgs().filter((m) => m.includes("overlaps this node's own")).length, 2, 'each said');
+  await d.close();
 });
 
 t.test('rp_filter off on the underlay: a warning names it', async (t) => {

@@ -5,7 +5,7 @@
 import t from 'tap';
 import pino from 'pino';
 import type { CommandResult, FirewallSystem } from '../../src/net/fwexec';
-import { detectForwardDrops, installForward, iptablesForwardRules, nftForwardRules, removeAllForward, Firewall, type ForwardSite } from '../../src/net/firewall';
+import { detectForwardDrops, forwardPresent, installForward, iptablesForwardRules, iptablesTerminal, nftForwardRules, removeAllForward, Firewall, type ForwardSite } from '../../src/net/firewall';
 import { installMasq, masqRules, masqScript, masqPresent } from '../../src/net/masq';
 import { parsePrefix } from '../../src/net/addr';
 import { parseDaemonArgs, type Config } from '../../src/config';
@@ -147,6 +147,106 @@ t.test('detection: legacy filter table with an accept policy, nft not installed'
     return undefined;
   }, { '/proc/net/ip_tables_names': 'filter\n' });
   t.same(await detectForwardDrops(sys), []);
+});
+
+/** `nft -j list chain` output: one chain and its rules, each rule given as its expr (and comment). */
+const chainListing = (family: string, table: string, name: string, policy: string | undefined, rules: Array<{ handle: number; expr: object[]; comment?: string }>) => JSON.stringify({
+  nftables: [
+    { chain: { family, table, name, handle: 1, ...(policy && { type: 'filter', hook: 'forward', prio: 10, policy }) } },
+    ...rules.map((r) => ({ rule: { family, table, chain: name, ...r } })),
+  ],
+});
+const REJECT = { reject: { type: 'icmpx', expr: 'admin-prohibited' } };
+const CT_ACCEPT = { match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } };
+const CT_INVALID = { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'invalid' } };
+
+t.test('detection: firewalld-style chains, policy accept, ending in a drop/reject or a jump to one', async (t) => {
+  const listings: Record<string, string> = {
+    // firewalld's own: the final rule rejects
+    'inet firewalld filter_FORWARD': chainListing('inet', 'firewalld', 'filter_FORWARD', 'accept', [
+      { handle: 9, expr: [CT_ACCEPT, { accept: null }] },
+      { handle: 10, expr: [{ jump: { target: 'filter_FORWARD_ZONES' } }] },
+      { handle: 11, expr: [CT_INVALID, { drop: null }] },
+      { handle: 12, expr: [REJECT] },
+    ]),
+    // counted jump to a chain whose last rule is a counted drop
+    'inet t2 fw': chainListing('inet', 't2', 'fw', 'accept', [{ handle: 3, expr: [{ counter: { packets: 0, bytes: 0 } }, { goto: { target: 'post' } }] }]),
+    'inet t2 post': chainListing('inet', 't2', 'post', undefined, [{ handle: 5, expr: [{ log: { prefix: 'x' } }, { counter: null }, { drop: null }] }]),
+    // policy drop with a final reject: before the reject, not after it
+    'ip t3 fw': chainListing('ip', 't3', 'fw', 'drop', [{ handle: 4, expr: [REJECT] }]),
+    // not terminal: the last drop is conditional; the jump target ends in an accept
+    'inet t4 fw': chainListing('inet', 't4', 'fw', 'accept', [{ handle: 2, expr: [CT_INVALID, { drop: null }] }]),
+    'inet t5 fw': chainListing('inet', 't5', 'fw', 'accept', [{ handle: 2, expr: [{ jump: { target: 'zones' } }] }]),
+    'inet t5 zones': chainListing('inet', 't5', 'zones', undefined, [{ handle: 7, expr: [{ accept: null }] }]),
+    // a jump loop is followed a bounded number of times
+    'inet t6 fw': chainListing('inet', 't6', 'fw', 'accept', [{ handle: 2, expr: [{ jump: { target: 'loop' } }] }]),
+    'inet t6 loop': chainListing('inet', 't6', 'loop', undefined, [{ handle: 3, expr: [{ jump: { target: 'loop' } }] }]),
+    // ours appended after the reject by something else: the reject is still found
+    'inet t7 fw': chainListing('inet', 't7', 'fw', 'accept', [{ handle: 2, expr: [REJECT] }, { handle: 3, expr: [{ accept: null }], comment: 'overlayd forward' }]),
+  };
+  const fwd = (family: string, table: string, name: string, policy: string) => ({ family, table, name, handle: 1, type: 'filter', hook: 'forward', prio: 10, policy });
+  const { sys, calls } = fakeSystem((line) => {
+    if (line === 'nft -j list chains') {
+      return { stdout: chains(fwd('inet', 'firewalld', 'filter_FORWARD', 'accept'), fwd('inet', 't2', 'fw', 'accept'), fwd('ip', 't3', 'fw', 'drop'),
+        fwd('inet', 't4', 'fw', 'accept'), fwd('inet', 't5', 'fw', 'accept'), fwd('inet', 't6', 'fw', 'accept'), fwd('inet', 't7', 'fw', 'accept')) };
+    }
+    const m = /^nft -j list chain (\S+ \S+ \S+)$/.exec(line);
+    if (m) return listings[m[1]!] ? { stdout: listings[m[1]!] } : { code: 1, stderr: 'No such file or directory' };
+    return undefined;
+  });
+  t.same(await detectForwardDrops(sys), [
+    { backend: 'nftables', family: 'inet', table: 'firewalld', chain: 'filter_FORWARD', before: 12 },
+    { backend: 'nftables', family: 'inet', table: 't2', chain: 'fw', before: 3 },
+    { backend: 'nftables', family: 'ip', table: 't3', chain: 'fw', before: 4 },
+    { backend: 'nftables', family: 'inet', table: 't7', chain: 'fw', before: 2 },
+  ]);
+  t.ok(calls.filter((c) => c === 'nft -j list chain inet t6 loop').length <= 4, 'the jump loop is followed a bounded number of times');
+});
+
+t.test('install/present (nftables): before the terminal rule; ours after it count as missing', async (t) => {
+  const site: ForwardSite = { backend: 'nftables', family: 'inet', table: 'firewalld', chain: 'filter_FORWARD', before: 12 };
+  t.same(nftForwardRules(site, NET).map((c) => Object.keys(c)[0]), ['insert', 'insert']);
+  t.match(nftForwardRules(site, NET)[0], { insert: { rule: { handle: 12, comment: 'overlayd forward' } } });
+  const ours = (handle: number) => ({ handle, expr: [{ accept: null }], comment: 'overlayd forward' });
+  const present = async (rules: Array<{ handle: number; expr: object[]; comment?: string }>) =>
+    forwardPresent(fakeSystem(() => ({ stdout: chainListing('inet', 'firewalld', 'filter_FORWARD', 'accept', rules) })).sys, site, NET);
+  t.ok(await present([{ handle: 9, expr: [CT_ACCEPT, { accept: null }] }, ours(20), ours(21), { handle: 12, expr: [REJECT] }]), 'both before the reject');
+  t.notOk(await present([ours(20), { handle: 12, expr: [REJECT] }, ours(21)]), 'one after the reject');
+  t.notOk(await present([ours(20), ours(21), ours(22), { handle: 12, expr: [REJECT] }]), 'a duplicate');
+  t.notOk(await present([ours(20), { handle: 12, expr: [REJECT] }]), 'one missing');
+
+  const { sys, calls } = fakeSystem((line) => (line.startsWith('nft -j list chain')
+    ? { stdout: chainListing('inet', 'firewalld', 'filter_FORWARD', 'accept', [ours(30), { handle: 12, expr: [REJECT] }]) }
+    : undefined));
+  await installForward(sys, site, NET);
+  const batches = calls.filter((c) => c.startsWith('nft -j {')).map((c) => JSON.parse(c.slice('nft -j '.length)) as { nftables: object[] });
+  t.same(batches.map((b) => b.nftables.map((c) => Object.keys(c)[0])), [['delete'], ['insert', 'insert']], 'the stale one deleted, then both inserted');
+});
+
+t.test('iptables: a FORWARD chain ending in -j REJECT/-j DROP (policy accept, RHEL-style) gets the jump before it', async (t) => {
+  const JUMP = '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD';
+  const REJ = '-A FORWARD -j REJECT --reject-with icmp-host-prohibited';
+  t.same(iptablesTerminal(`-P FORWARD ACCEPT\n-A FORWARD -p tcp -m tcp --dport 9 -j DROP\n${REJ}\n`), { terminal: 2 });
+  t.same(iptablesTerminal(`-P FORWARD ACCEPT\n${JUMP}\n-A FORWARD -j DROP\n`), { jump: 1, terminal: 2 });
+  t.same(iptablesTerminal(`-P FORWARD ACCEPT\n${REJ}\n${JUMP}\n`), { jump: 2, terminal: 1 }, 'ours after it: still found');
+  t.same(iptablesTerminal('-P FORWARD ACCEPT\n-A FORWARD -i eth9 -j REJECT\n'), {}, 'a conditional reject is not terminal');
+  t.same(iptablesTerminal('-P FORWARD ACCEPT\n-A FORWARD -j DOCKER-USER\n'), {});
+
+  let listing = `-P FORWARD ACCEPT\n-A FORWARD -p tcp -m tcp --dport 9 -j DROP\n${REJ}\n`;
+  const { sys, calls } = fakeSystem((line) => {
+    if (line === 'iptables-legacy -w -t filter -S FORWARD') return { stdout: listing };
+    if (line.startsWith('nft')) return { code: -1, stderr: 'spawn nft ENOENT' };
+    if (line.includes(' -D FORWARD ')) return { code: 1 };
+    return undefined;
+  }, { '/proc/net/ip_tables_names': 'filter\n' });
+  const [site] = await detectForwardDrops(sys);
+  t.same(site, { backend: 'iptables-legacy', family: 'ip', table: 'filter', chain: 'FORWARD', before: 1 });
+  await installForward(sys, site!, NET);
+  t.equal(calls.at(-1), 'iptables-legacy -w -t filter -I FORWARD 2 -m comment --comment flanneld forward -j FLANNEL-FWD', 'inserted at the REJECT\'s position');
+  listing = `-P FORWARD ACCEPT\n${REJ}\n${JUMP}\n`;
+  t.notOk(await forwardPresent(sys, site!, NET), 'a jump after the REJECT counts as missing');
+  listing = `-P FORWARD ACCEPT\n${JUMP}\n${REJ}\n`;
+  t.ok(await forwardPresent(sys, site!, NET), 'before it: present');
 });
 
 t.test('install (iptables): chain flushed and filled, duplicate jumps removed, jump appended', async (t) => {
