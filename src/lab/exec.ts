@@ -7,9 +7,12 @@ export interface RunResult {
   readonly stderr: string;
 }
 
+/** Output a lab command may print, bytes (`overlayd status --json` with 10,000 routes is over 1 MB). */
+const MAX_OUTPUT = 64 * 1024 * 1024;
+
 /** Runs a command synchronously with a time bound (ms); never throws on non-zero exit. */
 export function run(cmd: string, args: readonly string[], opts: SpawnSyncOptions & { timeoutMs?: number } = {}): RunResult {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: opts.timeoutMs ?? 30_000, ...opts });
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: opts.timeoutMs ?? 30_000, maxBuffer: MAX_OUTPUT, ...opts });
   return {
     status: r.status ?? -1,
     stdout: String(r.stdout ?? ''),
