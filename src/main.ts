@@ -2,68 +2,35 @@
  * The `overlayd` command. `overlayd [flags]` runs the daemon; `overlayd status [--json]`
  * asks the daemon of this network namespace. Returns the process exit code.
  */
-import * as http from 'node:http';
 import { parseArgs } from 'node:util';
-import { helpText, parseDaemonArgs, parseHostPort, FLAGS, envName } from './config';
+import { helpText, parseDaemonArgs, parseHostPort } from './config';
 import { OverlaydError, errorMessage } from './errors';
 import { createLogger } from './ops/log';
+import { getJson, STATUS_SOCKET, type HttpAnswer } from './ops/status-socket';
+import { formatStatus, type StatusDoc } from './ops/status-types';
+import { VERSION } from './ops/version';
 
-const VERSION: string = (require('../../package.json') as { version: string }).version;
 
-function getJson(host: string, port: number, path: string, timeoutMs: number): Promise<{ status: number; body: unknown }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host, port, path, timeout: timeoutMs }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        try {
-          resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) });
-        } catch (err) {
-          reject(err);
-        }
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', reject);
-  });
-}
-
-interface StatusDoc {
-  ready?: boolean; engine?: string; source?: string;
-  lease?: { subnet: string; publicIp: string; expiresAt: string | null };
-  network?: { network: string; port: number };
-  tun?: { name: string; address: string; mtu: number };
-  routes?: { subnet: string; publicIp: string; ageSeconds: number | null }[];
-  counters?: Record<string, number>;
-}
-
-function formatStatus(s: StatusDoc): string {
-  const out: string[] = [];
-  out.push(`ready:    ${s.ready ? 'yes' : 'no'}   engine: ${s.engine ?? '-'}   route source: ${s.source ?? '-'}`);
-  if (s.network) out.push(`network:  ${s.network.network}  udp port ${s.network.port}`);
-  if (s.lease) out.push(`lease:    ${s.lease.subnet} -> ${s.lease.publicIp}${s.lease.expiresAt ? `  (expires ${s.lease.expiresAt})` : ''}`);
-  if (s.tun) out.push(`tun:      ${s.tun.name} ${s.tun.address}/32 mtu ${s.tun.mtu}`);
-  const routes = s.routes ?? [];
-  out.push(`routes:   ${routes.length}`);
-  for (const r of routes) out.push(`  ${r.subnet.padEnd(20)} via ${r.publicIp.padEnd(16)} age ${r.ageSeconds ?? '?'}s`);
-  out.push('counters:');
-  for (const [k, v] of Object.entries(s.counters ?? {})) out.push(`  ${k.padEnd(20)} ${v}`);
-  return out.join('\n') + '\n';
-}
-
+/**
+ * `overlayd status`: asks the daemon of this network namespace over its status socket (or over
+ * HTTP when --metrics-addr is given). Exit 0 healthy, 1 answering but unhealthy (waiting,
+ * lease lost, ...), 3 no daemon answers.
+ */
 async function statusCommand(argv: readonly string[]): Promise<number> {
   const { values } = parseArgs({ args: [...argv], options: { 'json': { type: 'boolean' }, 'metrics-addr': { type: 'string' } }, strict: true });
-  const addrText = values['metrics-addr'] ?? process.env[envName('metrics-addr')] ?? FLAGS['metrics-addr'].default;
-  const addr = parseHostPort('metrics-addr', addrText);
-  let res: { status: number; body: unknown };
+  const addrText = values['metrics-addr'];
+  const target = addrText ? parseHostPort('metrics-addr', addrText) : { socketPath: STATUS_SOCKET };
+  const where = addrText ? `on ${addrText}` : 'on its status socket';
+  let res: HttpAnswer;
   try {
-    res = await getJson(addr.host, addr.port, '/status', 3000);
+    res = await getJson(target, '/status', 5000);
   } catch (err) {
-    process.stderr.write(`overlayd status: no overlayd daemon answers on ${addrText} in this network namespace (${errorMessage(err)})\n`);
+    process.stderr.write(`overlayd status: no overlayd daemon answers ${where} in this network namespace (${errorMessage(err)})\n`);
     return 3;
   }
-  process.stdout.write(values.json ? JSON.stringify(res.body, null, 2) + '\n' : formatStatus(res.body as StatusDoc));
-  return 0;
+  const doc = res.body as StatusDoc;
+  process.stdout.write(values.json ? JSON.stringify(doc, null, 2) + '\n' : formatStatus(doc));
+  return doc.healthy === true ? 0 : 1;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {

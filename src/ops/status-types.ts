@@ -1,0 +1,116 @@
+/**
+ * The status document: the one contract between the daemon (GET /status on its status
+ * socket and on --metrics-addr) and `overlayd status`. JSON, produced by Daemon.status().
+ *
+ * Adding a field: add it (optional, so older daemons still parse) to StatusDoc here, fill it
+ * in the daemon, and, if people should see it, add one line to STATUS_LINES below. Nothing
+ * else needs to change.
+ */
+
+/**
+ * Where the daemon is in its life. The `waiting for …` phases carry what is waited for:
+ * `waiting for etcd at <endpoints>`, `waiting for <prefix>/config`.
+ */
+export type Phase =
+  | 'starting'
+  | `waiting for etcd at ${string}`
+  | `waiting for ${string}/config`
+  | 'acquiring the subnet lease'
+  | 'configuring the data plane'
+  | 'forwarding'
+  | 'shutting down';
+
+export interface StatusRoute {
+  subnet: string;
+  publicIp: string;
+  /** seconds since this route was installed; null when unknown */
+  ageSeconds: number | null;
+}
+
+/** Offloads in force, keyed by the `offload` label of overlayd_offload_enabled. */
+export interface StatusOffloads {
+  tun: boolean;
+  udp_gso: boolean;
+  udp_gro: boolean;
+  /** keyed by the `offload` label of overlayd_offload_fallbacks_total */
+  fallbacks: { udp_gso: number; tun_gro: number };
+}
+
+/**
+ * Forwarding counters summed over queues, in the words of /metrics:
+ * packets = overlayd_packets_total{direction}, bytes = overlayd_bytes_total{direction},
+ * drops = overlayd_drops_total{reason}; packets unless named bytes.
+ */
+export interface StatusCounters {
+  packets: Record<string, number>;
+  bytes: Record<string, number>;
+  drops: Record<string, number>;
+  /** overlayd_icmp_errors_sent_total */
+  icmp_errors_sent: number;
+  /** overlayd_tx_errors_total */
+  tx_errors: number;
+}
+
+export interface StatusDoc {
+  version: string;
+  pid: number;
+  uptimeSeconds: number;
+  phase: Phase;
+  /** true while forwarding with a valid lease (what /healthz answers 200 for) */
+  healthy: boolean;
+  /** why not healthy; absent when healthy */
+  reason?: string;
+  ready: boolean;
+  source: 'static' | 'etcd';
+  network: { network: string; port: number } | null;
+  lease: {
+    subnet: string;
+    publicIp: string;
+    /** ISO 8601; null when the lease never expires (static config) */
+    expiresAt: string | null;
+    valid: boolean;
+  } | null;
+  /** null with a static config */
+  etcd: { endpoints: string[]; connected: boolean; resyncs: number } | null;
+  tun: { name: string; address: string; mtu: number } | null;
+  engine: string;
+  offloads: StatusOffloads | null;
+  routes: StatusRoute[];
+  counters: StatusCounters | null;
+  /** bytes (process.memoryUsage()) */
+  memory: NodeJS.MemoryUsage;
+}
+
+/** One line of the human status: a label and how to render it (null/undefined: line left out). */
+export type StatusLine = readonly [label: string, render: (s: StatusDoc) => string | null | undefined];
+
+const yesNo = (b: boolean) => (b ? 'yes' : 'no');
+const kv = (o: Record<string, number>) => Object.entries(o).map(([k, v]) => `${k} ${v}`).join(', ');
+
+/** The human `overlayd status` lines, in order. Counters use the same words as /metrics. */
+export const STATUS_LINES: readonly StatusLine[] = [
+  ['health', (s) => (s.healthy ? 'ok' : `UNHEALTHY: ${s.reason ?? 'unknown'}`)],
+  ['phase', (s) => s.phase],
+  ['daemon', (s) => `pid ${s.pid}, overlayd ${s.version}, up ${s.uptimeSeconds}s, engine ${s.engine}, route source ${s.source}`],
+  ['network', (s) => s.network && `${s.network.network}  udp port ${s.network.port}`],
+  ['lease', (s) => s.lease && `${s.lease.subnet} -> ${s.lease.publicIp}  ${s.lease.valid ? 'valid' : 'NOT VALID'}${s.lease.expiresAt ? `, expires ${s.lease.expiresAt}` : ', never expires'}`],
+  ['etcd', (s) => s.etcd && `${s.etcd.connected ? 'connected' : 'NOT CONNECTED'} (${s.etcd.endpoints.join(',')}), watch resyncs ${s.etcd.resyncs}`],
+  ['tun', (s) => s.tun && `${s.tun.name} ${s.tun.address}/32 mtu ${s.tun.mtu}`],
+  ['offloads', (s) => s.offloads && `tun ${yesNo(s.offloads.tun)}, udp_gso ${yesNo(s.offloads.udp_gso)}, udp_gro ${yesNo(s.offloads.udp_gro)}; fallbacks ${kv(s.offloads.fallbacks)}`],
+  ['packets', (s) => s.counters && kv(s.counters.packets)],
+  ['bytes', (s) => s.counters && kv(s.counters.bytes)],
+  ['drops', (s) => s.counters && kv(s.counters.drops)],
+  ['errors', (s) => s.counters && `icmp_errors_sent ${s.counters.icmp_errors_sent}, tx_errors ${s.counters.tx_errors}`],
+];
+
+/** The human rendering of a status document (`overlayd status` without --json). */
+export function formatStatus(s: StatusDoc): string {
+  const out: string[] = [];
+  for (const [label, render] of STATUS_LINES) {
+    const text = render(s);
+    if (text !== undefined && text !== null) out.push(`${`${label}:`.padEnd(10)}${text}`);
+  }
+  out.push(`${'routes:'.padEnd(10)}${s.routes.length}`);
+  for (const r of s.routes) out.push(`  ${r.subnet.padEnd(20)} via ${r.publicIp.padEnd(16)} age ${r.ageSeconds ?? '?'}s`);
+  return out.join('\n') + '\n';
+}
