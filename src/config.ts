@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from './errors';
 import { isIp } from './net/addr';
-import { LOG_LEVELS, type LogLevel } from './ops/log';
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './ops/log';
 
 export type EngineKind = 'js' | 'native';
 export const ENGINES: readonly EngineKind[] = ['js', 'native'];
@@ -47,6 +47,7 @@ export const FLAGS = {
   'ip-masq': { type: 'boolean', default: 'false', help: 'masquerade traffic from pods to destinations outside the cluster Network (nftables)' },
   'metrics-addr': { type: 'string', default: '127.0.0.1:9285', help: 'HTTP address for /metrics, /healthz and /status (empty disables)' },
   'log-level': { type: 'string', default: 'info', help: `log level: ${LOG_LEVELS.join(', ')}` },
+  'log-format': { type: 'string', default: 'json', help: 'log format: json (one JSON object per line) or text (time, level, message and fields on one line)' },
   'help': { type: 'boolean', help: 'print this help and exit', noEnv: true },
   'version': { type: 'boolean', help: 'print the version and exit', noEnv: true },
 } as const satisfies Record<string, FlagSpec>;
@@ -92,6 +93,7 @@ export interface Config {
   /** host:port, or undefined when disabled */
   readonly metricsAddr?: { host: string; port: number };
   readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
 }
 
 export type ParsedCommand =
@@ -162,6 +164,12 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     return v === undefined || v === '' ? undefined : v;
   };
 
+  const oneOf = <T extends string>(flag: FlagName, allowed: readonly T[]): T => {
+    const v = get(flag) as string;
+    if (!(allowed as readonly string[]).includes(v)) throw new ConfigError(`--${flag} (${envName(flag)}): "${v}" is not one of ${allowed.join(', ')}`);
+    return v as T;
+  };
+
   const engine = get('engine') as string;
   if (!(ENGINES as readonly string[]).includes(engine)) throw new ConfigError(`--engine: "${engine}" is not one of ${ENGINES.join(', ')}`);
   const queuesText = (get('queues') as string).trim();
@@ -214,6 +222,7 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     ipMasq: getBool('ip-masq'),
     metricsAddr: metrics === undefined ? undefined : parseHostPort('metrics-addr', metrics),
     logLevel: logLevel as LogLevel,
+    logFormat: oneOf('log-format', LOG_FORMATS),
   };
   return { kind: 'daemon', config };
 }

@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 import { helpText, parseDaemonArgs, parseHostPort } from './config';
 import { OverlaydError, errorMessage } from './errors';
-import { createLogger } from './ops/log';
+import { createLogger, sameFile } from './ops/log';
 import { getJson, STATUS_SOCKET, type HttpAnswer } from './ops/status-socket';
 import { formatStatus, type StatusDoc } from './ops/status-types';
 import { VERSION } from './ops/version';
@@ -53,14 +53,15 @@ export async function main(argv: readonly string[]): Promise<number> {
       process.stdout.write(`overlayd ${VERSION}\n`);
       return 0;
     }
-    const logger = createLogger(cmd.config.logLevel);
+    const logger = createLogger(cmd.config.logLevel, cmd.config.logFormat);
     try {
       // loaded here so that `overlayd status` does not pay for etcd/gRPC and the addon
       const { runDaemon } = require('./daemon') as typeof import('./daemon');
       return await runDaemon(cmd.config, logger);
     } catch (err) {
       logger.fatal({ err: errorMessage(err), code: err instanceof OverlaydError ? err.code : undefined }, 'cannot start');
-      process.stderr.write(`overlayd: ${errorMessage(err)}\n`);
+      // reported once: the log line is enough when stderr goes where stdout goes (the journal)
+      if (!sameFile(1, 2)) process.stderr.write(`overlayd: ${errorMessage(err)}\n`);
       return 1;
     }
   } catch (err) {
