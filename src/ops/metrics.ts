@@ -130,5 +130,9 @@ export function statusCounters(queues: readonly EngineCounters[]): StatusCounter
 
 /** Offload state in the words of the `offload` label of /metrics. */
 export function statusOffloads(o: OffloadState): StatusOffloads {
-  return { tun: o.tun, udp_gso: o.udpGso, udp_gro: o.udpGro, fallbacks: { udp_gso: o.fallbacks.udpGso, tun_gro: o.fallbacks.tunGro } };
+  const a = o.activity;
+  return {
+    tun: o.tun, udp_gso: o.udpGso, udp_gro: o.udpGro, fallbacks: { udp_gso: o.fallbacks.udpGso, tun_gro: o.fallbacks.tunGro },
+    activity: { tun_gso_reads: a.tunGsoReads, tun_gro_writes: a.tunGroWrites, udp_gso_sends: a.udpGsoSends, udp_gro_recvs: a.udpGroRecvs },
+  };
 }

@@ -34,6 +34,8 @@ export interface StatusOffloads {
   udp_gro: boolean;
   /** keyed by the `offload` label of overlayd_offload_fallbacks_total */
   fallbacks: { udp_gso: number; tun_gro: number };
+  /** how much they did (no metric): super-packets read from / written to the TUN, UDP_SEGMENT sends, UDP_GRO receives of several datagrams */
+  activity: { tun_gso_reads: number; tun_gro_writes: number; udp_gso_sends: number; udp_gro_recvs: number };
 }
 
 /**
