@@ -5,6 +5,8 @@
  */
 import t from 'tap';
 import * as path from 'node:path';
+import { spawn } from 'node:child_process';
+import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { isRoot } from '../helpers/exec';
 import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, type DaemonHandle } from '../helpers/topology';
 
@@ -44,10 +46,31 @@ if (!isRoot) {
       const script = 'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"';
       const r = topo.netns.tryExec(n1.ns, 'unshare', ['-m', 'sh', '-c', script, 'sh', OVERLAYD_BIN, ...args(1)], 30_000);
       t.equal(r.status, 1, 'exit 1');
-      t.match(r.stderr + r.stdout, /net\.ipv4\.ip_forward is 0 and cannot be set .*sysctl -w net\.ipv4\.ip_forward=1/, 'the message names the sysctl and the fix');
+      t.match(r.stderr, /net\.ipv4\.ip_forward is 0 and cannot be set .*sysctl -w net\.ipv4\.ip_forward=1/, 'the message names the sysctl and the fix');
       t.equal(ipForward(n1.ns), '0', 'still off');
       t.not(topo.netns.tryExec(n1.ns, 'ip', ['link', 'show', 'flannel0']).status, 0, 'no TUN created');
       t.equal(topo.netns.tryExec(n1.ns, process.execPath, [OVERLAYD_BIN, 'status']).status, 3, 'no daemon left');
+    });
+
+    await t.test('as under systemd (stdout and stderr the journal stream): reported once, with its priority', async (t) => {
+      // the journal stand-in: one file for stdout and stderr, named by JOURNAL_STREAM as systemd does
+      const file = path.join(topo.tmp, 'journal.out');
+      const fd = openSync(file, 'w');
+      const st = fstatSync(fd);
+      const script = 'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"';
+      const child = spawn('ip', ['netns', 'exec', n1.ns, 'unshare', '-m', 'sh', '-c', script, 'sh', OVERLAYD_BIN, ...args(1)],
+        { stdio: ['ignore', fd, fd], env: { ...process.env, JOURNAL_STREAM: `${st.dev}:${st.ino}` } });
+      closeSync(fd);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+      clearTimeout(timer);
+      t.equal(code, 1);
+      const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+      const mentions = lines.filter((l) => l.includes('cannot be set'));
+      t.equal(mentions.length, 1, 'the fatal error appears once', { lines });
+      t.match(mentions[0] ?? '', /^<2>\{.*"level":"fatal"/, 'with priority <2> (crit)');
+      t.ok(lines.every((l) => /^<[0-7]>\{/.test(l)), 'every line carries its priority');
+      t.match(lines[0] ?? '', /^<6>\{.*"msg":"overlayd starting"/, 'the start line, info');
     });
   });
 }
