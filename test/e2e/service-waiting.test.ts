@@ -77,6 +77,7 @@ if (!isRoot) {
       t.equal(h.status, 503);
       t.same(JSON.parse(h.body), { ok: false, reason: waitingEtcd, phase: waitingEtcd });
       t.ok(await notify.waitFor((m) => m.startsWith(`STATUS=${waitingEtcd}`), 10_000), 'STATUS= names the etcd endpoints');
+      t.ok(await notify.waitFor((m) => new RegExp(`^STATUS=${waitingEtcd.replace(/[./]/g, '\\$&')} \\(\\d+s\\)$`).test(m), 20_000), 're-sent while waiting, with the time waited');
       t.notOk(notify.messages().some((m) => /READY=1/.test(m.text)), 'not READY');
       t.equal(d1.child.exitCode, null, 'still running');
     });
