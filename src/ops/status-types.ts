@@ -53,6 +53,15 @@ export interface StatusCounters {
   tx_errors: number;
 }
 
+/** The counters as one flat map: "packets.udp_sent", "bytes.udp_received", "drops.no_route", "icmp_errors_sent", "tx_errors". */
+export function flatCounters(c: StatusCounters): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const group of ['packets', 'bytes', 'drops'] as const) for (const [k, v] of Object.entries(c[group])) out[`${group}.${k}`] = v;
+  out['icmp_errors_sent'] = c.icmp_errors_sent;
+  out['tx_errors'] = c.tx_errors;
+  return out;
+}
+
 export interface StatusDoc {
   version: string;
   pid: number;

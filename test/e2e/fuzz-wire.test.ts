@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { isRoot } from '../helpers/exec';
 import { ENGINES } from '../helpers/engines';
 import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, type DaemonHandle, type NodeInfo } from '../helpers/topology';
-import type { StatusDoc } from '../../src/ops/status-types';
+import { flatCounters, type StatusDoc } from '../../src/ops/status-types';
 
 const FIXTURES = path.resolve(__dirname, 'fixtures');
 const FUZZ_COUNT = Number(process.env['OVERLAYD_FUZZ_COUNT'] ?? 1_000_000);
@@ -35,8 +35,7 @@ function status(topo: Topology, node: NodeInfo): StatusDoc {
 function counters(topo: Topology, node: NodeInfo): Record<string, number> {
   const c = status(topo, node).counters;
   if (!c) throw new Error('status has no counters');
-  const flat = (group: string, o: Record<string, number>) => Object.entries(o).map(([k, v]) => [`${group}.${k}`, v] as const);
-  return Object.fromEntries([...flat('packets', c.packets), ...flat('drops', c.drops), ['icmp_errors_sent', c.icmp_errors_sent], ['tx_errors', c.tx_errors]]);
+  return flatCounters(c);
 }
 
 /** UDP receive errors of the kernel in ns (socket buffer overflows + checksum errors). */
