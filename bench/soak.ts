@@ -16,6 +16,7 @@ import { NsEtcd } from '../src/lab/etcd-ns';
 import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, type DaemonHandle } from '../src/lab/topology';
 import { parseSubnetFile } from '../src/control/subnet-file';
 import { formatPrefix } from '../src/net/addr';
+import { flatCounters, type StatusDoc } from '../src/ops/status-types';
 
 const SAMPLE_EVERY_MS = 10_000;
 const CHURN_EVERY_MS = 5_000;
@@ -85,7 +86,8 @@ async function main(): Promise<number> {
 
     const counters = (k: number): Record<string, number> => {
       const r = topo.netns.tryExec(topo.node(k).ns, OVERLAYD_BIN, ['status', '--json']);
-      return r.status === 0 ? (JSON.parse(r.stdout) as { counters: Record<string, number> }).counters : {};
+      const c = r.status === 0 ? (JSON.parse(r.stdout) as StatusDoc).counters : null;
+      return c ? flatCounters(c) : {};
     };
     const start = [1, 2, 3].map(counters);
     const samples: Sample[] = [];
@@ -128,7 +130,7 @@ async function main(): Promise<number> {
       const fdSlope = slope(ts, s.map((x) => x.fds));
       const drops: Record<string, number> = {};
       for (const n of Object.keys(end[k - 1] ?? {})) {
-        if (!n.startsWith('drop_') && n !== 'tx_error') continue;
+        if (!n.startsWith('drops.') && n !== 'tx_errors') continue;
         const dv = (end[k - 1]![n] ?? 0) - (start[k - 1]![n] ?? 0);
         if (dv !== 0) drops[n] = dv;
       }

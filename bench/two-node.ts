@@ -22,6 +22,7 @@ import { median, percentile } from './stats';
 import type { Janitor } from './janitor';
 import { daemonArgs, type Availability, type Setup } from './engines';
 import { OVERLAYD_RT_PROTO } from '../src/net/direct-routes';
+import { flatCounters, type StatusDoc } from '../src/ops/status-types';
 
 export const IPERF_PORT = 5201;
 const VXLAN_PORT = 4789;
@@ -58,7 +59,7 @@ export interface Accounted {
   /**
    * Counters that changed during the run (after - before), keys "nK.udp.<snmp Udp field>",
    * "nK.<device>.rx_dropped|tx_dropped" (flannel0, vxbench, eth0) and
-   * "nK.daemon.<engine counter>" (overlayd status --json): where packets were lost.
+   * "nK.daemon.<status counter>" (overlayd status --json, flatCounters: "drops.no_route", ...): where packets were lost.
    */
   readonly counters?: Record<string, number>;
 }
@@ -286,8 +287,8 @@ function nodeStats(topo: Topology, k: number, daemon: boolean): Record<string, n
   if (daemon) {
     const st = topo.netns.tryExec(n.ns, process.execPath, [OVERLAYD_BIN, 'status', '--json'], 10_000);
     try {
-      const counters = (JSON.parse(st.stdout) as { counters?: Record<string, number> }).counters ?? {};
-      for (const [name, v] of Object.entries(counters)) if (typeof v === 'number') out[`n${k}.daemon.${name}`] = v;
+      const counters = (JSON.parse(st.stdout) as StatusDoc).counters;
+      if (counters) for (const [name, v] of Object.entries(flatCounters(counters))) out[`n${k}.daemon.${name}`] = v;
     } catch { /* daemon gone or no JSON: leave its counters out */ }
   }
   return out;

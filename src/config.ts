@@ -12,7 +12,7 @@ import { isIPv6 } from 'node:net';
 import { parseBoolText, parseFlags, type GivenFlags, type RefusedFlag } from './cli-flags';
 import { ConfigError } from './errors';
 import { isIp } from './net/addr';
-import { LOG_LEVELS, type LogLevel } from './ops/log';
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './ops/log';
 import { didYouMean } from './suggest';
 
 export type EngineKind = 'js' | 'native';
@@ -84,6 +84,7 @@ export const FLAGS = {
   'healthz-ip': { type: 'string', default: '0.0.0.0', flanneld: true, help: 'with --healthz-port: the address of the HTTP server (/healthz, /metrics, /status) instead of --metrics-addr' },
   'healthz-port': { type: 'string', default: '0', flanneld: true, help: 'port of flanneld\'s health endpoint: when not 0, the HTTP server listens on --healthz-ip:--healthz-port (0: --metrics-addr decides)' },
   'log-level': { type: 'string', default: 'info', help: `log level: ${LOG_LEVELS.join(', ')}` },
+  'log-format': { type: 'string', default: 'json', help: 'log format: json (one JSON object per line) or text (time, level, message and fields on one line)' },
   'v': { type: 'string', default: '0', flanneld: true, help: 'flanneld\'s (klog) verbosity: 0 = --log-level info, 1..4 = debug, 5 and more = trace; --log-level wins when both come from the same source' },
   'help': { type: 'boolean', alias: 'h', help: 'print this help and exit', noEnv: true },
   'version': { type: 'boolean', help: 'print the version and exit', noEnv: true },
@@ -176,6 +177,7 @@ export interface Config extends UnderlaySelection {
   /** host:port, or undefined when disabled */
   readonly metricsAddr?: { host: string; port: number };
   readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
 }
 
 export type ParsedCommand =
@@ -339,6 +341,12 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     return n;
   };
 
+  const oneOf = <T extends string>(flag: FlagName, allowed: readonly T[]): T => {
+    const v = get(flag) as string;
+    if (!(allowed as readonly string[]).includes(v)) throw new ConfigError(`--${flag} (${envName(flag)}): "${v}" is not one of ${allowed.join(', ')}`);
+    return v as T;
+  };
+
   const engine = get('engine') as string;
   if (!(ENGINES as readonly string[]).includes(engine)) throw new ConfigError(`--engine: "${engine}" is not one of ${ENGINES.join(', ')}`);
   const queuesText = (get('queues') as string).trim();
@@ -452,6 +460,7 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     iptablesResync: getDuration('iptables-resync'),
     metricsAddr,
     logLevel: logLevel as LogLevel,
+    logFormat: oneOf('log-format', LOG_FORMATS),
   };
   return { kind: 'daemon', config, warnings: unknownEnvWarnings(env) };
 }

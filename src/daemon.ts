@@ -3,9 +3,13 @@
  * the TUN link, serves status, and owns the lifecycle: start in order, shut down in reverse
  * on SIGTERM/SIGINT (exit 0) or on a fatal error (exit 1). Everything runs on the JS main
  * thread.
+ *
+ * What keeps the process alive: the status socket's server (ops/status-socket.ts), a ref'd
+ * handle opened first in start() and closed last in teardown, in every mode (static or etcd,
+ * any engine, with or without --metrics-addr). Nothing else is relied upon for that.
  */
-import * as net from 'node:net';
 import type * as http from 'node:http';
+import type { Registry } from 'prom-client';
 import { leaseRenewIntervalMs, type Config } from './config';
 import { AlreadyRunningError, ConfigError, errorMessage } from './errors';
 import { formatIp, formatPrefix, parseIp, type Prefix, prefixKey } from './net/addr';
@@ -20,31 +24,22 @@ import type { AcquiredLease, NetworkConfig, RouteSource } from './control/source
 import { StaticRouteSource } from './control/static-source';
 import { EtcdRouteSource } from './control/etcd-source';
 import { writeSubnetFile } from './control/subnet-file';
-import { startHttp, closeHttp } from './ops/http';
-import { createMetrics, type MetricsSource } from './ops/metrics';
+import { createHttpServer, listen, closeHttp } from './ops/http';
+import { createMetrics, statusCounters, statusOffloads, type MetricsSource } from './ops/metrics';
 import { SdNotifier } from './ops/sdnotify';
 import { collectGarbage } from './ops/gc';
+import { STATUS_SOCKET } from './ops/status-socket';
+import type { Phase, StatusDoc } from './ops/status-types';
+import { ensureIpForward, IP_FORWARD_SYSCTL } from './ops/ip-forward';
+import { VERSION } from './ops/version';
 import type { Logger } from './ops/log';
 
-/** Abstract unix socket (per network namespace, gone with the process): the single-instance lock. */
-export const INSTANCE_SOCKET = '\0overlayd.instance';
+/** The status socket is also the single-instance lock (abstract: per network namespace, gone with the process). */
+export const INSTANCE_SOCKET = STATUS_SOCKET;
 /** Shutdown must finish within this bound (ms); past it the process exits anyway. */
 const SHUTDOWN_BOUND_MS = 1500;
-
-function acquireInstanceLock(): Promise<net.Server> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer((c) => c.end());
-    server.once('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EADDRINUSE') {
-        reject(new AlreadyRunningError('another overlayd instance is already running in this network namespace'));
-      } else reject(err);
-    });
-    server.listen(INSTANCE_SOCKET, () => {
-      server.unref();
-      resolve(server);
-    });
-  });
-}
+/** While waiting (etcd, the network config), STATUS= is re-sent this often (ms) with the time waited. */
+const WAIT_STATUS_EVERY_MS = 5000;
 
 /** Forwards route changes to the engine and remembers when each route was installed. */
 class TrackingSink implements RouteSink {
@@ -72,14 +67,19 @@ export class Daemon {
   private link: TunLinkState | undefined;
   private direct: DirectRoutes | undefined;
   private firewall: Firewall | undefined;
+  /** the status socket's server: the single-instance lock and what keeps the event loop alive */
+  private statusServer: http.Server | undefined;
   private httpServer: http.Server | undefined;
-  private lock: net.Server | undefined;
   private sink: TrackingSink | undefined;
   private netConfig: NetworkConfig | undefined;
   private lease: AcquiredLease | undefined;
   private tunMtu = 0;
   private ready = false;
   private stopping = false;
+  private currentPhase: Phase = 'starting';
+  private phaseSince = Date.now();
+  private phaseAnnounced = false;
+  private waitStatusTimer: NodeJS.Timeout | undefined;
   private readonly startedAt = Date.now();
   private finish: ((code: number) => void) | undefined;
   private readonly notifier = SdNotifier.fromEnv();
@@ -103,9 +103,13 @@ export class Daemon {
 
   private async startSteps(): Promise<void> {
     const c = this.config;
-    this.lock = await acquireInstanceLock();
+    const metrics = createMetrics(this.metricsSource());
+    this.statusServer = await this.listenStatusSocket(metrics);
+    this.setPhase('starting');
     // a previous instance's firewall state goes now, not once a lease is held (etcd may be far)
     await removeLeftovers({ ipMasq: c.ipMasq, logger: this.logger });
+    if (c.metricsAddr) this.httpServer = await this.listenMetricsAddr(c.metricsAddr, metrics);
+    if (await ensureIpForward() === 'enabled') this.logger.warn({ sysctl: IP_FORWARD_SYSCTL }, `${IP_FORWARD_SYSCTL} was 0; set it to 1 (pods cannot reach other nodes without it)`);
     const underlay = await selectUnderlay(c);
     const publicIp = c.publicIp ?? underlay.address;
     if (publicIp === undefined) throw new ConfigError(`underlay interface ${underlay.name} has no IPv4 address; give --public-ip`);
@@ -115,13 +119,14 @@ export class Daemon {
     const source: RouteSource = c.staticConfig !== undefined
       ? new StaticRouteSource(c.staticConfig)
       : new EtcdRouteSource({
-        etcd: c.etcd, publicIp, subnetFile: c.subnetFile, leaseTtlSeconds: c.subnetLeaseTtl, logger: this.logger,
+        etcd: c.etcd, publicIp, subnetFile: c.subnetFile, leaseTtlSeconds: c.subnetLeaseTtl, logger: this.logger, onPhase: (p) => this.setPhase(p),
         renewIntervalMs: leaseRenewIntervalMs(c), resyncIntervalMs: c.etcdResyncInterval * 1000,
       });
     this.source = source;
     source.onFatal((err) => this.fail(err));
     const { config: netConfig, lease } = await source.start();
     this.checkNotStopping();
+    this.setPhase('configuring the data plane');
     this.netConfig = netConfig;
     this.lease = lease;
     if (c.staticConfig !== undefined && c.publicIp !== undefined && parseIp(c.publicIp) !== lease.publicIp) {
@@ -157,12 +162,60 @@ export class Daemon {
     this.checkNotStopping();
     collectGarbage(); // the initial sync's garbage (10,000 leases: ~20 MB resident until V8 gets to it)
     await writeSubnetFile(c.subnetFile, { network: netConfig.network, subnet: lease.subnet, mtu: this.tunMtu, ipMasq: c.ipMasq });
-    if (c.metricsAddr) this.httpServer = await startHttp(c.metricsAddr, this, createMetrics(this.metricsSource()));
     this.ready = true;
+    this.setPhase('forwarding', false);
     const err = this.notifier?.ready(`forwarding for ${formatPrefix(lease.subnet)}, ${engine.routes().length} routes`);
     if (err) this.logger.warn({ err: err.message }, 'sd_notify READY=1 failed');
     this.notifier?.startWatchdog(() => this.engine?.alive() === true);
     this.logger.info({ tun: engine.tunName, mtu: this.tunMtu, engine: engine.kind, routes: engine.routes().length, underlay: underlay.name, offloads: engine.offloads() }, 'forwarding');
+  }
+
+  /** The status socket; EADDRINUSE means another daemon holds this namespace. */
+  private async listenStatusSocket(metrics: Registry): Promise<http.Server> {
+    const server = createHttpServer(this, metrics);
+    try {
+      await listen(server, { path: STATUS_SOCKET });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new AlreadyRunningError('another overlayd instance is already running in this network namespace');
+      throw err;
+    }
+    return server;
+  }
+
+  private async listenMetricsAddr(addr: { host: string; port: number }, metrics: Registry): Promise<http.Server> {
+    const server = createHttpServer(this, metrics);
+    try {
+      await listen(server, addr);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new ConfigError(`cannot listen on --metrics-addr ${addr.host}:${addr.port}: ${e.code ?? e.message}`, { cause: err });
+    }
+    return server;
+  }
+
+  /**
+   * Records the phase, logs it and sends STATUS= (unless `notify` is false: READY=1 carries its
+   * own STATUS=). While in a `waiting for …` phase, STATUS= is re-sent every WAIT_STATUS_EVERY_MS
+   * with the time waited so far.
+   */
+  private setPhase(phase: Phase, notify = true): void {
+    if (phase === this.currentPhase && this.phaseAnnounced) return;
+    this.phaseAnnounced = true;
+    this.currentPhase = phase;
+    this.phaseSince = Date.now();
+    this.logger.info({ phase }, 'phase');
+    if (notify) this.sendStatus(phase);
+    if (this.waitStatusTimer) clearInterval(this.waitStatusTimer);
+    this.waitStatusTimer = undefined;
+    if (phase.startsWith('waiting for ') && this.notifier) {
+      this.waitStatusTimer = setInterval(() => this.sendStatus(`${phase} (${Math.round((Date.now() - this.phaseSince) / 1000)}s)`), WAIT_STATUS_EVERY_MS);
+      this.waitStatusTimer.unref();
+    }
+  }
+
+  private sendStatus(text: string): void {
+    const err = this.notifier?.status(text);
+    if (err) this.logger.debug({ err: err.message }, 'sd_notify STATUS= failed');
   }
 
   get isStopping(): boolean {
@@ -191,9 +244,12 @@ export class Daemon {
     if (this.stopping) return;
     this.stopping = true;
     this.ready = false;
+    this.setPhase('shutting down', false);
     this.notifier?.stopping();
     const timer = setTimeout(() => {
       this.logger.warn('shutdown took too long; exiting anyway');
+      // the status socket must not hold the process past the bound
+      this.statusServer?.close();
       this.finish?.(code);
     }, SHUTDOWN_BOUND_MS);
     timer.unref();
@@ -211,6 +267,8 @@ export class Daemon {
         this.logger.warn({ err: errorMessage(err) }, `shutdown: ${what} failed`);
       }
     };
+    if (this.waitStatusTimer) clearInterval(this.waitStatusTimer);
+    this.waitStatusTimer = undefined;
     if (this.httpServer) await step('close http', () => closeHttp(this.httpServer as http.Server));
     this.httpServer = undefined;
     if (this.source) await step('close route source', () => (this.source as RouteSource).close());
@@ -226,31 +284,38 @@ export class Daemon {
     this.link = undefined;
     if (this.engine) await step('close engine', () => (this.engine as Engine).close());
     this.engine = undefined;
-    this.lock?.close();
-    this.lock = undefined;
+    // last: the lock is held until everything above is undone
+    if (this.statusServer) await step('close status socket', () => closeHttp(this.statusServer as http.Server));
+    this.statusServer = undefined;
   }
 
   private metricsSource(): MetricsSource {
     const direct = this.direct;
-    return {
+    const src: MetricsSource = {
       ...(direct && { directRouteCount: () => direct.directCount() }),
       engineKind: () => this.engine?.kind,
       queueCounters: () => this.engine?.queueCounters(),
       routeCount: () => this.engine?.routes().length ?? 0,
       offloads: () => this.engine?.offloads(),
       leaseExpiresAt: () => this.source?.stats().leaseExpiresAt?.getTime(),
-      etcdConnected: () => this.source?.stats().connected,
       watchResyncs: () => this.source?.stats().resyncs ?? 0,
       firewallRepairs: () => this.firewall?.repairCount ?? 0,
       etcdLeader: () => this.source?.stats().leader,
       lastResyncAt: () => this.source?.stats().lastResyncAt?.getTime(),
     };
+    // the etcd gauge exists only with an etcd route source
+    if (this.config.staticConfig === undefined) src.etcdConnected = () => this.source?.stats().connected ?? false;
+    return src;
   }
 
   // ---- StatusProvider ----
+  phase(): Phase {
+    return this.currentPhase;
+  }
+
   unhealthy(): string | undefined {
     if (this.stopping) return 'shutting down';
-    if (!this.ready) return 'starting';
+    if (!this.ready) return this.currentPhase;
     if (!this.engine?.alive()) return 'data plane not running';
     const stats = this.source?.stats();
     if (!stats?.leaseValid) return 'subnet lease lost';
@@ -259,43 +324,55 @@ export class Daemon {
     return undefined;
   }
 
-  status(): unknown {
+  status(): StatusDoc {
     const engine = this.engine;
     const now = Date.now();
     const stats = this.source?.stats();
+    const reason = this.unhealthy();
+    const queues = engine?.queueCounters();
+    const offloads = engine?.offloads();
     return {
+      version: VERSION,
       pid: process.pid,
       uptimeSeconds: Math.round((now - this.startedAt) / 1000),
+      phase: this.currentPhase,
+      healthy: reason === undefined,
+      ...(reason === undefined ? {} : { reason }),
       ready: this.ready,
-      source: this.source?.kind,
-      network: this.netConfig && { network: formatPrefix(this.netConfig.network), port: this.netConfig.port },
-      lease: this.lease && {
+      source: this.config.staticConfig !== undefined ? 'static' : 'etcd',
+      network: this.netConfig ? { network: formatPrefix(this.netConfig.network), port: this.netConfig.port } : null,
+      lease: this.lease ? {
         subnet: formatPrefix(this.lease.subnet),
         publicIp: formatIp(this.lease.publicIp),
         expiresAt: (stats?.leaseExpiresAt ?? this.lease.expiresAt)?.toISOString() ?? null,
         valid: stats?.leaseValid ?? false,
+      } : null,
+      etcd: this.config.staticConfig !== undefined ? null : {
+        endpoints: this.config.etcd.endpoints, connected: stats?.connected ?? false, leader: stats?.leader ?? null,
+        resyncs: stats?.resyncs ?? 0, lastResync: stats?.lastResyncAt?.toISOString() ?? null,
       },
-      etcd: stats?.connected === undefined ? null : {
-        connected: stats.connected, leader: stats.leader ?? null, resyncs: stats.resyncs, lastResync: stats.lastResyncAt?.toISOString() ?? null,
-      },
-      healthy: this.unhealthy() ?? 'ok',
-      tun: engine && { name: engine.tunName, address: this.lease ? formatIp(this.lease.subnet.addr) : null, mtu: this.tunMtu },
-      engine: engine?.kind,
-      offloads: engine?.offloads() ?? null,
+      tun: engine && this.lease ? { name: engine.tunName, address: formatIp(this.lease.subnet.addr), mtu: this.tunMtu } : null,
+      engine: engine?.kind ?? this.config.engine,
+      offloads: offloads ? statusOffloads(offloads) : null,
       firewall: this.firewall?.status() ?? null,
       routes: (engine?.routes() ?? []).map((r) => {
         const since = this.sink?.since.get(prefixKey(r.subnet));
         return { subnet: formatPrefix(r.subnet), publicIp: formatIp(r.publicIp), ageSeconds: since === undefined ? null : Math.round((now - since) / 1000), via: this.direct?.kindOf(r.subnet) ?? 'udp' };
       }),
-      counters: engine?.counters() ?? {},
-      /** bytes (process.memoryUsage(): rss, heapTotal, heapUsed, external, arrayBuffers) */
+      counters: queues ? statusCounters(queues) : null,
       memory: process.memoryUsage(),
     };
   }
 }
 
+/** The configuration as logged at start: everything in force, secrets masked. */
+export function effectiveConfig(config: Config): Config {
+  return { ...config, etcd: { ...config.etcd, ...(config.etcd.password !== undefined ? { password: '***' } : {}) } };
+}
+
 /** Runs the daemon until a signal or a fatal error; resolves the exit code. */
 export async function runDaemon(config: Config, logger: Logger): Promise<number> {
+  logger.info({ version: VERSION, config: effectiveConfig(config) }, 'overlayd starting');
   const daemon = new Daemon(config, logger);
   const onSignal = (sig: NodeJS.Signals) => void daemon.stop(sig);
   process.on('SIGTERM', onSignal);

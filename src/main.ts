@@ -2,54 +2,13 @@
  * The `overlayd` command. `overlayd [flags]` runs the daemon; `overlayd status [--json]`
  * asks the daemon of this network namespace. Returns the process exit code.
  */
-import * as http from 'node:http';
 import { parseFlags } from './cli-flags';
-import { helpText, parseDaemonArgs, parseHostPort, FLAGS, envName } from './config';
+import { helpText, parseDaemonArgs, parseHostPort } from './config';
 import { ConfigError, OverlaydError, errorMessage } from './errors';
-import { createLogger } from './ops/log';
-
-const VERSION: string = (require('../../package.json') as { version: string }).version;
-
-function getJson(host: string, port: number, path: string, timeoutMs: number): Promise<{ status: number; body: unknown }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host, port, path, timeout: timeoutMs }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        try {
-          resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) });
-        } catch (err) {
-          reject(err);
-        }
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', reject);
-  });
-}
-
-interface StatusDoc {
-  ready?: boolean; engine?: string; source?: string;
-  lease?: { subnet: string; publicIp: string; expiresAt: string | null };
-  network?: { network: string; port: number };
-  tun?: { name: string; address: string; mtu: number };
-  routes?: { subnet: string; publicIp: string; ageSeconds: number | null; via?: string }[];
-  counters?: Record<string, number>;
-}
-
-function formatStatus(s: StatusDoc): string {
-  const out: string[] = [];
-  out.push(`ready:    ${s.ready ? 'yes' : 'no'}   engine: ${s.engine ?? '-'}   route source: ${s.source ?? '-'}`);
-  if (s.network) out.push(`network:  ${s.network.network}  udp port ${s.network.port}`);
-  if (s.lease) out.push(`lease:    ${s.lease.subnet} -> ${s.lease.publicIp}${s.lease.expiresAt ? `  (expires ${s.lease.expiresAt})` : ''}`);
-  if (s.tun) out.push(`tun:      ${s.tun.name} ${s.tun.address}/32 mtu ${s.tun.mtu}`);
-  const routes = s.routes ?? [];
-  out.push(`routes:   ${routes.length}`);
-  for (const r of routes) out.push(`  ${r.subnet.padEnd(20)} via ${r.publicIp.padEnd(16)} age ${r.ageSeconds ?? '?'}s${r.via === 'direct' ? '  direct (kernel route, no tunnel)' : ''}`);
-  out.push('counters:');
-  for (const [k, v] of Object.entries(s.counters ?? {})) out.push(`  ${k.padEnd(20)} ${v}`);
-  return out.join('\n') + '\n';
-}
+import { createLogger, sameFile } from './ops/log';
+import { getJson, STATUS_SOCKET, type HttpAnswer } from './ops/status-socket';
+import { formatStatus, type StatusDoc } from './ops/status-types';
+import { VERSION } from './ops/version';
 
 /** `overlayd status` flags (Go-style like the daemon's). */
 const STATUS_FLAGS = {
@@ -64,15 +23,22 @@ export function statusHelpText(): string {
   return [
     'usage: overlayd status [--json] [--metrics-addr HOST:PORT]',
     '',
-    'Asks the overlayd daemon of this network namespace for its state and prints it.',
+    'Asks the overlayd daemon of this network namespace for its state and prints it. It finds',
+    'the daemon on its status socket (no flag or environment variable needed).',
     '  --json                 print the status document as JSON',
-    `  --metrics-addr ADDR    the daemon's HTTP address (default: ${envName('metrics-addr')} when set and not empty, else ${FLAGS['metrics-addr'].default})`,
+    '  --metrics-addr ADDR    ask over HTTP at this address instead (the daemon\'s --metrics-addr)',
     '  --help, -h             print this help',
     '',
-    'Exit codes: 0 the daemon answered, 2 usage error, 3 no daemon answers.',
+    'Exit codes: 0 healthy, 1 the daemon answered but is not healthy (waiting, lease lost, ...),',
+    '2 usage error, 3 no daemon answers.',
   ].join('\n') + '\n';
 }
 
+/**
+ * `overlayd status`: asks the daemon of this network namespace over its status socket (or over
+ * HTTP when --metrics-addr is given). Exit 0 healthy, 1 answering but unhealthy (waiting,
+ * lease lost, ...), 3 no daemon answers.
+ */
 async function statusCommand(argv: readonly string[]): Promise<number> {
   const given = parseFlags(argv, STATUS_FLAGS, {}, STATUS_USAGE);
   if (given.get('help') === true) {
@@ -80,19 +46,19 @@ async function statusCommand(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const flag = given.get('metrics-addr');
-  // an empty OVERLAYD_METRICS_ADDR (the daemon's HTTP server disabled) leaves the default to try
-  const envAddr = process.env[envName('metrics-addr')];
-  const addrText = Array.isArray(flag) ? (flag.at(-1) as string) : envAddr !== undefined && envAddr !== '' ? envAddr : FLAGS['metrics-addr'].default;
-  const addr = parseHostPort('metrics-addr', addrText);
-  let res: { status: number; body: unknown };
+  const addrText = Array.isArray(flag) ? (flag.at(-1) as string) : undefined;
+  const target = addrText ? parseHostPort('metrics-addr', addrText) : { socketPath: STATUS_SOCKET };
+  const where = addrText ? `on ${addrText}` : 'on its status socket';
+  let res: HttpAnswer;
   try {
-    res = await getJson(addr.host, addr.port, '/status', 3000);
+    res = await getJson(target, '/status', 5000);
   } catch (err) {
-    process.stderr.write(`overlayd status: no overlayd daemon answers on ${addrText} in this network namespace (${errorMessage(err)})\n`);
+    process.stderr.write(`overlayd status: no overlayd daemon answers ${where} in this network namespace (${errorMessage(err)})\n`);
     return 3;
   }
-  process.stdout.write(given.get('json') === true ? JSON.stringify(res.body, null, 2) + '\n' : formatStatus(res.body as StatusDoc));
-  return 0;
+  const doc = res.body as StatusDoc;
+  process.stdout.write(given.get('json') === true ? JSON.stringify(doc, null, 2) + '\n' : formatStatus(doc));
+  return doc.healthy === true ? 0 : 1;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -116,7 +82,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       process.stdout.write(`overlayd ${VERSION}\n`);
       return 0;
     }
-    const logger = createLogger(cmd.config.logLevel);
+    const logger = createLogger(cmd.config.logLevel, cmd.config.logFormat);
     for (const w of cmd.warnings) logger.warn(w);
     try {
       // loaded here so that `overlayd status` does not pay for etcd/gRPC and the addon
@@ -124,7 +90,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       return await runDaemon(cmd.config, logger);
     } catch (err) {
       logger.fatal({ err: errorMessage(err), code: err instanceof OverlaydError ? err.code : undefined }, 'cannot start');
-      process.stderr.write(`overlayd: ${errorMessage(err)}\n`);
+      // reported once: the log line is enough when stderr goes where stdout goes (the journal)
+      if (!sameFile(1, 2)) process.stderr.write(`overlayd: ${errorMessage(err)}\n`);
       return 1;
     }
   } catch (err) {

@@ -12,6 +12,7 @@ import { ConfigError, EtcdError, LeaseError, OverlaydError, errorMessage } from 
 import { formatIp, formatPrefix, parseIp, type Prefix } from '../net/addr';
 import { collectGarbage } from '../ops/gc';
 import type { Logger } from '../ops/log';
+import type { Phase } from '../ops/status-types';
 import { Backoff, Stopper, type BackoffOptions } from './backoff';
 import { createEtcdClient, etcdErrorText, explainEtcdError, isTransientEtcdError, type EtcdOptions } from './etcd-client';
 import { ConfigWatch } from './config-watch';
@@ -52,6 +53,8 @@ export interface EtcdSourceOptions {
   maxAcquireAttempts?: number;
   /** [0,1) random source for the subnet pick */
   random?: () => number;
+  /** told what start() waits for, on each change (status, health and sd_notify STATUS=) */
+  onPhase?: (phase: Phase) => void;
   /** test seams (see RangeMirrorOptions.beforeWatch); never set in production */
   testHooks?: { beforeWatch?: (listRevision: number) => Promise<void> };
 }
@@ -76,6 +79,7 @@ export class EtcdRouteSource implements RouteSource {
   private fatalError: Error | undefined;
   private startDeadline = 0;
   private closed = false;
+  private phase: Phase = 'starting';
 
   constructor(opts: EtcdSourceOptions) {
     this.o = opts;
@@ -115,6 +119,12 @@ export class EtcdRouteSource implements RouteSource {
     return this.mirror?.resyncs ?? 0;
   }
 
+  private setPhase(phase: Phase): void {
+    if (phase === this.phase) return;
+    this.phase = phase;
+    this.o.onPhase?.(phase);
+  }
+
   private checkOpen(): void {
     if (this.closed) throw new EtcdError('etcd route source closed during start-up');
   }
@@ -127,15 +137,19 @@ export class EtcdRouteSource implements RouteSource {
   private async retrying<T>(action: string, fn: () => Promise<T>): Promise<T> {
     const backoff = new Backoff({ initialMs: 250, maxMs: 5000 });
     let warned = false;
+    const phaseBefore = this.phase;
     for (;;) {
       this.checkOpen();
       try {
-        return await fn();
+        const result = await fn();
+        this.setPhase(phaseBefore);
+        return result;
       } catch (err) {
         if (err instanceof OverlaydError && !(err instanceof EtcdError)) throw err;
         if (!isTransientEtcdError(err) || Date.now() >= this.startDeadline) {
           throw explainEtcdError(err, this.o.etcd, action);
         }
+        this.setPhase(`waiting for etcd at ${this.o.etcd.endpoints.join(',')}`);
         if (!warned) {
           this.log.warn({ err: etcdErrorText(err), endpoints: this.o.etcd.endpoints }, `etcd unreachable while ${action}; retrying`);
           warned = true;
@@ -159,7 +173,9 @@ export class EtcdRouteSource implements RouteSource {
     this.log.info({ endpoints: this.o.etcd.endpoints, prefix: this.prefix, publicIp: this.o.publicIp }, 'connecting to etcd');
 
     // 1. the network config
+    this.setPhase(`waiting for etcd at ${this.o.etcd.endpoints.join(',')}`);
     const config = await this.waitForConfig(client);
+    this.setPhase('acquiring the subnet lease');
 
     // 2. the lease
     const previousSubnet = await this.previousSubnet();
@@ -264,6 +280,7 @@ export class EtcdRouteSource implements RouteSource {
         this.log.info({ key, config: describeNetworkConfig(config) }, 'network config read');
         return config;
       }
+      this.setPhase(`waiting for ${this.prefix}/config`);
       if (!warned) {
         this.log.warn({ key }, 'network config not found in etcd; waiting for it to be created');
         warned = true;

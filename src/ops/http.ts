@@ -1,19 +1,25 @@
 /**
- * The daemon's HTTP endpoint (--metrics-addr): GET /metrics (Prometheus text format),
- * GET /status (JSON for `overlayd status`),
- * GET /healthz (200 while forwarding and the lease is valid, else 503 with a JSON reason).
- * Bound to loopback by default; one per network namespace.
+ * The daemon's HTTP endpoints, the same on each listener: GET /metrics (Prometheus text
+ * format), GET /status (the StatusDoc of status-types.ts), GET /healthz (200 while forwarding
+ * with a valid lease, else 503 with the reason and the phase). Listeners: the status socket
+ * (always; see status-socket.ts) and --metrics-addr (loopback by default; empty disables).
+ * Both are up from the start of the daemon, so health is visible while it waits.
  */
 import * as http from 'node:http';
 import type { Registry } from 'prom-client';
+import type { Phase, StatusDoc } from './status-types';
 
 export interface StatusProvider {
-  status(): unknown;
+  status(): StatusDoc;
   /** undefined when healthy, else the reason */
   unhealthy(): string | undefined;
+  phase(): Phase;
 }
 
-export async function startHttp(addr: { host: string; port: number }, provider: StatusProvider, metrics: Registry): Promise<http.Server> {
+/** Where a listener listens: TCP host:port, or a unix socket path ("\0name": abstract). */
+export type ListenTarget = { host: string; port: number } | { path: string };
+
+export function createHttpServer(provider: StatusProvider, metrics: Registry): http.Server {
   const server = http.createServer((req, res) => {
     const send = (code: number, body: unknown) => {
       const text = JSON.stringify(body, null, 1) + '\n';
@@ -32,17 +38,26 @@ export async function startHttp(addr: { host: string; port: number }, provider: 
     }
     if (url === '/healthz') {
       const reason = provider.unhealthy();
-      return reason === undefined ? send(200, { ok: true }) : send(503, { ok: false, reason });
+      return reason === undefined ? send(200, { ok: true, phase: provider.phase() }) : send(503, { ok: false, reason, phase: provider.phase() });
     }
     return send(404, { error: 'not found', paths: ['/metrics', '/status', '/healthz'] });
   });
   server.keepAliveTimeout = 1000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new Error(`cannot listen on --metrics-addr ${addr.host}:${addr.port}: ${err.code ?? err.message}`, { cause: err })));
-    server.listen(addr.port, addr.host, () => resolve());
-  });
   return server;
+}
+
+/** Listens; rejects with the listen error (err.code kept, e.g. EADDRINUSE). */
+export function listen(server: http.Server, target: ListenTarget): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    server.once('error', onError);
+    const done = () => {
+      server.off('error', onError);
+      resolve();
+    };
+    if ('path' in target) server.listen(target.path, done);
+    else server.listen(target.port, target.host, done);
+  });
 }
 
 export function closeHttp(server: http.Server): Promise<void> {

@@ -3,7 +3,8 @@
  * the route source's state: nothing is updated per packet here.
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { EngineCounters, OffloadState } from '../dataplane/engine';
+import { sumCounters, type EngineCounters, type OffloadState } from '../dataplane/engine';
+import type { StatusCounters, StatusOffloads } from './status-types';
 
 /** What the daemon exposes to the metrics collector; read at scrape time. */
 export interface MetricsSource {
@@ -17,8 +18,8 @@ export interface MetricsSource {
   offloads?(): OffloadState | undefined;
   /** ms since epoch, undefined when the lease does not expire (static config) */
   leaseExpiresAt(): number | undefined;
-  /** undefined for the static route source */
-  etcdConnected(): boolean | undefined;
+  /** only with an etcd route source (the gauge exists only then); undefined before it connects */
+  etcdConnected?(): boolean | undefined;
   watchResyncs(): number;
   /** times the periodic firewall check put missing rules back */
   firewallRepairs?(): number;
@@ -28,7 +29,10 @@ export interface MetricsSource {
   lastResyncAt?(): number | undefined;
 }
 
-/** engine counter -> [metric, label value] */
+/**
+ * engine counter -> label value of its metric. These are the words of /metrics and of the
+ * status document's counters (statusCounters below): one mapping for both.
+ */
 const PACKETS: Partial<Record<keyof EngineCounters, string>> = {
   tun_rx: 'tun_read', tx: 'udp_sent', rx: 'udp_received', tun_tx: 'tun_written',
 };
@@ -41,7 +45,8 @@ const DROPS: Partial<Record<keyof EngineCounters, string>> = {
 
 export function createMetrics(src: MetricsSource): Registry {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'overlayd_process_' });
+  // prom-client's default metrics are named process_* / nodejs_*: the prefix makes overlayd_process_*
+  collectDefaultMetrics({ register: registry, prefix: 'overlayd_' });
   const perEngine = (c: Counter<string>, map: Partial<Record<keyof EngineCounters, string>>, label: string) => {
     c.reset();
     const queues = src.queueCounters();
@@ -135,10 +140,11 @@ export function createMetrics(src: MetricsSource): Registry {
     collect() { this.set(Math.round((src.leaseExpiresAt() ?? 0) / 1000)); },
   });
   // only where there is an etcd connection to speak of (not with a static config)
-  if (src.etcdConnected() !== undefined) {
+  const etcdConnected = src.etcdConnected?.bind(src);
+  if (etcdConnected !== undefined) {
     new Gauge({
       name: 'overlayd_etcd_connected', help: '1 while the etcd connection is up', registers: [registry],
-      collect() { this.set(src.etcdConnected() ? 1 : 0); },
+      collect() { this.set(etcdConnected() ? 1 : 0); },
     });
     new Gauge({
       name: 'overlayd_etcd_leader', help: '1 while the etcd member talked to has a leader (0: cut off from its cluster)', registers: [registry],
@@ -154,4 +160,23 @@ export function createMetrics(src: MetricsSource): Registry {
     collect() { this.reset(); this.inc(src.watchResyncs()); },
   });
   return registry;
+}
+
+const pick = (c: EngineCounters, map: Partial<Record<keyof EngineCounters, string>>): Record<string, number> =>
+  Object.fromEntries((Object.entries(map) as [keyof EngineCounters, string][]).map(([name, label]) => [label, c[name]]));
+
+/** Per-queue engine counters summed, in the words of /metrics (see StatusCounters). */
+export function statusCounters(queues: readonly EngineCounters[]): StatusCounters {
+  const c = sumCounters(queues);
+  return { packets: pick(c, PACKETS), bytes: pick(c, BYTES), drops: pick(c, DROPS), icmp_errors_sent: c.icmp_sent, tx_errors: c.tx_error };
+}
+
+/** Offload state in the words of the `offload` label of /metrics. */
+export function statusOffloads(o: OffloadState): StatusOffloads {
+  const a = o.activity;
+  return {
+    tun: o.tun, udp_gso: o.udpGso, udp_gro: o.udpGro, fallbacks: { udp_gso: o.fallbacks.udpGso, tun_gro: o.fallbacks.tunGro },
+    reenables: { udp_gso: o.reenables.udpGso, tun_gro: o.reenables.tunGro },
+    activity: { tun_gso_reads: a.tunGsoReads, tun_gro_writes: a.tunGroWrites, udp_gso_sends: a.udpGsoSends, udp_gro_recvs: a.udpGroRecvs },
+  };
 }

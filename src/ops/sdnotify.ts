@@ -1,5 +1,6 @@
 /**
- * The systemd notify protocol (sd_notify(3)): datagrams to $NOTIFY_SOCKET. READY=1 only once
+ * The systemd notify protocol (sd_notify(3)): datagrams to $NOTIFY_SOCKET. STATUS=<phase> on
+ * each phase change and periodically while waiting (etcd, the network config); READY=1 only once
  * the lease is held, the TUN configured and the first full route sync applied; STOPPING=1 on
  * shutdown; WATCHDOG=1 every WATCHDOG_USEC/2 while the data plane is alive. Node has no unix
  * datagram sockets, so the send itself is the addon's (sdNotify).
@@ -34,6 +35,11 @@ export class SdNotifier {
     } catch (err) {
       return err as Error;
     }
+  }
+
+  /** STATUS=: the one-line state `systemctl status` shows. */
+  status(text: string): Error | undefined {
+    return this.notify(`STATUS=${text.replace(/\n/g, ' ')}`);
   }
 
   ready(status: string): Error | undefined {

@@ -22,7 +22,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 interface Status { routes: { subnet: string; publicIp: string }[]; lease: { subnet: string; valid: boolean } }
 
 function status(topo: Topology, node: NodeInfo): Status {
-  return JSON.parse(topo.netns.exec(node.ns, process.execPath, [OVERLAYD_BIN, 'status', '--json'])) as Status;
+  // exit 1 (unhealthy, e.g. lease expired during the outage) still prints the document
+  const r = topo.netns.tryExec(node.ns, process.execPath, [OVERLAYD_BIN, 'status', '--json']);
+  if (r.status !== 0 && r.status !== 1) throw new Error(`overlayd status: exit ${r.status}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Status;
 }
 
 function healthz(topo: Topology, node: NodeInfo): number {

@@ -10,6 +10,7 @@ import { isRoot, run } from '../helpers/exec';
 import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, PORT, type DaemonHandle } from '../helpers/topology';
 import { buildIpv4 } from '../helpers/packets';
 import { parseIp } from '../../src/net/addr';
+import type { StatusCounters } from '../../src/ops/status-types';
 import * as path from 'node:path';
 
 import { ENGINES } from '../helpers/engines';
@@ -27,7 +28,7 @@ function udpPacket(src: string, dst: string, payload: Buffer, ttl = 64): Buffer 
   return buildIpv4({ src: parseIp(src), dst: parseIp(dst), ttl, proto: 17, payload: udp });
 }
 
-function statusOf(topo: Topology, ns: string): { counters: Record<string, number>; routes: { subnet: string; publicIp: string }[]; tun: { mtu: number } } {
+function statusOf(topo: Topology, ns: string): { counters: StatusCounters; routes: { subnet: string; publicIp: string }[]; tun: { mtu: number } } {
   const out = topo.netns.exec(ns, process.execPath, [OVERLAYD_BIN, 'status', '--json'], 10_000);
   return JSON.parse(out) as ReturnType<typeof statusOf>;
 }
@@ -108,8 +109,8 @@ if (!isRoot) {
         t.not(r.status, 0);
         t.match(r.stdout, /From 10\.244\.1\.0 icmp_seq=\d+ Destination Net Unreachable/);
         const after = statusOf(topo, n1.ns).counters;
-        t.ok((after['drop_no_route'] ?? 0) - (before['drop_no_route'] ?? 0) >= 1, 'drop_no_route counted');
-        t.ok((after['icmp_sent'] ?? 0) - (before['icmp_sent'] ?? 0) >= 1, 'icmp_sent counted');
+        t.ok((after.drops['no_route'] ?? 0) - (before.drops['no_route'] ?? 0) >= 1, 'drops no_route counted');
+        t.ok(after.icmp_errors_sent - before.icmp_errors_sent >= 1, 'icmp_errors_sent counted');
       });
 
       t.test('TTL: expiring on the sending node gives Time to live exceeded', async (t) => {
@@ -137,17 +138,18 @@ if (!isRoot) {
         send(FAKE_PEER, PORT, good); // legitimate: forwarded into the TUN
         // poll (bounded, 30 s) until all 9 are counted
         let after = statusOf(topo, n2.ns).counters;
-        for (const t0 = Date.now(); (after['rx'] ?? 0) - (before['rx'] ?? 0) < 9 && Date.now() - t0 < 30_000;) {
+        for (const t0 = Date.now(); (after.packets['udp_received'] ?? 0) - (before.packets['udp_received'] ?? 0) < 9 && Date.now() - t0 < 30_000;) {
           await new Promise((r) => setTimeout(r, 50));
           after = statusOf(topo, n2.ns).counters;
         }
-        const d = (k: string) => (after[k] ?? 0) - (before[k] ?? 0);
-        t.equal(d('rx'), 9, 'all datagrams received');
-        t.equal(d('drop_unknown_peer'), 2);
-        t.equal(d('drop_malformed'), 4);
-        t.equal(d('drop_spoofed'), 1);
-        t.equal(d('drop_wrong_dst'), 1, JSON.stringify({ before, after }));
-        t.equal(d('tun_tx'), 1, 'the legitimate one went into the TUN');
+        const d = (k: string) => (after.drops[k] ?? 0) - (before.drops[k] ?? 0);
+        const dp = (k: string) => (after.packets[k] ?? 0) - (before.packets[k] ?? 0);
+        t.equal(dp('udp_received'), 9, 'all datagrams received');
+        t.equal(d('unknown_peer'), 2);
+        t.equal(d('malformed'), 4);
+        t.equal(d('spoofed'), 1);
+        t.equal(d('wrong_dst'), 1, JSON.stringify({ before, after }));
+        t.equal(dp('tun_written'), 1, 'the legitimate one went into the TUN');
         const again = ping(topo, p1.ns, p2.ip);
         t.equal(again.status, 0, 'forwarding goes on');
       });

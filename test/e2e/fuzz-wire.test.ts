@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { isRoot } from '../helpers/exec';
 import { ENGINES } from '../helpers/engines';
 import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, type DaemonHandle, type NodeInfo } from '../helpers/topology';
+import { flatCounters, type StatusDoc } from '../../src/ops/status-types';
 
 const FIXTURES = path.resolve(__dirname, 'fixtures');
 const FUZZ_COUNT = Number(process.env['OVERLAYD_FUZZ_COUNT'] ?? 1_000_000);
@@ -26,12 +27,15 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** node 2 serves status on its underlay address, so the fuzzer can pace itself against it */
 const N2_METRICS = '10.99.0.2:9285';
 
-function status(topo: Topology, node: NodeInfo): { counters: Record<string, number>; memory: Record<string, number> } {
-  return JSON.parse(topo.netns.exec(node.ns, process.execPath, [OVERLAYD_BIN, 'status', '--json', '--metrics-addr', N2_METRICS])) as { counters: Record<string, number>; memory: Record<string, number> };
+function status(topo: Topology, node: NodeInfo): StatusDoc {
+  return JSON.parse(topo.netns.exec(node.ns, process.execPath, [OVERLAYD_BIN, 'status', '--json', '--metrics-addr', N2_METRICS])) as StatusDoc;
 }
 
+/** the status counters flattened: "packets.udp_received", "drops.malformed", "icmp_errors_sent", ... */
 function counters(topo: Topology, node: NodeInfo): Record<string, number> {
-  return status(topo, node).counters;
+  const c = status(topo, node).counters;
+  if (!c) throw new Error('status has no counters');
+  return flatCounters(c);
 }
 
 /** UDP receive errors of the kernel in ns (socket buffer overflows + checksum errors). */
@@ -113,8 +117,8 @@ if (!isRoot) {
       const reasons = ['unknown_peer', 'malformed', 'spoofed', 'wrong_dst', 'too_big', 'ttl'] as const;
       let c1 = counters(topo, n2);
       let d = (k: string) => (c1[k] ?? 0) - (c0[k] ?? 0);
-      const outcomes = () => d('drop_unknown_peer') + d('drop_malformed') + d('drop_spoofed') + d('drop_wrong_dst') + d('drop_too_big') + d('drop_ttl') + d('tun_tx') + d('drop_ring_full');
-      const settled = () => reasons.every((r) => d(`drop_${r}`) >= (report.sent[r] ?? 0)) && d('rx') + d('icmp_sent') === outcomes();
+      const outcomes = () => d('drops.unknown_peer') + d('drops.malformed') + d('drops.spoofed') + d('drops.wrong_dst') + d('drops.too_big') + d('drops.ttl') + d('packets.tun_written') + d('drops.ring_full');
+      const settled = () => reasons.every((r) => d(`drops.${r}`) >= (report.sent[r] ?? 0)) && d('packets.udp_received') + d('icmp_errors_sent') === outcomes();
       const settleStart = Date.now();
       while (!settled() && Date.now() - settleStart < 120_000) {
         await sleep(500);
@@ -125,16 +129,16 @@ if (!isRoot) {
       const kernelDrops = kernelUdpDrops(topo, n2.ns) - k0;
       t.equal(d2.child.exitCode, null, 'the daemon is still running');
       t.equal(kernelDrops, 0, `the kernel delivered every datagram (no socket buffer overflow; ${kernelDrops} dropped)`, { udp: kernelUdpLine(topo, n2.ns) });
-      t.equal(d('drop_unknown_peer'), report.sent['unknown_peer'], 'unknown peer');
-      t.equal(d('drop_malformed'), report.sent['malformed'], 'malformed');
-      t.equal(d('drop_spoofed'), report.sent['spoofed'], 'spoofed');
-      t.equal(d('drop_wrong_dst'), report.sent['wrong_dst'], 'wrong destination');
-      t.equal(d('drop_too_big'), report.sent['too_big'], 'too big');
-      t.equal(d('drop_ttl'), report.sent['ttl'], 'TTL expired');
-      t.equal(d('drop_ring_full'), 0, 'no ring overflow');
+      t.equal(d('drops.unknown_peer'), report.sent['unknown_peer'], 'unknown peer');
+      t.equal(d('drops.malformed'), report.sent['malformed'], 'malformed');
+      t.equal(d('drops.spoofed'), report.sent['spoofed'], 'spoofed');
+      t.equal(d('drops.wrong_dst'), report.sent['wrong_dst'], 'wrong destination');
+      t.equal(d('drops.too_big'), report.sent['too_big'], 'too big');
+      t.equal(d('drops.ttl'), report.sent['ttl'], 'TTL expired');
+      t.equal(d('drops.ring_full'), 0, 'no ring overflow');
       // every datagram ends as one drop or one packet into the TUN (ICMP errors add to the TUN side)
-      t.equal(d('rx') + d('icmp_sent'), outcomes(), 'rx + icmp_sent == drops + written into the TUN');
-      t.ok(d('rx') >= report.total, `rx moved by at least the fuzz count (${d('rx')})`);
+      t.equal(d('packets.udp_received') + d('icmp_errors_sent'), outcomes(), 'rx + icmp_sent == drops + written into the TUN');
+      t.ok(d('packets.udp_received') >= report.total, `rx moved by at least the fuzz count (${d('packets.udp_received')})`);
 
       const [sentN, sentHash] = sentX.trim().split(' ');
       const [gotN, gotHash] = got.trim().split(' ');
@@ -153,7 +157,7 @@ if (!isRoot) {
       }
       t.comment(`RSS settled ${Date.now() - quietStart} ms after the flood`);
       const mem1 = status(topo, n2).memory;
-      const mb = (m: Record<string, number>) => Object.entries(m).map(([k, v]) => `${k} ${(v / 1e6).toFixed(1)}`).join(', ');
+      const mb = (m: NodeJS.MemoryUsage) => Object.entries(m).map(([k, v]) => `${k} ${(v / 1e6).toFixed(1)}`).join(', ');
       t.comment(`RSS of node 2's daemon: ${rss0} kB before, ${rss1} kB after; MB before: ${mb(mem0)}; after: ${mb(mem1)}`);
       t.ok(rss1 - rss0 <= 5 * 1024, `RSS within 5 MB of the start (${((rss1 - rss0) / 1024).toFixed(1)} MB)`);
     });

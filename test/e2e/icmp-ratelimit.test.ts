@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { isRoot, run } from '../helpers/exec';
 import { ENGINES } from '../helpers/engines';
 import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, type DaemonHandle } from '../helpers/topology';
+import { flatCounters, type StatusDoc } from '../../src/ops/status-types';
 
 const FIXTURES = path.resolve(__dirname, 'fixtures');
 const PACKETS = 300;
@@ -18,7 +19,6 @@ const RATE = 10; // errors per second
 const BURST = 5;
 const UNLEASED = '10.244.250.9';
 
-interface Status { counters: Record<string, number> }
 
 if (!isRoot) {
   t.skip('SKIP: e2e ICMP rate limit test needs root (network namespaces, TUN devices)', () => undefined);
@@ -27,7 +27,11 @@ if (!isRoot) {
   t.teardown(() => topo.cleanup());
   const n1 = topo.node(1);
   const pod = n1.pods[0]!;
-  const statusOf = (): Status => JSON.parse(topo.netns.exec(n1.ns, process.execPath, [OVERLAYD_BIN, 'status', '--json'], 10_000)) as Status;
+  /** the status counters flattened: "drops.no_route", "icmp_errors_sent", ... (the words of /metrics) */
+  const statusOf = (): { counters: Record<string, number> } => {
+    const doc = JSON.parse(topo.netns.exec(n1.ns, process.execPath, [OVERLAYD_BIN, 'status', '--json'], 10_000)) as StatusDoc;
+    return { counters: doc.counters ? flatCounters(doc.counters) : {} };
+  };
   const metricsOf = (): string =>
     topo.netns.exec(n1.ns, process.execPath, ['-e', "fetch('http://127.0.0.1:9285/metrics').then((r) => r.text()).then((s) => process.stdout.write(s))"], 10_000);
 
@@ -45,18 +49,18 @@ if (!isRoot) {
       t.equal(r.status, 0, `udp-send: ${r.stderr}`);
       // counters settle (bounded poll): every datagram reached the engine and was judged
       let s = statusOf();
-      for (let i = 0; i < 200 && (s.counters['drop_no_route'] ?? 0) < PACKETS; i++) {
+      for (let i = 0; i < 200 && (s.counters['drops.no_route'] ?? 0) < PACKETS; i++) {
         await new Promise((res) => setTimeout(res, 100));
         s = statusOf();
       }
       const elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
       const c = s.counters;
-      const sent = c['icmp_sent'] ?? -1, limited = c['drop_icmp_ratelimit'] ?? -1;
-      t.equal(c['drop_no_route'], PACKETS, `drop_no_route ${PACKETS}`);
+      const sent = c['icmp_errors_sent'] ?? -1, limited = c['drops.icmp_ratelimit'] ?? -1;
+      t.equal(c['drops.no_route'], PACKETS, `drop_no_route ${PACKETS}`);
       t.equal(sent + limited, PACKETS, `icmp_sent ${sent} + drop_icmp_ratelimit ${limited} = ${PACKETS}`);
       const bound = BURST + RATE * elapsed;
       t.ok(sent >= 1 && sent <= bound, `icmp_sent ${sent} in 1..burst + rate x elapsed = ${bound.toFixed(1)} (${elapsed.toFixed(2)} s)`);
-      t.equal(c['tun_tx'], sent, 'every ICMP error sent is one TUN write');
+      t.equal(c['packets.tun_written'], sent, 'every ICMP error sent is one TUN write');
       t.match(metricsOf(), new RegExp(`overlayd_drops_total\\{engine="${engine}",queue="0",reason="icmp_ratelimit"\\} ${limited}\\b`), 'metrics: drops{reason="icmp_ratelimit"}');
       await stopDaemon(daemon);
       daemon = undefined;

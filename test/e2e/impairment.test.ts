@@ -17,6 +17,7 @@ import t from 'tap';
 import * as path from 'node:path';
 import { isRoot, run } from '../helpers/exec';
 import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, type DaemonHandle } from '../helpers/topology';
+import { flatCounters, type StatusDoc } from '../../src/ops/status-types';
 import { tcpTransfer, type TransferResult } from '../helpers/transfer';
 import { impairUnderlay, relayRules, type RelayReport } from '../../src/lab/relay-path';
 import type { LinkCounts } from '../../src/lab/relay';
@@ -34,10 +35,6 @@ const CASES: readonly Case[] = [
   { name: 'js engine', args: ['--engine', 'js'], offloads: false },
 ];
 
-interface Status {
-  counters: Record<string, number>;
-  offloads: { activity: { tunGsoReads: number; tunGroWrites: number; udpGsoSends: number; udpGroRecvs: number } } | null;
-}
 
 /** The index of the first datagram of a direction for which the seeded rules decide `what`. */
 function firstIndex(direction: number, what: (d: ReturnType<typeof decide>) => boolean): number {
@@ -92,7 +89,7 @@ if (!isRoot) {
           `${dir}: every rule fired on the data (${d.received} datagrams: ${d.dropped} dropped, ${d.duplicated} duplicated, ${d.reordered} reordered, ${d.delayed} delayed)`);
       }
 
-      const statusOf = (ns: string) => JSON.parse(topo.netns.exec(ns, process.execPath, [OVERLAYD_BIN, 'status', '--json'], 30_000)) as Status;
+      const statusOf = (ns: string) => JSON.parse(topo.netns.exec(ns, process.execPath, [OVERLAYD_BIN, 'status', '--json'], 30_000)) as StatusDoc;
       const [s1, s2] = [statusOf(n1.ns), statusOf(n2.ns)];
       const nft = relayRules(topo);
       const report: RelayReport = await relay.stop();
@@ -110,15 +107,16 @@ if (!isRoot) {
 
       // the relay's datagrams look like the peer's own: nothing rejected or mangled
       for (const [name, s] of [['node 1', s1], ['node 2', s2]] as const) {
-        for (const k of ['drop_unknown_peer', 'drop_spoofed', 'drop_malformed']) t.equal(s.counters[k] ?? 0, 0, `${name}: ${k} 0`);
+        const flat = s.counters ? flatCounters(s.counters) : {};
+        for (const k of ['drops.unknown_peer', 'drops.spoofed', 'drops.malformed']) t.equal(flat[k], 0, `${name}: ${k} 0`);
       }
       const a1 = s1.offloads?.activity;
       const a2 = s2.offloads?.activity;
       if (c.offloads) {
-        t.ok((a1?.udpGsoSends ?? 0) > 0 && (a2?.udpGsoSends ?? 0) > 0, `both nodes sent UDP_SEGMENT messages into the relay (${a1?.udpGsoSends} / ${a2?.udpGsoSends})`);
-        t.ok((a1?.tunGroWrites ?? 0) > 0 && (a2?.tunGroWrites ?? 0) > 0, `both nodes coalesced TCP segments into their TUN (${a1?.tunGroWrites} / ${a2?.tunGroWrites})`);
+        t.ok((a1?.udp_gso_sends ?? 0) > 0 && (a2?.udp_gso_sends ?? 0) > 0, `both nodes sent UDP_SEGMENT messages into the relay (${a1?.udp_gso_sends} / ${a2?.udp_gso_sends})`);
+        t.ok((a1?.tun_gro_writes ?? 0) > 0 && (a2?.tun_gro_writes ?? 0) > 0, `both nodes coalesced TCP segments into their TUN (${a1?.tun_gro_writes} / ${a2?.tun_gro_writes})`);
       } else if (a1 && a2) {
-        t.same([a1, a2].map((a) => a.udpGsoSends + a.tunGsoReads + a.tunGroWrites + a.udpGroRecvs), [0, 0], 'no offload used');
+        t.same([a1, a2].map((a) => a.udp_gso_sends + a.tun_gso_reads + a.tun_gro_writes + a.udp_gro_recvs), [0, 0], 'no offload used');
       }
       t.comment(`offload activity node 1 ${JSON.stringify(a1 ?? null)}, node 2 ${JSON.stringify(a2 ?? null)}`);
 

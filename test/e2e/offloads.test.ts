@@ -17,12 +17,9 @@ import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, PORT, type DaemonHandl
 const FIXTURES = path.resolve(__dirname, 'fixtures');
 const OFF = ['--tun-offload', 'false', '--udp-gso', 'false', '--udp-gro', 'false'];
 
-interface Offloads {
-  tun: boolean; udpGso: boolean; udpGro: boolean;
-  fallbacks: { udpGso: number; tunGro: number };
-  activity: { tunGsoReads: number; tunGroWrites: number; udpGsoSends: number; udpGroRecvs: number };
-}
-interface Status { counters: Record<string, number>; offloads: Offloads | null }
+import type { StatusDoc } from '../../src/ops/status-types';
+
+type Status = StatusDoc;
 
 interface Case {
   readonly name: string;
@@ -99,7 +96,7 @@ if (!isRoot) {
         for (const [ns, on] of [[n1.ns, c.on1], [n2.ns, c.on2]] as const) {
           const o = statusOf(topo, ns).offloads;
           t.ok(o !== null, 'status has offloads');
-          t.same([o?.tun, o?.udpGso, o?.udpGro], [on, on, on], `${ns}: tun, udpGso, udpGro all ${on}`);
+          t.same([o?.tun, o?.udp_gso, o?.udp_gro], [on, on, on], `${ns}: tun, udp_gso, udp_gro all ${on}`);
           const m = metricsOf(topo, ns);
           for (const name of ['tun', 'udp_gso', 'udp_gro']) t.match(m, new RegExp(`overlayd_offload_enabled\\{offload="${name}"\\} ${on ? 1 : 0}\\b`), `metrics: ${name} ${on ? 1 : 0}`);
         }
@@ -158,25 +155,25 @@ if (!isRoot) {
       t.test('counters: nothing malformed or lost inside the engines; offloads used where on', async (t) => {
         const [s1, s2] = [statusOf(topo, n1.ns), statusOf(topo, n2.ns)];
         for (const [name, s] of [['node 1', s1], ['node 2', s2]] as const) {
-          t.equal(s.counters['drop_malformed'], 0, `${name}: drop_malformed 0`);
+          t.equal(s.counters?.drops['malformed'], 0, `${name}: drops malformed 0`);
           // nftables' drops fail the send (EPERM) on node 1: counted as tx_error, as they should be
-          if (c.lossPercent === undefined || name === 'node 2') t.equal(s.counters['tx_error'], 0, `${name}: tx_error 0`);
-          t.same(s.offloads?.fallbacks, { udpGso: 0, tunGro: 0 }, `${name}: no fallback`);
+          if (c.lossPercent === undefined || name === 'node 2') t.equal(s.counters?.tx_errors, 0, `${name}: tx_errors 0`);
+          t.same(s.offloads?.fallbacks, { udp_gso: 0, tun_gro: 0 }, `${name}: no fallback`);
         }
         const a1 = s1.offloads?.activity;
         const a2 = s2.offloads?.activity;
         if (c.on1) {
-          t.ok((a1?.tunGsoReads ?? 0) > 0, `node 1 cut super-packets read from its TUN (${a1?.tunGsoReads})`);
-          t.ok((a1?.udpGsoSends ?? 0) > 0, `node 1 sent UDP_SEGMENT messages (${a1?.udpGsoSends})`);
-          t.ok((a1?.tunGroWrites ?? 0) > 0, `node 1 wrote coalesced super-packets (${a1?.tunGroWrites})`);
+          t.ok((a1?.tun_gso_reads ?? 0) > 0, `node 1 cut super-packets read from its TUN (${a1?.tun_gso_reads})`);
+          t.ok((a1?.udp_gso_sends ?? 0) > 0, `node 1 sent UDP_SEGMENT messages (${a1?.udp_gso_sends})`);
+          t.ok((a1?.tun_gro_writes ?? 0) > 0, `node 1 wrote coalesced super-packets (${a1?.tun_gro_writes})`);
         } else {
-          t.same(a1, { tunGsoReads: 0, tunGroWrites: 0, udpGsoSends: 0, udpGroRecvs: 0 }, 'node 1 used no offload');
+          t.same(a1, { tun_gso_reads: 0, tun_gro_writes: 0, udp_gso_sends: 0, udp_gro_recvs: 0 }, 'node 1 used no offload');
         }
         if (c.on1 && c.on2) {
-          t.ok((a2?.udpGroRecvs ?? 0) > 0, `node 2 received several datagrams per receive (${a2?.udpGroRecvs})`);
-          t.ok((a1?.udpGroRecvs ?? 0) > 0, `node 1 received several datagrams per receive (${a1?.udpGroRecvs})`);
+          t.ok((a2?.udp_gro_recvs ?? 0) > 0, `node 2 received several datagrams per receive (${a2?.udp_gro_recvs})`);
+          t.ok((a1?.udp_gro_recvs ?? 0) > 0, `node 1 received several datagrams per receive (${a1?.udp_gro_recvs})`);
         }
-        if (!c.on2) t.same(a2, { tunGsoReads: 0, tunGroWrites: 0, udpGsoSends: 0, udpGroRecvs: 0 }, 'node 2 used no offload');
+        if (!c.on2) t.same(a2, { tun_gso_reads: 0, tun_gro_writes: 0, udp_gso_sends: 0, udp_gro_recvs: 0 }, 'node 2 used no offload');
       });
     });
   }

@@ -1,6 +1,6 @@
 import t from 'tap';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
-import { createMetrics, type MetricsSource } from '../../src/ops/metrics';
+import { createMetrics, statusCounters, statusOffloads, type MetricsSource } from '../../src/ops/metrics';
 import { zeroCounters, type EngineCounters } from '../../src/dataplane/engine';
 
 function source(queues: EngineCounters[] | undefined, over: Partial<MetricsSource> = {}): MetricsSource {
@@ -39,7 +39,8 @@ t.test('per-queue counters with engine and queue labels, computed at scrape time
 });
 
 t.test('no engine yet, static source: no packet samples, no etcd gauge', async (t) => {
-  const fams = await families(source(undefined, { etcdConnected: () => undefined, leaseExpiresAt: () => undefined }));
+  const { etcdConnected: _none, ...staticSource } = source(undefined, { leaseExpiresAt: () => undefined });
+  const fams = await families(staticSource);
   t.same(fams.find((f) => f.name === 'overlayd_packets_total')?.metrics ?? [], []);
   t.same(fams.find((f) => f.name === 'overlayd_etcd_connected')?.metrics ?? [], []);
   t.equal(fams.find((f) => f.name === 'overlayd_lease_expiry_timestamp_seconds')?.metrics[0]?.value, '0');
@@ -53,4 +54,36 @@ t.test('overlayd_routes_by_kind: only with DirectRouting; direct and udp add up 
   t.equal(kind('direct'), '1');
   t.equal(kind('udp'), '2');
   t.equal(on.find((f) => f.name === 'overlayd_routes')?.metrics[0]?.value, '3', 'the total is unchanged');
+});
+
+t.test('process metrics carry one prefix: overlayd_process_*, never overlayd_process_process_*', async (t) => {
+  const names = (await families(source(undefined))).map((f) => f.name);
+  t.ok(names.includes('overlayd_process_cpu_seconds_total'), 'overlayd_process_cpu_seconds_total');
+  t.ok(names.includes('overlayd_process_resident_memory_bytes'), 'overlayd_process_resident_memory_bytes');
+  t.same(names.filter((n) => n.includes('process_process')), [], 'no double prefix');
+});
+
+t.test('status counters and offloads use the words of the /metrics labels', async (t) => {
+  const q0 = { ...zeroCounters(), tx: 5, tun_rx: 6, rx_bytes: 100, drop_spoofed: 1, icmp_sent: 2, tx_error: 3 };
+  const q1 = { ...zeroCounters(), tx: 7, drop_spoofed: 4 };
+  const offloads = { tun: true, udpGso: false, udpGro: true, fallbacks: { udpGso: 1, tunGro: 0 }, reenables: { udpGso: 1, tunGro: 0 }, activity: { tunGsoReads: 0, tunGroWrites: 0, udpGsoSends: 0, udpGroRecvs: 0 } };
+  const fams = await families(source([q0, q1], { offloads: () => offloads }));
+  const labels = (name: string, label: string) => new Set(fams.find((f) => f.name === name)?.metrics.map((m) => m.labels?.[label]));
+  const c = statusCounters([q0, q1]);
+  t.same(new Set(Object.keys(c.packets)), labels('overlayd_packets_total', 'direction'), 'packets: the direction labels');
+  t.same(new Set(Object.keys(c.bytes)), labels('overlayd_bytes_total', 'direction'), 'bytes: the direction labels');
+  t.same(new Set(Object.keys(c.drops)), labels('overlayd_drops_total', 'reason'), 'drops: the reason labels');
+  t.equal(c.packets['udp_sent'], 12, 'summed over queues');
+  t.equal(c.packets['tun_read'], 6);
+  t.equal(c.bytes['udp_received'], 100);
+  t.equal(c.drops['spoofed'], 5);
+  t.equal(c.icmp_errors_sent, 2);
+  t.equal(c.tx_errors, 3);
+  t.ok(fams.some((f) => f.name === 'overlayd_icmp_errors_sent_total') && fams.some((f) => f.name === 'overlayd_tx_errors_total'), 'the metric names of the two scalars');
+  const o = statusOffloads(offloads);
+  const { fallbacks, reenables, activity: _activity, ...enabled } = o;
+  t.same(new Set(Object.keys(enabled)), labels('overlayd_offload_enabled', 'offload'), 'offloads: the offload labels');
+  t.same(new Set(Object.keys(fallbacks)), labels('overlayd_offload_fallbacks_total', 'offload'), 'fallbacks: the offload labels');
+  t.same(new Set(Object.keys(reenables)), labels('overlayd_offload_reenables_total', 'offload'), 'reenables: the offload labels');
+  t.same(o, { tun: true, udp_gso: false, udp_gro: true, fallbacks: { udp_gso: 1, tun_gro: 0 }, reenables: { udp_gso: 1, tun_gro: 0 }, activity: { tun_gso_reads: 0, tun_gro_writes: 0, udp_gso_sends: 0, udp_gro_recvs: 0 } });
 });
