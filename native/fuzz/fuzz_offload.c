@@ -7,7 +7,9 @@
  *   type 0  a receive from a peer, of one datagram or, with argument = segment size > 0,
  *           several (UDP GRO: udp_receive() splits it); up to RECV_SLOTS receives form a
  *           burst, after which the TUN-side GRO flow is flushed (as udp_burst() does)
- *   type 1  end of the burst now
+ *   type 1  end of the burst now; then the engine's clock advances by argument ms (the
+ *           ICMP rate limit runs as in production, OVL_ICMP_RATELIMIT_RATE/_BURST, on this
+ *           fake clock, which starts at the same time in both runs)
  *   type 2  a TUN read: 10 bytes of struct virtio_net_hdr (any gso_type, gso_size, hdr_len,
  *           csum_start/offset, flags), then the packet (outbound_vnet(): cut, finished)
  *   type 3  a TUN read without offload fields (an all-zero virtio_net_hdr)
@@ -35,8 +37,17 @@
  *  - Every input ends in exactly one counted outcome: per burst, datagrams received = drops
  *    + packets written into the TUN (not counting ICMP errors); per TUN read, packets taken
  *    = drops + datagrams queued; at most one ICMP error per TUN read (one per super-packet);
- *    both runs end with the same engine counters.
+ *    both runs end with the same engine counters; ICMP errors sent never exceed the
+ *    bucket (burst + rate x elapsed fake time).
  */
+#include <stdint.h>
+
+/* The engine's clock (mono_ns): fake, advanced by type 1 records. */
+static uint64_t fake_now_ns;
+static uint64_t fake_mono_ns(void) { return fake_now_ns; }
+#define OVL_ENGINE_MONO_NS fake_mono_ns
+#define FAKE_START_NS 1000000000000ull
+
 #include "../src/engine.c"
 
 #include <fcntl.h>
@@ -194,7 +205,6 @@ static void setup(void) {
   eng.tun_mtu = TUN_MTU;
   eng.subnet = ip4(10, 244, 2, 0);
   eng.subnet_mask = 0xffffff00u;
-  (void)ovl_ratelimit_init(&eng.icmp_limit, 0, 0); /* no limit: both runs must agree */
   int sp[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) abort();
   int big = 64 << 20;
@@ -212,6 +222,9 @@ static void setup(void) {
 }
 
 static void worker_reset(bool gro) {
+  /* the production limit, full, at the same fake time in both runs: they must agree */
+  fake_now_ns = FAKE_START_NS;
+  if (ovl_ratelimit_init(&eng.icmp_limit, OVL_ICMP_RATELIMIT_RATE, OVL_ICMP_RATELIMIT_BURST) != 0) abort();
   memset(&wk, 0, sizeof(wk));
   wk.e = &eng;
   wk.tun_fd = tun_wr;
@@ -252,6 +265,11 @@ static void burst_end(struct capture *c, bool gro) {
     FAIL("%llu datagrams, %llu outcomes", (unsigned long long)A(OVL_EC_RX), (unsigned long long)(outcomes_raw() - shift));
   if (A(OVL_EC_ICMP_SENT) + A(OVL_EC_DROP_ICMP_RATELIMIT) > A(OVL_EC_DROP_TTL) + A(OVL_EC_DROP_NO_ROUTE))
     FAIL("more ICMP errors than TTL and no-route drops");
+  /* rate 1000/s: one token per ms of fake time */
+  uint64_t elapsed_ms = (fake_now_ns - FAKE_START_NS) / 1000000u;
+  if (A(OVL_EC_ICMP_SENT) > OVL_ICMP_RATELIMIT_BURST + elapsed_ms * OVL_ICMP_RATELIMIT_RATE / 1000u)
+    FAIL("%llu ICMP errors sent in %llu ms: more than the bucket holds", (unsigned long long)A(OVL_EC_ICMP_SENT),
+         (unsigned long long)elapsed_ms);
 }
 
 static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
@@ -274,6 +292,7 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
     if (type == 1) {
       burst_end(c, gro);
       slot = 0;
+      fake_now_ns += (uint64_t)arg * 1000000u;
       continue;
     }
     if (type == 0) {
