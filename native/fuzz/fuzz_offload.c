@@ -9,7 +9,9 @@
  *           burst, after which the TUN-side GRO flow is flushed (as udp_burst() does)
  *   type 1  end of the burst now; then the engine's clock advances by argument ms (the
  *           ICMP rate limit runs as in production, OVL_ICMP_RATELIMIT_RATE/_BURST, on this
- *           fake clock, which starts at the same time in both runs)
+ *           fake clock, which starts at the same time in both runs) and the offloads whose
+ *           back-off is over come back (as at the start of a thread's turn); flags bit 6:
+ *           the TUN refuses the next super-packet write with EINVAL (gro_flush's fallback)
  *   type 2  a TUN read: 10 bytes of struct virtio_net_hdr (any gso_type, gso_size, hdr_len,
  *           csum_start/offset, flags), then the packet (outbound_vnet(): cut, finished)
  *   type 3  a TUN read without offload fields (an all-zero virtio_net_hdr)
@@ -48,7 +50,26 @@ static uint64_t fake_mono_ns(void) { return fake_now_ns; }
 #define OVL_ENGINE_MONO_NS fake_mono_ns
 #define FAKE_START_NS 1000000000000ull
 
+/* The engine's writev (TUN writes with a virtio_net_hdr): refuses one super-packet write
+ * with EINVAL when asked (a type 1 record's flags bit 6). */
+#include <stdbool.h>
+#include <sys/uio.h>
+static bool refuse_gso_write;
+static unsigned gso_refusals;
+static ssize_t fuzz_writev(int fd, const struct iovec *iov, int n);
+#define writev fuzz_writev
 #include "../src/engine.c"
+#undef writev
+static ssize_t fuzz_writev(int fd, const struct iovec *iov, int n) {
+  const struct ovl_vnet_hdr *h = iov[0].iov_base;
+  if (refuse_gso_write && n > 0 && iov[0].iov_len == OVL_VNET_HDR_LEN && h->gso_type != OVL_VNET_GSO_NONE) {
+    refuse_gso_write = false;
+    gso_refusals++;
+    errno = EINVAL;
+    return -1;
+  }
+  return writev(fd, iov, n);
+}
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -224,6 +245,8 @@ static void setup(void) {
 static void worker_reset(bool gro) {
   /* the production limit, full, at the same fake time in both runs: they must agree */
   fake_now_ns = FAKE_START_NS;
+  refuse_gso_write = false;
+  gso_refusals = 0;
   if (ovl_ratelimit_init(&eng.icmp_limit, OVL_ICMP_RATELIMIT_RATE, OVL_ICMP_RATELIMIT_BURST) != 0) abort();
   memset(&wk, 0, sizeof(wk));
   wk.e = &eng;
@@ -293,6 +316,12 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
       burst_end(c, gro);
       slot = 0;
       fake_now_ns += (uint64_t)arg * 1000000u;
+      if (wk.gro_gate.state == OVL_OFFLOAD_BACKOFF || wk.gso_gate.state == OVL_OFFLOAD_BACKOFF) retry_offloads(&wk);
+      if (wk.tun_gro != (wk.gro_gate.state == OVL_OFFLOAD_ON)) FAIL("tun_gro does not mirror its gate");
+      if (A(OVL_EC_TUN_GRO_FALLBACK) > gso_refusals || A(OVL_EC_TUN_GRO_REENABLE) > A(OVL_EC_TUN_GRO_FALLBACK))
+        FAIL("%llu GRO fallbacks, %llu re-enables after %u refused writes", (unsigned long long)A(OVL_EC_TUN_GRO_FALLBACK),
+             (unsigned long long)A(OVL_EC_TUN_GRO_REENABLE), gso_refusals);
+      refuse_gso_write = gro && (flags & 0x40u);
       continue;
     }
     if (type == 0) {

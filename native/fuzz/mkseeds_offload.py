@@ -112,6 +112,11 @@ seeds = {
     # (10 suppressed), 5 ms later 8 more (5 sent, 3 suppressed)
     'icmp-ratelimit': b''.join(rec(3, tcp(OWN_POD, OTHER, i, pay(10)), flags=3) for i in range(60))
                       + rec(1, b'', arg=5) + b''.join(rec(3, tcp(OWN_POD, OTHER, i, pay(10)), flags=3) for i in range(8)),
+    # the TUN refuses a super-packet write (EINVAL): the segments go plainly, GRO is off for
+    # 1 s (plain writes), then back on (coalesced again)
+    'gro-refused-backoff': rec(1, b'', flags=0x40) + one_by_one(inbound_run(4, 1000, seq0=1000, last_flags=0x10))
+                           + one_by_one(inbound_run(4, 1000, seq0=5000, last_flags=0x10))
+                           + rec(1, b'', arg=1000) + one_by_one(inbound_run(4, 1000, seq0=9000)),
     'mixed': one_by_one(inbound_run(3, 500)) + super_packet(3000, 1000) + rec(3, udp_zero, flags=3)
              + gro_receive(inbound_run(4, 700, optlen=40, last_flags=0x10)),
 }
