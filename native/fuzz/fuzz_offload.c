@@ -7,7 +7,11 @@
  *   type 0  a receive from a peer, of one datagram or, with argument = segment size > 0,
  *           several (UDP GRO: udp_receive() splits it); up to RECV_SLOTS receives form a
  *           burst, after which the TUN-side GRO flow is flushed (as udp_burst() does)
- *   type 1  end of the burst now
+ *   type 1  end of the burst now; then the engine's clock advances by argument ms (the
+ *           ICMP rate limit runs as in production, OVL_ICMP_RATELIMIT_RATE/_BURST, on this
+ *           fake clock, which starts at the same time in both runs) and the offloads whose
+ *           back-off is over come back (as at the start of a thread's turn); flags bit 6:
+ *           the TUN refuses the next super-packet write with EINVAL (gro_flush's fallback)
  *   type 2  a TUN read: 10 bytes of struct virtio_net_hdr (any gso_type, gso_size, hdr_len,
  *           csum_start/offset, flags), then the packet (outbound_vnet(): cut, finished)
  *   type 3  a TUN read without offload fields (an all-zero virtio_net_hdr)
@@ -35,9 +39,37 @@
  *  - Every input ends in exactly one counted outcome: per burst, datagrams received = drops
  *    + packets written into the TUN (not counting ICMP errors); per TUN read, packets taken
  *    = drops + datagrams queued; at most one ICMP error per TUN read (one per super-packet);
- *    both runs end with the same engine counters.
+ *    both runs end with the same engine counters; ICMP errors sent never exceed the
+ *    bucket (burst + rate x elapsed fake time).
  */
+#include <stdint.h>
+
+/* The engine's clock (mono_ns): fake, advanced by type 1 records. */
+static uint64_t fake_now_ns;
+static uint64_t fake_mono_ns(void) { return fake_now_ns; }
+#define OVL_ENGINE_MONO_NS fake_mono_ns
+#define FAKE_START_NS 1000000000000ull
+
+/* The engine's writev (TUN writes with a virtio_net_hdr): refuses one super-packet write
+ * with EINVAL when asked (a type 1 record's flags bit 6). */
+#include <stdbool.h>
+#include <sys/uio.h>
+static bool refuse_gso_write;
+static unsigned gso_refusals;
+static ssize_t fuzz_writev(int fd, const struct iovec *iov, int n);
+#define writev fuzz_writev
 #include "../src/engine.c"
+#undef writev
+static ssize_t fuzz_writev(int fd, const struct iovec *iov, int n) {
+  const struct ovl_vnet_hdr *h = iov[0].iov_base;
+  if (refuse_gso_write && n > 0 && iov[0].iov_len == OVL_VNET_HDR_LEN && h->gso_type != OVL_VNET_GSO_NONE) {
+    refuse_gso_write = false;
+    gso_refusals++;
+    errno = EINVAL;
+    return -1;
+  }
+  return writev(fd, iov, n);
+}
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -194,7 +226,6 @@ static void setup(void) {
   eng.tun_mtu = TUN_MTU;
   eng.subnet = ip4(10, 244, 2, 0);
   eng.subnet_mask = 0xffffff00u;
-  (void)ovl_ratelimit_init(&eng.icmp_limit, 0, 0); /* no limit: both runs must agree */
   int sp[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) abort();
   int big = 64 << 20;
@@ -212,6 +243,11 @@ static void setup(void) {
 }
 
 static void worker_reset(bool gro) {
+  /* the production limit, full, at the same fake time in both runs: they must agree */
+  fake_now_ns = FAKE_START_NS;
+  refuse_gso_write = false;
+  gso_refusals = 0;
+  if (ovl_ratelimit_init(&eng.icmp_limit, OVL_ICMP_RATELIMIT_RATE, OVL_ICMP_RATELIMIT_BURST) != 0) abort();
   memset(&wk, 0, sizeof(wk));
   wk.e = &eng;
   wk.tun_fd = tun_wr;
@@ -252,6 +288,11 @@ static void burst_end(struct capture *c, bool gro) {
     FAIL("%llu datagrams, %llu outcomes", (unsigned long long)A(OVL_EC_RX), (unsigned long long)(outcomes_raw() - shift));
   if (A(OVL_EC_ICMP_SENT) + A(OVL_EC_DROP_ICMP_RATELIMIT) > A(OVL_EC_DROP_TTL) + A(OVL_EC_DROP_NO_ROUTE))
     FAIL("more ICMP errors than TTL and no-route drops");
+  /* rate 1000/s: one token per ms of fake time */
+  uint64_t elapsed_ms = (fake_now_ns - FAKE_START_NS) / 1000000u;
+  if (A(OVL_EC_ICMP_SENT) > OVL_ICMP_RATELIMIT_BURST + elapsed_ms * OVL_ICMP_RATELIMIT_RATE / 1000u)
+    FAIL("%llu ICMP errors sent in %llu ms: more than the bucket holds", (unsigned long long)A(OVL_EC_ICMP_SENT),
+         (unsigned long long)elapsed_ms);
 }
 
 static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
@@ -274,6 +315,13 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
     if (type == 1) {
       burst_end(c, gro);
       slot = 0;
+      fake_now_ns += (uint64_t)arg * 1000000u;
+      if (wk.gro_gate.state == OVL_OFFLOAD_BACKOFF || wk.gso_gate.state == OVL_OFFLOAD_BACKOFF) retry_offloads(&wk);
+      if (wk.tun_gro != (wk.gro_gate.state == OVL_OFFLOAD_ON)) FAIL("tun_gro does not mirror its gate");
+      if (A(OVL_EC_TUN_GRO_FALLBACK) > gso_refusals || A(OVL_EC_TUN_GRO_REENABLE) > A(OVL_EC_TUN_GRO_FALLBACK))
+        FAIL("%llu GRO fallbacks, %llu re-enables after %u refused writes", (unsigned long long)A(OVL_EC_TUN_GRO_FALLBACK),
+             (unsigned long long)A(OVL_EC_TUN_GRO_REENABLE), gso_refusals);
+      refuse_gso_write = gro && (flags & 0x40u);
       continue;
     }
     if (type == 0) {

@@ -4,9 +4,9 @@ of receives from a peer (single datagrams and UDP GRO receives of several), ends
 TUN reads with virtio_net_hdr fields. Covers maximal TCP options (40 bytes: timestamps + 3
 SACK blocks; 24: timestamps + 1 SACK block), IPv4 options, 1-byte payloads, sequence
 wrap-around, the 64-segment GRO limit, super-packets of 64 KB, TTL 1 and no route, too
-small a gso_size, and a UDP datagram whose checksum computes to 0. Every record asks for its
-lengths and checksums to be repaired (flags 7) so that mutations still reach the offload
-code. Usage: mkseeds_offload.py DIR"""
+small a gso_size, a UDP datagram whose checksum computes to 0, and more ICMP errors than
+the rate limit's burst. Every record asks for its lengths and checksums to be repaired
+(flags 7) so that mutations still reach the offload code. Usage: mkseeds_offload.py DIR"""
 import os, struct, sys
 
 PEER_POD, OWN_POD, OTHER = bytes([10, 244, 200, 7]), bytes([10, 244, 2, 5]), bytes([10, 244, 77, 1])
@@ -108,6 +108,15 @@ seeds = {
     'gso-mss-above-mtu': super_packet(5000, 1460),
     'gso-seq-wrap': super_packet(10000, 1000, seq=0xffffffff - 3000),
     'csum-udp-zero': rec(2, vnet(0, 0, 0, 20, 6) + udp_zero, flags=0),
+    # the ICMP rate limit (burst 50, 1000/s on the harness's fake clock): 60 no-route reads
+    # (10 suppressed), 5 ms later 8 more (5 sent, 3 suppressed)
+    'icmp-ratelimit': b''.join(rec(3, tcp(OWN_POD, OTHER, i, pay(10)), flags=3) for i in range(60))
+                      + rec(1, b'', arg=5) + b''.join(rec(3, tcp(OWN_POD, OTHER, i, pay(10)), flags=3) for i in range(8)),
+    # the TUN refuses a super-packet write (EINVAL): the segments go plainly, GRO is off for
+    # 1 s (plain writes), then back on (coalesced again)
+    'gro-refused-backoff': rec(1, b'', flags=0x40) + one_by_one(inbound_run(4, 1000, seq0=1000, last_flags=0x10))
+                           + one_by_one(inbound_run(4, 1000, seq0=5000, last_flags=0x10))
+                           + rec(1, b'', arg=1000) + one_by_one(inbound_run(4, 1000, seq0=9000)),
     'mixed': one_by_one(inbound_run(3, 500)) + super_packet(3000, 1000) + rec(3, udp_zero, flags=3)
              + gro_receive(inbound_run(4, 700, optlen=40, last_flags=0x10)),
 }

@@ -5,6 +5,7 @@
 #include "overlayd.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <pthread.h>
 
 #include "tap.h"
@@ -72,6 +73,28 @@ static void test_bucket(void) {
   tap_ok(n == 1000, "rate 0: no limit");
 }
 
+/* The bounds the configuration accepts (rate and burst up to 2^32 - 1): the token math
+ * (interval x burst, tat + interval) must not wrap; and a clock read that is older than
+ * another taker's (threads) is refused, never granted extra tokens. */
+static void test_bucket_extremes(void) {
+  struct ovl_ratelimit r;
+  int n = 0;
+  TAP_REQUIRE(ovl_ratelimit_init(&r, UINT32_MAX, UINT32_MAX) == 0, "init rate 2^32-1 burst 2^32-1");
+  for (int i = 0; i < 100000; i++) n += ovl_ratelimit_take(&r, 5 * S);
+  tap_ok(n == 100000, "rate and burst 2^32-1: 100000 takes at one instant all pass (got %d)", n);
+  TAP_REQUIRE(ovl_ratelimit_init(&r, UINT32_MAX, 1) == 0, "init rate 2^32-1 burst 1");
+  tap_ok(ovl_ratelimit_take(&r, 5 * S) && !ovl_ratelimit_take(&r, 5 * S) && ovl_ratelimit_take(&r, 5 * S + 1),
+         "rate 2^32-1: at most one per ns (1e9/s), never more than the rate");
+  TAP_REQUIRE(ovl_ratelimit_init(&r, 1, UINT32_MAX) == 0, "init rate 1 burst 2^32-1 (tolerance ~136 years in ns)");
+  n = 0;
+  for (int i = 0; i < 100000; i++) n += ovl_ratelimit_take(&r, 3650ull * 86400ull * S); /* 10 years of uptime */
+  tap_ok(n == 100000, "rate 1 burst 2^32-1: 100000 takes at one instant all pass, no wrap (got %d)", n);
+  TAP_REQUIRE(ovl_ratelimit_init(&r, 1, 1) == 0, "init 1/s burst 1");
+  tap_ok(ovl_ratelimit_take(&r, 10 * S) && !ovl_ratelimit_take(&r, 5 * S) && !ovl_ratelimit_take(&r, 10 * S + S - 1) &&
+             ovl_ratelimit_take(&r, 11 * S),
+         "a clock 5 s behind the last take is refused and takes nothing: the next token comes 1 s after the last");
+}
+
 /* Several threads on one bucket at one frozen instant: together exactly the burst. */
 static struct ovl_ratelimit shared;
 static _Atomic int passed;
@@ -93,6 +116,7 @@ static void test_bucket_threads(void) {
 int main(void) {
   test_gate();
   test_bucket();
+  test_bucket_extremes();
   test_bucket_threads();
   return tap_done();
 }
