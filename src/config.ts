@@ -215,7 +215,6 @@ export function parseDuration(label: string, value: string, spec: DurationSpec =
   return n;
 }
 
-/** --etcd-resync-interval: a duration of 10s..24h, or 0 (off). */
 /** --etcd-resync-interval: 0 disables the periodic re-list, else 10s..24h. */
 function parseResyncInterval(label: string, value: string): number {
   if (/^0+[smhd]?$/.test(value.trim())) return 0;
