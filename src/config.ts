@@ -217,7 +217,6 @@ export function parseDuration(label: string, value: string, spec: DurationSpec =
   return n;
 }
 
-/** --etcd-resync-interval: a duration of 10s..24h, or 0 (off). */
 /** --etcd-resync-interval: 0 disables the periodic re-list, else 10s..24h. */
 function parseResyncInterval(label: string, value: string): number {
   if (/^0+[smhd]?$/.test(value.trim())) return 0;
@@ -254,15 +253,16 @@ interface Setting {
 /** Resolves one flag from the sources in precedence order (strings; booleans as their text). */
 function resolve(flag: FlagName, given: GivenFlags, env: NodeJS.ProcessEnv): Setting {
   const spec: FlagSpec = FLAGS[flag];
+  const name = `${flag.length === 1 ? '-' : '--'}${flag}`; // as --help spells it (-v)
   const g = given.get(flag);
-  if (g !== undefined) return { values: Array.isArray(g) ? g : [String(g)], origin: 'command line', label: `--${flag}` };
+  if (g !== undefined) return { values: Array.isArray(g) ? g : [String(g)], origin: 'command line', label: name };
   if (!spec.noEnv) {
     const o = env[envName(flag)];
-    if (o !== undefined) return { values: [o], origin: 'OVERLAYD', label: `--${flag} (${envName(flag)})` };
+    if (o !== undefined) return { values: [o], origin: 'OVERLAYD', label: `${name} (${envName(flag)})` };
     const f = spec.flanneld ? env[flanneldEnvName(flag)] : undefined;
-    if (f !== undefined && f !== '') return { values: [f], origin: 'FLANNELD', label: `--${flag} (${flanneldEnvName(flag)})` };
+    if (f !== undefined && f !== '') return { values: [f], origin: 'FLANNELD', label: `${name} (${flanneldEnvName(flag)})` };
   }
-  return { values: spec.default === undefined ? [] : [spec.default], origin: 'default', label: `--${flag}` };
+  return { values: spec.default === undefined ? [] : [spec.default], origin: 'default', label: name };
 }
 
 /** One line per variable with our prefixes that no flag reads, with the nearest known name. */

@@ -1,7 +1,7 @@
 /**
  * The network config (`<prefix>/config`) while running. A change that invalidates what this
- * node built on it (Network, SubnetLen, Backend.Port, Backend.Type, or SubnetMin/SubnetMax
- * no longer containing our subnet) is fatal: the daemon exits 1 and the service manager
+ * node built on it (Network, SubnetLen, Backend.Port, Backend.Type, Backend.DirectRouting (read
+ * once at start), or SubnetMin/SubnetMax no longer containing our subnet) is fatal: the daemon exits 1 and the service manager
  * restarts it against the new config (re-leasing, re-creating the TUN). Anything else
  * (whitespace, unknown fields, SubnetMin/SubnetMax still containing our subnet) is logged and
  * ignored. A config that no longer parses, or a deleted one, is logged as an error and the
@@ -45,6 +45,7 @@ export function classifyConfigChange(running: NetworkConfig, ownSubnet: Prefix, 
   if (next.subnetLen !== running.subnetLen) changed.push(`SubnetLen ${running.subnetLen} -> ${next.subnetLen}`);
   if (next.port !== running.port) changed.push(`Backend.Port ${running.port} -> ${next.port}`);
   if (next.backendType !== running.backendType) changed.push(`Backend.Type ${running.backendType} -> ${next.backendType}`);
+  if (next.directRouting !== running.directRouting) changed.push(`Backend.DirectRouting ${running.directRouting} -> ${next.directRouting}`);
   const range = (c: NetworkConfig) => `[${formatIp(c.subnetMin)}..${formatIp(c.subnetMax)}]`;
   const rangeChanged = next.subnetMin !== running.subnetMin || next.subnetMax !== running.subnetMax;
   if (changed.length === 0 && rangeChanged && !isSubnetInRange(next, ownSubnet)) {

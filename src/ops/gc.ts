@@ -4,25 +4,17 @@
  * would collect it too, but only once its memory reducer sees the process idle (tens of
  * seconds); until then the garbage is resident. Main thread; pauses it for the collection
  * (milliseconds at that size).
+ *
+ * The collector is V8's `gc`, present only when node runs with --expose-gc (bin/overlayd's
+ * node flags). Without it (e.g. `node dist/src/main.js`) nothing happens: the collection is
+ * an optimisation of the resident size, never needed for correctness. V8 flags are not
+ * changed at run time (v8.setFlagsFromString after start-up is undefined behaviour).
  */
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 
-let gcFn: (() => void) | undefined;
-
-/** Runs a full GC now; false when this V8 does not allow it (nothing happens then). */
+/** Runs a full GC now; false when node was started without --expose-gc (nothing happens then). */
 export function collectGarbage(): boolean {
-  if (!gcFn) {
-    try {
-      // --expose-gc for contexts created from now on: fetch `gc` from a fresh one
-      setFlagsFromString('--expose-gc');
-      const fn: unknown = runInNewContext('gc');
-      if (typeof fn === 'function') gcFn = fn as () => void;
-    } catch {
-      return false;
-    }
-  }
-  if (!gcFn) return false;
-  gcFn();
+  const gc: unknown = (globalThis as { gc?: unknown }).gc;
+  if (typeof gc !== 'function') return false;
+  (gc as () => void)();
   return true;
 }

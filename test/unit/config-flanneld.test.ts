@@ -221,7 +221,7 @@ t.test('-v N maps onto log levels; --log-level wins when given at the same or a 
   t.equal(daemonConfig(['-v', '3', '--log-level', 'warn']).logLevel, 'warn', 'both on the command line: --log-level');
   t.equal(daemonConfig(['-v', '3'], { OVERLAYD_LOG_LEVEL: 'warn' }).logLevel, 'debug', 'the command line beats the environment');
   t.equal(daemonConfig([], { OVERLAYD_LOG_LEVEL: 'warn', FLANNELD_V: '3' }).logLevel, 'warn');
-  t.throws(() => daemonConfig(['-v', 'loud']), /--v: "loud" is not a whole number/);
+  t.throws(() => daemonConfig(['-v', 'loud']), { message: /^-v: "loud" is not a whole number/ }, 'named as --help spells it (-v)');
 });
 
 t.test('flanneld flags that cannot apply: refused with the reason, never "unknown flag"', async (t) => {

@@ -11,6 +11,7 @@ const classify = (text: string | undefined) => classifyConfigChange(running, own
 
 t.test('same config, other spelling: same', async (t) => {
   t.same(classify('{ "SubnetMax":"10.244.20.0", "Network": "10.244.0.0/16", "SubnetMin":"10.244.10.0",\n "Backend": {"Type":"UDP","Port":8285}, "EnableIPv6": false }'), { kind: 'same' });
+  t.same(classify('{"Network":"10.244.0.0/16","SubnetMin":"10.244.10.0","SubnetMax":"10.244.20.0","Backend":{"Type":"udp","DirectRouting":false}}'), { kind: 'same' }, 'DirectRouting false spelled out');
 });
 
 t.test('range changed but still containing our subnet: harmless', async (t) => {
@@ -26,6 +27,7 @@ t.test('changes that matter: fatal, naming old and new', async (t) => {
     ['{"Network":"10.244.0.0/16","SubnetMin":"10.244.10.0","SubnetMax":"10.244.20.0","Backend":{"Port":9000}}', /Backend\.Port 8285 -> 9000/],
     ['{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}', /Backend\.Type changed from "udp"/],
     ['{"Network":"10.244.0.0/16","SubnetMin":"10.244.13.0"}', /which no longer contains this node's subnet 10\.244\.12\.0\/24/],
+    ['{"Network":"10.244.0.0/16","SubnetMin":"10.244.10.0","SubnetMax":"10.244.20.0","Backend":{"Type":"udp","DirectRouting":true}}', /Backend\.DirectRouting false -> true/],
   ];
   for (const [text, re] of cases) {
     const c = classify(text);
