@@ -882,12 +882,8 @@ static napi_value engine_start(napi_env env, napi_callback_info info) {
     return NULL;
   if (subnet_len < 32 && (subnet & (UINT32_MAX >> subnet_len)) != 0)
     return throw_range(env, "EnginePort.start: options.subnet has host bits set for /%u", subnet_len);
-  uint32_t bind_address = 0;
-  napi_value bind_v;
-  napi_valuetype bind_t;
-  CHECK(env, napi_get_named_property(env, argv[0], "bindAddress", &bind_v));
-  CHECK(env, napi_typeof(env, bind_v, &bind_t));
-  if (bind_t != napi_undefined && !get_int_option(env, argv[0], fn, "bindAddress", 0, UINT32_MAX, &bind_address))
+  uint32_t bind_address;
+  if (!get_opt_int_option(env, argv[0], fn, "bindAddress", 0, UINT32_MAX, 0, &bind_address))
     return NULL;
 
   char context[64];
