@@ -25,6 +25,10 @@ const READ_BATCH = 64;
 const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 /** Slots per ring direction. */
 const RING_SLOTS = 1024;
+/** Packets for the TUN that may wait for room in a full ring (in order) before the newest are dropped. */
+const PENDING_TUN_MAX = 4 * RING_SLOTS;
+/** How soon a full TUN ring is offered the waiting packets again, ms (a timer, not a spin). */
+const RING_FULL_RETRY_MS = 1;
 
 export class JsEngine implements Engine {
   readonly kind = 'js' as const;
@@ -241,13 +245,26 @@ export class JsEngine implements Engine {
     }
   }
 
+  /**
+   * Hands the queued packets to the TUN ring. When the ring is full (its I/O thread has not
+   * run for a while: a loaded machine), the rest waits, in order and up to PENDING_TUN_MAX
+   * packets, and is offered again after RING_FULL_RETRY_MS; only what is beyond that bound is
+   * dropped, counted as drop_ring_full.
+   */
   private flushTun(): void {
     this.flushScheduled = false;
     const pending = this.pendingTun;
     if (pending.length === 0 || !this.tun) return;
-    this.pendingTun = [];
     const accepted = this.tun.write(pending);
     this.stats.tun_tx += accepted;
-    this.stats.drop_ring_full += pending.length - accepted;
+    if (accepted === pending.length) {
+      this.pendingTun = [];
+      return;
+    }
+    const rest = pending.slice(accepted, accepted + PENDING_TUN_MAX);
+    this.stats.drop_ring_full += pending.length - accepted - rest.length;
+    this.pendingTun = rest;
+    this.flushScheduled = true;
+    setTimeout(() => this.flushTun(), RING_FULL_RETRY_MS);
   }
 }
