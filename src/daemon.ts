@@ -290,9 +290,8 @@ export class Daemon {
   }
 
   private metricsSource(): MetricsSource {
-    const direct = this.direct;
     const src: MetricsSource = {
-      ...(direct && { directRouteCount: () => direct.directCount() }),
+      directRouteCount: () => this.direct?.directCount(),
       engineKind: () => this.engine?.kind,
       queueCounters: () => this.engine?.queueCounters(),
       routeCount: () => this.engine?.routes().length ?? 0,

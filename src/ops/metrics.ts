@@ -12,8 +12,11 @@ export interface MetricsSource {
   /** per forwarding queue */
   queueCounters(): EngineCounters[] | undefined;
   routeCount(): number;
-  /** of routeCount(), the peers reached by a kernel route, not the tunnel; absent unless DirectRouting is on */
-  directRouteCount?(): number;
+  /**
+   * of routeCount(), the peers reached by a kernel route, not the tunnel; undefined unless
+   * DirectRouting is on (known only once the network config is read, after the registry exists)
+   */
+  directRouteCount?(): number | undefined;
   /** offloads in force (undefined before the engine runs) */
   offloads?(): OffloadState | undefined;
   /** ms since epoch, undefined when the lease does not expire (static config) */
@@ -123,18 +126,17 @@ export function createMetrics(src: MetricsSource): Registry {
     name: 'overlayd_routes', help: 'Peer routes installed in the data plane', registers: [registry],
     collect() { this.set(src.routeCount()); },
   });
-  // only with DirectRouting on
-  const directCount = src.directRouteCount;
-  if (directCount !== undefined) {
-    new Gauge({
-      name: 'overlayd_routes_by_kind', help: 'Peer routes by path: direct (kernel route on the underlay, DirectRouting) or udp (the tunnel)', labelNames: ['kind'], registers: [registry],
-      collect() {
-        const direct = directCount();
-        this.set({ kind: 'direct' }, direct);
-        this.set({ kind: 'udp' }, src.routeCount() - direct);
-      },
-    });
-  }
+  // samples only with DirectRouting on
+  new Gauge({
+    name: 'overlayd_routes_by_kind', help: 'Peer routes by path: direct (kernel route on the underlay, DirectRouting) or udp (the tunnel)', labelNames: ['kind'], registers: [registry],
+    collect() {
+      this.reset();
+      const direct = src.directRouteCount?.();
+      if (direct === undefined) return;
+      this.set({ kind: 'direct' }, direct);
+      this.set({ kind: 'udp' }, src.routeCount() - direct);
+    },
+  });
   new Gauge({
     name: 'overlayd_lease_expiry_timestamp_seconds', help: 'When this node\'s subnet lease expires unless renewed (0: never)', registers: [registry],
     collect() { this.set(Math.round((src.leaseExpiresAt() ?? 0) / 1000)); },

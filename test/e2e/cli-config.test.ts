@@ -40,8 +40,8 @@ if (!isRoot) {
     });
     t.equal(r.status, 1, 'exit 1: it cannot start');
     t.same(r.stderr.split('\n').filter((l) => l !== ''), [`overlayd: unknown key "Peer" in ${file}: did you mean "Peers"?`], 'one line on stderr');
-    const logs = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: number; msg: string });
-    t.ok(logs.some((l) => l.level === 40 && l.msg === 'environment variable OVERLAYD_ETCD_ENDPOINT is not one overlayd reads; ignored: did you mean OVERLAYD_ETCD_ENDPOINTS?'), 'the misspelled variable is warned about', { stdout: r.stdout });
+    const logs = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: string; msg: string });
+    t.ok(logs.some((l) => l.level === 'warn' && l.msg === 'environment variable OVERLAYD_ETCD_ENDPOINT is not one overlayd reads; ignored: did you mean OVERLAYD_ETCD_ENDPOINTS?'), 'the misspelled variable is warned about', { stdout: r.stdout });
     t.same(netns.ip(ns, '-o', 'link', 'show').split('\n').filter((l) => l !== '').map((l) => l.split(': ')[1]?.split('@')[0]), ['lo', 'eth0p', 'eth0'], 'no TUN left behind');
     t.equal(run('test', ['-e', subnetFile]).status, 1, 'no subnet file written');
   });

@@ -31,7 +31,8 @@ if (!isRoot) {
     t.match(out, /node 1: 2 routes/);
     t.match(out, /all 30 pairs reach each other/);
     t.match(out, /-> 10\.244\.\d+\.\d+: \d+\.\d+ Gbit\/s/);
-    t.match(out, /ready:\s+yes\s+engine: \w+\s+route source: etcd/);
+    t.match(out, /health:\s+ok\n/, 'status: healthy');
+    t.match(out, /daemon:\s+pid \d+, overlayd [0-9.]+, up \d+s, engine \w+, route source etcd/);
     t.match(out, /nothing left behind/);
     const pids = [...out.matchAll(/\[pid (\d+)\]/g)].map((m) => Number(m[1]));
     t.equal(pids.length, 3);

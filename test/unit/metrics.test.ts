@@ -48,7 +48,9 @@ t.test('no engine yet, static source: no packet samples, no etcd gauge', async (
 
 t.test('overlayd_routes_by_kind: only with DirectRouting; direct and udp add up to overlayd_routes', async (t) => {
   const off = await families(source(undefined));
-  t.notOk(off.some((f) => f.name === 'overlayd_routes_by_kind'), 'absent when DirectRouting is off');
+  t.same(off.find((f) => f.name === 'overlayd_routes_by_kind')?.metrics ?? [], [], 'no samples when DirectRouting is off (no source)');
+  const offLater = await families(source(undefined, { directRouteCount: () => undefined }));
+  t.same(offLater.find((f) => f.name === 'overlayd_routes_by_kind')?.metrics ?? [], [], 'no samples when DirectRouting is off (source says undefined)');
   const on = await families(source(undefined, { directRouteCount: () => 1 }));
   const kind = (k: string) => on.find((f) => f.name === 'overlayd_routes_by_kind')?.metrics.find((m) => m.labels?.['kind'] === k)?.value;
   t.equal(kind('direct'), '1');
