@@ -19,7 +19,9 @@ t.test('healthy: health, phase, lease expiry, etcd, resyncs, offloads, counters 
   t.match(s, /^health:\s+ok$/m);
   t.match(s, /^phase:\s+forwarding$/m);
   t.match(s, /^lease:\s+10\.244\.3\.0\/24 -> 10\.99\.0\.3\s+valid, expires 2026-11-30T15:00:00\.000Z$/m);
-  t.match(s, /^etcd:\s+connected \(http:\/\/10\.99\.0\.254:2379\), watch resyncs 2$/m);
+  t.match(s, /^etcd:\s+connected \(http:\/\/10\.99\.0\.254:2379\), resyncs 2$/m);
+  const cut = formatStatus({ ...base, etcd: { endpoints: ['http://10.99.0.254:2379'], connected: true, leader: false, resyncs: 3, lastResync: '2026-11-29T15:00:00.000Z' } });
+  t.match(cut, /^etcd:\s+connected, MEMBER HAS NO LEADER \(http:\/\/10\.99\.0\.254:2379\), resyncs 3, last re-list 2026-11-29T15:00:00\.000Z$/m, 'a member cut off from its cluster is shown');
   t.match(s, /^offloads:\s+tun yes, udp_gso yes, udp_gro no; fallbacks udp_gso 0, tun_gro 1; reenables udp_gso 0, tun_gro 1$/m);
   t.match(s, /^packets:\s+tun_read 1, udp_sent 2$/m);
   t.match(s, /^drops:\s+no_route 4$/m);
