@@ -159,6 +159,7 @@ export class Daemon {
     if (netConfig.directRouting) this.direct = await DirectRoutes.start({ underlay: underlay.name, tun: engine.tunName, ownSubnet: lease.subnet, logger: this.logger });
     else await removeStaleDirectRoutes(this.logger).catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, 'cannot check for stale direct routes'));
     this.sink = new TrackingSink(engine, this.logger, this.direct);
+    collectGarbage(); // the lists' garbage (etcd answers), before the routes are built: a lower peak
     await source.sync(this.sink);
     await this.direct?.idle();
     this.checkNotStopping();
