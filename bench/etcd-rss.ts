@@ -56,8 +56,8 @@ async function main(): Promise<void> {
       return line ? Number(line.slice(name.length + 1)) : NaN;
     };
     const st = { routes: metric('overlayd_routes'), memory: {
-      heapUsed: metric('overlayd_process_nodejs_heap_size_used_bytes'), heapTotal: metric('overlayd_process_nodejs_heap_size_total_bytes'),
-      external: metric('overlayd_process_nodejs_external_memory_bytes'), arrayBuffers: NaN,
+      heapUsed: metric('overlayd_nodejs_heap_size_used_bytes'), heapTotal: metric('overlayd_nodejs_heap_size_total_bytes'),
+      external: metric('overlayd_nodejs_external_memory_bytes'), arrayBuffers: NaN,
     } as Record<string, number> };
     const mb = (b: number | undefined) => ((b ?? 0) / 1e6).toFixed(1);
     const result = {

@@ -12,7 +12,7 @@ import type * as http from 'node:http';
 import type { Registry } from 'prom-client';
 import { leaseRenewIntervalMs, type Config } from './config';
 import { AlreadyRunningError, ConfigError, errorMessage } from './errors';
-import { formatIp, formatPrefix, parseIp, type Prefix, prefixKey } from './net/addr';
+import { formatIp, formatPrefix, parseIp, prefixId, type Prefix } from './net/addr';
 import { DirectRoutes, removeStaleDirectRoutes } from './net/direct-routes';
 import { Firewall, removeLeftovers } from './net/firewall';
 import { configureTun, ENCAP_OVERHEAD, unconfigureTun, type TunLinkState } from './net/link';
@@ -43,21 +43,23 @@ const WAIT_STATUS_EVERY_MS = 5000;
 
 /** Forwards route changes to the engine and remembers when each route was installed. */
 class TrackingSink implements RouteSink {
-  readonly since = new Map<string, number>();
+  /** prefixId(subnet) -> install time (ms since the epoch); numeric keys, no string per route */
+  readonly since = new Map<number, number>();
   /** `also` (DirectRouting) sees every change after the engine */
   constructor(private readonly engine: Engine, private readonly logger: Logger, private readonly also?: RouteSink) {}
   upsert(route: Route): void {
     this.engine.upsert(route);
     this.also?.upsert(route);
-    if (!this.since.has(prefixKey(route.subnet))) {
-      this.since.set(prefixKey(route.subnet), Date.now());
-      this.logger.debug({ subnet: formatPrefix(route.subnet), peer: formatIp(route.publicIp) }, 'route installed');
+    const k = prefixId(route.subnet);
+    if (!this.since.has(k)) {
+      this.since.set(k, Date.now());
+      if (this.logger.isLevelEnabled('debug')) this.logger.debug({ subnet: formatPrefix(route.subnet), peer: formatIp(route.publicIp) }, 'route installed');
     }
   }
   remove(subnet: Prefix): void {
     this.engine.remove(subnet);
     this.also?.remove(subnet);
-    if (this.since.delete(prefixKey(subnet))) this.logger.debug({ subnet: formatPrefix(subnet) }, 'route removed');
+    if (this.since.delete(prefixId(subnet))) this.logger.debug({ subnet: formatPrefix(subnet) }, 'route removed');
   }
 }
 
@@ -157,6 +159,7 @@ export class Daemon {
     if (netConfig.directRouting) this.direct = await DirectRoutes.start({ underlay: underlay.name, tun: engine.tunName, ownSubnet: lease.subnet, logger: this.logger });
     else await removeStaleDirectRoutes(this.logger).catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, 'cannot check for stale direct routes'));
     this.sink = new TrackingSink(engine, this.logger, this.direct);
+    collectGarbage(); // the lists' garbage (etcd answers), before the routes are built: a lower peak
     await source.sync(this.sink);
     await this.direct?.idle();
     this.checkNotStopping();
@@ -355,7 +358,7 @@ export class Daemon {
       offloads: offloads ? statusOffloads(offloads) : null,
       firewall: this.firewall?.status() ?? null,
       routes: (engine?.routes() ?? []).map((r) => {
-        const since = this.sink?.since.get(prefixKey(r.subnet));
+        const since = this.sink?.since.get(prefixId(r.subnet));
         return { subnet: formatPrefix(r.subnet), publicIp: formatIp(r.publicIp), ageSeconds: since === undefined ? null : Math.round((now - since) / 1000), via: this.direct?.kindOf(r.subnet) ?? 'udp' };
       }),
       counters: queues ? statusCounters(queues) : null,

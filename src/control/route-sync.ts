@@ -4,7 +4,7 @@
  * only the difference: an unchanged route is never removed and re-added.
  */
 import type { Route, RouteSink } from '../dataplane/types';
-import { formatIp, formatPrefix, prefixCovers, prefixEquals, prefixKey, type Prefix } from '../net/addr';
+import { formatIp, formatPrefix, prefixCovers, prefixEquals, prefixId, type Prefix } from '../net/addr';
 import type { Logger } from '../ops/log';
 import { parseLeaseValue, parseSubnetKey } from './etcd-schema';
 import type { KvEntry, MirrorConsumer } from './watch';
@@ -19,7 +19,7 @@ export interface RouteDiff {
  * new or whose peer changed, remove every route no longer desired. Unchanged routes appear
  * in neither list.
  */
-export function diffRoutes(inForce: ReadonlyMap<string, Route>, desired: ReadonlyMap<string, Route>): RouteDiff {
+export function diffRoutes<K>(inForce: ReadonlyMap<K, Route>, desired: ReadonlyMap<K, Route>): RouteDiff {
   const upserts: Route[] = [];
   const removes: Prefix[] = [];
   for (const [k, r] of inForce) if (!desired.has(k)) removes.push(r.subnet);
@@ -65,7 +65,8 @@ function hold(prefix: string, e: KvEntry): Held {
 
 export class RouteSync implements MirrorConsumer {
   private readonly leases = new Map<string, Held>();
-  private readonly inForce = new Map<string, Route>();
+  /** the routes given to the sink, by prefixId of their subnet */
+  private readonly inForce = new Map<number, Route>();
   /** "key@modRevision" already warned about, so each bad value is logged once */
   private readonly warned = new Set<string>();
   private sink: RouteSink | undefined;
@@ -157,13 +158,13 @@ export class RouteSync implements MirrorConsumer {
     return best?.route;
   }
 
-  private desiredAll(): Map<string, Route> {
-    const best = new Map<string, Route>();
-    const rev = new Map<string, number>();
+  private desiredAll(): Map<number, Route> {
+    const best = new Map<number, Route>();
+    const rev = new Map<number, number>();
     for (const [key, h] of this.leases) {
       const r = this.routeOf(key, h);
       if (!r) continue;
-      const k = prefixKey(r.subnet);
+      const k = prefixId(r.subnet);
       const cur = rev.get(k);
       if (cur === undefined || h.modRevision > cur) {
         best.set(k, r);
@@ -182,7 +183,7 @@ export class RouteSync implements MirrorConsumer {
 
   private applyOne(subnet: Prefix): void {
     if (!this.sink) return;
-    const k = prefixKey(subnet);
+    const k = prefixId(subnet);
     const want = this.desiredFor(subnet);
     const cur = this.inForce.get(k);
     if (!want) {
@@ -193,21 +194,23 @@ export class RouteSync implements MirrorConsumer {
   }
 
   private upsert(r: Route): void {
-    const k = prefixKey(r.subnet);
+    const k = prefixId(r.subnet);
     const cur = this.inForce.get(k);
     this.sink?.upsert(r);
     this.inForce.set(k, r);
     const level = this.quiet ? 'debug' : 'info';
-    if (cur) this.o.logger[level]({ subnet: k, publicIp: formatIp(r.publicIp), was: formatIp(cur.publicIp) }, 'route changed');
-    else this.o.logger[level]({ subnet: k, publicIp: formatIp(r.publicIp) }, 'route added');
+    // 10,000 leases at start: no line objects built for a level that is off
+    if (!this.o.logger.isLevelEnabled(level)) return;
+    if (cur) this.o.logger[level]({ subnet: formatPrefix(r.subnet), publicIp: formatIp(r.publicIp), was: formatIp(cur.publicIp) }, 'route changed');
+    else this.o.logger[level]({ subnet: formatPrefix(r.subnet), publicIp: formatIp(r.publicIp) }, 'route added');
   }
 
   private remove(subnet: Prefix): void {
-    const k = prefixKey(subnet);
+    const k = prefixId(subnet);
     const cur = this.inForce.get(k);
     if (!cur) return;
     this.sink?.remove(subnet);
     this.inForce.delete(k);
-    this.o.logger.info({ subnet: k, publicIp: formatIp(cur.publicIp) }, 'route removed');
+    this.o.logger.info({ subnet: formatPrefix(subnet), publicIp: formatIp(cur.publicIp) }, 'route removed');
   }
 }

@@ -240,7 +240,7 @@ if (why !== undefined) {
         t.comment('systemd is not running here: the maintainer scripts skip systemctl (daemon-reload, stop)');
       }
       t.equal(readlinkSync(INSTALLED_BIN), '../lib/overlayd/bin/overlayd');
-      t.match(readFileSync(`${LIB}/bin/overlayd`, 'utf8'), /^#!\/usr\/bin\/env -S \/usr\/bin\/node --max-semi-space-size=2 --expose-gc\n/, "the system's node, with the daemon's flags");
+      t.match(readFileSync(`${LIB}/bin/overlayd`, 'utf8'), /^#!\/usr\/bin\/env -S \/usr\/bin\/node --max-semi-space-size=2 --expose-gc --optimize-for-size\n/, "the system's node, with the daemon's flags");
       t.equal(run(INSTALLED_BIN, ['version'], { env: cleanEnv }).stdout, `overlayd ${PKG.version}\n`);
       for (const dep of Object.keys(PKG.dependencies)) {
         t.equal(run('/usr/bin/node', ['-e', `require(${JSON.stringify(dep)})`], { cwd: LIB, env: cleanEnv }).status, 0, `${dep} loads from ${LIB}`);
