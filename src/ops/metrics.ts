@@ -102,26 +102,19 @@ export function createMetrics(src: MetricsSource): Registry {
       this.set({ offload: 'udp_gro' }, o.udpGro ? 1 : 0);
     },
   });
-  new Counter({
-    name: 'overlayd_offload_fallbacks_total', help: 'Times the kernel refused an offload at run time (that queue went on without it)', labelNames: ['offload'], registers: [registry],
+  /** a per-offload run-time count: fallbacks (refused) or reenables (back after the back-off) */
+  const offloadCounter = (name: string, help: string, which: 'fallbacks' | 'reenables') => new Counter({
+    name, help, labelNames: ['offload'], registers: [registry],
     collect() {
       this.reset();
       const o = src.offloads?.();
       if (o === undefined) return;
-      this.inc({ offload: 'udp_gso' }, o.fallbacks.udpGso);
-      this.inc({ offload: 'tun_gro' }, o.fallbacks.tunGro);
+      this.inc({ offload: 'udp_gso' }, o[which].udpGso);
+      this.inc({ offload: 'tun_gro' }, o[which].tunGro);
     },
   });
-  new Counter({
-    name: 'overlayd_offload_reenables_total', help: 'Times an offload refused at run time came back on after its back-off', labelNames: ['offload'], registers: [registry],
-    collect() {
-      this.reset();
-      const o = src.offloads?.();
-      if (o === undefined) return;
-      this.inc({ offload: 'udp_gso' }, o.reenables.udpGso);
-      this.inc({ offload: 'tun_gro' }, o.reenables.tunGro);
-    },
-  });
+  offloadCounter('overlayd_offload_fallbacks_total', 'Times the kernel refused an offload at run time (that queue went on without it)', 'fallbacks');
+  offloadCounter('overlayd_offload_reenables_total', 'Times an offload refused at run time came back on after its back-off', 'reenables');
   new Gauge({
     name: 'overlayd_routes', help: 'Peer routes installed in the data plane', registers: [registry],
     collect() { this.set(src.routeCount()); },
