@@ -19,7 +19,8 @@ import { configureTun, ENCAP_OVERHEAD, unconfigureTun, type TunLinkState } from 
 import { isLocalAddress, selectUnderlay } from './net/underlay';
 import type { Engine } from './dataplane/engine';
 import { createEngine } from './dataplane/engine-factory';
-import type { Route, RouteSink } from './dataplane/types';
+import type { Route, Route6, RouteSink } from './dataplane/types';
+import type { Prefix6 } from './net/addr6';
 import type { AcquiredLease, NetworkConfig, RouteSource } from './control/source';
 import { StaticRouteSource } from './control/static-source';
 import { EtcdRouteSource } from './control/etcd-source';
@@ -60,6 +61,12 @@ class TrackingSink implements RouteSink {
     this.engine.remove(subnet);
     this.also?.remove(subnet);
     if (this.since.delete(prefixId(subnet))) this.logger.debug({ subnet: formatPrefix(subnet) }, 'route removed');
+  }
+  upsert6(route: Route6): void {
+    this.engine.upsert6(route);
+  }
+  remove6(subnet: Prefix6): void {
+    this.engine.remove6(subnet);
   }
 }
 

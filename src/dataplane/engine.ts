@@ -1,6 +1,7 @@
-import type { Route, RouteSink, NetworkInfo, LocalLeaseInfo } from './types';
+import type { Route, Route6, RouteSink, NetworkInfo, LocalLeaseInfo } from './types';
 import type { EngineKind } from '../config';
 import type { Logger } from '../ops/log';
+import type { Prefix6 } from '../net/addr6';
 
 /**
  * Forwarding counters, the same names for every engine (DESIGN.md). Units: packets unless
@@ -56,6 +57,24 @@ export interface EngineOptions {
   readonly offloads?: { readonly tun: boolean; readonly udpGso: boolean; readonly udpGro: boolean };
   /** the underlay address the UDP socket(s) bind to (uint32; undefined = 0.0.0.0), so datagrams leave with the source peers expect */
   readonly bindAddress?: number;
+  /** IPv6 in the overlay (a dual-stack lease); undefined = IPv4 only, today's behaviour byte for byte */
+  readonly ipv6?: EngineIpv6Options;
+}
+
+/** The IPv6 half of a dual-stack node, as the data plane needs it. */
+export interface EngineIpv6Options {
+  /** the cluster IPv6Network */
+  readonly network: Prefix6;
+  /** this node's IPv6 subnet: inbound inner IPv6 destinations must be inside it */
+  readonly subnet: Prefix6;
+  /** the TUN's IPv6 address (the subnet's network address): source of ICMPv6 errors */
+  readonly tunAddress: bigint;
+  /**
+   * The IPv6 underlay: a second UDP socket (per queue) bound to [underlayBind]:port (0n = ::),
+   * used for Route6 entries that carry publicIpv6. Undefined: no IPv6 socket, inner IPv6
+   * rides the IPv4 underlay only.
+   */
+  readonly underlayBind?: bigint;
 }
 
 /** Offloads in force: on = asked for, taken by the kernel at start, and on again on every queue that refused it since (fallbacks = reenables). */
@@ -82,6 +101,9 @@ export const NO_OFFLOADS: OffloadState = {
  */
 export interface Engine extends RouteSink {
   readonly kind: EngineKind;
+  /** IPv6 routes; route sources call them only when the engine was opened with `ipv6` */
+  upsert6(route: Route6): void;
+  remove6(subnet: Prefix6): void;
   /** the TUN device name, valid after open() */
   readonly tunName: string;
   open(): Promise<void>;

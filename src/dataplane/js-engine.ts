@@ -17,7 +17,8 @@ import { loadAddon, type TunPort } from './addon';
 import { RouteTable } from './route-table';
 import { zeroCounters, type Engine, type EngineCounters, type EngineOptions } from './engine';
 import { NO_OFFLOADS, type OffloadState } from './engine';
-import type { Route } from './types';
+import type { Route, Route6 } from './types';
+import type { Prefix6 } from '../net/addr6';
 
 /** Packets per readBatch call. */
 const READ_BATCH = 64;
@@ -96,6 +97,14 @@ export class JsEngine implements Engine {
   }
 
   // ---- RouteSink ----
+  upsert6(_route: Route6): void {
+    throw new Error('IPv6 routes: not implemented in the js engine yet');
+  }
+
+  remove6(_subnet: Prefix6): void {
+    throw new Error('IPv6 routes: not implemented in the js engine yet');
+  }
+
   upsert(route: Route): void {
     this.table.upsert(route);
   }

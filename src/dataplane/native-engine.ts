@@ -25,7 +25,8 @@ import { loadAddon, type EnginePort } from './addon';
 import { ENGINE_COUNTERS, zeroCounters, sumCounters, type Engine, type EngineCounters, type EngineOptions } from './engine';
 import { NO_OFFLOADS, type OffloadState } from './engine';
 import { RouteTable } from './route-table';
-import type { Route } from './types';
+import type { Route, Route6 } from './types';
+import type { Prefix6 } from '../net/addr6';
 
 export class NativeEngine implements Engine {
   readonly kind = 'native' as const;
@@ -91,6 +92,14 @@ export class NativeEngine implements Engine {
   }
 
   // ---- RouteSink ----
+  upsert6(_route: Route6): void {
+    throw new Error('IPv6 routes: not implemented in the native engine yet');
+  }
+
+  remove6(_subnet: Prefix6): void {
+    throw new Error('IPv6 routes: not implemented in the native engine yet');
+  }
+
   upsert(route: Route): void {
     this.mirror.upsert(route);
     this.schedulePublish();

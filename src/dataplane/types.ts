@@ -1,10 +1,26 @@
 import type { Prefix } from '../net/addr';
+import type { Prefix6 } from '../net/addr6';
 
 /** One peer route: packets for `subnet` go in UDP to `publicIp`:port (port is network-wide). */
 export interface Route {
   readonly subnet: Prefix;
   /** the peer node's underlay address, uint32 */
   readonly publicIp: number;
+}
+
+/**
+ * One peer's IPv6 subnet (dual-stack lease). Inner IPv6 packets for `subnet` go in UDP to
+ * [publicIpv6]:port over the IPv6 underlay when `publicIpv6` is set, else to publicIp:port
+ * over IPv4. The route source decides (--ipv6-underlay, and whether this node has an IPv6
+ * underlay): the engine only follows the route. Inbound, inner IPv6 from `subnet` is
+ * accepted from either of the peer's addresses given here.
+ */
+export interface Route6 {
+  readonly subnet: Prefix6;
+  /** the peer node's IPv4 underlay address, uint32 */
+  readonly publicIp: number;
+  /** the peer node's IPv6 underlay address, when inner IPv6 should ride the IPv6 underlay */
+  readonly publicIpv6?: bigint;
 }
 
 /**
@@ -16,6 +32,9 @@ export interface RouteSink {
   upsert(route: Route): void;
   /** Removes the route for exactly this subnet; unknown subnets are ignored. */
   remove(subnet: Prefix): void;
+  /** IPv6 (dual-stack) routes: as upsert/remove. Sinks without them take IPv4 routes only (DirectRouting). */
+  upsert6?(route: Route6): void;
+  remove6?(subnet: Prefix6): void;
 }
 
 /** The cluster network as the data plane needs it. */
