@@ -113,6 +113,8 @@ export interface Engine extends RouteSink {
   /** per forwarding queue (the js engine has one) */
   queueCounters(): EngineCounters[];
   routes(): Route[];
+  /** the IPv6 routes in force ([] without `ipv6`) */
+  routes6(): Route6[];
   /** false once the engine failed or was closed */
   alive(): boolean;
   /** the offloads in force (none for the js engine) */

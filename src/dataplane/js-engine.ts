@@ -97,6 +97,10 @@ export class JsEngine implements Engine {
   }
 
   // ---- RouteSink ----
+  routes6(): Route6[] {
+    return [];
+  }
+
   upsert6(_route: Route6): void {
     throw new Error('IPv6 routes: not implemented in the js engine yet');
   }

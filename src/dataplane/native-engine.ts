@@ -92,6 +92,10 @@ export class NativeEngine implements Engine {
   }
 
   // ---- RouteSink ----
+  routes6(): Route6[] {
+    return [];
+  }
+
   upsert6(_route: Route6): void {
     throw new Error('IPv6 routes: not implemented in the native engine yet');
   }
