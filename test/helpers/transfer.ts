@@ -43,13 +43,18 @@ export interface TransferOptions {
   readonly rate?: number;
   /** called once the receiver listens and the sender has been started */
   readonly onStart?: () => void;
+  /** 6: over IPv6, to `to.ip6` (the receiver listens on ::) */
+  readonly family?: 4 | 6;
 }
 
 /** from -> to, `bytes` bytes on TCP port `port`; every step bounded by timeoutMs. */
 export async function tcpTransfer(from: PodInfo, to: PodInfo, port: number, bytes: number, timeoutMs = 120_000, opts: TransferOptions = {}): Promise<TransferResult> {
   let listening!: () => void;
   const ready = new Promise<void>((r) => { listening = r; });
-  const server = runIn(to.ns, [XFER, 'serve', String(port), String(timeoutMs)], timeoutMs + 10_000, (e) => { if (e.includes('listening')) listening(); });
+  const v6 = opts.family === 6;
+  const dst = v6 ? to.ip6 : to.ip;
+  if (dst === undefined) throw new Error(`tcpTransfer: pod ${to.ns} has no IPv6 address`);
+  const server = runIn(to.ns, [XFER, 'serve', String(port), String(timeoutMs), ...(v6 ? ['::'] : [])], timeoutMs + 10_000, (e) => { if (e.includes('listening')) listening(); });
   const first = await Promise.race([ready.then(() => 'listening'), server.done.then(() => 'exited'), new Promise((r) => setTimeout(r, 30_000, 'timeout'))]);
   if (first !== 'listening') {
     server.child.kill('SIGKILL');
@@ -57,7 +62,7 @@ export async function tcpTransfer(from: PodInfo, to: PodInfo, port: number, byte
     return { ok: false, clientCode: null, serverCode: s.code, sent: '', got: '', stderr: `receiver did not listen (${String(first)}): ${s.err}`, ms: 0 };
   }
   const t0 = Date.now();
-  const client = runIn(from.ns, [XFER, 'send', to.ip, String(port), String(bytes), String(timeoutMs), ...(opts.rate === undefined ? [] : [String(opts.rate)])], timeoutMs + 10_000);
+  const client = runIn(from.ns, [XFER, 'send', dst, String(port), String(bytes), String(timeoutMs), ...(opts.rate === undefined ? [] : [String(opts.rate)])], timeoutMs + 10_000);
   opts.onStart?.();
   const [c, s] = await Promise.all([client.done, server.done]);
   const ms = Date.now() - t0;
