@@ -1,8 +1,12 @@
 /** Which forwarding setups the two-node benchmark can run, and why not when it cannot. */
 import { parseDaemonArgs } from '../src/config';
 
-export const ALL_SETUPS = ['vxlan', 'direct-routing', 'native', 'native-nooff', 'js'] as const;
+export const ALL_SETUPS = ['vxlan', 'vxlan6', 'direct-routing', 'native', 'native-nooff', 'js'] as const;
 export type Setup = (typeof ALL_SETUPS)[number];
+/** the in-kernel references: VXLAN over the IPv4 underlay, and over the IPv6 underlay (dual-stack runs) */
+export type KernelSetup = 'vxlan' | 'vxlan6';
+export type DaemonSetup = Exclude<Setup, KernelSetup>;
+export const isKernelSetup = (s: Setup): s is KernelSetup => s === 'vxlan' || s === 'vxlan6';
 
 /** The offload switches of the daemon, all off (issue 7). */
 export const OFFLOADS_OFF = ['--tun-offload', 'false', '--udp-gso', 'false', '--udp-gro', 'false'] as const;
@@ -13,7 +17,7 @@ export const OFFLOADS_OFF = ['--tun-offload', 'false', '--udp-gso', 'false', '--
  * direct-routing = the native engine with Backend.DirectRouting in the static config (the
  * two nodes share a link: pod traffic takes kernel routes, the daemon only installs them).
  */
-export function daemonArgs(setup: Exclude<Setup, 'vxlan'>): string[] {
+export function daemonArgs(setup: DaemonSetup): string[] {
   switch (setup) {
     case 'native': return ['--engine', 'native'];
     case 'direct-routing': return ['--engine', 'native'];
@@ -29,12 +33,14 @@ export interface Availability {
 }
 
 /**
- * vxlan needs only the kernel (checked when the device is created). An overlayd engine is
+ * vxlan needs only the kernel (checked when the device is created); vxlan6 also an IPv6
+ * underlay, which only a dual-stack run (`ipv6`) has. An overlayd engine is
  * available when the daemon's own flag parser accepts `--engine NAME` (the same code path
  * as `overlayd --engine NAME ...`, with an empty environment so OVERLAYD_* cannot interfere).
  */
-export function probeSetup(setup: Setup): Availability {
+export function probeSetup(setup: Setup, ipv6 = false): Availability {
   if (setup === 'vxlan') return { available: true };
+  if (setup === 'vxlan6') return ipv6 ? { available: true } : { available: false, reason: 'needs the dual-stack run (--ipv6 on): the nodes have no IPv6 underlay' };
   try {
     const args = daemonArgs(setup);
     const parsed = parseDaemonArgs([...args, '--static-config', '/nonexistent-bench-probe.json'], {});

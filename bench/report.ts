@@ -2,10 +2,11 @@
 import type { MicroResults } from './micro';
 import { headline, type SetupResult, type Summary, type TwoNodeResults } from './two-node';
 import { fmt, ratio } from './stats';
+import { isKernelSetup } from './engines';
 
 export interface Ratios {
   /** numerator/denominator, e.g. "native/vxlan" -> metric -> ratio */
-  readonly [pair: string]: { readonly tcp1?: number; readonly tcp4?: number; readonly udpRxPps?: number; readonly pingP50DiffUs?: number };
+  readonly [pair: string]: { readonly tcp1?: number; readonly tcp4?: number; readonly udpRxPps?: number; readonly pingP50DiffUs?: number; readonly tcp1v6?: number };
 }
 
 export interface TargetCheck {
@@ -29,7 +30,7 @@ function summaryOf(t: TwoNodeResults, setup: string): Summary | undefined {
 
 export function computeRatios(t: TwoNodeResults): Ratios {
   const out: Record<string, Ratios[string]> = {};
-  for (const [a, b] of [['direct-routing', 'vxlan'], ['native', 'vxlan'], ['native-nooff', 'vxlan'], ['js', 'vxlan'], ['native', 'native-nooff'], ['native', 'js']] as const) {
+  for (const [a, b] of [['direct-routing', 'vxlan'], ['native', 'vxlan'], ['native-nooff', 'vxlan'], ['js', 'vxlan'], ['native', 'vxlan6'], ['vxlan6', 'vxlan'], ['native', 'native-nooff'], ['native', 'js']] as const) {
     const x = summaryOf(t, a), y = summaryOf(t, b);
     if (!x || !y) continue;
     const r: Record<string, number | undefined> = {
@@ -37,6 +38,7 @@ export function computeRatios(t: TwoNodeResults): Ratios {
       tcp4: ratio(x.tcp4Gbps, y.tcp4Gbps),
       udpRxPps: ratio(x.udpRxPps, y.udpRxPps),
       pingP50DiffUs: x.pingP50Us !== undefined && y.pingP50Us !== undefined ? x.pingP50Us - y.pingP50Us : undefined,
+      tcp1v6: ratio(x.tcp1v6Gbps, y.tcp1v6Gbps),
     };
     for (const k of Object.keys(r)) if (r[k] === undefined) delete r[k];
     out[`${a}/${b}`] = r;
@@ -74,6 +76,9 @@ export function checkTargets(t: TwoNodeResults): TargetCheck[] {
       add('native (offloads) CPU of both daemons <= 0.3 core per Gbit/s (TCP 1 stream)', me?.tcp1DaemonCoresPerGbps, 0.3, 'cores/(Gbit/s)', true, need('native'));
       add('native (offloads) CPU of both daemons <= 0.3 core per Gbit/s (TCP 4 streams)', me?.tcp4DaemonCoresPerGbps, 0.3, 'cores/(Gbit/s)', true, need('native'));
     }
+    if (t.ipv6) { // issue 12: IPv6 through the same daemons, in the same rounds
+      add(`${engine} IPv6 TCP 1 stream >= 0.9 x its IPv4 TCP 1 stream (same daemons, same rounds)`, me?.tcp1v6PerV4, 0.9, 'x', false, need(engine));
+    }
     const mem = setupRes?.rss10k?.mem?.rssMB;
     add(`${engine} daemon RSS <= 80 MB with 10,000 routes (after traffic)`, mem, 80, 'MB', true, setupRes?.rss10k?.error ? `10k-route run failed: ${headline(setupRes.rss10k.error)}` : need(engine));
   }
@@ -106,10 +111,14 @@ export function formatTwoNode(t: TwoNodeResults, ratios: Ratios, targets: Target
   const setups = t.setups;
   const head = ['two-node (median of rounds)', ...setups.map((s) => (s.available ? s.setup : `${s.setup} (n/a)`))];
   const col = (f: (s: Summary, r: SetupResult) => string) => setups.map((s) => (s.available ? f(s.median, s) : '-'));
-  const daemonOnly = (f: (s: Summary, r: SetupResult) => string) => col((s, r) => (r.setup === 'vxlan' ? 'n/a (kernel)' : f(s, r)));
+  const daemonOnly = (f: (s: Summary, r: SetupResult) => string) => col((s, r) => (isKernelSetup(r.setup) ? 'n/a (kernel)' : f(s, r)));
   const rows: string[][] = [
     head,
     ['TCP 1 stream, Gbit/s', ...col((s) => fmt(s.tcp1Gbps, 3))],
+    ...(t.ipv6 ? [
+      ['TCP 1 stream over IPv6 (v6 pod to v6 pod), Gbit/s', ...col((s) => fmt(s.tcp1v6Gbps, 3))],
+      ['  IPv6 / IPv4, TCP 1 stream (median of the rounds)', ...col((s) => fmt(s.tcp1v6PerV4, 3))],
+    ] : []),
     ['TCP 4 streams, Gbit/s', ...col((s) => fmt(s.tcp4Gbps, 3))],
     ['TCP retransmits, 1 stream / 4 streams', ...col((s) => `${fmt(s.tcp1Retransmits, 0)} / ${fmt(s.tcp4Retransmits, 0)}`)],
     ['UDP 64 B received, kpackets/s', ...col((s) => fmt(s.udpRxPps !== undefined ? s.udpRxPps / 1e3 : undefined, 1))],
@@ -145,7 +154,7 @@ export function formatTwoNode(t: TwoNodeResults, ratios: Ratios, targets: Target
   for (const s of setups) {
     const last = s.rounds[s.rounds.length - 1];
     if (!last) continue;
-    for (const [test, res] of [['tcp1', last.tcp1], ['tcp4', last.tcp4], ['udp64', last.udp64]] as const) {
+    for (const [test, res] of [['tcp1', last.tcp1], ['tcp1v6', last.tcp1v6], ['tcp4', last.tcp4], ['udp64', last.udp64]] as const) {
       if (!res || 'error' in res || !res.counters) continue;
       const c = res.counters;
       const lossy = Object.entries(c).filter(([k]) => /drop|Errors|error|NoPorts/i.test(k)).map(([k, v]) => `${k} ${v}`);
@@ -159,6 +168,7 @@ export function formatTwoNode(t: TwoNodeResults, ratios: Ratios, targets: Target
   if (pairs.length > 0) {
     const rr: string[][] = [['ratios', ...pairs]];
     rr.push(['TCP 1 stream', ...pairs.map((p) => fmt(ratios[p]!.tcp1, 3))]);
+    if (t.ipv6) rr.push(['TCP 1 stream over IPv6', ...pairs.map((p) => fmt(ratios[p]!.tcp1v6, 3))]);
     rr.push(['TCP 4 streams', ...pairs.map((p) => fmt(ratios[p]!.tcp4, 3))]);
     rr.push(['UDP 64 B packets/s received', ...pairs.map((p) => fmt(ratios[p]!.udpRxPps, 3))]);
     rr.push(['ping p50 difference, us', ...pairs.map((p) => fmt(ratios[p]!.pingP50DiffUs, 0))]);

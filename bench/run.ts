@@ -3,8 +3,8 @@
  * benchmark (root), a table of each, ratios to kernel VXLAN and the issue's targets with
  * PASS/MISS; `--json FILE` writes everything as JSON. See bench/README.md.
  *
- *   npm run bench -- [--only micro|two-node] [--rounds N] [--seconds S]
- *                    [--engines vxlan,direct-routing,native,native-nooff,js] [--micro-time S] [--json FILE]
+ *   npm run bench -- [--only micro|two-node] [--rounds N] [--seconds S] [--ipv6 on|off]
+ *                    [--engines vxlan,vxlan6,direct-routing,native,native-nooff,js] [--micro-time S] [--json FILE]
  */
 import { parseArgs } from 'node:util';
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -25,6 +25,9 @@ const USAGE = `usage: npm run bench -- [options]
   --seconds S             seconds per iperf3 run (default 5, 1..60)
   --engines LIST          two-node setups, comma-separated from ${ALL_SETUPS.join(',')} (default all;
                           an overlayd engine the daemon does not accept is skipped with the reason)
+  --ipv6 on|off           two-node dual-stack (default on): IPv6 underlay beside IPv4, pods with v6
+                          addresses, dual-stack daemons; adds TCP 1 stream over IPv6 per setup
+                          and the vxlan6 setup (kernel VXLAN over the IPv6 underlay)
   --micro-time S          benchmark.js time per micro-benchmark, seconds (default 1)
   --json FILE             also write the results as JSON
   --help`;
@@ -71,7 +74,7 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       'only': { type: 'string' }, 'rounds': { type: 'string' }, 'seconds': { type: 'string' },
-      'engines': { type: 'string' }, 'micro-time': { type: 'string' }, 'json': { type: 'string' }, 'help': { type: 'boolean' },
+      'engines': { type: 'string' }, 'micro-time': { type: 'string' }, 'ipv6': { type: 'string' }, 'json': { type: 'string' }, 'help': { type: 'boolean' },
     },
     strict: true,
   });
@@ -85,6 +88,8 @@ async function main(): Promise<number> {
   const seconds = Math.round(intArg('seconds', values.seconds, 5, 1, 60));
   const microTime = intArg('micro-time', values['micro-time'], 1, 0.1, 10);
   const setups = parseSetups(values.engines ?? ALL_SETUPS.join(','));
+  if (values.ipv6 !== undefined && values.ipv6 !== 'on' && values.ipv6 !== 'off') throw new Error(`--ipv6: "${values.ipv6}" is not on or off`);
+  const ipv6 = values.ipv6 !== 'off';
   const doMicro = only !== 'two-node';
   const doTwoNode = only !== 'micro';
 
@@ -97,7 +102,7 @@ async function main(): Promise<number> {
     date: new Date().toISOString(), host: os.hostname(), kernel: os.release(), arch: os.arch(),
     cpus: cpus.length, cpuModel: cpus[0]?.model ?? '?', memGB: Math.round(os.totalmem() / 1e8) / 10,
     node: process.version, iperf3: run('iperf3', ['--version']).stdout.split('\n')[0]?.trim() ?? '?',
-    args: { only: only ?? 'all', rounds, seconds, engines: setups, microTime }, root: isRoot,
+    args: { only: only ?? 'all', rounds, seconds, engines: setups, microTime, ipv6 }, root: isRoot,
     // what was measured: the commit, and whether the daemon's sources had uncommitted changes
     git: {
       commit: run('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']).stdout.trim() || '?',
@@ -116,7 +121,7 @@ async function main(): Promise<number> {
   let topo: Topology | undefined;
   try {
     if (isRoot) {
-      topo = new Topology({ nodes: 2, podsPerNode: 1, tag: 'ovb' });
+      topo = new Topology({ nodes: 2, podsPerNode: 1, tag: 'ovb', ipv6 });
       const t = topo;
       janitor.add(`namespaces ${t.netns.prefix}-*`, () => t.cleanup());
       meta['namespacePrefix'] = topo.netns.prefix;
@@ -139,13 +144,13 @@ async function main(): Promise<number> {
         notRun['two-node'] = 'needs root (network namespaces, TUN devices)';
         log(`two-node: SKIPPED: ${notRun['two-node']}`);
       } else {
-        const availability = setups.map((setup) => ({ setup, availability: probeSetup(setup) }));
-        const res = await runTwoNode({ rounds, seconds, setups: availability, topo, janitor, log });
+        const availability = setups.map((setup) => ({ setup, availability: probeSetup(setup, ipv6) }));
+        const res = await runTwoNode({ rounds, seconds, setups: availability, topo, janitor, log, ipv6 });
         const ratios = computeRatios(res);
         const targets = checkTargets(res);
         twoNode = { ...res, ratios, targets };
         log('');
-        log(`two-node: ${rounds} round(s), ${seconds} s per iperf3 run, pod n1p1 -> pod n2p1, underlay veth MTU 1500`);
+        log(`two-node: ${rounds} round(s), ${seconds} s per iperf3 run, pod n1p1 -> pod n2p1, underlay veth MTU 1500${ipv6 ? ', dual-stack (IPv4 and IPv6 underlay and pods)' : ''}`);
         log(formatTwoNode(res, ratios, targets));
       }
     }

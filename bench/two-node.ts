@@ -4,10 +4,14 @@
  * from pod n1p1 to pod n2p1, through each setup in turn:
  *   vxlan   the in-kernel reference: a VXLAN device in each node namespace over eth0 (static
  *           FDB and neighbour entries, routes to the other pod subnet, MTU 1450), no overlayd
+ *   vxlan6  the same over the IPv6 underlay (fd99::K, MTU 1430): dual-stack runs only
  *   direct-routing  overlayd --engine native with Backend.DirectRouting: the nodes share the
  *           link, so each routes the other's pod subnet via its underlay address (≈ underlay)
  *   native  overlayd --engine native on both nodes (when the daemon accepts it)
  *   js      overlayd --engine js on both nodes
+ * Dual-stack runs (opts.ipv6: the lab's IPv6 underlay, pods with v6 addresses, the daemons'
+ * static configs dual-stack, both VXLAN devices carrying IPv6 inner too) add, per setup and
+ * round, TCP 1 stream over IPv6 right after the IPv4 one (same daemons, same round).
  * Per setup and round: ping RTT (idle), TCP 1 stream, TCP 4 streams, UDP 64-byte packets;
  * CPU of both daemons (/proc/PID/stat utime+stime) and of the whole machine (/proc/stat)
  * around each iperf3 run; daemon RSS after the rounds; and for the overlayd engines a daemon
@@ -20,7 +24,7 @@ import { startDaemon, stopDaemon, OVERLAYD_BIN, PORT, type DaemonHandle, type To
 import { hostCpu, processCpuSeconds, processMemory, processName, type MemInfo } from './procfs';
 import { median, percentile } from './stats';
 import type { Janitor } from './janitor';
-import { daemonArgs, type Availability, type Setup } from './engines';
+import { daemonArgs, isKernelSetup, type Availability, type DaemonSetup, type Setup } from './engines';
 import { OVERLAYD_RT_PROTO } from '../src/net/direct-routes';
 import { flatCounters, type StatusDoc } from '../src/ops/status-types';
 
@@ -29,6 +33,8 @@ const VXLAN_PORT = 4789;
 const VXLAN_VNI = 1;
 /** VXLAN over IPv4 costs 50 bytes: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 */
 const VXLAN_MTU = 1450;
+/** VXLAN over IPv6 costs 70 bytes: outer IPv6 40 + UDP 8 + VXLAN 8 + inner Ethernet 14 */
+const VXLAN6_MTU = 1430;
 const PING_COUNT = 200;
 const PING_INTERVAL_S = 0.01;
 const ROUTES_10K = 10_000;
@@ -41,6 +47,8 @@ export interface TwoNodeOptions {
   readonly topo: Topology;
   readonly janitor: Janitor;
   readonly log: (line: string) => void;
+  /** dual-stack run: the topology has IPv6 (opts.ipv6, pods with v6 subnets); adds tcp1v6 */
+  readonly ipv6?: boolean;
 }
 
 export interface Failure { readonly error: string }
@@ -102,6 +110,8 @@ export interface RoundResult {
   readonly tcp1: TcpResult | Failure;
   readonly tcp4: TcpResult | Failure;
   readonly udp64: UdpResult | Failure;
+  /** dual-stack runs: TCP 1 stream pod to pod over IPv6, right after tcp1 */
+  readonly tcp1v6?: TcpResult | Failure;
 }
 
 export interface Summary {
@@ -121,6 +131,10 @@ export interface Summary {
   readonly tcp1HostCpuSPerGB?: number;
   readonly tcp4HostCpuSPerGB?: number;
   readonly udpDaemonCpuUsPerPacket?: number;
+  /** dual-stack runs: TCP 1 stream over IPv6, and per round IPv6 / IPv4 TCP 1 stream (median of the rounds' ratios) */
+  readonly tcp1v6Gbps?: number;
+  readonly tcp1v6Retransmits?: number;
+  readonly tcp1v6PerV4?: number;
 }
 
 export interface Rss10k {
@@ -152,6 +166,8 @@ export interface TwoNodeResults {
   readonly rounds: number;
   readonly seconds: number;
   readonly underlayMtu: number;
+  /** the run was dual-stack (tcp1v6 measured) */
+  readonly ipv6?: boolean;
   readonly setups: SetupResult[];
 }
 
@@ -168,19 +184,28 @@ function vxlanMac(k: number): string {
  * Kernel VXLAN between the node namespaces, the way flannel's vxlan backend wires it: a
  * device with a fixed MAC and the node's subnet address /32; for each other node a permanent
  * neighbour entry (its subnet address -> its MAC), an FDB entry (its MAC -> its underlay
- * address) and a route to its pod subnet via its subnet address, onlink. Returns the undo.
+ * address) and a route to its pod subnet via its subnet address, onlink. Pods with v6
+ * subnets get the same in IPv6 (the v6 subnet's address /128, neighbour, route), as
+ * flannel's dual-stack vxlan does. `underlay6`: over the IPv6 underlay (fd99::K) instead of
+ * IPv4. Returns the undo.
  */
-function setupVxlan(topo: Topology): () => void {
+function setupVxlan(topo: Topology, underlay6 = false): () => void {
   const ns = topo.netns;
   const dev = 'vxbench';
   const created: string[] = [];
   const undo = () => { for (const n of created.splice(0)) ns.tryExec(n, 'ip', ['link', 'del', dev]); };
+  const underlayOf = (n: Topology['nodes'][number]): string => {
+    const a = underlay6 ? n.underlayIp6 : n.underlayIp;
+    if (a === undefined) throw new Error(`vxlan6: node ${n.index} has no IPv6 underlay address`);
+    return a;
+  };
   try {
     for (const n of topo.nodes) {
-      ns.ip(n.ns, 'link', 'add', dev, 'address', vxlanMac(n.index), 'mtu', String(VXLAN_MTU), 'type', 'vxlan',
-        'id', String(VXLAN_VNI), 'local', n.underlayIp, 'dev', 'eth0', 'dstport', String(VXLAN_PORT), 'nolearning');
+      ns.ip(n.ns, 'link', 'add', dev, 'address', vxlanMac(n.index), 'mtu', String(underlay6 ? VXLAN6_MTU : VXLAN_MTU), 'type', 'vxlan',
+        'id', String(VXLAN_VNI), 'local', underlayOf(n), 'dev', 'eth0', 'dstport', String(VXLAN_PORT), 'nolearning');
       created.push(n.ns);
       ns.ip(n.ns, 'addr', 'add', `${n.subnet.split('/')[0]}/32`, 'dev', dev);
+      if (n.subnet6 !== '') ns.ip(n.ns, 'addr', 'add', `${n.subnet6.split('/')[0]}/128`, 'dev', dev, 'nodad');
       ns.ip(n.ns, 'link', 'set', dev, 'up');
     }
     for (const n of topo.nodes) {
@@ -188,8 +213,13 @@ function setupVxlan(topo: Topology): () => void {
         if (o === n) continue;
         const gw = o.subnet.split('/')[0] as string;
         ns.ip(n.ns, 'neigh', 'add', gw, 'lladdr', vxlanMac(o.index), 'dev', dev, 'nud', 'permanent');
-        ns.exec(n.ns, 'bridge', ['fdb', 'append', vxlanMac(o.index), 'dev', dev, 'dst', o.underlayIp]);
+        ns.exec(n.ns, 'bridge', ['fdb', 'append', vxlanMac(o.index), 'dev', dev, 'dst', underlayOf(o)]);
         ns.ip(n.ns, 'route', 'add', o.subnet, 'via', gw, 'dev', dev, 'onlink');
+        if (n.subnet6 !== '' && o.subnet6 !== '') {
+          const gw6 = o.subnet6.split('/')[0] as string;
+          ns.ip(n.ns, '-6', 'neigh', 'add', gw6, 'lladdr', vxlanMac(o.index), 'dev', dev, 'nud', 'permanent');
+          ns.ip(n.ns, '-6', 'route', 'add', o.subnet6, 'via', gw6, 'dev', dev, 'onlink');
+        }
       }
     }
   } catch (err) {
@@ -316,9 +346,12 @@ async function accounted<T extends object>(topo: Topology, daemon: boolean, fn: 
   return { ...value, counters: deltas(before, allStats(topo, daemon)) };
 }
 
-async function tcpRun(topo: Topology, pids: number[], streams: number, seconds: number): Promise<TcpResult> {
+/** `family` 6: to pod n2p1's IPv6 address (dual-stack runs). */
+async function tcpRun(topo: Topology, pids: number[], streams: number, seconds: number, family: 4 | 6 = 4): Promise<TcpResult> {
   const [p1, p2] = [topo.node(1).pods[0]!, topo.node(2).pods[0]!];
-  const { value: j, cpu } = await measured(pids, () => iperfClient(topo, p1.ns, p2.ip, ['-P', String(streams)], seconds));
+  const dst = family === 6 ? p2.ip6 : p2.ip;
+  if (dst === undefined) throw new Error(`pod ${p2.ns} has no IPv6 address`);
+  const { value: j, cpu } = await measured(pids, () => iperfClient(topo, p1.ns, dst, ['-P', String(streams)], seconds));
   const rx = j.end?.sum_received;
   if (!rx) throw new Error('iperf3: no sum_received');
   const gb = rx.bytes / 1e9;
@@ -376,6 +409,7 @@ function summarize(rounds: RoundResult[]): Summary {
   const tcp4 = ok(rounds.map((r) => r.tcp4));
   const udp = ok(rounds.map((r) => r.udp64));
   const ping = ok(rounds.map((r) => r.ping));
+  const v6 = rounds.flatMap((r) => (r.tcp1v6 === undefined || isFailure(r.tcp1v6) ? [] : [{ v6: r.tcp1v6, v4: r.tcp1 }]));
   const s: Record<string, number | undefined> = {
     tcp1Gbps: median(tcp1.map((x) => x.gbps)),
     tcp4Gbps: median(tcp4.map((x) => x.gbps)),
@@ -393,6 +427,9 @@ function summarize(rounds: RoundResult[]): Summary {
     tcp1HostCpuSPerGB: median(tcp1.map((x) => x.hostCpuSPerGB)),
     tcp4HostCpuSPerGB: median(tcp4.map((x) => x.hostCpuSPerGB)),
     udpDaemonCpuUsPerPacket: median(udp.map((x) => x.daemonCpuUsPerPacket)),
+    tcp1v6Gbps: median(v6.map((x) => x.v6.gbps)),
+    tcp1v6Retransmits: median(v6.map((x) => x.v6.retransmits)),
+    tcp1v6PerV4: median(v6.flatMap((x) => (isFailure(x.v4) || x.v4.gbps === 0 ? [] : [x.v6.gbps / x.v4.gbps]))),
   };
   for (const k of Object.keys(s)) if (s[k] === undefined) delete s[k];
   return s as Summary;
@@ -400,11 +437,16 @@ function summarize(rounds: RoundResult[]): Summary {
 
 /** Pod PMTU state from a previous setup would skew the next one: start each from scratch. */
 function flushPodRouteCaches(topo: Topology): void {
-  for (const n of topo.nodes) for (const p of n.pods) topo.netns.tryExec(p.ns, 'ip', ['route', 'flush', 'cache']);
+  for (const n of topo.nodes) {
+    for (const p of n.pods) {
+      topo.netns.tryExec(p.ns, 'ip', ['route', 'flush', 'cache']);
+      if (p.ip6 !== undefined) topo.netns.tryExec(p.ns, 'ip', ['-6', 'route', 'flush', 'cache']);
+    }
+  }
 }
 
 /** Both daemons of an overlayd engine, with the run's static configs; registered for cleanup. */
-async function startPair(o: TwoNodeOptions, engine: Exclude<Setup, 'vxlan'>, configFor: (k: number) => string): Promise<{ daemons: DaemonHandle[]; stop: () => Promise<void> }> {
+async function startPair(o: TwoNodeOptions, engine: DaemonSetup, configFor: (k: number) => string): Promise<{ daemons: DaemonHandle[]; stop: () => Promise<void> }> {
   const { topo, janitor } = o;
   const daemons: DaemonHandle[] = [];
   const stopAll = async () => { for (const d of daemons.splice(0)) await stopDaemon(d); };
@@ -443,7 +485,7 @@ function config10k(topo: Topology): string {
   return file;
 }
 
-async function rss10k(o: TwoNodeOptions, engine: Exclude<Setup, 'vxlan'>): Promise<Rss10k> {
+async function rss10k(o: TwoNodeOptions, engine: DaemonSetup): Promise<Rss10k> {
   const { topo } = o;
   const big = config10k(topo);
   const t0 = Date.now();
@@ -476,8 +518,8 @@ async function runRound(o: TwoNodeOptions, setup: Setup): Promise<{ round: Round
   let pids: number[] = [];
   let teardown: () => Promise<void>;
   let daemons: DaemonHandle[] = [];
-  if (setup === 'vxlan') {
-    const undo = setupVxlan(topo);
+  if (isKernelSetup(setup)) {
+    const undo = setupVxlan(topo, setup === 'vxlan6');
     teardown = o.janitor.add('vxlan devices', undo);
   } else {
     const backend = setup === 'direct-routing' ? { DirectRouting: true } : {};
@@ -497,15 +539,17 @@ async function runRound(o: TwoNodeOptions, setup: Setup): Promise<{ round: Round
     stopServer = o.janitor.add('iperf3 server', () => server.stop());
     const warm = pingRun(topo, 5); // neighbours resolved, path works (throws when it does not)
     if (warm.received === 0) throw new Error('no ping reply through the overlay');
-    const daemon = setup !== 'vxlan';
+    const daemon = !isKernelSetup(setup);
     const ping = await attempt(() => pingRun(topo));
     const tcp1 = await attempt(() => accounted(topo, daemon, () => tcpRun(topo, pids, 1, o.seconds)));
     await sleep(300);
+    const tcp1v6 = o.ipv6 ? await attempt(() => accounted(topo, daemon, () => tcpRun(topo, pids, 1, o.seconds, 6))) : undefined;
+    if (o.ipv6) await sleep(300);
     const tcp4 = await attempt(() => accounted(topo, daemon, () => tcpRun(topo, pids, 4, o.seconds)));
     await sleep(300);
     const udp64 = await attempt(() => accounted(topo, daemon, () => udpRun(topo, pids, o.seconds)));
     const mem = daemons.map((d) => processMemory(d.pid)).filter((m): m is MemInfo => m !== undefined);
-    return { round: { ping, tcp1, tcp4, udp64 }, mem };
+    return { round: { ping, tcp1, tcp4, udp64, ...(tcp1v6 !== undefined ? { tcp1v6 } : {}) }, mem };
   } finally {
     await stopServer?.();
     await teardown();
@@ -525,6 +569,7 @@ function describeRound(r: RoundResult): string {
   return [
     `ping p50 ${f(r.ping, (p: PingResult) => `${p.p50Us.toFixed(0)} us`)}`,
     `tcp1 ${f(r.tcp1, (t: TcpResult) => `${t.gbps.toFixed(2)} Gbit/s`)}`,
+    ...(r.tcp1v6 !== undefined ? [`tcp1 IPv6 ${f(r.tcp1v6, (t: TcpResult) => `${t.gbps.toFixed(2)} Gbit/s`)}`] : []),
     `tcp4 ${f(r.tcp4, (t: TcpResult) => `${t.gbps.toFixed(2)} Gbit/s`)}`,
     `udp64 ${f(r.udp64, (u: UdpResult) => `${(u.rxPps / 1e3).toFixed(0)} kpps rx, ${u.lossPct.toFixed(1)}% loss`)}`,
   ].join(', ');
@@ -562,7 +607,7 @@ export async function runTwoNode(o: TwoNodeOptions): Promise<TwoNodeResults> {
       continue;
     }
     let big: Rss10k | undefined;
-    if (st.setup !== 'vxlan' && st.setup !== 'native-nooff' && st.setup !== 'direct-routing') { // the 10k-route run once per engine
+    if (!isKernelSetup(st.setup) && st.setup !== 'native-nooff' && st.setup !== 'direct-routing') { // the 10k-route run once per engine
       big = await rss10k(o, st.setup);
       log(`  ${st.setup} with ${ROUTES_10K} routes: ${big.error ? `ERROR ${headline(big.error)}` : `started in ${big.startMs} ms, RSS idle ${big.memIdle?.rssMB.toFixed(1)} MB, after traffic ${big.mem?.rssMB.toFixed(1)} MB (peak ${big.mem?.hwmMB.toFixed(1)}), ping ${big.pingReceived}/20, TCP ${big.tcpGbps?.toFixed(2) ?? 'n/a'} Gbit/s`}`);
     }
@@ -576,7 +621,7 @@ export async function runTwoNode(o: TwoNodeOptions): Promise<TwoNodeResults> {
     }
     setups.push({ setup: st.setup, available: true, rounds: st.rounds, median: summarize(st.rounds), daemonMem, ...(big ? { rss10k: big } : {}) });
   }
-  return { rounds: o.rounds, seconds: o.seconds, underlayMtu: 1500, setups };
+  return { rounds: o.rounds, seconds: o.seconds, underlayMtu: 1500, ...(o.ipv6 ? { ipv6: true } : {}), setups };
 }
 
 export { isFailure };

@@ -63,7 +63,7 @@ export interface NodeInfo {
 export interface TopologyOptions {
   readonly nodes: number;
   readonly podsPerNode: number;
-  /** pods now in 10.244.K.0/24 (true, default), or later through addPods() once the subnet is known */
+  /** pods now in 10.244.K.0/24 (and fd00:10:244:K::/64 with ipv6) (true, default), or later through addPods() once the subnet is known */
   readonly podsNow?: boolean;
   /** underlay MTU, bytes (default 1500) */
   readonly underlayMtu?: number;
@@ -166,7 +166,7 @@ export class Topology {
     if (this.opts.ipv6) ns.exec(node, 'sysctl', ['-qw', 'net.ipv6.conf.all.forwarding=1']);
     const info: NodeInfo = { index: k, ns: node, underlayIp: `${net}.${k}`, ...(underlayIp6 !== undefined ? { underlayIp6 } : {}), underlayMtu: mtuN, subnet: '', subnet6: '', pods: [] };
     this.nodes.push(info);
-    if (this.opts.podsNow !== false) this.addPods(k, `10.244.${k}.0/24`);
+    if (this.opts.podsNow !== false) this.addPods(k, `10.244.${k}.0/24`, 1500, this.opts.ipv6 ? `fd00:10:244:${k.toString(16)}::/64` : undefined);
   }
 
   /**
@@ -213,18 +213,24 @@ export class Topology {
 
   /**
    * Writes a static cluster file for node k (all other nodes as peers); returns its path.
-   * `backend`: extra Backend fields, e.g. { DirectRouting: true }.
+   * `backend`: extra Backend fields, e.g. { DirectRouting: true }. In a dual-stack lab whose
+   * pods have v6 subnets, the file is dual-stack too (flannel's EnableIPv6 fields, each node's
+   * IPv6Subnet and, when it has an IPv6 underlay, PublicIPv6).
    */
   staticConfig(k: number, extraPeers: { Subnet: string; PublicIP: string }[] = [], backend: Record<string, unknown> = {}): string {
     const me = this.node(k);
     const file = path.join(this.tmp, `static-n${k}.json`);
+    const dual = this.opts.ipv6 === true && me.subnet6 !== '';
+    const v6 = (n: NodeInfo) => (dual && n.subnet6 !== '' ? { IPv6Subnet: n.subnet6, ...(n.underlayIp6 !== undefined ? { PublicIPv6: n.underlayIp6 } : {}) } : {});
     const doc = {
       Network: CLUSTER_NETWORK,
       SubnetLen: 24,
+      ...(dual ? { EnableIPv6: true, IPv6Network: CLUSTER_NETWORK6, IPv6SubnetLen: CLUSTER_SUBNET_LEN6 } : {}),
       Backend: { Type: 'udp', Port: PORT, ...backend },
       Subnet: me.subnet,
       PublicIP: me.underlayIp,
-      Peers: [...this.nodes.filter((n) => n !== me).map((n) => ({ Subnet: n.subnet, PublicIP: n.underlayIp })), ...extraPeers],
+      ...v6(me),
+      Peers: [...this.nodes.filter((n) => n !== me).map((n) => ({ Subnet: n.subnet, PublicIP: n.underlayIp, ...v6(n) })), ...extraPeers],
     };
     writeFileSync(file, JSON.stringify(doc, null, 2));
     return file;
