@@ -3,7 +3,7 @@
  * namespace holds a dual-stack network config (EnableIPv6, IPv6Network fd00:10:244::/56,
  * IPv6SubnetLen 64); the real daemon runs on each node; pods get their addresses from the
  * subnet file, as flannel's CNI plugin would. One cluster per engine, grown in two steps:
- *   two nodes, both with an IPv6 underlay (n1 given --public-ipv6, n2 finding its own):
+ *   two nodes, both with an IPv6 underlay (--public-ipv6):
  *     leases, subnet files and TUN; ping6; 64 MB TCP over IPv6 each way (sha256 compared),
  *     carried by the IPv6 underlay (the nodes' kernel UDP counters: IPv6 moves, IPv4 does not);
  *     UDP datagrams of mixed sizes over IPv6
@@ -129,7 +129,7 @@ if (!isRoot) {
       };
       const [n1, n2, n3, n4] = [topo.node(1), topo.node(2), topo.node(3), topo.node(4)];
       await startNode(1, ['--public-ipv6', n1.underlayIp6!]);
-      await startNode(2);
+      await startNode(2, ['--public-ipv6', n2.underlayIp6!]);
       const [p1, p2] = [n1.pods[0]!, n2.pods[0]!];
 
       await t.test('two nodes: leases, subnet files and TUNs in flannel\'s dual-stack form', async (t) => {
@@ -232,10 +232,14 @@ if (!isRoot) {
         t.ok(await reachable(topo, p4, p1.ip) && await reachable(topo, p1, p4.ip), 'p4 <-> p1 over IPv4 (bounded wait)');
         t.equal(ping(topo, p4, p3.ip).status, 0, 'p4 -> p3 over IPv4');
         for (const node of [n1, n2, n3]) {
-          const st = statusOf(topo, node) as StatusDoc & { routes6?: unknown };
+          const st = statusOf(topo, node);
           t.ok(st.routes.some((r) => r.subnet === N4_SUBNET && r.publicIp === n4.underlayIp), `n${node.index} has the IPv4 route to n4`);
-          t.notOk(JSON.stringify(st.routes6 ?? []).includes(n4.underlayIp), `n${node.index} has no v6 route to n4`, { routes6: st.routes6 });
+          t.notOk((st.routes6 ?? []).some((r) => r.publicIp === n4.underlayIp), `n${node.index} has no v6 route to n4`, { routes6: st.routes6 });
         }
+        // and the v6 routes say which underlay each takes: IPv6 only where both ends have a PublicIPv6
+        const underlays = (node: NodeInfo) => Object.fromEntries((statusOf(topo, node).routes6 ?? []).map((r) => [r.subnet, `${r.underlay} ${r.publicIpv6 ?? r.publicIp}`]));
+        t.same(underlays(n1), { [n2.subnet6]: `ipv6 ${n2.underlayIp6}`, [n3.subnet6]: `ipv4 ${n3.underlayIp}`, [FAKE.subnet6]: `ipv6 ${FAKE.ip6}` }, 'n1: v6 routes and their underlays');
+        t.same(underlays(n3), { [n1.subnet6]: `ipv4 ${n1.underlayIp}`, [n2.subnet6]: `ipv4 ${n2.underlayIp}`, [FAKE.subnet6]: `ipv4 ${FAKE.ip}` }, 'n3 (no PublicIPv6): every v6 route over IPv4');
       });
 
       await t.test('every IPv6 drop reason is counted', async (t) => {
