@@ -15,9 +15,9 @@ import { AlreadyRunningError, ConfigError, errorMessage } from './errors';
 import { formatIp, formatPrefix, parseIp, prefixId, type Prefix } from './net/addr';
 import { DirectRoutes, removeStaleDirectRoutes } from './net/direct-routes';
 import { Firewall, removeLeftovers } from './net/firewall';
-import { configureTun, ENCAP_OVERHEAD, unconfigureTun, type TunLinkState } from './net/link';
+import { configureTun, tunMtuFor, unconfigureTun, type TunLinkState } from './net/link';
 import { isLocalAddress, selectUnderlay } from './net/underlay';
-import type { Engine } from './dataplane/engine';
+import type { Engine, EngineIpv6Options } from './dataplane/engine';
 import { createEngine } from './dataplane/engine-factory';
 import type { Route, Route6, RouteSink } from './dataplane/types';
 import type { Prefix6 } from './net/addr6';
@@ -122,7 +122,7 @@ export class Daemon {
     const underlay = await selectUnderlay(c);
     const publicIp = c.publicIp ?? underlay.address;
     if (publicIp === undefined) throw new ConfigError(`underlay interface ${underlay.name} has no IPv4 address; give --public-ip`);
-    this.tunMtu = underlay.mtu - ENCAP_OVERHEAD;
+    this.tunMtu = tunMtuFor(underlay.mtu, false);
     if (this.tunMtu < 576) throw new ConfigError(`underlay ${underlay.name} MTU ${underlay.mtu} is too small (TUN MTU would be ${this.tunMtu} < 576)`);
 
     const source: RouteSource = c.staticConfig !== undefined
@@ -148,15 +148,22 @@ export class Daemon {
     let bindIp = underlay.address;
     if (await isLocalAddress(leaseIp)) bindIp = leaseIp;
     else this.logger.warn({ publicIp: leaseIp, bind: bindIp ?? '0.0.0.0', underlay: underlay.name }, 'PublicIP is not an address of this host (NAT?): binding the UDP socket to the underlay address');
+    // the IPv6 half of a dual-stack lease (v6ctl builds it from the lease; undefined: IPv4 only)
+    const ipv6 = undefined as EngineIpv6Options | undefined;
+    // an IPv6 underlay adds 20 more header bytes: the TUN MTU (and FLANNEL_MTU) leave room for them
+    if (ipv6?.underlayBind !== undefined) this.tunMtu = tunMtuFor(underlay.mtu, true);
     const engine = createEngine(c.engine, {
-      tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger, queues: c.queues, offloads: c.offloads, icmpRateLimit: c.icmpRateLimit,
+      ipv6, tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger, queues: c.queues, offloads: c.offloads, icmpRateLimit: c.icmpRateLimit,
       bindAddress: bindIp === undefined ? undefined : parseIp(bindIp),
     });
     this.engine = engine;
     engine.onFatal((err) => this.fail(err));
     await engine.open();
     this.checkNotStopping();
-    this.link = await configureTun({ name: engine.tunName, address: lease.subnet.addr, mtu: this.tunMtu, network: netConfig.network });
+    this.link = await configureTun({
+      name: engine.tunName, address: lease.subnet.addr, mtu: this.tunMtu, network: netConfig.network,
+      ipv6: ipv6 === undefined ? undefined : { address: ipv6.tunAddress, network: ipv6.network },
+    });
     await engine.start();
     this.firewall = new Firewall({
       forwardRules: c.iptablesForwardRules, ipMasq: c.ipMasq, fullyRandom: !c.ipMasqFullyRandomDisable, resyncSeconds: c.iptablesResync,
