@@ -168,6 +168,7 @@ export class Daemon {
     this.firewall = new Firewall({
       forwardRules: c.iptablesForwardRules, ipMasq: c.ipMasq, fullyRandom: !c.ipMasqFullyRandomDisable, resyncSeconds: c.iptablesResync,
       network: netConfig.network, subnet: lease.subnet, logger: this.logger,
+      ipv6: ipv6 === undefined ? undefined : { network: ipv6.network, subnet: ipv6.subnet },
     });
     await this.firewall.start();
     if (netConfig.directRouting) this.direct = await DirectRoutes.start({ underlay: underlay.name, tun: engine.tunName, ownSubnet: lease.subnet, logger: this.logger });
