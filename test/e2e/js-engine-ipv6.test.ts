@@ -9,6 +9,9 @@
  *   unreachable (drop_no_route); node B's TUN MTU is smaller than A's: a large ping from A
  *   is answered by B with packet too big over the tunnel (drop_too_big) and the retry,
  *   fragmented by A's kernel to the learnt MTU, succeeds.
+ * Then, with B's engine stopped, crafted datagrams from B's underlay address check A's
+ * inbound rules: accepted, drop_spoofed, drop_wrong_dst, drop_malformed, drop_unknown_peer,
+ * drop_ttl (and the counters are exactly those).
  * Every wait is bounded; nothing asserts a speed.
  */
 import t from 'tap';
@@ -19,6 +22,8 @@ import type { Readable, Writable } from 'node:stream';
 import { isRoot } from '../helpers/exec';
 import { NetnsSet } from '../../src/lab/netns';
 import type { EngineCounters } from '../../src/dataplane/engine';
+import { buildIpv4 } from '../helpers/packets';
+import { buildIpv6, icmp6Echo } from '../helpers/packets6';
 
 const FIXTURE = path.resolve(__dirname, 'fixtures', 'js-engine6.js');
 const PORT = 8285;
@@ -170,8 +175,44 @@ if (!isRoot) {
       for (const c of [after, bAfter]) {
         t.equal(c.drop_malformed + c.drop_unknown_peer + c.drop_spoofed + c.drop_wrong_dst + c.tx_error, 0, 'no unexpected drops');
       }
-      t.equal(await stop(a), 0, 'A stops cleanly');
+      // inbound rules at A, with crafted datagrams from B's underlay address (B's engine stopped: the port is free)
       t.equal(await stop(b), 0, 'B stops cleanly');
+      const peerSrc = 'fd00:10:244:2::5';
+      const echo = (src: string, dst: string, hop = 64) => buildIpv6({ src, dst, proto: 58, hopLimit: hop, payload: icmp6Echo(src, dst, Buffer.alloc(8, 1)) }).toString('hex');
+      const good = echo(peerSrc, A6);
+      const truncated = buildIpv6({ src: peerSrc, dst: A6, next: 0, payload: Buffer.from([58, 3, 0, 0, 0, 0, 0, 0]) }).toString('hex');
+      const send = (family: 'udp4' | 'udp6', bindIp: string, bindPort: number, dst: string, hexes: string[]) => {
+        const src = `const s=require('dgram').createSocket('${family}');setTimeout(()=>process.exit(3),10000).unref();s.bind(${bindPort},'${bindIp}',async()=>{for(const h of process.argv.slice(1))await new Promise((r,j)=>s.send(Buffer.from(h,'hex'),${PORT},'${dst}',(e)=>e?j(e):r()));s.close()})`;
+        const r = netns.tryExec(nsB, process.execPath, ['-e', src, ...hexes], 20_000);
+        t.equal(r.status, 0, `sent ${hexes.length} datagram(s) from ${bindIp}:${bindPort}: ${r.stderr}`);
+      };
+      const [fam, from, to] = v6u ? ['udp6', UNDER6[1], UNDER6[0]] as const : ['udp4', UNDER4[1], UNDER4[0]] as const;
+      const c0 = await counters(a);
+      send(fam, from, PORT, to, [good, echo('fd00:10:244:7::1', A6), echo(peerSrc, 'fd00:10:244:2::9'), truncated, echo(peerSrc, A6, 1)]);
+      send(fam, from, 9999, to, [good]);
+      const want = { rx: 6, drop_spoofed: 1, drop_wrong_dst: 1, drop_malformed: 1, drop_unknown_peer: 1, drop_ttl: 1 };
+      let c1 = c0;
+      for (let i = 0; i < 100 && c1.rx - c0.rx < want.rx; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        c1 = await counters(a);
+      }
+      for (const [k, v] of Object.entries(want)) t.equal(c1[k as keyof EngineCounters] - c0[k as keyof EngineCounters], v, `inbound: ${k} +${v}`);
+      t.ok(c1.tun_tx - c0.tun_tx >= 2, 'the good packet and the time-exceeded error went into TUN A');
+      if (v6u) {
+        // inner IPv4 never rides the IPv6 underlay; inner IPv6 over IPv4 from an address the Route6 does not name is spoofed
+        const v4inner = buildIpv4({ src: 0x0af40205, dst: 0x0af40101, payload: Buffer.alloc(8) }).toString('hex');
+        const d0 = await counters(a);
+        send('udp6', UNDER6[1], PORT, UNDER6[0], [v4inner]);
+        send('udp4', UNDER4[1], PORT, UNDER4[0], [good]);
+        let d1 = d0;
+        for (let i = 0; i < 100 && d1.rx - d0.rx < 2; i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          d1 = await counters(a);
+        }
+        t.equal(d1.drop_malformed - d0.drop_malformed, 1, 'inner IPv4 over the IPv6 underlay: drop_malformed');
+        t.equal(d1.drop_spoofed - d0.drop_spoofed, 1, 'inner IPv6 from the peer\'s IPv4 address when its Route6 names another: drop_spoofed');
+      }
+      t.equal(await stop(a), 0, 'A stops cleanly');
     });
   }
 }
