@@ -17,6 +17,7 @@ import { DirectRoutes, removeStaleDirectRoutes } from './net/direct-routes';
 import { Firewall, removeLeftovers } from './net/firewall';
 import { configureTun, tunMtuFor, unconfigureTun, type TunLinkState } from './net/link';
 import { isLocalAddress, selectUnderlay } from './net/underlay';
+import { IPV6_MIN_MTU } from './net/ipv6';
 import type { Engine, EngineIpv6Options } from './dataplane/engine';
 import { createEngine } from './dataplane/engine-factory';
 import type { Route, Route6, RouteSink } from './dataplane/types';
@@ -152,6 +153,10 @@ export class Daemon {
     const ipv6 = undefined as EngineIpv6Options | undefined;
     // an IPv6 underlay adds 20 more header bytes: the TUN MTU (and FLANNEL_MTU) leave room for them
     if (ipv6?.underlayBind !== undefined) this.tunMtu = tunMtuFor(underlay.mtu, true);
+    // below 1280 the kernel turns IPv6 off on the device (RFC 8200 minimum link MTU)
+    if (ipv6 !== undefined && this.tunMtu < IPV6_MIN_MTU) {
+      throw new ConfigError(`underlay ${underlay.name} MTU ${underlay.mtu} is too small for EnableIPv6 (TUN MTU would be ${this.tunMtu} < ${IPV6_MIN_MTU})`);
+    }
     const engine = createEngine(c.engine, {
       ipv6, tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger, queues: c.queues, offloads: c.offloads, icmpRateLimit: c.icmpRateLimit,
       bindAddress: bindIp === undefined ? undefined : parseIp(bindIp),
