@@ -504,6 +504,36 @@ size_t ovl_routes_reclaim(struct ovl_routes *r);
 const struct ovl_rtable *ovl_routes_enter(struct ovl_routes *r, uint32_t reader);
 void ovl_routes_leave(struct ovl_routes *r, uint32_t reader);
 
+/* One IPv6 route: inner packets for net/len go to the peer node, over the IPv6 underlay to
+ * peer6 when has_peer6 (the route source decided both ends use it), else over the IPv4
+ * underlay to peer. */
+struct ovl_route6 {
+  uint8_t net[16]; /* network byte order; host bits must be zero */
+  uint8_t len;     /* 0..128 */
+  bool has_peer6;
+  uint32_t peer;     /* the peer's IPv4 underlay address (PublicIP), host order */
+  uint8_t peer6[16]; /* the peer's IPv6 underlay address (PublicIPv6), when has_peer6 */
+};
+/* route6.c: an immutable IPv6 table (per-length hash tables probed longest first), built
+ * by one thread, then read by any number without synchronization. */
+struct ovl_rtable6;
+/* Builds a table of n routes; a subnet given twice keeps the last one. 0 and *out,
+ * -EINVAL (len > 128 or host bits set; nothing built), -E2BIG (> 2^24), -ENOMEM. */
+int ovl_rtable6_build(struct ovl_rtable6 **out, const struct ovl_route6 *routes, size_t n);
+void ovl_rtable6_free(struct ovl_rtable6 *t); /* NULL ok */
+/* Longest-prefix match of addr (16 bytes, network order): the route, or NULL. The pointer
+ * lives as long as the table. */
+const struct ovl_route6 *ovl_rtable6_lookup(const struct ovl_rtable6 *t, const uint8_t addr[16]);
+/* True when some route has has_peer6 and peer6 == ip (inbound known-peer check over IPv6). */
+bool ovl_rtable6_is_peer6(const struct ovl_rtable6 *t, const uint8_t ip[16]);
+size_t ovl_rtable6_size(const struct ovl_rtable6 *t); /* routes */
+/* Writer: publishes a new IPv6 table in the domain, exactly as ovl_routes_set does the
+ * IPv4 one (the two are independent). 0, or what ovl_rtable6_build returned. */
+int ovl_routes_set6(struct ovl_routes *r, const struct ovl_route6 *routes, size_t n);
+/* Reader, between ovl_routes_enter and ovl_routes_leave only: the IPv6 table current now,
+ * valid until ovl_routes_leave. */
+const struct ovl_rtable6 *ovl_routes_table6(struct ovl_routes *r);
+
 /* ------------------------------------------------------------------------------------ */
 /* udp.c: the UDP sockets of the engine                                                  */
 /* ------------------------------------------------------------------------------------ */
