@@ -304,6 +304,76 @@ size_t ovl_icmp_error_build(uint8_t out[OVL_ICMP_ERROR_MAX], uint8_t type, uint8
                             const uint8_t *off, size_t off_len, uint16_t next_hop_mtu, uint16_t id);
 
 /* ------------------------------------------------------------------------------------ */
+/* packet6.c: IPv6 validation (a bounded extension-header walk), the hop limit rule and  */
+/* ICMPv6 errors (RFC 8200, RFC 4443). Pure functions, any thread, as packet.c.          */
+/* ------------------------------------------------------------------------------------ */
+
+#define OVL_IPV6_HEADER 40u     /* bytes: the fixed header */
+#define OVL_IPV6_EXT_MAX 8u     /* extension headers walked at most: more is malformed */
+#define OVL_PROTO_ICMPV6 58u
+#define OVL_IPV6_MIN_MTU 1280u  /* RFC 8200: every link carries 1280 bytes */
+#define OVL_ICMP6_DEST_UNREACH 1u
+#define OVL_ICMP6_NO_ROUTE 0u   /* code of DEST_UNREACH */
+#define OVL_ICMP6_PACKET_TOO_BIG 2u
+#define OVL_ICMP6_TIME_EXCEEDED 3u
+#define OVL_ICMP6_HOP_LIMIT 0u  /* code of TIME_EXCEEDED */
+#define OVL_ICMP6_ERROR_HOP_LIMIT 64u
+/* Largest ICMPv6 error: the minimum MTU (RFC 4443 2.4(c): as much of the packet as fits). */
+#define OVL_ICMP6_ERROR_MAX OVL_IPV6_MIN_MTU
+
+enum ovl_ipv6_check {
+  OVL_IPV6_OK = 0,
+  OVL_IPV6_TOO_SHORT = 1,   /* len < 40 */
+  OVL_IPV6_BAD_VERSION = 2, /* version nibble != 6 */
+  OVL_IPV6_BAD_LENGTH = 3,  /* 40 + payload length != len (a jumbogram's 0 included) */
+  OVL_IPV6_BAD_EXT = 4,     /* an extension header truncated, beyond `avail`, Hop-by-hop not
+                               first, or more than OVL_IPV6_EXT_MAX of them */
+};
+
+/* What the walk found. proto/l4_off: the upper-layer header (next header value and its
+ * offset), or for a non-first fragment the Fragment header's next header and the offset
+ * after it (the bytes there are not a header). */
+struct ovl_ipv6_info {
+  uint8_t proto;
+  bool fragment;       /* a Fragment header was seen */
+  bool later_fragment; /* its offset is not 0: a non-first fragment */
+  uint32_t l4_off;
+};
+
+/* Checks an IPv6 packet of `len` bytes of which the first `avail` (<= len) are in the
+ * buffer: len >= 40, version 6, 40 + payload length == len, then walks Hop-by-hop (first
+ * only), Routing, Destination options, Authentication and Fragment headers, each length
+ * checked against len and avail before it is read, at most OVL_IPV6_EXT_MAX of them, and
+ * stops at the first other next header (upper layer or unknown) or at a non-first
+ * fragment. Reads only bytes [0, avail). *info is set on OVL_IPV6_OK. */
+enum ovl_ipv6_check ovl_ipv6_validate(const uint8_t *pkt, size_t len, size_t avail, struct ovl_ipv6_info *info);
+
+/* Header fields; no bounds checks: validate first (or know avail >= 40). */
+static inline const uint8_t *ovl_ipv6_src(const uint8_t *pkt) { return pkt + 8; }
+static inline const uint8_t *ovl_ipv6_dst(const uint8_t *pkt) { return pkt + 24; }
+
+/* The hop limit rule: > 1: decremented (no checksum in IPv6), true; else untouched, false. */
+bool ovl_ipv6_decrement_hop_limit(uint8_t *pkt);
+
+/* Folded one's-complement sum of the IPv6 pseudo header (RFC 8200 8.1: src, dst, 32-bit
+ * upper-layer length, next header) of the packet at ip6. 0..0xffff. */
+uint32_t ovl_ipv6_pseudo_sum(const uint8_t *ip6, uint32_t proto, uint32_t l4len);
+
+/* RFC 4443 2.4(e): may an ICMPv6 error of `type` answer this validated packet (`avail`
+ * bytes present, info from ovl_ipv6_validate)? False for an ICMPv6 error message (type <
+ * 128; or an ICMPv6 header not present), a non-first fragment, an unspecified (::),
+ * loopback or multicast source, and a multicast destination unless type is packet too big. */
+bool ovl_icmp6_may_respond(const uint8_t *pkt, size_t avail, const struct ovl_ipv6_info *info, uint8_t type);
+
+/* Builds into out an ICMPv6 error from `from` (16 bytes) to the offending packet's source:
+ * IPv6 header (traffic class 0, flow 0, hop limit OVL_ICMP6_ERROR_HOP_LIMIT), ICMPv6
+ * type/code, bytes 4-7 = mtu for packet too big (else 0), then the first bytes of the
+ * offending packet, as many as fit OVL_ICMP6_ERROR_MAX (off_avail >= 40 bytes present),
+ * checksum with the pseudo header. Returns the length. */
+size_t ovl_icmp6_error_build(uint8_t out[OVL_ICMP6_ERROR_MAX], uint8_t type, uint8_t code, const uint8_t from[16],
+                             const uint8_t *off, size_t off_avail, uint32_t mtu);
+
+/* ------------------------------------------------------------------------------------ */
 /* offload.c: userspace GSO (cutting TUN super-packets) and GRO (coalescing TUN writes)   */
 /* ------------------------------------------------------------------------------------ */
 
