@@ -621,6 +621,10 @@ const struct ovl_rtable6 *ovl_routes_table6(struct ovl_routes *r);
  * on failure none is left open. Returns 0 or a negative errno with *syscall set. */
 int ovl_udp_open(int *fds, uint32_t n, uint32_t addr, uint16_t port, int buf_bytes, const char **syscall);
 
+/* ovl_udp_open for the IPv6 underlay: AF_INET6 sockets with IPV6_V6ONLY bound to
+ * [addr6]:port (16 bytes, network order; all zero = any), otherwise the same. */
+int ovl_udp_open6(int *fds, uint32_t n, const uint8_t addr6[16], uint16_t port, int buf_bytes, const char **syscall);
+
 /* Probes UDP GSO on a socket: sets UDP_SEGMENT to 1400 and back to 0. True when the kernel
  * takes it (Linux >= 4.18). The socket is left without a default segment size. */
 bool ovl_udp_gso_probe(int fd);
@@ -724,6 +728,18 @@ struct ovl_engine_config {
   /* ICMP errors of all queues together: at most icmp_burst at once, refilled at icmp_rate
    * per second (ratelimit.c; icmp_rate 0 = no limit). Suppressed: drop_icmp_ratelimit. */
   uint32_t icmp_rate, icmp_burst;
+  /* IPv6 (all zero / NULL: an IPv4-only engine, byte for byte as before: an inner IPv6
+   * packet is drop_malformed). With ipv6, inner IPv6 is forwarded with the IPv6 route
+   * table of `routes` (ovl_routes_set6) and packet6.c's rules; ICMPv6 errors come from
+   * tun_address6 and share icmp_rate/icmp_burst and the counters with IPv4. */
+  bool ipv6;
+  uint8_t tun_address6[16]; /* network order */
+  uint8_t subnet6[16];      /* this node's IPv6 subnet (host bits zero) */
+  uint8_t subnet6_len;      /* 0..128 */
+  /* [queues] nonblocking AF_INET6 UDP sockets bound to port (the IPv6 underlay), or NULL
+   * (no IPv6 underlay: every inner IPv6 packet rides the IPv4 sockets). Borrowed. Needs
+   * ipv6. */
+  const int *udp6_fds;
 };
 
 /* Allocates the buffers, the stop eventfd and starts one thread per queue (all signals
