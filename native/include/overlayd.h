@@ -121,7 +121,7 @@ int ovl_ring_pop(struct ovl_ring *r, void *buf, uint32_t cap);
 #define OVL_IFNAMSIZ 16 /* == IFNAMSIZ, including the terminating NUL */
 
 #define OVL_TUN_MULTI_QUEUE 0x1u /* open with IFF_MULTI_QUEUE */
-#define OVL_TUN_VNET_HDR 0x2u    /* open with IFF_VNET_HDR and TUNSETOFFLOAD(CSUM | TSO4) */
+#define OVL_TUN_VNET_HDR 0x2u    /* open with IFF_VNET_HDR and TUNSETOFFLOAD(CSUM | TSO4 [| TSO6]) */
 
 /* Opens (creating if needed) the TUN device `name` with IFF_TUN | IFF_NO_PI, plus
  * IFF_MULTI_QUEUE when flags has OVL_TUN_MULTI_QUEUE. The fd is O_NONBLOCK and O_CLOEXEC;
@@ -130,8 +130,9 @@ int ovl_ring_pop(struct ovl_ring *r, void *buf, uint32_t cap);
  * with *syscall set: "open" (/dev/net/tun), "ioctl(TUNSETIFF)". A name longer than
  * OVL_IFNAMSIZ-1 bytes gives -ENAMETOOLONG with "ioctl(TUNSETIFF)" without calling it (the
  * name cannot be expressed in its struct ifreq). With OVL_TUN_VNET_HDR: IFF_VNET_HDR, then
- * TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4) ("ioctl(TUNSETOFFLOAD)" on failure; the fd is
- * closed): every read and write then carries a struct ovl_vnet_hdr first. Any thread. */
+ * TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6), or without TSO6 when the kernel
+ * refuses that (EINVAL) ("ioctl(TUNSETOFFLOAD)" on failure of both; the fd is closed):
+ * every read and write then carries a struct ovl_vnet_hdr first. Any thread. */
 int ovl_tun_open(const char *name, unsigned flags, char actual[OVL_IFNAMSIZ], const char **syscall);
 
 /* ------------------------------------------------------------------------------------ */
@@ -391,6 +392,7 @@ struct ovl_vnet_hdr {
 #define OVL_VNET_F_NEEDS_CSUM 1u
 #define OVL_VNET_GSO_NONE 0u
 #define OVL_VNET_GSO_TCPV4 1u
+#define OVL_VNET_GSO_TCPV6 4u
 #define OVL_VNET_GSO_ECN 0x80u
 /* Most segments one super-packet is cut into (a smaller gso_size is refused: -E2BIG). */
 #define OVL_GSO_SEGS_MAX 256u
@@ -413,7 +415,10 @@ int ovl_vnet_csum_finish(uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h)
  * seg_lens[i]: headers copied, IPv4 total length, id + i and header checksum, TCP seq +
  * i * MSS, FIN/PSH only on the last segment, CWR only on the first, TCP checksum computed
  * in full. Returns the segment count, or -EPROTONOSUPPORT (other gso_type), -EINVAL
- * (not IPv4/TCP, headers beyond len, gso_size 0), -E2BIG (more than max_segs), -ENOBUFS. */
+ * (not IPv4/TCP, headers beyond len, gso_size 0), -E2BIG (more than max_segs), -ENOBUFS.
+ * gso_type TCPV6[|ECN]: an IPv6/TCP super-packet with TCP right after the fixed header
+ * (extension headers: -EINVAL), cut the same way with the payload length per segment and
+ * the TCP checksum over the IPv6 pseudo header (len up to 65535 + 40). */
 int ovl_gso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
                     uint32_t *seg_lens, uint32_t max_segs);
 

@@ -176,7 +176,9 @@ static int icmp6_ok(const uint8_t *o, ssize_t n, uint8_t type, uint8_t code, uin
   return ref_sum(ps, (size_t)n) == 0xffff;
 }
 
-static void fx_start(struct fx *f, bool ipv6) {
+/* offloads: the TUN stand-in carries a virtio_net_hdr both ways, UDP GSO and GRO on both
+ * sockets (TUN GRO too: IPv6 is never coalesced by it, so it must pass plainly). */
+static void fx_start(struct fx *f, bool ipv6, bool offloads) {
   memset(f, 0, sizeof(*f));
   int sp[2];
   TAP_ASSERT(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) == 0, "socketpair");
@@ -210,7 +212,11 @@ static void fx_start(struct fx *f, bool ipv6) {
       .queues = 1, .tun_fds = &f->tun_eng, .udp_fds = &f->udp, .port = f->port, .tun_address = IP(10, 244, 1, 0),
       .tun_mtu = MTU, .subnet = IP(10, 244, 1, 0), .subnet_len = 24, .routes = f->routes, .counters = f->ctr,
       .icmp_rate = 0, .ipv6 = ipv6, .subnet6_len = 64, .udp6_fds = ipv6 ? &f->udp6 : NULL,
+      .tun_vnet_hdr = offloads, .tun_gro = offloads, .udp_gso = offloads, .udp_gro = offloads,
   };
+  if (offloads)
+    TAP_REQUIRE(ovl_udp_gso_probe(f->udp) && ovl_udp_gso_probe(f->udp6) && ovl_udp_gro_enable(f->udp) && ovl_udp_gro_enable(f->udp6),
+                "UDP_SEGMENT and UDP_GRO taken on the IPv4 and the IPv6 socket");
   memcpy(cfg.tun_address6, TUN6, 16);
   memcpy(cfg.subnet6, TUN6, 16);
   TAP_REQUIRE(ovl_engine_start(&f->e, &cfg, &sc) == 0, "engine started (ipv6 %s)", ipv6 ? "on" : "off");
@@ -345,9 +351,42 @@ static void test_drops(struct fx *f) {
   tap_ok(ctr_is(f, OVL_EC_DROP_TOO_BIG, 3) && ctr_is(f, OVL_EC_TX, tx0 + 2), "drop_too_big +2, the two answers counted as tx");
 }
 
+/* A TSO6 super-packet read with a virtio_net_hdr: cut into MSS segments, each sent to A
+ * over IPv6 (joined into UDP_SEGMENT messages: the receiver still gets one datagram per
+ * segment), hop limit 63; and inbound IPv6 written with a (zero) virtio_net_hdr. */
+static void test_offloads(struct fx *f) {
+  static uint8_t p[10 + 40 + 20 + 4000], got[2048];
+  enum { PAYLOAD = 4000, MSS = 1000 };
+  struct ovl_vnet_hdr h = {.flags = 0, .gso_type = OVL_VNET_GSO_TCPV6, .hdr_len = 60, .gso_size = MSS};
+  memcpy(p, &h, 10);
+  uint8_t *ip = p + 10;
+  make6(ip, 60 + PAYLOAD, LOCAL_POD6, POD_A6, 6, 64);
+  ip[40 + 12] = 0x50;
+  ip[40 + 13] = 0x18; /* ACK PSH */
+  TAP_ASSERT(write(f->tun_test, p, sizeof(p)) == (ssize_t)sizeof(p), "inject super-packet");
+  int ok = 1;
+  uint32_t seq = rd32(ip + 44);
+  for (int i = 0; i < PAYLOAD / MSS && ok; i++) {
+    ssize_t n = recv_within(f->peer_a6, got, sizeof(got), WAIT_MS);
+    ok &= n == 60 + MSS && got[7] == 63 && rd16(got + 4) == 20 + MSS && rd32(got + 44) == seq + (uint32_t)(i * MSS) &&
+          memcmp(got + 60, ip + 60 + i * MSS, MSS) == 0 && memcmp(got + 8, ip + 8, 32) == 0;
+    if (!ok) tap_diag("segment %d: %zd bytes", i, n);
+  }
+  tap_ok(ok, "a TSO6 super-packet of %d bytes: %d segments at A over IPv6, hop limit 63, in order", PAYLOAD, PAYLOAD / MSS);
+  tap_ok(ctr_is(f, OVL_EC_TUN_GSO_READS, 1) && ctr_is(f, OVL_EC_TX, PAYLOAD / MSS), "tun_gso_reads 1, tx %d", PAYLOAD / MSS);
+  uint8_t q[200];
+  make6(q, sizeof(q), POD_A6, LOCAL_POD6, 17, 64);
+  send6(f, f->peer_a6, q, sizeof(q));
+  ssize_t n = recv_within(f->tun_test, got, sizeof(got), WAIT_MS);
+  q[7] = 63;
+  static const uint8_t zero[10];
+  tap_ok(n == 10 + (ssize_t)sizeof(q) && memcmp(got, zero, 10) == 0 && memcmp(got + 10, q, sizeof(q)) == 0,
+         "inbound IPv6 with offloads on: one plain write with an empty virtio_net_hdr");
+}
+
 static void test_ipv6_off(void) {
   struct fx f;
-  fx_start(&f, false);
+  fx_start(&f, false, false);
   uint8_t p[100];
   make6(p, 100, LOCAL_POD6, POD_A6, 17, 64);
   TAP_ASSERT(write(f.tun_test, p, 100) == 100, "inject");
@@ -364,9 +403,12 @@ int main(void) {
     return tap_done();
   }
   struct fx f;
-  fx_start(&f, true);
+  fx_start(&f, true, false);
   test_forwarding(&f);
   test_drops(&f);
+  fx_stop(&f);
+  fx_start(&f, true, true);
+  test_offloads(&f);
   fx_stop(&f);
   test_ipv6_off();
   return tap_done();
