@@ -346,7 +346,7 @@ static void icmp6_error(struct worker *w, const uint8_t *pkt, size_t avail, cons
 /* What outbound() decided for a packet: the counter of its drop, or OVL_EC_TX (send). */
 typedef enum ovl_engine_counter verdict_t;
 
-/* Queues a packet that passed the outbound checks for peer (host order). */
+/* Queues a packet that passed the outbound checks for d (its underlay and peer address). */
 static void queue_tx(struct worker *w, uint8_t *pkt, size_t len, const struct dest *d);
 
 /* outbound() of an inner IPv6 packet (len bytes, all in the buffer): validation with the
