@@ -7,14 +7,18 @@
  * kernel), IPv4 unchanged beside it, and path MTU discovery end to end: a 1,348-byte IPv6
  * packet from A is too big for B's TUN, B's engine answers packet too big over the
  * underlay, A's kernel learns MTU 1300, and the retry (fragmented at the source) succeeds.
+ * Then with the offloads on (TUN TSO4/TSO6, UDP GSO/GRO): 16 MB of TCP over IPv6 from A to
+ * B arrive intact (hashes compared), A's engine cut TSO6 super-packets from its TUN.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { isRoot } from '../helpers/exec';
 import { NetnsSet } from '../helpers/netns';
 
 const FIXTURE = path.join(__dirname, 'fixtures', 'native-v6-node.js');
+const XFER = path.join(__dirname, 'fixtures', 'tcp-xfer.js');
+const XFER_BYTES = 16 * 1024 * 1024;
 const PORT = 8285;
 const READY_MS = 60_000;
 const FIXTURE_DEADLINE_MS = 170_000;
@@ -67,16 +71,17 @@ if (!isRoot) {
     return n.out.find((x) => x.startsWith(prefix));
   }
 
-  t.test('two native engines, dual-stack, IPv6 underlay', async (t) => {
-    const nsA = netns.add('a');
-    const nsB = netns.add('b');
+  /** Namespaces <tag>a and <tag>b on one veth, each running an engine; undefined when one did not start. */
+  async function pair(t: Test, tag: string, extra: Record<string, unknown>): Promise<{ a: Node; b: Node; nsA: string; nsB: string } | undefined> {
+    const nsA = netns.add(`${tag}a`);
+    const nsB = netns.add(`${tag}b`);
     netns.ip(nsA, 'link', 'add', 'ul0', 'type', 'veth', 'peer', 'name', 'ul0', 'netns', nsB);
     for (const [ns, i] of [[nsA, 1], [nsB, 2]] as const) {
       netns.ip(ns, 'addr', 'add', `192.168.77.${i}/24`, 'dev', 'ul0');
       netns.ip(ns, '-6', 'addr', 'add', `fd77::${i}/64`, 'dev', 'ul0', 'nodad');
       netns.ip(ns, 'link', 'set', 'ul0', 'up');
     }
-    const base = { tun: 'ovl6t0', port: PORT, network: '10.244.0.0/16', network6: 'fd00:10:244::/56', deadlineMs: FIXTURE_DEADLINE_MS };
+    const base = { tun: 'ovl6t0', port: PORT, network: '10.244.0.0/16', network6: 'fd00:10:244::/56', deadlineMs: FIXTURE_DEADLINE_MS, ...extra };
     const a = startNode(nsA, {
       ...base, mtu: 1400, subnet: '10.244.1.0/24', subnet6: 'fd00:10:244:1::/64', publicIp: '192.168.77.1', publicIpv6: 'fd77::1',
       peers: [{ subnet: '10.244.2.0/24', subnet6: 'fd00:10:244:2::/64', publicIp: '192.168.77.2', publicIpv6: 'fd77::2' }],
@@ -88,8 +93,29 @@ if (!isRoot) {
     for (const n of [a, b]) {
       const ready = await waitLine(n, 'READY', READY_MS);
       t.ok(ready, `engine in ${n.ns} started`, { out: n.out });
-      if (!ready) return;
+      if (!ready) return undefined;
     }
+    return { a, b, nsA, nsB };
+  }
+
+  /** Ends the fixtures (stdin closed) and returns their RESULT objects. */
+  async function finish(t: Test, list: Node[]): Promise<Array<Record<string, Record<string, number>>>> {
+    const results: Array<Record<string, Record<string, number>>> = [];
+    for (const n of list) {
+      n.child.stdin?.end();
+      const line = await waitLine(n, 'RESULT ', 30_000);
+      t.ok(line, `engine in ${n.ns} reported`, { out: n.out });
+      const r = JSON.parse((line ?? 'RESULT {}').slice(7)) as Record<string, Record<string, number>> & { error?: string };
+      t.notOk(r.error, 'no fixture error', { error: r.error });
+      results.push(r);
+    }
+    return results;
+  }
+
+  t.test('two native engines, dual-stack, IPv6 underlay', async (t) => {
+    const p = await pair(t, '', {});
+    if (p === undefined) return;
+    const { a, b, nsA, nsB } = p;
 
     const udp6a = udp6Out(netns, nsA), udp6b = udp6Out(netns, nsB);
     const ping6 = netns.tryExec(nsA, 'ping', ['-6', '-n', '-c', '3', '-i', '0.2', '-W', '5', '-I', 'fd00:10:244:1::', 'fd00:10:244:2::'], 60_000);
@@ -113,18 +139,42 @@ if (!isRoot) {
     const retry = netns.tryExec(nsA, 'ping', ['-6', '-n', '-c', '2', '-i', '0.2', '-W', '5', '-s', '1300', '-M', 'want', '-I', 'fd00:10:244:1::', 'fd00:10:244:2::'], 60_000);
     t.equal(retry.status, 0, 'the retry (fragmented to the learned MTU) is answered', { stdout: retry.stdout, stderr: retry.stderr });
 
-    const results: Array<Record<string, Record<string, number>>> = [];
-    for (const n of [a, b]) {
-      n.child.stdin?.end();
-      const line = await waitLine(n, 'RESULT ', 30_000);
-      t.ok(line, `engine in ${n.ns} reported`, { out: n.out });
-      const r = JSON.parse((line ?? 'RESULT {}').slice(7)) as Record<string, Record<string, number>> & { error?: string };
-      t.notOk(r.error, 'no fixture error', { error: r.error });
-      results.push(r);
-    }
+    const results = await finish(t, [a, b]);
     const [ca, cb] = [results[0]?.['counters'] ?? {}, results[1]?.['counters'] ?? {}];
     t.ok((cb['drop_too_big'] ?? 0) >= 1 && (cb['icmp_sent'] ?? 0) >= 1, `B: drop_too_big ${cb['drop_too_big']}, icmp_sent ${cb['icmp_sent']} (the packet too big)`);
     for (const [name, c] of [['A', ca], ['B', cb]] as const)
       t.same([c['drop_malformed'], c['drop_spoofed'], c['drop_unknown_peer'], c['drop_wrong_dst']], [0, 0, 0, 0], `${name}: no malformed, spoofed, unknown-peer or wrong-destination drops`);
+  });
+
+  t.test('offloads on: TCP over IPv6 through TSO6 and UDP GSO/GRO', async (t) => {
+    const p = await pair(t, 'o', { offloads: true });
+    if (p === undefined) return;
+    const { a, b, nsA, nsB } = p;
+    const server = spawn('ip', ['netns', 'exec', nsB, process.execPath, XFER, 'serve', '5006', '120000', '::'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let got = '';
+    server.stdout?.on('data', (d: Buffer) => { got += d.toString(); });
+    const listening = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 30_000);
+      server.stderr?.on('data', (d: Buffer) => { if (d.toString().includes('listening')) { clearTimeout(timer); resolve(true); } });
+      server.on('exit', () => { clearTimeout(timer); resolve(false); });
+    });
+    t.ok(listening, 'TCP server listening on [::]:5006 in B');
+    const client = netns.tryExec(nsA, process.execPath, [XFER, 'send', 'fd00:10:244:2::', '5006', String(XFER_BYTES), '120000'], 130_000);
+    const code = await new Promise<number | null>((resolve) => {
+      if (server.exitCode !== null) return resolve(server.exitCode);
+      const timer = setTimeout(() => { server.kill('SIGKILL'); resolve(null); }, 30_000);
+      server.on('exit', (c) => { clearTimeout(timer); resolve(c); });
+    });
+    const [sentN, sentHash] = client.stdout.trim().split(' ');
+    const [gotN, gotHash] = got.trim().split(' ');
+    t.ok(client.status === 0 && code === 0 && Number(sentN) === XFER_BYTES && Number(gotN) === XFER_BYTES && gotHash === sentHash,
+      `${XFER_BYTES} bytes of TCP over IPv6 A -> B arrived intact (sha256 compared)`, { client: client.stderr, sentN, gotN });
+    const [ra] = await finish(t, [a, b]);
+    const offl = (ra?.['offloads'] ?? {}) as unknown as { tun?: boolean };
+    const native = ra?.['native'] ?? {};
+    t.ok(offl.tun, 'A: TUN offload in force', { offloads: ra?.['offloads'] });
+    t.ok((native['tun_gso_reads'] ?? 0) > 0, `A: ${native['tun_gso_reads']} TUN super-packets (TSO6) cut by the engine`);
+    t.ok((native['udp_gso_sends'] ?? 0) > 0, `A: ${native['udp_gso_sends']} UDP_SEGMENT sends on the IPv6 socket`);
+    t.equal(ra?.['counters']?.['drop_malformed'] ?? -1, 0, 'A: no malformed drop');
   });
 }
