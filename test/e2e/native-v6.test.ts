@@ -177,4 +177,20 @@ if (!isRoot) {
     t.ok((native['udp_gso_sends'] ?? 0) > 0, `A: ${native['udp_gso_sends']} UDP_SEGMENT sends on the IPv6 socket`);
     t.equal(ra?.['counters']?.['drop_malformed'] ?? -1, 0, 'A: no malformed drop');
   });
+
+  t.test('the addon refuses invalid IPv6 routes and start options, naming them', async (t) => {
+    const ns = netns.add('err');
+    const res = netns.tryExec(ns, process.execPath, [FIXTURE, JSON.stringify({ checkErrors: true })], 60_000);
+    const line = res.stdout.split('\n').find((l) => l.startsWith('RESULT '));
+    t.ok(line, 'fixture reported', { stdout: res.stdout, stderr: res.stderr });
+    const r = JSON.parse((line ?? 'RESULT {}').slice(7)) as Record<string, string>;
+    t.match(r['length'], /^RangeError: EnginePort.setRoutes6: routes.length 10 is not a multiple of 11/);
+    t.match(r['hostBits'], /^RangeError: EnginePort.setRoutes6: a route has host bits set/);
+    t.match(r['len129'], /^RangeError: EnginePort.setRoutes6: route 0: len 129/);
+    t.match(r['hasPeer6'], /^RangeError: EnginePort.setRoutes6: route 0: .*hasPeer6 2/);
+    t.equal(r['valid'], 'accepted');
+    t.match(r['tun6WithoutSubnet6'], /^TypeError: EnginePort.start: options.tunAddress6 and options.bindAddress6 need options.subnet6/);
+    t.match(r['subnet6HostBits'], /^RangeError: EnginePort.start: options.subnet6 has host bits set for \/32/);
+    t.match(r['subnet6Words'], /^TypeError: EnginePort.start: options.subnet6 must be a Uint32Array of 4 words/);
+  });
 }
