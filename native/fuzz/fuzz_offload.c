@@ -24,6 +24,10 @@
  * of the previous one (its IPv4 + TCP headers, sequence number advanced by its payload, id
  * + 1) with the record's bytes as payload, so that one mutation of a header (options, data
  * offset, flags) carries over to a whole flow. The TUN is a SOCK_SEQPACKET socketpair whose other end this file reads.
+ * Sender 3 (bits 4-5 = 3) is the peer over the IPv6 underlay ([2001:db8::200]:8285).
+ * The engine is dual-stack (IPv6 routes as in fuzz_inbound.c): on an IPv6 packet the
+ * repairs are: bit 0 the payload length, bit 2 the TCP/UDP checksum (TCP/UDP right after
+ * the fixed header); TUN reads take TSO6 super-packets (gso_type 4) like TSO4 ones.
  *
  * The sequence runs twice: with TUN GRO on, and with it off (every packet written alone).
  * Checked, beyond what ASan/UBSan catch (any failure aborts: a finding):
@@ -102,6 +106,8 @@ static struct capture cap_gro, cap_plain;
 static uint64_t counters_gro[OVL_EC_COUNT];
 
 static uint32_t ip4(unsigned a, unsigned b, unsigned c, unsigned d) { return (a << 24) | (b << 16) | (c << 8) | d; }
+static struct ovl_rtable6 *table6_;
+static const uint8_t PEER6[16] = {0x20, 0x01, 0x0d, 0xb8, [14] = 0x02, [15] = 0x00};
 
 #define FAIL(...)                                  \
   do {                                             \
@@ -139,8 +145,32 @@ static bool rl4_ok(const uint8_t *p, size_t len) {
   size_t ihl = (size_t)(p[0] & 15) * 4;
   return rsum(p + ihl, len - ihl, rpseudo(p, p[9], len - ihl)) == 0xffff;
 }
+/* Byte-wise IPv6 pseudo-header sum (src, dst, 32-bit length, next header). */
+static uint32_t rpseudo6(const uint8_t *ip, uint32_t proto, size_t l4len) {
+  uint8_t ph[40];
+  memcpy(ph, ip + 8, 32);
+  ph[32] = (uint8_t)(l4len >> 24);
+  ph[33] = (uint8_t)(l4len >> 16);
+  ph[34] = (uint8_t)(l4len >> 8);
+  ph[35] = (uint8_t)l4len;
+  ph[36] = ph[37] = ph[38] = 0;
+  ph[39] = (uint8_t)proto;
+  return rsum(ph, 40, 0);
+}
+/* An IPv6 packet the engine may send: version 6 and payload length = len - 40. */
+static bool rip6_ok(const uint8_t *p, size_t len) { return len >= 40 && (p[0] >> 4) == 6 && rd16(p + 4) + 40u == len; }
+static bool rl4_6_ok(const uint8_t *p, size_t len) { return rsum(p + 40, len - 40, rpseudo6(p, p[6], len - 40)) == 0xffff; }
 /* Repairs of the input (flags bits 0-2) on one packet of len bytes. */
 static void repair(uint8_t *p, size_t len, unsigned flags, bool l4) {
+  if (len >= 40 && (p[0] >> 4) == 6) {
+    if (flags & 1) wr16(p + 4, (uint32_t)(len - 40));
+    size_t off = p[6] == 6 ? 16 : p[6] == 17 ? 6 : 0;
+    if (l4 && (flags & 4) && off && 40 + off + 2 <= len) {
+      wr16(p + 40 + off, 0);
+      wr16(p + 40 + off, ~rsum(p + 40, len - 40, rpseudo6(p, p[6], len - 40)) & 0xffff);
+    }
+    return;
+  }
   if (len < 20) return;
   size_t ihl = (size_t)(p[0] & 15) * 4;
   if (flags & 1) wr16(p + 2, (uint32_t)len);
@@ -219,6 +249,17 @@ static void setup(void) {
       {.net = ip4(10, 244, 1, 0), .len = 24, .peer = ip4(10, 99, 0, 1)},
   };
   if (ovl_rtable_build(&table, routes, 2) != 0) abort();
+  struct ovl_route6 r6[2] = {
+      {.net = {0xfd, 0, 0, 0x10, 0x02, 0x44, 0x02, 0x00}, .len = 64, .peer = ip4(10, 99, 0, 200), .has_peer6 = true},
+      {.net = {0xfd, 0, 0, 0x10, 0x02, 0x44, 0x00, 0x01}, .len = 64, .peer = ip4(10, 99, 0, 1)},
+  };
+  memcpy(r6[0].peer6, PEER6, 16);
+  if (ovl_rtable6_build(&table6_, r6, 2) != 0) abort();
+  eng.ipv6 = true;
+  static const uint8_t sub6[16] = {0xfd, 0, 0, 0x10, 0x02, 0x44, 0x00, 0x02};
+  memcpy(eng.subnet6, sub6, 16);
+  memcpy(eng.tun_address6, sub6, 16);
+  memset(eng.subnet6_mask, 0xff, 8);
   eng.queues = 1;
   eng.slot = (TUN_MTU + 63u) & ~63u;
   eng.port = PORT;
@@ -252,6 +293,8 @@ static void worker_reset(bool gro) {
   wk.e = &eng;
   wk.tun_fd = tun_wr;
   wk.udp_fd = -1;
+  wk.udp6_fd = -1; /* a packet too big back to a peer: sendto fails, tx_error */
+  wk.t6 = table6_;
   ovl_rcache_init(&wk.cache);
   wk.vnet = true;
   wk.tun_gro = gro;
@@ -274,8 +317,10 @@ static void worker_reset(bool gro) {
  * TUN (ICMP errors aside), minus what TUN reads added to the shared counters (shift). */
 static uint64_t shift;
 static uint64_t outcomes_raw(void) {
+  /* ICMP errors go into the TUN, except a packet too big back to a peer (tx / tx_error:
+   * nothing else counts them here, queued datagrams are never flushed) */
   return A(OVL_EC_DROP_UNKNOWN_PEER) + A(OVL_EC_DROP_MALFORMED) + A(OVL_EC_DROP_SPOOFED) + A(OVL_EC_DROP_WRONG_DST) +
-         A(OVL_EC_DROP_TOO_BIG) + A(OVL_EC_DROP_TTL) + A(OVL_EC_TUN_TX) - A(OVL_EC_ICMP_SENT);
+         A(OVL_EC_DROP_TOO_BIG) + A(OVL_EC_DROP_TTL) + A(OVL_EC_TUN_TX) + A(OVL_EC_TX) + A(OVL_EC_TX_ERROR) - A(OVL_EC_ICMP_SENT);
 }
 
 /* End of a burst: flush; every datagram received so far has exactly one outcome, and each
@@ -286,8 +331,8 @@ static void burst_end(struct capture *c, bool gro) {
   if (A(OVL_EC_DROP_RING_FULL) || A(OVL_EC_TUN_WRITE_ERRORS)) FAIL("a TUN write failed (harness: socket buffer)");
   if (A(OVL_EC_RX) != outcomes_raw() - shift)
     FAIL("%llu datagrams, %llu outcomes", (unsigned long long)A(OVL_EC_RX), (unsigned long long)(outcomes_raw() - shift));
-  if (A(OVL_EC_ICMP_SENT) + A(OVL_EC_DROP_ICMP_RATELIMIT) > A(OVL_EC_DROP_TTL) + A(OVL_EC_DROP_NO_ROUTE))
-    FAIL("more ICMP errors than TTL and no-route drops");
+  if (A(OVL_EC_ICMP_SENT) + A(OVL_EC_DROP_ICMP_RATELIMIT) > A(OVL_EC_DROP_TTL) + A(OVL_EC_DROP_NO_ROUTE) + A(OVL_EC_DROP_TOO_BIG))
+    FAIL("more ICMP errors than TTL, no-route and too-big drops");
   /* rate 1000/s: one token per ms of fake time */
   uint64_t elapsed_ms = (fake_now_ns - FAKE_START_NS) / 1000000u;
   if (A(OVL_EC_ICMP_SENT) > OVL_ICMP_RATELIMIT_BURST + elapsed_ms * OVL_ICMP_RATELIMIT_RATE / 1000u)
@@ -345,14 +390,24 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
         repair(buf + off, l, flags, true);
       }
       unsigned who = (flags >> 4) & 3u;
-      struct sockaddr_in from = {.sin_family = AF_INET};
-      from.sin_addr.s_addr = htonl(who == 2 ? ip4(10, 99, 0, 254) : ip4(10, 99, 0, 200));
-      from.sin_port = htons(who == 1 ? PORT + 1 : PORT);
+      union ovl_sa from;
+      memset(&from, 0, sizeof(from));
+      socklen_t fl = sizeof(from.v4);
+      if (who == 3) {
+        from.v6.sin6_family = AF_INET6;
+        memcpy(&from.v6.sin6_addr, PEER6, 16);
+        from.v6.sin6_port = htons(PORT);
+        fl = sizeof(from.v6);
+      } else {
+        from.v4.sin_family = AF_INET;
+        from.v4.sin_addr.s_addr = htonl(who == 2 ? ip4(10, 99, 0, 254) : ip4(10, 99, 0, 200));
+        from.v4.sin_port = htons(who == 1 ? PORT + 1 : PORT);
+      }
       if (seg == 0 || len <= seg) { /* before the engine edits it (TTL) */
         memcpy(prev, buf, len);
         prev_len = len;
       }
-      udp_receive(&wk, table, buf, len, seg, &from, sizeof(from));
+      udp_receive(&wk, table, buf, len, seg, &from, fl);
       drain(c, gro); /* ICMP errors are written at once */
       if (++slot == RECV_SLOTS) {
         burst_end(c, gro);
@@ -372,7 +427,8 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
     if (len == 0) continue; /* the engine drops a read of only a header before this */
     memcpy(arena, body, len);
     repair(arena, len, flags & 3u, false);
-    uint8_t ttl = len >= 20 ? arena[8] : 0;
+    bool v6 = len >= 40 && (arena[0] >> 4) == 6;
+    uint8_t ttl = v6 ? arena[7] : len >= 20 ? arena[8] : 0;
     size_t used = len;
     uint64_t rx_0 = A(OVL_EC_TUN_RX), icmp_0 = A(OVL_EC_ICMP_SENT) + A(OVL_EC_DROP_ICMP_RATELIMIT);
     uint64_t d0 = A(OVL_EC_DROP_MALFORMED) + A(OVL_EC_DROP_NO_ROUTE) + A(OVL_EC_DROP_TTL) + A(OVL_EC_DROP_TUN_OVERSIZE);
@@ -389,9 +445,16 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
       for (uint32_t k = 0; k < wk.tx_nseg[i]; k++) {
         size_t l = left < seg ? left : seg;
         if (l > TUN_MTU) FAIL("queued datagram of %zu bytes > TUN MTU", l);
-        if (!rip_ok(p, l)) FAIL("queued datagram: invalid IPv4 header");
-        if (p[8] + 1u != ttl) FAIL("queued datagram: TTL %u, read with %u", p[8], ttl);
-        if (h.gso_type != OVL_VNET_GSO_NONE && (p[9] != 6 || !rl4_ok(p, l))) FAIL("segment of a super-packet: not TCP or bad TCP checksum");
+        if (v6) {
+          if (!rip6_ok(p, l)) FAIL("queued datagram: invalid IPv6 header/length");
+          if (p[7] + 1u != ttl) FAIL("queued datagram: hop limit %u, read with %u", p[7], ttl);
+          if (h.gso_type != OVL_VNET_GSO_NONE && (p[6] != 6 || !rl4_6_ok(p, l)))
+            FAIL("segment of a TSO6 super-packet: not TCP or bad TCP checksum");
+        } else {
+          if (!rip_ok(p, l)) FAIL("queued datagram: invalid IPv4 header");
+          if (p[8] + 1u != ttl) FAIL("queued datagram: TTL %u, read with %u", p[8], ttl);
+          if (h.gso_type != OVL_VNET_GSO_NONE && (p[9] != 6 || !rl4_ok(p, l))) FAIL("segment of a super-packet: not TCP or bad TCP checksum");
+        }
         p += l;
         left -= l;
         queued++;

@@ -120,6 +120,43 @@ seeds = {
     'mixed': one_by_one(inbound_run(3, 500)) + super_packet(3000, 1000) + rec(3, udp_zero, flags=3)
              + gro_receive(inbound_run(4, 700, optlen=40, last_flags=0x10)),
 }
+# IPv6: inner packets of the dual-stack engine (routes as in fuzz_offload.c)
+PEER6 = bytes([0xfd, 0, 0, 0x10, 2, 0x44, 2, 0] + [0] * 7 + [7])
+OWN6 = bytes([0xfd, 0, 0, 0x10, 2, 0x44, 0, 2] + [0] * 7 + [5])
+NOWHERE6 = bytes([0xfd, 0, 0, 0x10, 2, 0x44, 0x77, 1] + [0] * 7 + [1])
+
+def ip6(src, dst, nh, l4, hl=64):
+    return struct.pack('!IHBB16s16s', 0x60000000, len(l4), nh, hl, src, dst) + l4
+
+def tcp6(src, dst, seq, payload, flags=0x10, optlen=12, hl=64, partial=False):
+    opts = tcp_opts(optlen)
+    seg = struct.pack('!HHIIBBHHH', 40000, 5001, seq & 0xffffffff, 0x01020304, (5 + len(opts) // 4) << 4, flags, 502, 0, 0) + opts + payload
+    ph = src + dst + struct.pack('!IxxxB', len(seg), 6)
+    c = csum_sum(ph) if partial else (~csum_sum(seg, csum_sum(ph))) & 0xffff
+    return ip6(src, dst, 6, seg[:16] + struct.pack('!H', c) + seg[18:], hl=hl)
+
+def super6(payload_len, mss, optlen=12, hl=64, dst=PEER6):
+    p = tcp6(OWN6, dst, 7000, pay(payload_len), optlen=optlen, hl=hl, partial=True)
+    return rec(2, vnet(4, 40 + 20 + optlen, mss, 40, 16) + p, flags=1)
+
+FROM6 = 7 | (3 << 4)  # repairs + sender 3: the peer over the IPv6 underlay
+run6 = [tcp6(PEER6, OWN6, 100 + i * 1000, pay(1000, i)) for i in range(4)]
+seeds.update({
+    'tso6-64k': super6(65535 - 10 - 40 - 32, 1428),
+    'tso6-max-options': super6(30000, 1388, optlen=40),
+    'tso6-1-byte-mss': super6(200, 1),
+    'tso6-hop1': super6(20000, 1400, hl=1),
+    'tso6-no-route': super6(20000, 1400, dst=NOWHERE6),
+    'tso6-mss-above-mtu': super6(5000, 1460),
+    'tso6-ext-header': rec(2, vnet(4, 68, 1000, 40, 16) + ip6(OWN6, PEER6, 60, b'\x06\x00' + b'\0' * 6 + tcp6(OWN6, PEER6, 1, pay(3000))[40:]), flags=0),
+    'in6-tcp-over6': b''.join(rec(0, p, flags=FROM6) for p in run6) + rec(1, b''),
+    'in6-tcp-over4': b''.join(rec(0, p) for p in run6) + rec(1, b''),
+    'in6-udp-gro-receive': rec(0, b''.join(run6), arg=len(run6[0]), flags=FROM6) + rec(1, b''),
+    'in6-too-big': rec(0, tcp6(PEER6, OWN6, 5, pay(1500)), flags=FROM6) + rec(1, b''),
+    'in6-hop1': rec(0, tcp6(PEER6, OWN6, 5, pay(100), hl=1), flags=FROM6) + rec(1, b''),
+    'mixed6': one_by_one(inbound_run(3, 500)) + super6(3000, 1000) + rec(0, run6[0], flags=FROM6) + super_packet(3000, 1000)
+              + rec(3, ip6(OWN6, PEER6, 17, struct.pack('!HHHH', 1, 2, 12, 0) + b'abcd'), flags=3),
+})
 os.makedirs(sys.argv[1], exist_ok=True)
 for name, data in seeds.items():
     with open(os.path.join(sys.argv[1], name), 'wb') as f:

@@ -34,6 +34,10 @@
 _Static_assert(sizeof(((struct ovl_gro *)0)->saved) >= OVL_IPV4_MIN_HEADER + OVL_TCP_MAX_HEADER,
                "struct ovl_gro saves a 20-byte IPv4 header and a TCP header of up to 60 bytes");
 _Static_assert(OVL_TCP_MAX_HEADER == 15u * 4u, "TCP data offset is 4 bits of 32-bit words");
+/* The engine's arena (engine.c VNET_NEED) reserves IPv4 max + TCP max header bytes per
+ * segment: the IPv6 segments' headers (40 + TCP) must fit the same reserve. */
+_Static_assert(OVL_IPV6_HEADER + OVL_TCP_MAX_HEADER <= OVL_IPV4_MAX_HEADER + OVL_TCP_MAX_HEADER,
+               "an IPv6/TCP segment header fits the per-segment reserve of the IPv4 one");
 
 
 /* Folded one's-complement sum of the IPv4 pseudo header (src, dst, proto, l4 length). */
@@ -72,8 +76,56 @@ static size_t tcp4_headers(const uint8_t *pkt, size_t len) {
   return ihl + thl;
 }
 
+/* Checks an IPv6/TCP header chain with TCP right after the fixed header (super-packets
+ * with extension headers are refused: the kernel's own TSO6 path does not make them for a
+ * TUN's TCP); returns the header bytes (40 + TCP) or 0. */
+static size_t tcp6_headers(const uint8_t *pkt, size_t len) {
+  if (len < OVL_IPV6_HEADER + OVL_TCP_MIN_HEADER || (pkt[0] >> 4) != 6 || pkt[6] != OVL_PROTO_TCP) return 0;
+  size_t thl = (size_t)(pkt[OVL_IPV6_HEADER + 12] >> 4) * 4;
+  if (thl < OVL_TCP_MIN_HEADER || OVL_IPV6_HEADER + thl > len) return 0;
+  return OVL_IPV6_HEADER + thl;
+}
+
+/* ovl_gso_segment of an IPv6/TCP super-packet: payload length per segment, the TCP
+ * fields as for IPv4, the TCP checksum with the IPv6 pseudo header. */
+static int gso_segment6(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
+                        uint32_t *seg_lens, uint32_t max_segs) {
+  size_t hdr = tcp6_headers(pkt, len);
+  if (hdr == 0 || len > 65535 + OVL_IPV6_HEADER || h->gso_size == 0) return -EINVAL;
+  size_t mss = h->gso_size, payload = len - hdr;
+  size_t nseg = payload == 0 ? 1 : (payload + mss - 1) / mss;
+  if (nseg > max_segs) return -E2BIG;
+  if (payload + nseg * hdr > out_cap) return -ENOBUFS;
+  const size_t th_off = OVL_IPV6_HEADER;
+  uint32_t seq = ovl_be32(pkt + th_off + 4);
+  uint8_t flags = pkt[th_off + 13];
+  size_t o = 0;
+  for (size_t i = 0; i < nseg; i++) {
+    size_t plen = i + 1 < nseg ? mss : payload - i * mss;
+    uint8_t *s = out + o;
+    memcpy(s, pkt, hdr);
+    memcpy(s + hdr, pkt + hdr + i * mss, plen);
+    size_t slen = hdr + plen;
+    put16(s + 4, (uint32_t)(slen - OVL_IPV6_HEADER));
+    uint8_t *th = s + th_off;
+    put32(th + 4, seq + (uint32_t)(i * mss));
+    uint8_t f = flags;
+    if (i + 1 < nseg) f &= (uint8_t)~(TCP_FIN | TCP_PSH);
+    if (i > 0) f &= (uint8_t)~TCP_CWR;
+    th[13] = f;
+    put16(th + 16, 0);
+    uint32_t l4 = (uint32_t)(slen - th_off);
+    put16(th + 16, ~ovl_ones_sum(th, l4, ovl_ipv6_pseudo_sum(s, OVL_PROTO_TCP, l4)) & 0xffffu);
+    seg_lens[i] = (uint32_t)slen;
+    o += slen;
+  }
+  return (int)nseg;
+}
+
 int ovl_gso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
                     uint32_t *seg_lens, uint32_t max_segs) {
+  if ((h->gso_type & ~OVL_VNET_GSO_ECN) == OVL_VNET_GSO_TCPV6)
+    return gso_segment6(pkt, len, h, out, out_cap, seg_lens, max_segs);
   if ((h->gso_type & ~OVL_VNET_GSO_ECN) != OVL_VNET_GSO_TCPV4) return -EPROTONOSUPPORT;
   size_t hdr = tcp4_headers(pkt, len);
   if (hdr == 0 || len > 65535 || h->gso_size == 0) return -EINVAL;
