@@ -327,7 +327,9 @@ export class JsEngine implements Engine {
       return;
     }
     if (msg.length === 0 || msg[0]! >>> 4 !== 6) {
-      s.drop_malformed++;
+      // inner IPv4 rides the IPv4 underlay only: over IPv6 no route can point at the sender (as the native engine)
+      if (validateIpv4(msg, msg.length) === IPV4_OK) s.drop_spoofed++;
+      else s.drop_malformed++;
       return;
     }
     this.inbound6(msg, undefined, sender, this.socket6, rinfo.address);
