@@ -7,6 +7,7 @@
  * close(): stop watching and renewing; the lease stays in etcd so a restart reuses it.
  */
 import type { Etcd3 } from 'etcd3';
+import type { Ipv6UnderlayMode } from '../config';
 import type { RouteSink } from '../dataplane/types';
 import { ConfigError, EtcdError, LeaseError, OverlaydError, errorMessage } from '../errors';
 import { formatIp, formatPrefix, parseIp, type Prefix } from '../net/addr';
@@ -27,9 +28,6 @@ import { RangeMirror, type KvEntry, type MirrorConsumer } from './watch';
 
 export type { EtcdOptions } from './etcd-client';
 
-/** --ipv6-underlay: auto (IPv6 underlay when both ends have a PublicIPv6) or ipv4 (always PublicIP). */
-export type Ipv6Underlay = 'auto' | 'ipv4';
-
 export interface EtcdSourceOptions {
   etcd: EtcdOptions;
   /** this node's underlay IPv4 (PublicIP in the lease value) */
@@ -37,7 +35,7 @@ export interface EtcdSourceOptions {
   /** --public-ipv6: this node's underlay IPv6 (PublicIPv6 in the value of a dual-stack lease) */
   publicIpv6?: string;
   /** --ipv6-underlay (default auto): whether inner IPv6 may ride the IPv6 underlay */
-  ipv6Underlay?: Ipv6Underlay;
+  ipv6Underlay?: Ipv6UnderlayMode;
   /** previous subnet file to read for reuse (the daemon writes the new one) */
   subnetFile: string;
   /** --subnet-lease-ttl, default 86400 */

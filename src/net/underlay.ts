@@ -11,6 +11,7 @@
 import { ConfigError, errorMessage } from '../errors';
 import type { UnderlaySelection } from '../config';
 import { isIp } from './addr';
+import { parseIp6 } from './addr6';
 import { ip, type Underlay } from './link';
 
 interface IpAddrInfo { family?: string; local?: string }
@@ -32,6 +33,12 @@ function underlayOf(l: IpLink, address?: string): Underlay {
 export async function isLocalAddress(addr: string, run: IpRunner = ip): Promise<boolean> {
   const all = JSON.parse(await run(['-j', 'addr', 'show'])) as IpLink[];
   return all.some((l) => ipv4s(l).includes(addr));
+}
+
+/** True when an interface of this network namespace holds the IPv6 address (compared as numbers, any text form). */
+export async function isLocalAddress6(addr: bigint, run: IpRunner = ip): Promise<boolean> {
+  const all = JSON.parse(await run(['-j', 'addr', 'show'])) as IpLink[];
+  return all.some((l) => (l.addr_info ?? []).some((a) => a.family === 'inet6' && a.local !== undefined && parseIp6(a.local) === addr));
 }
 
 /** The underlay interface chosen by `sel` (see the module comment). */
