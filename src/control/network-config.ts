@@ -65,13 +65,28 @@ export function networkConfigWarnings(text: string, key: string): string[] {
     return [];
   }
   if (!isObject(doc)) return [];
-  return Object.keys(doc).filter((k) => !FLANNEL_CONFIG_KEYS.includes(k))
+  return Object.keys(doc).filter((k) => !FLANNEL_CONFIG_KEYS.includes(k) && !GO_FOLDED_KEYS.some((g) => g.toLowerCase() === k.toLowerCase()))
     .map((k) => `unknown key "${k}" in ${key} (ignored, as flanneld does)${didYouMean(k, FLANNEL_CONFIG_KEYS)}`);
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
+
+/**
+ * A field as Go's encoding/json finds it: any key equal to `name` ignoring case, the last one
+ * winning (flannel's own tests write "enableIPv6", "ipv6Network"). Used for the dual-stack
+ * fields; the IPv4 ones keep their exact spelling, as before.
+ */
+function goField(doc: Record<string, unknown>, name: string): unknown {
+  const lower = name.toLowerCase();
+  let v: unknown;
+  for (const k of Object.keys(doc)) if (k.toLowerCase() === lower) v = doc[k];
+  return v;
+}
+
+/** Dual-stack fields read ignoring case (goField). */
+const GO_FOLDED_KEYS: readonly string[] = ['EnableIPv4', 'EnableIPv6', 'IPv6Network', 'IPv6SubnetLen', 'IPv6SubnetMin', 'IPv6SubnetMax'];
 
 function show(v: unknown): string {
   return JSON.stringify(v) ?? String(v);
@@ -94,7 +109,7 @@ export function parseNetworkConfig(text: string, key: string): NetworkConfig {
   if (!isObject(doc)) return fail('', `must be a JSON object, got ${show(doc)}`);
 
   const flag = (field: string, dflt: boolean): boolean => {
-    const raw = doc[field];
+    const raw = goField(doc, field);
     if (raw === undefined || raw === null) return dflt;
     if (typeof raw !== 'boolean') return fail(field, `must be true or false, got ${show(raw)}`);
     return raw;
@@ -183,7 +198,7 @@ export function parseNetworkConfig(text: string, key: string): NetworkConfig {
 
 /** The IPv6 half of a config with EnableIPv6 true (flannel's CheckNetworkConfig rules). */
 function parseIpv6Config(doc: Record<string, unknown>, fail: (field: string, problem: string) => never): Ipv6NetworkConfig {
-  const netRaw = doc['IPv6Network'];
+  const netRaw = goField(doc, 'IPv6Network');
   if (netRaw === undefined || netRaw === null || netRaw === '') {
     return fail('IPv6Network', 'missing: EnableIPv6 is true (e.g. "IPv6Network":"fd00:10:244::/56")');
   }
@@ -193,7 +208,7 @@ function parseIpv6Config(doc: Record<string, unknown>, fail: (field: string, pro
   const network = parsePrefix6(netRaw, true);
   if (!network) return fail('IPv6Network', `${show(netRaw)} has host bits set (did you mean ${formatPrefix6(loose)}?)`);
 
-  const lenRaw = doc['IPv6SubnetLen'];
+  const lenRaw = goField(doc, 'IPv6SubnetLen');
   let subnetLen: number;
   if (lenRaw !== undefined && lenRaw !== null && lenRaw !== 0) {
     if (typeof lenRaw !== 'number' || !Number.isInteger(lenRaw) || lenRaw < 0) {
@@ -215,7 +230,7 @@ function parseIpv6Config(doc: Record<string, unknown>, fail: (field: string, pro
   const mask = maskOf6(subnetLen);
   const next = network.addr + (1n << BigInt(128 - network.len));
   const boundary = (field: 'IPv6SubnetMin' | 'IPv6SubnetMax'): bigint => {
-    const raw = doc[field];
+    const raw = goField(doc, field);
     let ip: bigint | undefined;
     if (raw !== undefined && raw !== null && raw !== '') {
       if (typeof raw !== 'string') return fail(field, `must be an IPv6 address string, got ${show(raw)}`);

@@ -1,6 +1,6 @@
 /** Dual-stack network config (EnableIPv6, IPv6Network, IPv6SubnetLen/Min/Max): flannel's CheckNetworkConfig rules. */
 import t from 'tap';
-import { describeNetworkConfig, NetworkConfigError, parseNetworkConfig } from '../../src/control/network-config';
+import { describeNetworkConfig, NetworkConfigError, networkConfigWarnings, parseNetworkConfig } from '../../src/control/network-config';
 import { formatIp6, formatPrefix6, parseIp6 } from '../../src/net/addr6';
 
 const KEY = '/coreos.com/network/config';
@@ -62,6 +62,23 @@ t.test('explicit values, flannel\'s own test config', async (t) => {
   t.equal(v6('"IPv6Network":"fd00:0:0:0::/56"') && formatPrefix6(v6('"IPv6Network":"FD00:0:0:0::/56"')?.network ?? { addr: 0n, len: 0 }), 'fd00::/56', 'any text form, canonical inside');
   const desc = describeNetworkConfig(parseNetworkConfig(`{${V4},"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}`, KEY));
   t.equal(desc, '10.244.0.0/16 /24 [10.244.1.0..10.244.255.0] + fd00:10:244::/56 /64 [fd00:10:244:1::..fd00:10:244:ff::] udp:8285');
+});
+
+t.test('flannel\'s own test configs (config_test.go), field names in any case as Go\'s encoding/json reads them', async (t) => {
+  // TestIPv6ConfigDefaults (with enableIPv4 true: overlayd refuses IPv6-only)
+  const d = parseNetworkConfig('{ "enableIPv6": true, "ipv6Network": "fc00::/48", "enableIPv4": true, "Network": "10.3.0.0/16" }', KEY).ipv6;
+  t.equal(d && formatPrefix6(d.network), 'fc00::/48');
+  t.equal(d && formatIp6(d.subnetMin), 'fc00:0:0:1::');
+  t.equal(d && formatIp6(d.subnetMax), 'fc00:0:0:ffff::');
+  t.equal(d?.subnetLen, 64);
+  // TestIPv6ConfigOverrides
+  const o = parseNetworkConfig('{ "EnableIPv6": true, "IPv6Network": "fc00::/48", "IPv6SubnetMin": "fc00:0:0:1::", "IPv6SubnetMax": "fc00:0:0:f::", "IPv6SubnetLen": 124, "enableIPv4": true, "Network": "10.3.0.0/16" }', KEY).ipv6;
+  t.equal(o && formatIp6(o.subnetMin), 'fc00:0:0:1::');
+  t.equal(o && formatIp6(o.subnetMax), 'fc00:0:0:f::');
+  t.equal(o?.subnetLen, 124);
+  t.throws(() => parseNetworkConfig('{ "enableIPv6": true, "ipv6Network": "fc00::/48", "enableIPv4": false, "Network": "10.3.0.0/16" }', KEY), { message: /: EnableIPv4: false \(an IPv6-only network\) is not supported/ });
+  t.equal(v6('"ipv6network":"fd00::/56","IPv6Network":"fd01::/56"') && formatPrefix6(v6('"ipv6network":"fd00::/56","IPv6Network":"fd01::/56"')?.network ?? { addr: 0n, len: 0 }), 'fd01::/56', 'the last matching key wins, as in Go');
+  t.same(networkConfigWarnings('{ "enableIPv6": true, "ipv6Network": "fc00::/48", "Network": "10.3.0.0/16", "ipv6subnetlen": 64 }', KEY), [], 'no "unknown key" warning for them');
 });
 
 t.test('each bad value names the key and the field', async (t) => {
