@@ -75,7 +75,7 @@ export const FLAGS = {
   'iface-regex': { type: 'string', flanneld: true, repeatable: true, help: 'regular expression matched against every interface\'s IPv4 addresses, then names; repeatable, tried in order after --iface' },
   'iface-can-reach': { type: 'string', flanneld: true, help: 'use the interface (and source address) of the route to this address (ip route get), tried after --iface and --iface-regex' },
   'public-ip': { type: 'string', flanneld: true, help: 'this node\'s address peers send to (default: the underlay interface\'s first IPv4 address)' },
-  'public-ipv6': { type: 'string', flanneld: true, help: 'this node\'s IPv6 address peers send inner IPv6 to in a dual-stack network (EnableIPv6); written as PublicIPv6 in the lease' },
+  'public-ipv6': { type: 'string', flanneld: true, help: 'this node\'s IPv6 address peers send inner IPv6 to in a dual-stack network (EnableIPv6), written as PublicIPv6 in the lease (default: the underlay interface\'s first global IPv6 address)' },
   'ipv6-underlay': { type: 'string', default: 'auto', help: 'dual-stack: inner IPv6 rides the IPv6 underlay to a peer\'s PublicIPv6 when both ends have one (auto), or always IPv4 to its PublicIP (ipv4)' },
   'subnet-file': { type: 'string', default: '/run/flannel/subnet.env', flanneld: true, help: 'where to write the flannel subnet file' },
   'subnet-lease-ttl': { type: 'string', default: '24h', duration: { unit: 's', min: 10, max: DURATION_MAX_SECONDS }, help: 'TTL of the subnet lease in etcd (e.g. 24h, 90m, 600s)' },

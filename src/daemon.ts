@@ -16,7 +16,7 @@ import { formatIp, formatPrefix, parseIp, prefixId, type Prefix } from './net/ad
 import { DirectRoutes, removeStaleDirectRoutes } from './net/direct-routes';
 import { Firewall, removeLeftovers } from './net/firewall';
 import { configureTun, ENCAP_OVERHEAD, unconfigureTun, type TunLinkState } from './net/link';
-import { isLocalAddress, isLocalAddress6, selectUnderlay } from './net/underlay';
+import { isLocalAddress, isLocalAddress6, selectUnderlay, underlayIpv6 } from './net/underlay';
 import type { Engine, EngineIpv6Options } from './dataplane/engine';
 import { createEngine } from './dataplane/engine-factory';
 import type { Route, Route6, RouteSink } from './dataplane/types';
@@ -130,11 +130,13 @@ export class Daemon {
     this.tunMtu = underlay.mtu - ENCAP_OVERHEAD;
     if (this.tunMtu < 576) throw new ConfigError(`underlay ${underlay.name} MTU ${underlay.mtu} is too small (TUN MTU would be ${this.tunMtu} < 576)`);
 
+    // PublicIPv6 (used only if the network is dual-stack): --public-ipv6, else the underlay's global IPv6 address
+    const publicIpv6 = c.publicIpv6 ?? (c.staticConfig === undefined ? await underlayIpv6(underlay.name) : undefined);
     const source: RouteSource = c.staticConfig !== undefined
       ? new StaticRouteSource(c.staticConfig, c.ipv6Underlay)
       : new EtcdRouteSource({
         etcd: c.etcd, publicIp, subnetFile: c.subnetFile, leaseTtlSeconds: c.subnetLeaseTtl, logger: this.logger, onPhase: (p) => this.setPhase(p),
-        ...(c.publicIpv6 !== undefined ? { publicIpv6: c.publicIpv6 } : {}), ipv6Underlay: c.ipv6Underlay,
+        ...(publicIpv6 !== undefined ? { publicIpv6 } : {}), ipv6Underlay: c.ipv6Underlay,
         renewIntervalMs: leaseRenewIntervalMs(c), resyncIntervalMs: c.etcdResyncInterval * 1000,
       });
     this.source = source;
