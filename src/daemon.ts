@@ -32,7 +32,7 @@ import { SdNotifier } from './ops/sdnotify';
 import { collectGarbage } from './ops/gc';
 import { STATUS_SOCKET } from './ops/status-socket';
 import type { Phase, StatusDoc } from './ops/status-types';
-import { ensureIpForward, IP_FORWARD_SYSCTL } from './ops/ip-forward';
+import { ensureIpForward, ensureIpv6Forward, IP_FORWARD_SYSCTL, IPV6_FORWARD_SYSCTL } from './ops/ip-forward';
 import { VERSION } from './ops/version';
 import type { Logger } from './ops/log';
 
@@ -159,6 +159,10 @@ export class Daemon {
     else this.logger.warn({ publicIp: leaseIp, bind: bindIp ?? '0.0.0.0', underlay: underlay.name }, 'PublicIP is not an address of this host (NAT?): binding the UDP socket to the underlay address');
     // the IPv6 half of a dual-stack lease (undefined: IPv4 only)
     const ipv6 = await this.engineIpv6(netConfig, lease);
+    if (ipv6 !== undefined) {
+      const f6 = await ensureIpv6Forward();
+      if (f6.state === 'enabled') this.logger.warn({ sysctl: IPV6_FORWARD_SYSCTL, acceptRa2: f6.acceptRa2 }, `${IPV6_FORWARD_SYSCTL} was 0; set it to 1 (pods cannot reach other nodes over IPv6 without it), after setting accept_ra=2 where it was 1`);
+    }
     // an IPv6 underlay adds 20 more header bytes: the TUN MTU (and FLANNEL_MTU) leave room for them
     if (ipv6?.underlayBind !== undefined) this.tunMtu = tunMtuFor(underlay.mtu, true);
     // below 1280 the kernel turns IPv6 off on the device (RFC 8200 minimum link MTU)
