@@ -149,7 +149,7 @@ export function formatTwoNode(t: TwoNodeResults, ratios: Ratios, targets: Target
       if (!res || 'error' in res || !res.counters) continue;
       const c = res.counters;
       const lossy = Object.entries(c).filter(([k]) => /drop|Errors|error|NoPorts/i.test(k)).map(([k, v]) => `${k} ${v}`);
-      const flow = ['n1.daemon.packets.tun_read', 'n1.daemon.packets.udp_sent', 'n2.daemon.packets.udp_received', 'n2.daemon.packets.tun_written'].filter((k) => c[k] !== undefined).map((k) => `${k.replace('.daemon', '')} ${c[k]}`);
+      const flow = ['n1.daemon.packets.tun_read', 'n1.daemon.packets.udp_sent', 'n2.daemon.packets.udp_received', 'n2.daemon.packets.tun_written', 'n2.daemon.offloads.tun_gro_writes'].filter((k) => c[k] !== undefined).map((k) => `${k.replace('.daemon', '')} ${c[k]}`);
       acct.push(`  ${s.setup} ${test}: ${[...flow, ...lossy].join(', ') || 'no drops counted'}`);
     }
   }

@@ -287,8 +287,12 @@ function nodeStats(topo: Topology, k: number, daemon: boolean): Record<string, n
   if (daemon) {
     const st = topo.netns.tryExec(n.ns, process.execPath, [OVERLAYD_BIN, 'status', '--json'], 10_000);
     try {
-      const counters = (JSON.parse(st.stdout) as StatusDoc).counters;
+      const doc = JSON.parse(st.stdout) as StatusDoc;
+      const counters = doc.counters;
       if (counters) for (const [name, v] of Object.entries(flatCounters(counters))) out[`n${k}.daemon.${name}`] = v;
+      // offload activity (native engine): tun_gro_writes against packets.tun_written = segments per coalesced write
+      const activity = doc.offloads?.activity;
+      if (activity) for (const [name, v] of Object.entries(activity)) if (typeof v === 'number') out[`n${k}.daemon.offloads.${name}`] = v;
     } catch { /* daemon gone or no JSON: leave its counters out */ }
   }
   return out;
