@@ -29,7 +29,7 @@ function summaryOf(t: TwoNodeResults, setup: string): Summary | undefined {
 
 export function computeRatios(t: TwoNodeResults): Ratios {
   const out: Record<string, Ratios[string]> = {};
-  for (const [a, b] of [['direct-routing', 'vxlan'], ['native', 'vxlan'], ['native-nooff', 'vxlan'], ['js', 'vxlan'], ['native', 'native-nooff'], ['native', 'js']] as const) {
+  for (const [a, b] of [['direct-routing', 'vxlan'], ['native', 'vxlan'], ['native-q2', 'vxlan'], ['native-q2', 'native'], ['native-nooff', 'vxlan'], ['js', 'vxlan'], ['native', 'native-nooff'], ['native', 'js']] as const) {
     const x = summaryOf(t, a), y = summaryOf(t, b);
     if (!x || !y) continue;
     const r: Record<string, number | undefined> = {
