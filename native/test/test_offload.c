@@ -463,6 +463,40 @@ static void test_gro_flush(void) {
   tap_ok(ovl_gro_add(&gro, segs[0], seglen[0]) && !ovl_gro_add(&gro, segs[1], seglen[1]), "another destination: flush");
 }
 
+/* The scalar ovl_ones_sum that packet.c had before its 4-accumulator loop (two 32-bit
+ * halves of each 8-byte word into one 64-bit sum), kept here as a second reference. */
+static uint32_t scalar_ones_sum(const uint8_t *buf, size_t len, uint32_t initial) {
+  uint64_t s = 0;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t v;
+    memcpy(&v, buf + i, 8);
+    s += (v & 0xffffffffu) + (v >> 32);
+  }
+  for (; i + 2 <= len; i += 2) {
+    uint16_t v;
+    memcpy(&v, buf + i, 2);
+    s += v;
+  }
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (i < len) s += buf[i];
+  s = (s & 0xffffffffu) + (s >> 32);
+  s = (s & 0xffffu) + (s >> 16);
+  s = (s & 0xffffu) + (s >> 16);
+  s = (s & 0xffffu) + (s >> 16);
+  s = ((s & 0xffu) << 8) | (s >> 8);
+#else
+  if (i < len) s += (uint32_t)buf[i] << 8;
+  s = (s & 0xffffffffu) + (s >> 32);
+  s = (s & 0xffffu) + (s >> 16);
+  s = (s & 0xffffu) + (s >> 16);
+  s = (s & 0xffffu) + (s >> 16);
+#endif
+  s += initial;
+  s = (s & 0xffffu) + (s >> 16);
+  return (uint32_t)((s & 0xffffu) + (s >> 16));
+}
+
 /* The word-at-a-time sum that every checksum here runs on, against the byte reference:
  * every length 0..600 at every alignment 0..7, random initial sums, and all-0xff data. */
 /* IPv6 ------------------------------------------------------------------------------ */
@@ -734,6 +768,25 @@ static void test_ones_sum(void) {
   static uint8_t big[65536];
   for (size_t i = 0; i < sizeof(big); i++) big[i] = (uint8_t)rnd();
   tap_ok(ovl_ones_sum(big, 65535, 0) == ref_sum(big, 65535), "65535 bytes");
+  /* against the old scalar loop: random lengths 0..65535 at random alignments 0..63 (every
+   * turn count and tail of the 64-byte loop), random initial sums; then data that makes
+   * every 64-bit add carry (all 0xff..), where the end-around carry matters */
+  static uint8_t rb[65536 + 64];
+  for (size_t i = 0; i < sizeof(rb); i++) rb[i] = (uint8_t)rnd();
+  int same = 1;
+  for (int k = 0; k < 20000 && same; k++) {
+    size_t len = k < 1024 ? (size_t)k : rnd() % 65536, off = rnd() % 64;
+    uint32_t init = rnd() & 0xffff;
+    same &= ovl_ones_sum(rb + off, len, init) == scalar_ones_sum(rb + off, len, init);
+  }
+  tap_ok(same, "ovl_ones_sum = the old scalar loop over 20000 random lengths (0..1023 all, then up to 65535) x alignments");
+  memset(rb, 0xff, sizeof(rb));
+  same = 1;
+  for (size_t len = 0; len <= 4096 && same; len++)
+    same &= ovl_ones_sum(rb + (len & 7), len, 0xffff) == scalar_ones_sum(rb + (len & 7), len, 0xffff);
+  tap_ok(same, "all-0xff data (a carry out of every 64-bit add), lengths 0..4096: = the old scalar loop");
+  memset(rb, 0, sizeof(rb));
+  tap_ok(ovl_ones_sum(rb, 65535, 0) == 0 && ovl_ones_sum(rb, 100, 7) == 7, "zeros: 0, and the initial sum passes through");
 }
 
 int main(void) {
