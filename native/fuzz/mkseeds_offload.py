@@ -5,7 +5,8 @@ TUN reads with virtio_net_hdr fields. Covers maximal TCP options (40 bytes: time
 SACK blocks; 24: timestamps + 1 SACK block), IPv4 options, 1-byte payloads, sequence
 wrap-around, the 64-segment GRO limit, super-packets of 64 KB, TTL 1 and no route, too
 small a gso_size, a UDP datagram whose checksum computes to 0, and more ICMP errors than
-the rate limit's burst. Every record asks for its lengths and checksums to be repaired
+the rate limit's burst, 4 interleaved flows (IPv4; IPv6 and mixed handed straight to
+deliver()). Every record asks for its lengths and checksums to be repaired
 (flags 7) so that mutations still reach the offload code. Usage: mkseeds_offload.py DIR"""
 import os, struct, sys
 
@@ -37,9 +38,9 @@ def tcp_opts(n):
         o += b'\x01\x01\x05' + bytes([2 + 8 * k]) + b''.join(struct.pack('!II', 1000 * i, 1000 * i + 500) for i in range(k))
     return o + b'\x01' * (n - len(o))
 
-def tcp(src, dst, seq, payload, flags=0x10, optlen=12, ttl=64, ipopts=b'', ident=1, partial=False):
+def tcp(src, dst, seq, payload, flags=0x10, optlen=12, ttl=64, ipopts=b'', ident=1, partial=False, sport=40000):
     opts = tcp_opts(optlen)
-    h = struct.pack('!HHIIBBHHH', 40000, 5001, seq & 0xffffffff, 0x01020304, (5 + len(opts) // 4) << 4, flags, 502, 0, 0) + opts
+    h = struct.pack('!HHIIBBHHH', sport, 5001, seq & 0xffffffff, 0x01020304, (5 + len(opts) // 4) << 4, flags, 502, 0, 0) + opts
     seg = h + payload
     if partial:  # as a TSO stack leaves it: the field holds the pseudo-header sum
         ph = src + dst + struct.pack('!BBH', 0, 6, len(seg))
@@ -47,6 +48,15 @@ def tcp(src, dst, seq, payload, flags=0x10, optlen=12, ttl=64, ipopts=b'', ident
     else:
         seg = l4_csum(src, dst, 6, seg, 16)
     return ip(src, dst, 6, seg, ttl=ttl, options=ipopts, ident=ident)
+
+PEER6, OWN6 = bytes.fromhex('fd000af400000007') + bytes(7) + b'\x07', bytes.fromhex('fd000af400000002') + bytes(7) + b'\x05'
+
+def tcp6(seq, payload, flags=0x10, optlen=12, sport=40000, label=0x12345):
+    opts = tcp_opts(optlen)
+    seg = struct.pack('!HHIIBBHHH', sport, 5001, seq & 0xffffffff, 0x01020304, (5 + len(opts) // 4) << 4, flags, 502, 0, 0) + opts + payload
+    ph = PEER6 + OWN6 + struct.pack('!IxxxB', len(seg), 6)
+    seg = seg[:16] + struct.pack('!H', (~csum_sum(seg, csum_sum(ph))) & 0xffff) + seg[18:]
+    return struct.pack('!IHBB', 6 << 28 | label, len(seg), 6, 63) + PEER6 + OWN6 + seg
 
 def rec(kind, data, arg=0, flags=7):
     return struct.pack('<BBHH', kind, flags, arg, len(data)) + data
@@ -85,7 +95,22 @@ u = u[:8] + b'\0\0' + u[10:]
 u = u[:8] + struct.pack('!H', 0xffff - csum_sum(u)) + u[10:]
 udp_zero = ip(OWN_POD, PEER_POD, 17, u)
 
+def interleaved(firsts, n, mss, direct=False):
+    """each first packet in its own flow slot, then n next segments of every flow in turn
+    (flag 8 + slot in bits 6-7); direct: sender 3 (past the inbound policy, as IPv6 is)"""
+    who = 0x30 if direct else 0
+    out = b''.join(rec(0, f, flags=7 | who | (k << 6)) for k, f in enumerate(firsts))
+    for i in range(n):
+        out += b''.join(rec(0, pay(mss, i * 4 + k), flags=7 | 8 | who | (k << 6)) for k in range(len(firsts)))
+    return out + rec(1, b'')
+
 seeds = {
+    'gro-interleaved-4': interleaved([tcp(PEER_POD, OWN_POD, 1000 * k, pay(1000, k), sport=40000 + k) for k in range(4)], 5, 1000),
+    'gro-v6-interleaved-4': interleaved([tcp6(1000 * k, pay(1200, k), sport=40000 + k) for k in range(4)], 5, 1200, direct=True),
+    'gro-v4-v6-direct': interleaved([tcp6(7, pay(900), sport=41000), tcp(PEER_POD, OWN_POD, 7, pay(900), sport=41000),
+                                     tcp6(9, pay(900), sport=41001, optlen=40)], 4, 900, direct=True),
+    'gro-v6-udp-gro-receive': rec(0, b''.join(tcp6(5000 + 1100 * i, pay(1100, i)) for i in range(12)), arg=1100 + 72,
+                                  flags=7 | 0x30) + rec(1, b''),
     'gro-max-options': one_by_one(inbound_run(4, 1000, optlen=40)),
     'gro-ts-sack': one_by_one(inbound_run(3, 1200, optlen=24)),
     'gro-udp-gro-receive': gro_receive(inbound_run(10, 1000, last_flags=0x10)),

@@ -398,9 +398,14 @@ struct ovl_vnet_hdr {
 #define OVL_GSO_SEGS_MAX 256u
 /* Most segments coalesced into one super-packet written to the TUN. */
 #define OVL_GRO_SEGS_MAX 64u
-/* Most IPv4 + TCP header bytes of a coalesced flow: GRO never takes IPv4 options, and a
- * TCP header is up to 60 bytes (timestamps + SACK blocks fill its 40 option bytes). */
-#define OVL_GRO_HDR_MAX (OVL_IPV4_MIN_HEADER + OVL_TCP_MAX_HEADER)
+/* The longest IP header of a coalesced flow: GRO takes IPv4 without options (20 bytes) and
+ * IPv6 without extension headers (the fixed 40-byte header). */
+#define OVL_GRO_IP_HEADER_MAX 40u
+/* Most IP + TCP header bytes of a coalesced flow: a TCP header is up to 60 bytes
+ * (timestamps + SACK blocks fill its 40 option bytes). */
+#define OVL_GRO_HDR_MAX (OVL_GRO_IP_HEADER_MAX + OVL_TCP_MAX_HEADER)
+/* Most flows coalesced at once (per forwarding thread, per batch of receives). */
+#define OVL_GRO_FLOWS_MAX 8u
 
 /* True when the TCP/UDP checksum of the IPv4 packet (len bytes, header sane) verifies
  * (full sum over pseudo header + segment). */
@@ -427,35 +432,66 @@ struct ovl_gro {
   uint32_t len;      /* bytes in buf; 0 with nseg 0 = empty */
   uint32_t nseg;     /* segments in it */
   uint32_t next_seq; /* the sequence number the next segment must have */
-  uint16_t hdr;      /* IPv4 + TCP header bytes */
+  uint16_t iphl;     /* IP header bytes: 20 (IPv4) or 40 (IPv6) */
+  uint16_t hdr;      /* IP + TCP header bytes */
   uint16_t gso_size; /* payload of the first segment: the most any later one may carry */
   bool closed;       /* PSH or a short segment seen: nothing more may join */
   bool edited;       /* ovl_gro_finish rewrote the first segment's headers */
   uint8_t *segs[OVL_GRO_SEGS_MAX]; /* the segments, where they were received (no copy) */
   uint32_t seg_lens[OVL_GRO_SEGS_MAX];
-  uint8_t saved[OVL_GRO_HDR_MAX]; /* the first segment's IPv4 + TCP headers as received */
+  uint8_t saved[OVL_GRO_HDR_MAX]; /* the first segment's IP + TCP headers as received */
 };
 void ovl_gro_init(struct ovl_gro *g);
-/* May this packet (a valid IPv4 packet of len bytes) be coalesced? IPv4/TCP, IHL 5, DF,
- * no fragment bits, flags ACK with optional PSH/ECE only, payload > 0, TCP checksum
+/* May this packet (a valid IPv4 or IPv6 packet of len bytes) be coalesced? TCP directly
+ * after the IP header: IPv4 with IHL 5, DF, no fragment bits, total length = len; IPv6
+ * with next header TCP (no extension headers), payload length = len - 40. Flags ACK with
+ * optional PSH/ECE only, payload > 0, TCP checksum (with the family's pseudo header)
  * verified in full. */
 bool ovl_gro_eligible(const uint8_t *pkt, size_t len);
 /* Appends an eligible packet to the flow (it starts the flow when empty). False when it
- * does not continue the flow: other addresses/ports/ack/window/urgent pointer/options/TOS/TTL, sequence
- * not the next one, payload larger than the first's, the flow closed (PSH, short segment)
- * or full; the caller then flushes and starts a new flow with it. Nothing is copied: pkt
- * must stay valid (and writable: finish edits the first one) until the flow is written. */
+ * does not continue the flow: other family/addresses/ports/ack/window/urgent pointer/
+ * options, IPv4 TOS/TTL/flags, IPv6 version-class-label word/next header/hop limit,
+ * sequence not the next one, payload larger than the first's, the flow closed (PSH, short
+ * segment) or full; the caller then writes the flow and starts a new one with it. Nothing
+ * is copied: pkt must stay valid (and writable: finish edits the first one) until the flow
+ * is written. */
 bool ovl_gro_add(struct ovl_gro *g, uint8_t *pkt, size_t len);
 /* Finishes the flow for one writev: iov[0..*iovcnt) (OVL_GRO_SEGS_MAX entries) = the first
  * segment whole, then the payload of every other one. One segment: *h all zero, the packet
  * as it came. More: the first segment's headers become the super-packet's (IPv4 total
- * length and checksum, PSH of the last segment, TCP checksum field = the pseudo-header sum)
- * and *h = {NEEDS_CSUM, TCPV4, hdr_len, gso_size, csum_start 20, csum_offset 16}. Returns
- * the total length. Then: ovl_gro_init (written), or ovl_gro_restore (not written). */
+ * length and header checksum, or IPv6 payload length; PSH of the last segment; TCP
+ * checksum field = the pseudo-header sum) and *h = {NEEDS_CSUM, TCPV4 or TCPV6, hdr_len,
+ * gso_size, csum_start = IP header length, csum_offset 16}. Returns the total length.
+ * Then: ovl_gro_init (written), or ovl_gro_restore (not written). */
 size_t ovl_gro_finish(struct ovl_gro *g, struct ovl_vnet_hdr *h, struct iovec *iov, uint32_t *iovcnt);
 /* Puts the first segment's headers back as received (after finish, for writing the
  * segments one by one instead). */
 void ovl_gro_restore(struct ovl_gro *g);
+
+/* The flows of one batch of received packets (wireguard-go's tcpGROTable, without
+ * allocation): up to OVL_GRO_FLOWS_MAX flows coalesce side by side, each into its own
+ * super-packet, so that TCP streams interleaved in one UDP GRO receive still coalesce.
+ * Per flow (IP version, addresses, TCP ports) the table holds at most one run, and the
+ * caller keeps the order of each flow: a packet of a flow that does not join its run is
+ * written only after that run; a packet whose flow cannot be told (see find) only after
+ * every run. The caller writes every run at the end of the batch. One thread. */
+struct ovl_gro_table {
+  uint32_t used;   /* flows[0..used) may hold runs (nseg > 0); the rest are empty */
+  uint32_t victim; /* the run given up next when every flow is in use (round robin) */
+  struct ovl_gro flows[OVL_GRO_FLOWS_MAX];
+};
+/* Empties the table (after its runs were written or abandoned). */
+void ovl_gro_table_init(struct ovl_gro_table *t);
+/* ovl_gro_table_find results other than an index. */
+#define OVL_GRO_FIND_NONE (-1) /* not TCP (UDP, ICMP, ...), or no run of its flow */
+#define OVL_GRO_FIND_ALL (-2)  /* TCP whose ports cannot be read here (an IPv4 fragment, IPv6
+                                  extension headers, unknown next header): after every run */
+/* The run of the packet's flow: its index in flows[], or OVL_GRO_FIND_NONE/ALL. Reads only
+ * bytes below len; a packet too short for its IP header is NONE. */
+int ovl_gro_table_find(const struct ovl_gro_table *t, const uint8_t *pkt, size_t len);
+/* The flow to start a new run in: an empty one if any, else the next victim, whose run the
+ * caller must write (or abandon) and ovl_gro_init first. */
+uint32_t ovl_gro_table_slot(struct ovl_gro_table *t);
 
 /* ------------------------------------------------------------------------------------ */
 /* backoff.c: an offload the kernel refused at run time comes back after a back-off     */

@@ -165,7 +165,7 @@ struct worker {
   union ovl_sa rx_from[BATCH];
   _Alignas(8) uint8_t rx_ctl[BATCH][CTL_BYTES];
   uint32_t seg_lens[OVL_GSO_SEGS_MAX];
-  struct ovl_gro *gro; /* with tun_gro */
+  struct ovl_gro_table *gro; /* with tun_gro at start (kept while a back-off has it off) */
   uint8_t scratch[SCRATCH_BYTES];
   uint8_t icmp[OVL_ICMP_ERROR_MAX];
   uint8_t icmp6[OVL_ICMP6_ERROR_MAX];
@@ -237,14 +237,14 @@ static void tun_write(struct worker *w, const uint8_t *pkt, size_t len) {
     count_write_error(w, err, 1);
 }
 
-/* Writes the flow being coalesced, if any: one super-packet, or its one packet plainly. A
- * TUN that refuses the GSO write (EINVAL) gets the original packets, and no GSO writes from
- * this queue until its back-off is over (gro_gate). */
-static void gro_flush(struct worker *w) {
-  struct ovl_gro *g = w->gro;
-  if (g == NULL || g->nseg == 0) return;
-  if (g->nseg == 1) {
-    tun_write(w, g->segs[0], g->seg_lens[0]);
+/* Writes one run of the GRO table, if it holds one: one super-packet, or its one packet
+ * plainly; then the flow is empty. A TUN that refuses the GSO write (EINVAL) gets the
+ * original packets, and no GSO writes from this queue until its back-off is over
+ * (gro_gate); runs still in the table then go out packet by packet too. */
+static void flush_flow(struct worker *w, struct ovl_gro *g) {
+  if (g->nseg == 0) return;
+  if (g->nseg == 1 || !w->tun_gro) {
+    for (uint32_t i = 0; i < g->nseg; i++) tun_write(w, g->segs[i], g->seg_lens[i]);
   } else {
     struct ovl_vnet_hdr h;
     struct iovec iov[1 + OVL_GRO_SEGS_MAX];
@@ -272,15 +272,39 @@ static void gro_flush(struct worker *w) {
   ovl_gro_init(g);
 }
 
-/* An inbound packet that passed every check: into the flow being coalesced, or written. */
+/* Writes every run of the GRO table (end of a batch of receives: they point into udp_buf). */
+static void gro_flush(struct worker *w) {
+  struct ovl_gro_table *t = w->gro;
+  if (t == NULL) return;
+  for (uint32_t i = 0; i < t->used; i++) flush_flow(w, &t->flows[i]);
+  ovl_gro_table_init(t);
+}
+
+/* An inbound packet (IPv4 or IPv6) that passed every check: into the run of its TCP flow
+ * in the GRO table, or written. Per flow the order is kept: a packet that does not join
+ * its flow's run goes after that run (and one whose flow cannot be told, after all runs). */
 static void deliver(struct worker *w, uint8_t *pkt, size_t len) {
-  if (w->tun_gro && ovl_gro_eligible(pkt, len)) {
-    if (ovl_gro_add(w->gro, pkt, len)) return;
-    gro_flush(w);
-    (void)ovl_gro_add(w->gro, pkt, len); /* an empty flow takes any eligible packet */
+  struct ovl_gro_table *t = w->gro;
+  if (t == NULL) {
+    tun_write(w, pkt, len);
     return;
   }
-  gro_flush(w);
+  int f = ovl_gro_table_find(t, pkt, len);
+  if (w->tun_gro && ovl_gro_eligible(pkt, len)) { /* eligible: TCP with ports, never FIND_ALL */
+    if (f >= 0) {
+      if (ovl_gro_add(&t->flows[f], pkt, len)) return;
+      flush_flow(w, &t->flows[f]);
+    } else {
+      f = (int)ovl_gro_table_slot(t);
+      flush_flow(w, &t->flows[f]); /* a victim when the table is full; else empty */
+    }
+    (void)ovl_gro_add(&t->flows[f], pkt, len); /* an empty flow takes any eligible packet */
+    return;
+  }
+  if (f == OVL_GRO_FIND_ALL)
+    gro_flush(w);
+  else if (f >= 0)
+    flush_flow(w, &t->flows[f]);
   tun_write(w, pkt, len);
 }
 
@@ -926,7 +950,10 @@ static int worker_init(struct worker **out, struct ovl_engine *e, uint32_t q, co
     free(w);
     return -ENOMEM;
   }
-  if (w->gro) ovl_gro_init(w->gro);
+  if (w->gro) {
+    w->gro->used = 0;
+    ovl_gro_table_init(w->gro);
+  }
   for (uint32_t i = 0; i < TXMAX; i++) {
     w->tx_to[i].v4 = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(e->port)};
     w->tx_msgs[i].msg_hdr = (struct msghdr){
