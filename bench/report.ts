@@ -30,7 +30,7 @@ function summaryOf(t: TwoNodeResults, setup: string): Summary | undefined {
 
 export function computeRatios(t: TwoNodeResults): Ratios {
   const out: Record<string, Ratios[string]> = {};
-  for (const [a, b] of [['direct-routing', 'vxlan'], ['native', 'vxlan'], ['native-nooff', 'vxlan'], ['js', 'vxlan'], ['native', 'vxlan6'], ['vxlan6', 'vxlan'], ['native', 'native-nooff'], ['native', 'js']] as const) {
+  for (const [a, b] of [['direct-routing', 'vxlan'], ['native', 'vxlan'], ['native-q2', 'vxlan'], ['native-q2', 'native'], ['native-nooff', 'vxlan'], ['js', 'vxlan'], ['native', 'vxlan6'], ['vxlan6', 'vxlan'], ['native', 'native-nooff'], ['native', 'js']] as const) {
     const x = summaryOf(t, a), y = summaryOf(t, b);
     if (!x || !y) continue;
     const r: Record<string, number | undefined> = {
@@ -158,7 +158,7 @@ export function formatTwoNode(t: TwoNodeResults, ratios: Ratios, targets: Target
       if (!res || 'error' in res || !res.counters) continue;
       const c = res.counters;
       const lossy = Object.entries(c).filter(([k]) => /drop|Errors|error|NoPorts/i.test(k)).map(([k, v]) => `${k} ${v}`);
-      const flow = ['n1.daemon.packets.tun_read', 'n1.daemon.packets.udp_sent', 'n2.daemon.packets.udp_received', 'n2.daemon.packets.tun_written'].filter((k) => c[k] !== undefined).map((k) => `${k.replace('.daemon', '')} ${c[k]}`);
+      const flow = ['n1.daemon.packets.tun_read', 'n1.daemon.packets.udp_sent', 'n2.daemon.packets.udp_received', 'n2.daemon.packets.tun_written', 'n2.daemon.offloads.tun_gro_writes'].filter((k) => c[k] !== undefined).map((k) => `${k.replace('.daemon', '')} ${c[k]}`);
       acct.push(`  ${s.setup} ${test}: ${[...flow, ...lossy].join(', ') || 'no drops counted'}`);
     }
   }

@@ -4,7 +4,8 @@
  * PASS/MISS; `--json FILE` writes everything as JSON. See bench/README.md.
  *
  *   npm run bench -- [--only micro|two-node] [--rounds N] [--seconds S] [--ipv6 on|off]
- *                    [--engines vxlan,vxlan6,direct-routing,native,native-nooff,js] [--micro-time S] [--json FILE]
+ *                    [--engines vxlan,vxlan6,direct-routing,native,native-q2,native-nooff,js] [--micro-time S] [--json FILE]
+ *                    [--html FILE]
  */
 import { parseArgs } from 'node:util';
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -18,6 +19,7 @@ import { ALL_SETUPS, parseSetups, probeSetup } from './engines';
 import { ROOT, runMicro, type MicroResults } from './micro';
 import { runTwoNode, type TwoNodeResults } from './two-node';
 import { checkTargets, computeRatios, formatMicro, formatTwoNode, type Ratios, type TargetCheck } from './report';
+import { renderHtml } from './html';
 
 const USAGE = `usage: npm run bench -- [options]
   --only micro|two-node   run one part (default: both)
@@ -30,6 +32,7 @@ const USAGE = `usage: npm run bench -- [options]
                           and the vxlan6 setup (kernel VXLAN over the IPv6 underlay)
   --micro-time S          benchmark.js time per micro-benchmark, seconds (default 1)
   --json FILE             also write the results as JSON
+  --html FILE             also write the results as one self-contained HTML page of bar charts
   --help`;
 
 export interface BenchJson {
@@ -74,7 +77,7 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       'only': { type: 'string' }, 'rounds': { type: 'string' }, 'seconds': { type: 'string' },
-      'engines': { type: 'string' }, 'micro-time': { type: 'string' }, 'ipv6': { type: 'string' }, 'json': { type: 'string' }, 'help': { type: 'boolean' },
+      'engines': { type: 'string' }, 'micro-time': { type: 'string' }, 'ipv6': { type: 'string' }, 'json': { type: 'string' }, 'html': { type: 'string' }, 'help': { type: 'boolean' },
     },
     strict: true,
   });
@@ -161,10 +164,14 @@ async function main(): Promise<number> {
   meta['loadavgEnd'] = os.loadavg().map((x) => Math.round(x * 100) / 100);
   log('');
   log(`bench finished in ${meta['durationS']} s, load average ${(meta['loadavgEnd'] as number[]).join(' ')}`);
+  const doc: BenchJson = { schema: 'overlayd-bench/1', meta, ...(micro ? { micro } : {}), ...(twoNode ? { twoNode } : {}), ...(Object.keys(notRun).length ? { notRun } : {}) };
   if (values.json !== undefined) {
-    const doc: BenchJson = { schema: 'overlayd-bench/1', meta, ...(micro ? { micro } : {}), ...(twoNode ? { twoNode } : {}), ...(Object.keys(notRun).length ? { notRun } : {}) };
     writeFileSync(values.json, `${JSON.stringify(doc, null, 2)}\n`);
     log(`JSON written to ${values.json}`);
+  }
+  if (values.html !== undefined) {
+    writeFileSync(values.html, renderHtml(doc));
+    log(`HTML written to ${values.html}`);
   }
   return 0;
 }

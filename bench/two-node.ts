@@ -8,6 +8,7 @@
  *   direct-routing  overlayd --engine native with Backend.DirectRouting: the nodes share the
  *           link, so each routes the other's pod subnet via its underlay address (≈ underlay)
  *   native  overlayd --engine native on both nodes (when the daemon accepts it)
+ *   native-q2  the same with --queues 2
  *   js      overlayd --engine js on both nodes
  * Dual-stack runs (opts.ipv6: the lab's IPv6 underlay, pods with v6 addresses, the daemons'
  * static configs dual-stack, both VXLAN devices carrying IPv6 inner too) add, per setup and
@@ -317,8 +318,12 @@ function nodeStats(topo: Topology, k: number, daemon: boolean): Record<string, n
   if (daemon) {
     const st = topo.netns.tryExec(n.ns, process.execPath, [OVERLAYD_BIN, 'status', '--json'], 10_000);
     try {
-      const counters = (JSON.parse(st.stdout) as StatusDoc).counters;
+      const doc = JSON.parse(st.stdout) as StatusDoc;
+      const counters = doc.counters;
       if (counters) for (const [name, v] of Object.entries(flatCounters(counters))) out[`n${k}.daemon.${name}`] = v;
+      // offload activity (native engine): tun_gro_writes against packets.tun_written = segments per coalesced write
+      const activity = doc.offloads?.activity;
+      if (activity) for (const [name, v] of Object.entries(activity)) if (typeof v === 'number') out[`n${k}.daemon.offloads.${name}`] = v;
     } catch { /* daemon gone or no JSON: leave its counters out */ }
   }
   return out;
@@ -607,7 +612,7 @@ export async function runTwoNode(o: TwoNodeOptions): Promise<TwoNodeResults> {
       continue;
     }
     let big: Rss10k | undefined;
-    if (!isKernelSetup(st.setup) && st.setup !== 'native-nooff' && st.setup !== 'direct-routing') { // the 10k-route run once per engine
+    if (!isKernelSetup(st.setup) && st.setup !== 'native-nooff' && st.setup !== 'native-q2' && st.setup !== 'direct-routing') { // the 10k-route run once per engine
       big = await rss10k(o, st.setup);
       log(`  ${st.setup} with ${ROUTES_10K} routes: ${big.error ? `ERROR ${headline(big.error)}` : `started in ${big.startMs} ms, RSS idle ${big.memIdle?.rssMB.toFixed(1)} MB, after traffic ${big.mem?.rssMB.toFixed(1)} MB (peak ${big.mem?.hwmMB.toFixed(1)}), ping ${big.pingReceived}/20, TCP ${big.tcpGbps?.toFixed(2) ?? 'n/a'} Gbit/s`}`);
     }

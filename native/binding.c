@@ -588,6 +588,32 @@ static bool get_bool_option(napi_env env, napi_value opts, const char *fn, const
   return true;
 }
 
+/* Reads options[key]: undefined (*present false) or a Uint32Array of 4 words, an IPv6
+ * address as four big-endian 32-bit chunks (word i = bytes 4i..4i+3), into out (16 bytes,
+ * network order). False with an exception pending. */
+static bool get_addr6_option(napi_env env, napi_value opts, const char *fn, const char *key, bool *present,
+                             uint8_t out[16]) {
+  napi_value v;
+  napi_valuetype t;
+  *present = false;
+  CHECK_RET(env, napi_get_named_property(env, opts, key, &v), false);
+  CHECK_RET(env, napi_typeof(env, v, &t), false);
+  if (t == napi_undefined) return true;
+  void *data;
+  size_t len;
+  bool ok;
+  if (!get_typed(env, v, napi_uint32_array, &data, &len, &ok)) return false;
+  if (!ok || len != 4) {
+    throw_type(env, "%s: options.%s must be a Uint32Array of 4 words (an IPv6 address) or undefined", fn, key);
+    return false;
+  }
+  const uint32_t *w = data;
+  for (int i = 0; i < 4; i++)
+    for (int b = 0; b < 4; b++) out[4 * i + b] = (uint8_t)(w[i] >> (24 - 8 * b));
+  *present = true;
+  return true;
+}
+
 /* Reads a device name argument of function `fn` into name and sets context to
  * `fn("name")` for error messages. A longer name is cut to NAME_ECHO_MAX bytes, which
  * still makes ovl_tun_open() refuse it as too long; *name_len keeps the full length.
@@ -776,6 +802,7 @@ struct engine_port {
   char name[OVL_IFNAMSIZ];
   int tun_fds[OVL_ENGINE_QUEUES_MAX]; /* -1 when not open */
   int udp_fds[OVL_ENGINE_QUEUES_MAX]; /* -1 when not open */
+  int udp6_fds[OVL_ENGINE_QUEUES_MAX]; /* the IPv6 underlay's; -1 when not open */
   struct ovl_routes *routes;          /* NULL after close */
   struct ovl_engine *eng;             /* NULL until start() and after close */
   /* offloads asked for, and in force (the TUN's from openEngine, the sockets' from start) */
@@ -834,6 +861,7 @@ static void close_engine(struct engine_port *ep, bool from_hook) {
   ovl_engine_stop(ep->eng); /* NULL ok: never started */
   ep->eng = NULL;
   close_fds(ep->udp_fds, ep->queues);
+  close_fds(ep->udp6_fds, ep->queues);
   close_fds(ep->tun_fds, ep->queues);
   ovl_routes_destroy(ep->routes);
   ep->routes = NULL;
@@ -855,9 +883,12 @@ static struct engine_port *this_engine(napi_env env, napi_callback_info info, si
   return this_wrapped(env, info, argc, argv, &ENGINE_TAG, "EnginePort", method);
 }
 
-/* start({port, tunAddress, tunMtu, subnet, subnetLen, bindAddress?}): opens the UDP sockets
- * (SO_REUSEPORT when queues > 1) on bindAddress:port (uint32 host order; undefined or 0 =
- * 0.0.0.0) and starts one forwarding thread per queue. */
+/* start({port, tunAddress, tunMtu, subnet, subnetLen, bindAddress?, subnet6?, subnet6Len?,
+ * tunAddress6?, bindAddress6?}): opens the UDP sockets (SO_REUSEPORT when queues > 1) on
+ * bindAddress:port (uint32 host order; undefined or 0 = 0.0.0.0), with bindAddress6 also
+ * AF_INET6 sockets on [bindAddress6]:port, and starts one forwarding thread per queue.
+ * subnet6 (with subnet6Len, tunAddress6) turns inner IPv6 on; IPv6 addresses are
+ * Uint32Arrays of 4 big-endian words (get_addr6_option). */
 static napi_value engine_start(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -885,6 +916,22 @@ static napi_value engine_start(napi_env env, napi_callback_info info) {
   uint32_t bind_address;
   if (!get_opt_int_option(env, argv[0], fn, "bindAddress", 0, UINT32_MAX, 0, &bind_address))
     return NULL;
+  bool ipv6, has_tun6, has_bind6;
+  uint8_t subnet6[16] = {0}, tun6[16] = {0}, bind6[16] = {0};
+  uint32_t subnet6_len = 0;
+  if (!get_addr6_option(env, argv[0], fn, "subnet6", &ipv6, subnet6) ||
+      !get_addr6_option(env, argv[0], fn, "tunAddress6", &has_tun6, tun6) ||
+      !get_addr6_option(env, argv[0], fn, "bindAddress6", &has_bind6, bind6) ||
+      (ipv6 && !get_int_option(env, argv[0], fn, "subnet6Len", 0, 128, &subnet6_len)))
+    return NULL;
+  if ((has_tun6 || has_bind6) && !ipv6)
+    return throw_type(env, "%s: options.tunAddress6 and options.bindAddress6 need options.subnet6", fn);
+  if (ipv6 && !has_tun6) return throw_type(env, "%s: options.subnet6 needs options.tunAddress6", fn);
+  for (uint32_t i = 0; i < 16; i++) {
+    uint32_t bits = subnet6_len >= 8 * (i + 1) ? 8 : subnet6_len > 8 * i ? subnet6_len - 8 * i : 0;
+    if ((subnet6[i] & (uint8_t)~(bits == 0 ? 0 : 0xffu << (8 - bits))) != 0)
+      return throw_range(env, "EnginePort.start: options.subnet6 has host bits set for /%u", subnet6_len);
+  }
 
   char context[64];
   snprintf(context, sizeof(context), "EnginePort.start(port %u)", port);
@@ -895,19 +942,31 @@ static napi_value engine_start(napi_env env, napi_callback_info info) {
     snprintf(hint, sizeof(hint), "UDP port %u is in use", port);
     return throw_errno(env, -err, sc, context, err == -EADDRINUSE ? hint : NULL);
   }
+  if (has_bind6) {
+    err = ovl_udp_open6(ep->udp6_fds, ep->queues, bind6, (uint16_t)port, OVL_UDP_SOCKBUF_BYTES, &sc);
+    if (err < 0) {
+      close_fds(ep->udp_fds, ep->queues);
+      char hint[64];
+      snprintf(hint, sizeof(hint), "UDP port %u (IPv6) is in use", port);
+      return throw_errno(env, -err, sc, "EnginePort.start(IPv6 underlay)", err == -EADDRINUSE ? hint : NULL);
+    }
+  }
   bool gso = false, gro = false;
   uint32_t icmp_rate = 0, icmp_burst = 0;
   if (!get_bool_option(env, argv[0], fn, "udpGso", false, &gso) || !get_bool_option(env, argv[0], fn, "udpGro", false, &gro) ||
       !get_opt_int_option(env, argv[0], fn, "icmpRatelimitRate", 0, UINT32_MAX, OVL_ICMP_RATELIMIT_RATE, &icmp_rate) ||
       !get_opt_int_option(env, argv[0], fn, "icmpRatelimitBurst", 1, UINT32_MAX, OVL_ICMP_RATELIMIT_BURST, &icmp_burst)) {
     close_fds(ep->udp_fds, ep->queues);
+    close_fds(ep->udp6_fds, ep->queues);
     return NULL;
   }
   /* Probed on every socket: in force only when each of them takes it. */
   ep->want_gso = gso;
   ep->want_gro = gro;
-  for (uint32_t q = 0; q < ep->queues && gso; q++) gso = ovl_udp_gso_probe(ep->udp_fds[q]);
-  for (uint32_t q = 0; q < ep->queues && gro; q++) gro = ovl_udp_gro_enable(ep->udp_fds[q]);
+  for (uint32_t q = 0; q < ep->queues && gso; q++)
+    gso = ovl_udp_gso_probe(ep->udp_fds[q]) && (!has_bind6 || ovl_udp_gso_probe(ep->udp6_fds[q]));
+  for (uint32_t q = 0; q < ep->queues && gro; q++)
+    gro = ovl_udp_gro_enable(ep->udp_fds[q]) && (!has_bind6 || ovl_udp_gro_enable(ep->udp6_fds[q]));
   ep->udp_gso = gso;
   ep->udp_gro = gro;
   struct ovl_engine_config cfg = {
@@ -929,11 +988,17 @@ static napi_value engine_start(napi_env env, napi_callback_info info) {
       .opaque = ep,
       .icmp_rate = icmp_rate,
       .icmp_burst = icmp_burst,
+      .ipv6 = ipv6,
+      .subnet6_len = (uint8_t)subnet6_len,
+      .udp6_fds = has_bind6 ? ep->udp6_fds : NULL,
   };
+  memcpy(cfg.subnet6, subnet6, 16);
+  memcpy(cfg.tun_address6, tun6, 16);
   err = ovl_engine_start(&ep->eng, &cfg, &sc);
   if (err < 0) {
     ep->eng = NULL;
     close_fds(ep->udp_fds, ep->queues);
+    close_fds(ep->udp6_fds, ep->queues);
     return throw_errno(env, -err, sc, context, NULL);
   }
   return NULL;
@@ -989,6 +1054,50 @@ static napi_value engine_set_routes(napi_env env, napi_callback_info info) {
   free(r);
   if (err == -E2BIG) return throw_range(env, "EnginePort.setRoutes: %zu routes, more than 2^24", n);
   if (err < 0) return throw_errno(env, -err, "ovl_routes_set", "EnginePort.setRoutes", NULL);
+  return NULL;
+}
+
+/* setRoutes6(routes: Uint32Array): the complete IPv6 route set, 11 words per route:
+ * net (4 big-endian words), len (0..128), peer (IPv4, host order), hasPeer6 (0/1), peer6
+ * (4 big-endian words, ignored when hasPeer6 is 0). Replaces the IPv6 table in force. */
+static napi_value engine_set_routes6(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  const char *fn = "EnginePort.setRoutes6";
+  struct engine_port *ep = this_engine(env, info, &argc, argv, "setRoutes6");
+  if (ep == NULL) return NULL;
+  if (ep->l.closed) return throw_engine_closed(env, "setRoutes6");
+  void *data;
+  size_t len;
+  bool ok;
+  if (!get_typed(env, argv[0], napi_uint32_array, &data, &len, &ok)) return NULL;
+  if (!ok) return throw_type(env, "%s: routes must be a Uint32Array of 11 words per route", fn);
+  if (len % 11 != 0) return throw_range(env, "%s: routes.length %zu is not a multiple of 11", fn, len);
+  size_t n = len / 11;
+  const uint32_t *w = data;
+  struct ovl_route6 *r = calloc(n ? n : 1, sizeof(*r));
+  if (r == NULL) return throw_errno(env, ENOMEM, "malloc", fn, NULL);
+  for (size_t i = 0; i < n; i++) {
+    const uint32_t *x = w + 11 * i;
+    for (int k = 0; k < 4; k++)
+      for (int b = 0; b < 4; b++) {
+        r[i].net[4 * k + b] = (uint8_t)(x[k] >> (24 - 8 * b));
+        r[i].peer6[4 * k + b] = (uint8_t)(x[7 + k] >> (24 - 8 * b));
+      }
+    if (x[4] > 128 || x[6] > 1) {
+      free(r);
+      return throw_range(env, "%s: route %zu: len %u (0..128) or hasPeer6 %u (0/1) out of range", fn, i, x[4], x[6]);
+    }
+    r[i].len = (uint8_t)x[4];
+    r[i].peer = x[5];
+    r[i].has_peer6 = x[6] == 1;
+    if (!r[i].has_peer6) memset(r[i].peer6, 0, 16);
+  }
+  int err = ovl_routes_set6(ep->routes, r, n);
+  free(r);
+  if (err == -EINVAL) return throw_range(env, "%s: a route has host bits set", fn);
+  if (err == -E2BIG) return throw_range(env, "%s: %zu routes, more than 2^24", fn, n);
+  if (err < 0) return throw_errno(env, -err, "ovl_routes_set6", fn, NULL);
   return NULL;
 }
 
@@ -1050,7 +1159,7 @@ static napi_value open_engine(napi_env env, napi_callback_info info) {
   ep->queues = queues;
   ep->want_tun = want_tun;
   ep->l.closed = true;
-  for (uint32_t q = 0; q < OVL_ENGINE_QUEUES_MAX; q++) ep->tun_fds[q] = ep->udp_fds[q] = -1;
+  for (uint32_t q = 0; q < OVL_ENGINE_QUEUES_MAX; q++) ep->tun_fds[q] = ep->udp_fds[q] = ep->udp6_fds[q] = -1;
   napi_value obj;
   bool wrapped;
   if (!new_wrapped(env, ad->engine_class, ep, engine_finalize, &ENGINE_TAG, "creating the EnginePort object", &obj,
@@ -1253,6 +1362,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_property_descriptor engine_methods[] = {
       {"start", NULL, engine_start, NULL, NULL, NULL, napi_default_method, NULL},
       {"setRoutes", NULL, engine_set_routes, NULL, NULL, NULL, napi_default_method, NULL},
+      {"setRoutes6", NULL, engine_set_routes6, NULL, NULL, NULL, napi_default_method, NULL},
       {"offloads", NULL, engine_offloads, NULL, NULL, NULL, napi_default_method, NULL},
       {"close", NULL, engine_close, NULL, NULL, NULL, napi_default_method, NULL},
   };

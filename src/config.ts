@@ -49,6 +49,10 @@ interface FlagSpec {
   readonly alias?: string;
 }
 
+/** --ipv6-underlay values. */
+export const IPV6_UNDERLAY_MODES = ['auto', 'ipv4'] as const;
+export type Ipv6UnderlayMode = (typeof IPV6_UNDERLAY_MODES)[number];
+
 /** Every daemon flag, in --help order. */
 export const FLAGS = {
   'engine': { type: 'string', default: 'native', help: 'forwarding engine: native (C threads, the default) or js (node:dgram reference)' },
@@ -71,7 +75,8 @@ export const FLAGS = {
   'iface-regex': { type: 'string', flanneld: true, repeatable: true, help: 'regular expression matched against every interface\'s IPv4 addresses, then names; repeatable, tried in order after --iface' },
   'iface-can-reach': { type: 'string', flanneld: true, help: 'use the interface (and source address) of the route to this address (ip route get), tried after --iface and --iface-regex' },
   'public-ip': { type: 'string', flanneld: true, help: 'this node\'s address peers send to (default: the underlay interface\'s first IPv4 address)' },
-  'public-ipv6': { type: 'string', flanneld: true, help: 'this node\'s IPv6 address for a dual-stack network (validated and kept; the udp backend carries IPv4 only)' },
+  'public-ipv6': { type: 'string', flanneld: true, help: 'this node\'s IPv6 address peers send inner IPv6 to in a dual-stack network (EnableIPv6), written as PublicIPv6 in the lease (default: the underlay interface\'s first global IPv6 address)' },
+  'ipv6-underlay': { type: 'string', default: 'auto', help: 'dual-stack: inner IPv6 rides the IPv6 underlay to a peer\'s PublicIPv6 when both ends have one (auto), or always IPv4 to its PublicIP (ipv4)' },
   'subnet-file': { type: 'string', default: '/run/flannel/subnet.env', flanneld: true, help: 'where to write the flannel subnet file' },
   'subnet-lease-ttl': { type: 'string', default: '24h', duration: { unit: 's', min: 10, max: DURATION_MAX_SECONDS }, help: 'TTL of the subnet lease in etcd (e.g. 24h, 90m, 600s)' },
   'subnet-lease-renew-margin': { type: 'string', default: '60', flanneld: true, duration: { unit: 'm', min: 60, max: 1439 * 60 }, help: 'renew the lease at the latest this long before it expires (a bare number is minutes, as flanneld); it is renewed every third of its TTL or earlier' },
@@ -157,8 +162,10 @@ export interface Config extends UnderlaySelection {
   readonly staticConfig?: string;
   readonly etcd: EtcdConnection;
   readonly publicIp?: string;
-  /** --public-ipv6 in canonical text (RFC 5952, as Go's net.IP prints it); not used by the IPv4-only data path */
+  /** --public-ipv6 in canonical text (RFC 5952, as Go's net.IP prints it); PublicIPv6 of a dual-stack lease */
   readonly publicIpv6?: string;
+  /** --ipv6-underlay: auto (IPv6 underlay when both ends have a PublicIPv6) or ipv4 */
+  readonly ipv6Underlay: Ipv6UnderlayMode;
   readonly subnetFile: string;
   /** seconds */
   readonly subnetLeaseTtl: number;
@@ -449,6 +456,7 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     ifaceCanReach,
     publicIp,
     publicIpv6,
+    ipv6Underlay: oneOf('ipv6-underlay', IPV6_UNDERLAY_MODES),
     subnetFile,
     subnetLeaseTtl,
     subnetLeaseRenewMargin,

@@ -15,12 +15,13 @@ import { AlreadyRunningError, ConfigError, errorMessage } from './errors';
 import { formatIp, formatPrefix, parseIp, prefixId, type Prefix } from './net/addr';
 import { DirectRoutes, removeStaleDirectRoutes } from './net/direct-routes';
 import { Firewall, removeLeftovers } from './net/firewall';
-import { configureTun, ENCAP_OVERHEAD, unconfigureTun, type TunLinkState } from './net/link';
-import { isLocalAddress, selectUnderlay } from './net/underlay';
-import type { Engine } from './dataplane/engine';
+import { configureTun, tunMtuFor, unconfigureTun, type TunLinkState } from './net/link';
+import { isLocalAddress, isLocalAddress6, selectUnderlay, underlayIpv6 } from './net/underlay';
+import { IPV6_MIN_MTU } from './net/ipv6';
+import type { Engine, EngineIpv6Options } from './dataplane/engine';
 import { createEngine } from './dataplane/engine-factory';
 import type { Route, Route6, RouteSink } from './dataplane/types';
-import type { Prefix6 } from './net/addr6';
+import { formatIp6, formatPrefix6, type Prefix6 } from './net/addr6';
 import type { AcquiredLease, NetworkConfig, RouteSource } from './control/source';
 import { StaticRouteSource } from './control/static-source';
 import { EtcdRouteSource } from './control/etcd-source';
@@ -31,7 +32,7 @@ import { SdNotifier } from './ops/sdnotify';
 import { collectGarbage } from './ops/gc';
 import { STATUS_SOCKET } from './ops/status-socket';
 import type { Phase, StatusDoc } from './ops/status-types';
-import { ensureIpForward, IP_FORWARD_SYSCTL } from './ops/ip-forward';
+import { ensureIpForward, ensureIpv6Forward, IP_FORWARD_SYSCTL, IPV6_FORWARD_SYSCTL } from './ops/ip-forward';
 import { VERSION } from './ops/version';
 import type { Logger } from './ops/log';
 
@@ -62,11 +63,16 @@ class TrackingSink implements RouteSink {
     this.also?.remove(subnet);
     if (this.since.delete(prefixId(subnet))) this.logger.debug({ subnet: formatPrefix(subnet) }, 'route removed');
   }
+  /** IPv6 routes: (addr << 8 | len) -> install time (ms since the epoch) */
+  readonly since6 = new Map<bigint, number>();
   upsert6(route: Route6): void {
     this.engine.upsert6(route);
+    const k = (route.subnet.addr << 8n) | BigInt(route.subnet.len);
+    if (!this.since6.has(k)) this.since6.set(k, Date.now());
   }
   remove6(subnet: Prefix6): void {
     this.engine.remove6(subnet);
+    this.since6.delete((subnet.addr << 8n) | BigInt(subnet.len));
   }
 }
 
@@ -122,13 +128,16 @@ export class Daemon {
     const underlay = await selectUnderlay(c);
     const publicIp = c.publicIp ?? underlay.address;
     if (publicIp === undefined) throw new ConfigError(`underlay interface ${underlay.name} has no IPv4 address; give --public-ip`);
-    this.tunMtu = underlay.mtu - ENCAP_OVERHEAD;
+    this.tunMtu = tunMtuFor(underlay.mtu, false);
     if (this.tunMtu < 576) throw new ConfigError(`underlay ${underlay.name} MTU ${underlay.mtu} is too small (TUN MTU would be ${this.tunMtu} < 576)`);
 
+    // PublicIPv6 (used only if the network is dual-stack): --public-ipv6, else the underlay's global IPv6 address
+    const publicIpv6 = c.publicIpv6 ?? (c.staticConfig === undefined ? await underlayIpv6(underlay.name) : undefined);
     const source: RouteSource = c.staticConfig !== undefined
-      ? new StaticRouteSource(c.staticConfig)
+      ? new StaticRouteSource(c.staticConfig, c.ipv6Underlay)
       : new EtcdRouteSource({
         etcd: c.etcd, publicIp, subnetFile: c.subnetFile, leaseTtlSeconds: c.subnetLeaseTtl, logger: this.logger, onPhase: (p) => this.setPhase(p),
+        ...(publicIpv6 !== undefined ? { publicIpv6 } : {}), ipv6Underlay: c.ipv6Underlay,
         renewIntervalMs: leaseRenewIntervalMs(c), resyncIntervalMs: c.etcdResyncInterval * 1000,
       });
     this.source = source;
@@ -148,19 +157,36 @@ export class Daemon {
     let bindIp = underlay.address;
     if (await isLocalAddress(leaseIp)) bindIp = leaseIp;
     else this.logger.warn({ publicIp: leaseIp, bind: bindIp ?? '0.0.0.0', underlay: underlay.name }, 'PublicIP is not an address of this host (NAT?): binding the UDP socket to the underlay address');
+    // the IPv6 half of a dual-stack lease (undefined: IPv4 only)
+    const ipv6 = await this.engineIpv6(netConfig, lease);
+    if (ipv6 !== undefined) {
+      const f6 = await ensureIpv6Forward();
+      if (f6.state === 'enabled') this.logger.warn({ sysctl: IPV6_FORWARD_SYSCTL, acceptRa2: f6.acceptRa2 }, `${IPV6_FORWARD_SYSCTL} was 0; set it to 1 (pods cannot reach other nodes over IPv6 without it), after setting accept_ra=2 where it was 1`);
+    }
+    // an IPv6 underlay adds 20 more header bytes: the TUN MTU (and FLANNEL_MTU) leave room for them
+    if (ipv6?.underlayBind !== undefined) this.tunMtu = tunMtuFor(underlay.mtu, true);
+    // below 1280 the kernel turns IPv6 off on the device (RFC 8200 minimum link MTU)
+    if (ipv6 !== undefined && this.tunMtu < IPV6_MIN_MTU) {
+      throw new ConfigError(`underlay ${underlay.name} MTU ${underlay.mtu} is too small for EnableIPv6 (TUN MTU would be ${this.tunMtu} < ${IPV6_MIN_MTU})`);
+    }
     const engine = createEngine(c.engine, {
       tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger, queues: c.queues, offloads: c.offloads, icmpRateLimit: c.icmpRateLimit,
       bindAddress: bindIp === undefined ? undefined : parseIp(bindIp),
+      ...(ipv6 ? { ipv6 } : {}),
     });
     this.engine = engine;
     engine.onFatal((err) => this.fail(err));
     await engine.open();
     this.checkNotStopping();
-    this.link = await configureTun({ name: engine.tunName, address: lease.subnet.addr, mtu: this.tunMtu, network: netConfig.network });
+    this.link = await configureTun({
+      name: engine.tunName, address: lease.subnet.addr, mtu: this.tunMtu, network: netConfig.network,
+      ipv6: ipv6 === undefined ? undefined : { address: ipv6.tunAddress, network: ipv6.network },
+    });
     await engine.start();
     this.firewall = new Firewall({
       forwardRules: c.iptablesForwardRules, ipMasq: c.ipMasq, fullyRandom: !c.ipMasqFullyRandomDisable, resyncSeconds: c.iptablesResync,
       network: netConfig.network, subnet: lease.subnet, logger: this.logger,
+      ipv6: ipv6 === undefined ? undefined : { network: ipv6.network, subnet: ipv6.subnet },
     });
     await this.firewall.start();
     if (netConfig.directRouting) this.direct = await DirectRoutes.start({ underlay: underlay.name, tun: engine.tunName, ownSubnet: lease.subnet, logger: this.logger });
@@ -171,13 +197,31 @@ export class Daemon {
     await this.direct?.idle();
     this.checkNotStopping();
     collectGarbage(); // the initial sync's garbage (10,000 leases: ~20 MB resident until V8 gets to it)
-    await writeSubnetFile(c.subnetFile, { network: netConfig.network, subnet: lease.subnet, mtu: this.tunMtu, ipMasq: c.ipMasq });
+    await writeSubnetFile(c.subnetFile, {
+      network: netConfig.network, subnet: lease.subnet, mtu: this.tunMtu, ipMasq: c.ipMasq,
+      ...(netConfig.ipv6 && lease.subnet6 ? { ipv6: { network: netConfig.ipv6.network, subnet: lease.subnet6 } } : {}),
+    });
     this.ready = true;
     this.setPhase('forwarding', false);
     const err = this.notifier?.ready(`forwarding for ${formatPrefix(lease.subnet)}, ${engine.routes().length} routes`);
     if (err) this.logger.warn({ err: err.message }, 'sd_notify READY=1 failed');
     this.notifier?.startWatchdog(() => this.engine?.alive() === true);
     this.logger.info({ tun: engine.tunName, mtu: this.tunMtu, engine: engine.kind, routes: engine.routes().length, underlay: underlay.name, offloads: engine.offloads() }, 'forwarding');
+  }
+
+  /**
+   * The engine's IPv6 half of a dual-stack lease (undefined: IPv4 only). The IPv6 underlay
+   * socket (underlayBind) only when this node has a PublicIPv6 and --ipv6-underlay is auto:
+   * bound to the PublicIPv6 when it is ours, else (NAT) to ::.
+   */
+  private async engineIpv6(netConfig: NetworkConfig, lease: AcquiredLease): Promise<EngineIpv6Options | undefined> {
+    if (!netConfig.ipv6 || !lease.subnet6) return undefined;
+    const base = { network: netConfig.ipv6.network, subnet: lease.subnet6, tunAddress: lease.subnet6.addr };
+    this.logger.info({ network6: formatPrefix6(base.network), subnet6: formatPrefix6(base.subnet), publicIpv6: lease.publicIpv6 === undefined ? null : formatIp6(lease.publicIpv6) }, 'dual-stack lease held');
+    if (lease.publicIpv6 === undefined || this.config.ipv6Underlay !== 'auto') return base;
+    const local = await isLocalAddress6(lease.publicIpv6);
+    if (!local) this.logger.warn({ publicIpv6: formatIp6(lease.publicIpv6) }, 'PublicIPv6 is not an address of this host (NAT?): binding the IPv6 UDP socket to ::');
+    return { ...base, underlayBind: local ? lease.publicIpv6 : 0n };
   }
 
   /** The status socket; EADDRINUSE means another daemon holds this namespace. */
@@ -311,6 +355,12 @@ export class Daemon {
       firewallRepairs: () => this.firewall?.repairCount ?? 0,
       etcdLeader: () => this.source?.stats().leader,
       lastResyncAt: () => this.source?.stats().lastResyncAt?.getTime(),
+      routes6ByUnderlay: () => {
+        if (!this.netConfig?.ipv6 || !this.engine) return undefined;
+        const all = this.engine.routes6();
+        const ipv6 = all.filter((r) => r.publicIpv6 !== undefined).length;
+        return { ipv6, ipv4: all.length - ipv6 };
+      },
     };
     // the etcd gauge exists only with an etcd route source
     if (this.config.staticConfig === undefined) src.etcdConnected = () => this.source?.stats().connected ?? false;
@@ -349,10 +399,16 @@ export class Daemon {
       ...(reason === undefined ? {} : { reason }),
       ready: this.ready,
       source: this.config.staticConfig !== undefined ? 'static' : 'etcd',
-      network: this.netConfig ? { network: formatPrefix(this.netConfig.network), port: this.netConfig.port } : null,
+      network: this.netConfig ? {
+        network: formatPrefix(this.netConfig.network), port: this.netConfig.port,
+        ...(this.netConfig.ipv6 ? { network6: formatPrefix6(this.netConfig.ipv6.network) } : {}),
+      } : null,
       lease: this.lease ? {
         subnet: formatPrefix(this.lease.subnet),
         publicIp: formatIp(this.lease.publicIp),
+        ...(this.lease.subnet6 ? {
+          subnet6: formatPrefix6(this.lease.subnet6), publicIpv6: this.lease.publicIpv6 === undefined ? null : formatIp6(this.lease.publicIpv6),
+        } : {}),
         expiresAt: (stats?.leaseExpiresAt ?? this.lease.expiresAt)?.toISOString() ?? null,
         valid: stats?.leaseValid ?? false,
       } : null,
@@ -368,6 +424,15 @@ export class Daemon {
         const since = this.sink?.since.get(prefixId(r.subnet));
         return { subnet: formatPrefix(r.subnet), publicIp: formatIp(r.publicIp), ageSeconds: since === undefined ? null : Math.round((now - since) / 1000), via: this.direct?.kindOf(r.subnet) ?? 'udp' };
       }),
+      ...(this.netConfig?.ipv6 && engine ? {
+        routes6: engine.routes6().map((r) => {
+          const since = this.sink?.since6.get((r.subnet.addr << 8n) | BigInt(r.subnet.len));
+          return {
+            subnet: formatPrefix6(r.subnet), publicIp: formatIp(r.publicIp), publicIpv6: r.publicIpv6 === undefined ? null : formatIp6(r.publicIpv6),
+            underlay: r.publicIpv6 === undefined ? 'ipv4' as const : 'ipv6' as const, ageSeconds: since === undefined ? null : Math.round((now - since) / 1000),
+          };
+        }),
+      } : {}),
       counters: queues ? statusCounters(queues) : null,
       memory: process.memoryUsage(),
     };

@@ -6,7 +6,8 @@
  *
  *   type 0  a receive from a peer, of one datagram or, with argument = segment size > 0,
  *           several (UDP GRO: udp_receive() splits it); up to RECV_SLOTS receives form a
- *           burst, after which the TUN-side GRO flow is flushed (as udp_burst() does)
+ *           burst (as one recvmmsg of the engine), after which the TUN-side GRO table is
+ *           flushed (as udp_burst() does)
  *   type 1  end of the burst now; then the engine's clock advances by argument ms (the
  *           ICMP rate limit runs as in production, OVL_ICMP_RATELIMIT_RATE/_BURST, on this
  *           fake clock, which starts at the same time in both runs) and the offloads whose
@@ -20,16 +21,26 @@
  * reaches the checks behind them: bit 0 IPv4 total length = the packet's length, bit 1 the
  * IPv4 header checksum, bit 2 the TCP/UDP checksum (type 0; each datagram of a receive);
  * bits 4-5 of type 0 pick the sender (0 the peer, 1 the peer from another port, 2 a
- * stranger); bit 3 of a type 0 without segment size makes the datagram the NEXT TCP segment
- * of the previous one (its IPv4 + TCP headers, sequence number advanced by its payload, id
+ * stranger) or, 3, the peer over the IPv6 underlay ([2001:db8::200]:8285). Bits 6-7 of
+ * type 0 pick one of FLOW_SLOTS flow slots: a single datagram (no segment size) is
+ * remembered in its slot, and with bit 3 it is made the NEXT TCP segment of the datagram
+ * remembered there (its IP + TCP headers, sequence number advanced by its payload, IPv4 id
  * + 1) with the record's bytes as payload, so that one mutation of a header (options, data
- * offset, flags) carries over to a whole flow. The TUN is a SOCK_SEQPACKET socketpair whose other end this file reads.
+ * offset, flags) carries over to a whole flow and up to FLOW_SLOTS flows interleave in one
+ * burst (as TCP streams between two nodes arrive in one UDP GRO receive). The TUN is a
+ * SOCK_SEQPACKET socketpair whose other end this file reads.
+ * The engine is dual-stack (IPv6 routes as in fuzz_inbound.c): inner IPv6 from the peer over
+ * either underlay passes the engine's IPv6 inbound policy and reaches the GRO table like
+ * IPv4; on an IPv6 packet the repairs are: bit 0 the payload length, bit 2 the TCP/UDP
+ * checksum (TCP/UDP right after the fixed header); TUN reads take TSO6 super-packets
+ * (gso_type 4) like TSO4 ones.
  *
  * The sequence runs twice: with TUN GRO on, and with it off (every packet written alone).
  * Checked, beyond what ASan/UBSan catch (any failure aborts: a finding):
  *  - GRO: every super-packet written is well formed (virtio_net_hdr TCPV4/NEEDS_CSUM with
- *    csum_start 20, csum_offset 16, hdr_len = the headers, gso_size > 0; IPv4 total length
- *    and header checksum; the TCP checksum field = the pseudo-header sum), and cutting it
+ *    csum_start 20, or TCPV6 with csum_start 40; csum_offset 16, hdr_len = the headers,
+ *    gso_size > 0; IPv4 total length and header checksum, or IPv6 payload length; the TCP
+ *    checksum field = the pseudo-header sum), and cutting it
  *    (an independent reference here) gives exactly the packets written one by one in the
  *    run without GRO: per TCP flow the same packets in the same order (all bytes but the
  *    IPv4 id and the checksums, which are checked for validity instead), so the same byte
@@ -77,19 +88,20 @@ static ssize_t fuzz_writev(int fd, const struct iovec *iov, int n) {
 #define TUN_MTU 1472u
 #define PORT 8285u
 #define ARENA VNET_ARENA
-#define RECV_SLOTS 2u
+#define RECV_SLOTS 16u /* GRO_MSGS: the engine's receives per recvmmsg */
+#define FLOW_SLOTS 4u
 #define CAP_BYTES (8u << 20)
 #define CAP_PKTS 65536u
 
 static struct ovl_engine eng;
 static struct worker wk;
-static struct ovl_gro grobuf;
+static struct ovl_gro_table grobuf;
 static struct ovl_rtable *table;
 static int tun_rd, tun_wr;
 static uint8_t *udpbuf, *arena, *scratch;
-/* The last single datagram of type 0 (for bit 3: its next segment). */
-static uint8_t prev[GRO_BUF];
-static size_t prev_len;
+/* The last single datagram of type 0 per flow slot (for bit 3: its next segment). */
+static uint8_t *prev[FLOW_SLOTS];
+static size_t prev_len[FLOW_SLOTS];
 
 /* What one run wrote into the TUN, normalized: super-packets cut into their segments. */
 struct capture {
@@ -102,6 +114,8 @@ static struct capture cap_gro, cap_plain;
 static uint64_t counters_gro[OVL_EC_COUNT];
 
 static uint32_t ip4(unsigned a, unsigned b, unsigned c, unsigned d) { return (a << 24) | (b << 16) | (c << 8) | d; }
+static struct ovl_rtable6 *table6_;
+static const uint8_t PEER6[16] = {0x20, 0x01, 0x0d, 0xb8, [14] = 0x02, [15] = 0x00};
 
 #define FAIL(...)                                  \
   do {                                             \
@@ -131,16 +145,40 @@ static uint32_t rpseudo(const uint8_t *ip, uint32_t proto, size_t l4len) {
   wr16(ph + 10, (uint32_t)l4len);
   return rsum(ph, 12, 0);
 }
+/* IPv6 pseudo header (src, dst, 32-bit length, next header). */
+static uint32_t rpseudo6(const uint8_t *ip, uint32_t proto, size_t l4len) {
+  uint8_t ph[40];
+  memcpy(ph, ip + 8, 32);
+  wr16(ph + 32, (uint32_t)(l4len >> 16));
+  wr16(ph + 34, (uint32_t)l4len);
+  wr16(ph + 36, 0);
+  wr16(ph + 38, proto);
+  return rsum(ph, 40, 0);
+}
+/* IPv6 with TCP or UDP right after the fixed header (what the checks below look at). */
+static bool is6(const uint8_t *p, size_t len) { return len >= 40 && (p[0] >> 4) == 6; }
 static bool rip_ok(const uint8_t *p, size_t len) {
   size_t ihl = (size_t)(p[0] & 15) * 4;
   return len >= 20 && (p[0] >> 4) == 4 && ihl >= 20 && ihl <= len && rd16(p + 2) == len && rsum(p, ihl, 0) == 0xffff;
 }
 static bool rl4_ok(const uint8_t *p, size_t len) {
+  if (is6(p, len)) return rsum(p + 40, len - 40, rpseudo6(p, p[6], len - 40)) == 0xffff;
   size_t ihl = (size_t)(p[0] & 15) * 4;
   return rsum(p + ihl, len - ihl, rpseudo(p, p[9], len - ihl)) == 0xffff;
 }
+/* An IPv6 packet the engine may send: version 6 and payload length = len - 40. */
+static bool rip6_ok(const uint8_t *p, size_t len) { return len >= 40 && (p[0] >> 4) == 6 && rd16(p + 4) + 40u == len; }
+static bool rl4_6_ok(const uint8_t *p, size_t len) { return rsum(p + 40, len - 40, rpseudo6(p, p[6], len - 40)) == 0xffff; }
 /* Repairs of the input (flags bits 0-2) on one packet of len bytes. */
 static void repair(uint8_t *p, size_t len, unsigned flags, bool l4) {
+  if (is6(p, len)) {
+    if (flags & 1) wr16(p + 4, (uint32_t)(len - 40));
+    size_t off = p[6] == 6 ? 16 : p[6] == 17 ? 6 : 0;
+    if (!l4 || !(flags & 4) || off == 0 || 40 + off + 2 > len) return;
+    wr16(p + 40 + off, 0);
+    wr16(p + 40 + off, ~rsum(p + 40, len - 40, rpseudo6(p, p[6], len - 40)) & 0xffff);
+    return;
+  }
   if (len < 20) return;
   size_t ihl = (size_t)(p[0] & 15) * 4;
   if (flags & 1) wr16(p + 2, (uint32_t)len);
@@ -178,28 +216,40 @@ static void take_write(struct capture *c, const uint8_t *m, size_t n, bool gro) 
     return;
   }
   if (!gro) FAIL("a super-packet written with GRO off");
-  if (h.gso_type != OVL_VNET_GSO_TCPV4 || h.flags != OVL_VNET_F_NEEDS_CSUM || h.csum_start != 20 || h.csum_offset != 16)
+  bool v6 = h.gso_type == OVL_VNET_GSO_TCPV6;
+  size_t iphl = v6 ? 40 : 20;
+  if ((h.gso_type != OVL_VNET_GSO_TCPV4 && !v6) || h.flags != OVL_VNET_F_NEEDS_CSUM || h.csum_start != iphl ||
+      h.csum_offset != 16)
     FAIL("super-packet header: type %u flags %u csum %u/%u", h.gso_type, h.flags, h.csum_start, h.csum_offset);
-  if (len < 40 || (p[0] & 15) != 5 || p[9] != 6 || !rip_ok(p, len)) FAIL("super-packet IPv4 header");
-  size_t hdr = 20 + (size_t)(p[32] >> 4) * 4;
+  if (v6 ? len < 60 || (p[0] >> 4) != 6 || p[6] != 6 || rd16(p + 4) != len - 40
+         : len < 40 || (p[0] & 15) != 5 || p[9] != 6 || !rip_ok(p, len))
+    FAIL("super-packet IP header (IPv%d)", v6 ? 6 : 4);
+  size_t hdr = iphl + (size_t)(p[iphl + 12] >> 4) * 4;
   if (h.hdr_len != hdr || hdr > len || h.gso_size == 0) FAIL("super-packet hdr_len %u (headers %zu), gso_size %u", h.hdr_len, hdr, h.gso_size);
-  if (rd16(p + 36) != rpseudo(p, 6, len - 20)) FAIL("super-packet TCP checksum field is not the pseudo-header sum");
+  if (rd16(p + iphl + 16) != (v6 ? rpseudo6(p, 6, len - 40) : rpseudo(p, 6, len - 20)))
+    FAIL("super-packet TCP checksum field is not the pseudo-header sum");
   size_t payload = len - hdr, nseg = (payload + h.gso_size - 1) / h.gso_size;
   if (nseg < 2 || nseg > OVL_GRO_SEGS_MAX) FAIL("super-packet of %zu segments", nseg);
-  uint32_t seq = rd32(p + 24);
+  uint32_t seq = rd32(p + iphl + 4);
   for (size_t i = 0; i < nseg; i++) {
     size_t pl = i + 1 < nseg ? h.gso_size : payload - i * h.gso_size, sl = hdr + pl;
     memcpy(scratch, p, hdr);
     memcpy(scratch + hdr, p + hdr + i * h.gso_size, pl);
-    wr16(scratch + 2, (uint32_t)sl);
-    wr16(scratch + 10, 0);
-    wr16(scratch + 10, ~rsum(scratch, 20, 0) & 0xffff);
+    if (v6) {
+      wr16(scratch + 4, (uint32_t)(sl - 40));
+    } else {
+      wr16(scratch + 2, (uint32_t)sl);
+      wr16(scratch + 10, 0);
+      wr16(scratch + 10, ~rsum(scratch, 20, 0) & 0xffff);
+    }
+    uint8_t *th = scratch + iphl;
     uint32_t s = seq + (uint32_t)(i * h.gso_size);
-    wr16(scratch + 24, s >> 16);
-    wr16(scratch + 26, s);
-    if (i + 1 < nseg) scratch[33] &= (uint8_t)~0x09; /* PSH, FIN on the last only */
-    wr16(scratch + 36, 0);
-    wr16(scratch + 36, ~rsum(scratch + 20, sl - 20, rpseudo(scratch, 6, sl - 20)) & 0xffff);
+    wr16(th + 4, s >> 16);
+    wr16(th + 6, s);
+    if (i + 1 < nseg) th[13] &= (uint8_t)~0x09; /* PSH, FIN on the last only */
+    wr16(th + 16, 0);
+    uint32_t ps = v6 ? rpseudo6(scratch, 6, sl - 40) : rpseudo(scratch, 6, sl - 20);
+    wr16(th + 16, ~rsum(th, sl - iphl, ps) & 0xffff);
     cap_add(c, scratch, sl);
   }
 }
@@ -219,6 +269,17 @@ static void setup(void) {
       {.net = ip4(10, 244, 1, 0), .len = 24, .peer = ip4(10, 99, 0, 1)},
   };
   if (ovl_rtable_build(&table, routes, 2) != 0) abort();
+  struct ovl_route6 r6[2] = {
+      {.net = {0xfd, 0, 0, 0x10, 0x02, 0x44, 0x02, 0x00}, .len = 64, .peer = ip4(10, 99, 0, 200), .has_peer6 = true},
+      {.net = {0xfd, 0, 0, 0x10, 0x02, 0x44, 0x00, 0x01}, .len = 64, .peer = ip4(10, 99, 0, 1)},
+  };
+  memcpy(r6[0].peer6, PEER6, 16);
+  if (ovl_rtable6_build(&table6_, r6, 2) != 0) abort();
+  eng.ipv6 = true;
+  static const uint8_t sub6[16] = {0xfd, 0, 0, 0x10, 0x02, 0x44, 0x00, 0x02};
+  memcpy(eng.subnet6, sub6, 16);
+  memcpy(eng.tun_address6, sub6, 16);
+  memset(eng.subnet6_mask, 0xff, 8);
   eng.queues = 1;
   eng.slot = (TUN_MTU + 63u) & ~63u;
   eng.port = PORT;
@@ -235,6 +296,8 @@ static void setup(void) {
   tun_rd = sp[1];
   if (fcntl(tun_wr, F_SETFL, O_NONBLOCK) != 0) abort();
   udpbuf = malloc((size_t)RECV_SLOTS * GRO_BUF);
+  for (unsigned k = 0; k < FLOW_SLOTS; k++)
+    if ((prev[k] = malloc(GRO_BUF)) == NULL) abort();
   arena = malloc(ARENA);
   scratch = malloc(140000);
   cap_gro.buf = malloc(CAP_BYTES);
@@ -252,6 +315,8 @@ static void worker_reset(bool gro) {
   wk.e = &eng;
   wk.tun_fd = tun_wr;
   wk.udp_fd = -1;
+  wk.udp6_fd = -1; /* a packet too big back to a peer: sendto fails, tx_error */
+  wk.t6 = table6_;
   ovl_rcache_init(&wk.cache);
   wk.vnet = true;
   wk.tun_gro = gro;
@@ -260,7 +325,10 @@ static void worker_reset(bool gro) {
   ovl_offload_gate_init(&wk.gro_gate, gro);
   ovl_offload_gate_init(&wk.gso_gate, true);
   wk.gro = gro ? &grobuf : NULL;
-  if (gro) ovl_gro_init(&grobuf);
+  if (gro) {
+    grobuf.used = 0;
+    ovl_gro_table_init(&grobuf);
+  }
   wk.tun_buf = arena;
   wk.tun_arena = ARENA;
   wk.udp_buf = udpbuf;
@@ -274,8 +342,10 @@ static void worker_reset(bool gro) {
  * TUN (ICMP errors aside), minus what TUN reads added to the shared counters (shift). */
 static uint64_t shift;
 static uint64_t outcomes_raw(void) {
+  /* ICMP errors go into the TUN, except a packet too big back to a peer (tx / tx_error:
+   * nothing else counts them here, queued datagrams are never flushed) */
   return A(OVL_EC_DROP_UNKNOWN_PEER) + A(OVL_EC_DROP_MALFORMED) + A(OVL_EC_DROP_SPOOFED) + A(OVL_EC_DROP_WRONG_DST) +
-         A(OVL_EC_DROP_TOO_BIG) + A(OVL_EC_DROP_TTL) + A(OVL_EC_TUN_TX) - A(OVL_EC_ICMP_SENT);
+         A(OVL_EC_DROP_TOO_BIG) + A(OVL_EC_DROP_TTL) + A(OVL_EC_TUN_TX) + A(OVL_EC_TX) + A(OVL_EC_TX_ERROR) - A(OVL_EC_ICMP_SENT);
 }
 
 /* End of a burst: flush; every datagram received so far has exactly one outcome, and each
@@ -286,8 +356,8 @@ static void burst_end(struct capture *c, bool gro) {
   if (A(OVL_EC_DROP_RING_FULL) || A(OVL_EC_TUN_WRITE_ERRORS)) FAIL("a TUN write failed (harness: socket buffer)");
   if (A(OVL_EC_RX) != outcomes_raw() - shift)
     FAIL("%llu datagrams, %llu outcomes", (unsigned long long)A(OVL_EC_RX), (unsigned long long)(outcomes_raw() - shift));
-  if (A(OVL_EC_ICMP_SENT) + A(OVL_EC_DROP_ICMP_RATELIMIT) > A(OVL_EC_DROP_TTL) + A(OVL_EC_DROP_NO_ROUTE))
-    FAIL("more ICMP errors than TTL and no-route drops");
+  if (A(OVL_EC_ICMP_SENT) + A(OVL_EC_DROP_ICMP_RATELIMIT) > A(OVL_EC_DROP_TTL) + A(OVL_EC_DROP_NO_ROUTE) + A(OVL_EC_DROP_TOO_BIG))
+    FAIL("more ICMP errors than TTL, no-route and too-big drops");
   /* rate 1000/s: one token per ms of fake time */
   uint64_t elapsed_ms = (fake_now_ns - FAKE_START_NS) / 1000000u;
   if (A(OVL_EC_ICMP_SENT) > OVL_ICMP_RATELIMIT_BURST + elapsed_ms * OVL_ICMP_RATELIMIT_RATE / 1000u)
@@ -301,7 +371,7 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
   c->used = 0;
   uint32_t slot = 0;
   shift = 0;
-  prev_len = 0;
+  memset(prev_len, 0, sizeof(prev_len));
   for (unsigned rec = 0; rec < 512 && size >= 6; rec++) {
     unsigned type = data[0] & 3u, flags = data[1];
     uint32_t arg = data[2] | (uint32_t)data[3] << 8;
@@ -327,15 +397,19 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
     if (type == 0) {
       uint8_t *buf = udpbuf + (size_t)slot * GRO_BUF;
       uint32_t seg = arg;
-      size_t ihl = prev_len >= 20 ? (size_t)(prev[0] & 15) * 4 : 0;
-      size_t hdr = ihl >= 20 && ihl + 20 <= prev_len ? ihl + (size_t)(prev[ihl + 12] >> 4) * 4 : 0;
-      if ((flags & 8) && seg == 0 && hdr >= 40 && hdr <= prev_len && hdr + len <= GRO_BUF) {
-        memcpy(buf, prev, hdr);
+      unsigned fs = (flags >> 6) & (FLOW_SLOTS - 1);
+      const uint8_t *pv = prev[fs];
+      size_t pvl = prev_len[fs];
+      bool pv6 = is6(pv, pvl);
+      size_t ihl = pv6 ? 40 : pvl >= 20 ? (size_t)(pv[0] & 15) * 4 : 0;
+      size_t hdr = ihl >= 20 && ihl + 20 <= pvl ? ihl + (size_t)(pv[ihl + 12] >> 4) * 4 : 0;
+      if ((flags & 8) && seg == 0 && hdr >= 40 && hdr <= pvl && hdr + len <= GRO_BUF) {
+        memcpy(buf, pv, hdr);
         memcpy(buf + hdr, body, len);
-        uint32_t seq = rd32(prev + ihl + 4) + (uint32_t)(prev_len - hdr);
+        uint32_t seq = rd32(pv + ihl + 4) + (uint32_t)(pvl - hdr);
         wr16(buf + ihl + 4, seq >> 16);
         wr16(buf + ihl + 6, seq);
-        wr16(buf + 4, rd16(prev + 4) + 1);
+        if (!pv6) wr16(buf + 4, rd16(pv + 4) + 1);
         len += hdr;
       } else {
         memcpy(buf, body, len);
@@ -345,14 +419,24 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
         repair(buf + off, l, flags, true);
       }
       unsigned who = (flags >> 4) & 3u;
-      struct sockaddr_in from = {.sin_family = AF_INET};
-      from.sin_addr.s_addr = htonl(who == 2 ? ip4(10, 99, 0, 254) : ip4(10, 99, 0, 200));
-      from.sin_port = htons(who == 1 ? PORT + 1 : PORT);
-      if (seg == 0 || len <= seg) { /* before the engine edits it (TTL) */
-        memcpy(prev, buf, len);
-        prev_len = len;
+      union ovl_sa from;
+      memset(&from, 0, sizeof(from));
+      socklen_t fl = sizeof(from.v4);
+      if (who == 3) {
+        from.v6.sin6_family = AF_INET6;
+        memcpy(&from.v6.sin6_addr, PEER6, 16);
+        from.v6.sin6_port = htons(PORT);
+        fl = sizeof(from.v6);
+      } else {
+        from.v4.sin_family = AF_INET;
+        from.v4.sin_addr.s_addr = htonl(who == 2 ? ip4(10, 99, 0, 254) : ip4(10, 99, 0, 200));
+        from.v4.sin_port = htons(who == 1 ? PORT + 1 : PORT);
       }
-      udp_receive(&wk, table, buf, len, seg, &from, sizeof(from));
+      if (seg == 0 || len <= seg) { /* before the engine edits it (TTL) */
+        memcpy(prev[fs], buf, len);
+        prev_len[fs] = len;
+      }
+      udp_receive(&wk, table, buf, len, seg, &from, fl);
       drain(c, gro); /* ICMP errors are written at once */
       if (++slot == RECV_SLOTS) {
         burst_end(c, gro);
@@ -372,7 +456,8 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
     if (len == 0) continue; /* the engine drops a read of only a header before this */
     memcpy(arena, body, len);
     repair(arena, len, flags & 3u, false);
-    uint8_t ttl = len >= 20 ? arena[8] : 0;
+    bool v6 = len >= 40 && (arena[0] >> 4) == 6;
+    uint8_t ttl = v6 ? arena[7] : len >= 20 ? arena[8] : 0;
     size_t used = len;
     uint64_t rx_0 = A(OVL_EC_TUN_RX), icmp_0 = A(OVL_EC_ICMP_SENT) + A(OVL_EC_DROP_ICMP_RATELIMIT);
     uint64_t d0 = A(OVL_EC_DROP_MALFORMED) + A(OVL_EC_DROP_NO_ROUTE) + A(OVL_EC_DROP_TTL) + A(OVL_EC_DROP_TUN_OVERSIZE);
@@ -389,9 +474,16 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
       for (uint32_t k = 0; k < wk.tx_nseg[i]; k++) {
         size_t l = left < seg ? left : seg;
         if (l > TUN_MTU) FAIL("queued datagram of %zu bytes > TUN MTU", l);
-        if (!rip_ok(p, l)) FAIL("queued datagram: invalid IPv4 header");
-        if (p[8] + 1u != ttl) FAIL("queued datagram: TTL %u, read with %u", p[8], ttl);
-        if (h.gso_type != OVL_VNET_GSO_NONE && (p[9] != 6 || !rl4_ok(p, l))) FAIL("segment of a super-packet: not TCP or bad TCP checksum");
+        if (v6) {
+          if (!rip6_ok(p, l)) FAIL("queued datagram: invalid IPv6 header/length");
+          if (p[7] + 1u != ttl) FAIL("queued datagram: hop limit %u, read with %u", p[7], ttl);
+          if (h.gso_type != OVL_VNET_GSO_NONE && (p[6] != 6 || !rl4_6_ok(p, l)))
+            FAIL("segment of a TSO6 super-packet: not TCP or bad TCP checksum");
+        } else {
+          if (!rip_ok(p, l)) FAIL("queued datagram: invalid IPv4 header");
+          if (p[8] + 1u != ttl) FAIL("queued datagram: TTL %u, read with %u", p[8], ttl);
+          if (h.gso_type != OVL_VNET_GSO_NONE && (p[9] != 6 || !rl4_ok(p, l))) FAIL("segment of a super-packet: not TCP or bad TCP checksum");
+        }
         p += l;
         left -= l;
         queued++;
@@ -408,21 +500,30 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
 
 /* ---- comparing the two runs ---- */
 static const struct capture *cmp_cap;
-static void flow_key(const uint8_t *p, size_t len, uint8_t key[13]) {
-  memset(key, 0, 13);
-  size_t ihl = len >= 20 ? (size_t)(p[0] & 15) * 4 : 0;
+#define KEY_LEN 37u /* family, addresses (up to 32 bytes), ports */
+static void flow_key(const uint8_t *p, size_t len, uint8_t key[KEY_LEN]) {
+  memset(key, 0, KEY_LEN);
+  if (is6(p, len)) {
+    if (p[6] == 6 && len >= 60) {
+      key[0] = 6;
+      memcpy(key + 1, p + 8, 32);
+      memcpy(key + 33, p + 40, 4);
+    }
+    return;
+  }
+  size_t ihl = len >= 20 && (p[0] >> 4) == 4 ? (size_t)(p[0] & 15) * 4 : 0;
   if (ihl >= 20 && p[9] == 6 && ihl + 20 <= len) {
-    key[0] = 6;
+    key[0] = 4;
     memcpy(key + 1, p + 12, 8);
     memcpy(key + 9, p + ihl, 4);
   }
 }
 static int by_flow(const void *a, const void *b) {
   uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
-  uint8_t ka[13], kb[13];
+  uint8_t ka[KEY_LEN], kb[KEY_LEN];
   flow_key(cmp_cap->buf + cmp_cap->off[i], cmp_cap->len[i], ka);
   flow_key(cmp_cap->buf + cmp_cap->off[j], cmp_cap->len[j], kb);
-  int r = memcmp(ka, kb, 13);
+  int r = memcmp(ka, kb, KEY_LEN);
   return r ? r : (i > j) - (i < j);
 }
 static uint32_t order_a[CAP_PKTS], order_b[CAP_PKTS];
@@ -435,14 +536,16 @@ static void sort_flows(const struct capture *c, uint32_t *order) {
 static bool same_packet(const uint8_t *a, size_t la, const uint8_t *b, size_t lb) {
   if (la != lb) return false;
   if (la < 20) return memcmp(a, b, la) == 0;
-  size_t ihl = (size_t)(a[0] & 15) * 4;
-  bool tcp = a[9] == 6 && ihl >= 20 && ihl + 20 <= la;
+  bool v6 = is6(a, la);
+  size_t ihl = v6 ? 40 : (size_t)(a[0] & 15) * 4;
+  bool tcp = (v6 ? a[6] == 6 : a[9] == 6) && ihl >= 20 && ihl + 20 <= la;
   for (size_t i = 0; i < la; i++) {
-    if (i == 4 || i == 5 || i == 10 || i == 11) continue;
+    if (!v6 && (i == 4 || i == 5 || i == 10 || i == 11)) continue;
     if (tcp && (i == ihl + 16 || i == ihl + 17)) continue;
     if (a[i] != b[i]) return false;
   }
-  if (tcp && rip_ok(b, lb) && rl4_ok(b, lb) && !(rip_ok(a, la) && rl4_ok(a, la))) return false;
+  if (v6 && tcp && rl4_ok(b, lb) && !rl4_ok(a, la)) return false;
+  if (!v6 && tcp && rip_ok(b, lb) && rl4_ok(b, lb) && !(rip_ok(a, la) && rl4_ok(a, la))) return false;
   return true;
 }
 
@@ -450,6 +553,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (table == NULL) setup();
   run(data, size, true, &cap_gro);
   memcpy(counters_gro, wk.acc, sizeof(counters_gro));
+#ifdef FUZZ_OFFLOAD_VERBOSE /* -DFUZZ_OFFLOAD_VERBOSE: what the seeds reach (GRO writes per input) */
+  fprintf(stderr, "input of %zu bytes: %llu coalesced writes of %llu packets written\n", size,
+          (unsigned long long)wk.acc[OVL_EC_TUN_GRO_WRITES], (unsigned long long)wk.acc[OVL_EC_TUN_TX]);
+#endif
   run(data, size, false, &cap_plain);
   for (uint32_t i = 0; i < OVL_EC_COMMON; i++)
     if (counters_gro[i] != wk.acc[i])

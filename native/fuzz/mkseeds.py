@@ -34,6 +34,44 @@ seeds = {
     'out-no-route': b'\3' + ip(own, [10, 244, 77, 1], 6, syn),
     'out-ttl1': b'\3' + ip(own, other, 17, udp, ttl=1),
 }
+# IPv6 inner packets (byte 0 bit 2: the datagram came over the IPv6 underlay)
+def ip6(src, dst, nh, payload, hl=64, plen=None):
+    return struct.pack('!IHBB16s16s', 0x60000000, len(payload) if plen is None else plen, nh, hl, bytes(src), bytes(dst)) + payload
+
+def ext(nh, body_len=6, kind='opts', frag_off=0, more=False):
+    """one extension header whose next header is nh: options (8 + n*8 bytes) or a fragment"""
+    if kind == 'frag':
+        return struct.pack('!BBHI', nh, 0, (frag_off << 3) | (1 if more else 0), 0x1234)
+    n = (body_len + 2 + 7) // 8 - 1
+    return bytes([nh, n]) + b'\0' * (8 * (n + 1) - 2)  # Pad1 options
+
+peer6 = [0xfd, 0, 0, 0x10, 2, 0x44, 2, 0, 0, 0, 0, 0, 0, 0, 0, 7]
+own6 = [0xfd, 0, 0, 0x10, 2, 0x44, 0, 2, 0, 0, 0, 0, 0, 0, 0, 5]
+other6 = [0xfd, 0, 0, 0x10, 2, 0x44, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9]
+nowhere6 = [0xfd, 0, 0, 0x10, 2, 0x44, 0x77, 1] + [0] * 7 + [1]
+echo6 = struct.pack('!BBHHH', 128, 0, 0, 1, 1) + b'abcdefgh' * 7
+err6 = struct.pack('!BBHI', 1, 0, 0, 0) + ip6(own6, nowhere6, 17, udp)
+chain = ext(43) + ext(60) + ext(17, kind='frag')
+seeds.update({
+    'in6-udp-over6': b'\4' + ip6(peer6, own6, 17, udp),
+    'in6-udp-over4': b'\0' + ip6(peer6, own6, 17, udp),
+    'in6-echo': b'\4' + ip6(peer6, own6, 58, echo6),
+    'in6-chain': b'\4' + ip6(peer6, own6, 0, ext(43) + chain + udp),
+    'in6-fragment-later': b'\4' + ip6(peer6, own6, 44, ext(17, kind='frag', frag_off=100) + udp),
+    'in6-truncated-ext': b'\4' + ip6(peer6, own6, 60, ext(17, body_len=300)[:16]),
+    'in6-hop1': b'\4' + ip6(peer6, own6, 17, udp, hl=1),
+    'in6-too-big': b'\4' + ip6(peer6, own6, 17, udp + b'x' * 1460),
+    'in6-spoofed': b'\4' + ip6(other6, own6, 17, udp),
+    'in6-nonpeer': b'\6' + ip6(peer6, own6, 17, udp),
+    'in4-over6': b'\4' + ip(peer, own, 17, udp),
+    'out6-udp': b'\3' + ip6(own6, peer6, 17, udp),
+    'out6-no-route': b'\3' + ip6(own6, nowhere6, 6, syn),
+    'out6-hop1': b'\3' + ip6(own6, other6, 17, udp, hl=1),
+    'out6-icmp6-error': b'\3' + ip6(own6, nowhere6, 58, err6),
+    'out6-chain': b'\3' + ip6(own6, peer6, 0, ext(43) + chain + udp),
+    'out6-too-big': b'\3' + ip6(own6, peer6, 17, udp + b'y' * 1460),
+    'out6-bad-length': b'\3' + ip6(own6, peer6, 17, udp, plen=7),
+})
 os.makedirs(sys.argv[1], exist_ok=True)
 for name, data in seeds.items():
     with open(os.path.join(sys.argv[1], name), 'wb') as f:

@@ -5,7 +5,8 @@ TUN reads with virtio_net_hdr fields. Covers maximal TCP options (40 bytes: time
 SACK blocks; 24: timestamps + 1 SACK block), IPv4 options, 1-byte payloads, sequence
 wrap-around, the 64-segment GRO limit, super-packets of 64 KB, TTL 1 and no route, too
 small a gso_size, a UDP datagram whose checksum computes to 0, and more ICMP errors than
-the rate limit's burst. Every record asks for its lengths and checksums to be repaired
+the rate limit's burst, 4 interleaved flows (IPv4; IPv6 and mixed handed straight to
+deliver()). Every record asks for its lengths and checksums to be repaired
 (flags 7) so that mutations still reach the offload code. Usage: mkseeds_offload.py DIR"""
 import os, struct, sys
 
@@ -37,9 +38,9 @@ def tcp_opts(n):
         o += b'\x01\x01\x05' + bytes([2 + 8 * k]) + b''.join(struct.pack('!II', 1000 * i, 1000 * i + 500) for i in range(k))
     return o + b'\x01' * (n - len(o))
 
-def tcp(src, dst, seq, payload, flags=0x10, optlen=12, ttl=64, ipopts=b'', ident=1, partial=False):
+def tcp(src, dst, seq, payload, flags=0x10, optlen=12, ttl=64, ipopts=b'', ident=1, partial=False, sport=40000):
     opts = tcp_opts(optlen)
-    h = struct.pack('!HHIIBBHHH', 40000, 5001, seq & 0xffffffff, 0x01020304, (5 + len(opts) // 4) << 4, flags, 502, 0, 0) + opts
+    h = struct.pack('!HHIIBBHHH', sport, 5001, seq & 0xffffffff, 0x01020304, (5 + len(opts) // 4) << 4, flags, 502, 0, 0) + opts
     seg = h + payload
     if partial:  # as a TSO stack leaves it: the field holds the pseudo-header sum
         ph = src + dst + struct.pack('!BBH', 0, 6, len(seg))
@@ -47,6 +48,15 @@ def tcp(src, dst, seq, payload, flags=0x10, optlen=12, ttl=64, ipopts=b'', ident
     else:
         seg = l4_csum(src, dst, 6, seg, 16)
     return ip(src, dst, 6, seg, ttl=ttl, options=ipopts, ident=ident)
+
+PEER6, OWN6 = bytes.fromhex('fd000af400000007') + bytes(7) + b'\x07', bytes.fromhex('fd000af400000002') + bytes(7) + b'\x05'
+
+def tcp6(seq, payload, flags=0x10, optlen=12, sport=40000, label=0x12345):
+    opts = tcp_opts(optlen)
+    seg = struct.pack('!HHIIBBHHH', sport, 5001, seq & 0xffffffff, 0x01020304, (5 + len(opts) // 4) << 4, flags, 502, 0, 0) + opts + payload
+    ph = PEER6 + OWN6 + struct.pack('!IxxxB', len(seg), 6)
+    seg = seg[:16] + struct.pack('!H', (~csum_sum(seg, csum_sum(ph))) & 0xffff) + seg[18:]
+    return struct.pack('!IHBB', 6 << 28 | label, len(seg), 6, 63) + PEER6 + OWN6 + seg
 
 def rec(kind, data, arg=0, flags=7):
     return struct.pack('<BBHH', kind, flags, arg, len(data)) + data
@@ -85,7 +95,22 @@ u = u[:8] + b'\0\0' + u[10:]
 u = u[:8] + struct.pack('!H', 0xffff - csum_sum(u)) + u[10:]
 udp_zero = ip(OWN_POD, PEER_POD, 17, u)
 
+def interleaved(firsts, n, mss, direct=False):
+    """each first packet in its own flow slot, then n next segments of every flow in turn
+    (flag 8 + slot in bits 6-7); direct: sender 3 (past the inbound policy, as IPv6 is)"""
+    who = 0x30 if direct else 0
+    out = b''.join(rec(0, f, flags=7 | who | (k << 6)) for k, f in enumerate(firsts))
+    for i in range(n):
+        out += b''.join(rec(0, pay(mss, i * 4 + k), flags=7 | 8 | who | (k << 6)) for k in range(len(firsts)))
+    return out + rec(1, b'')
+
 seeds = {
+    'gro-interleaved-4': interleaved([tcp(PEER_POD, OWN_POD, 1000 * k, pay(1000, k), sport=40000 + k) for k in range(4)], 5, 1000),
+    'gro-v6-interleaved-4': interleaved([tcp6(1000 * k, pay(1200, k), sport=40000 + k) for k in range(4)], 5, 1200, direct=True),
+    'gro-v4-v6-direct': interleaved([tcp6(7, pay(900), sport=41000), tcp(PEER_POD, OWN_POD, 7, pay(900), sport=41000),
+                                     tcp6(9, pay(900), sport=41001, optlen=40)], 4, 900, direct=True),
+    'gro-v6-udp-gro-receive': rec(0, b''.join(tcp6(5000 + 1100 * i, pay(1100, i)) for i in range(12)), arg=1100 + 72,
+                                  flags=7 | 0x30) + rec(1, b''),
     'gro-max-options': one_by_one(inbound_run(4, 1000, optlen=40)),
     'gro-ts-sack': one_by_one(inbound_run(3, 1200, optlen=24)),
     'gro-udp-gro-receive': gro_receive(inbound_run(10, 1000, last_flags=0x10)),
@@ -120,6 +145,43 @@ seeds = {
     'mixed': one_by_one(inbound_run(3, 500)) + super_packet(3000, 1000) + rec(3, udp_zero, flags=3)
              + gro_receive(inbound_run(4, 700, optlen=40, last_flags=0x10)),
 }
+# IPv6: inner packets of the dual-stack engine (routes as in fuzz_offload.c)
+PEER6 = bytes([0xfd, 0, 0, 0x10, 2, 0x44, 2, 0] + [0] * 7 + [7])
+OWN6 = bytes([0xfd, 0, 0, 0x10, 2, 0x44, 0, 2] + [0] * 7 + [5])
+NOWHERE6 = bytes([0xfd, 0, 0, 0x10, 2, 0x44, 0x77, 1] + [0] * 7 + [1])
+
+def ip6(src, dst, nh, l4, hl=64):
+    return struct.pack('!IHBB16s16s', 0x60000000, len(l4), nh, hl, src, dst) + l4
+
+def tcp6(src, dst, seq, payload, flags=0x10, optlen=12, hl=64, partial=False):
+    opts = tcp_opts(optlen)
+    seg = struct.pack('!HHIIBBHHH', 40000, 5001, seq & 0xffffffff, 0x01020304, (5 + len(opts) // 4) << 4, flags, 502, 0, 0) + opts + payload
+    ph = src + dst + struct.pack('!IxxxB', len(seg), 6)
+    c = csum_sum(ph) if partial else (~csum_sum(seg, csum_sum(ph))) & 0xffff
+    return ip6(src, dst, 6, seg[:16] + struct.pack('!H', c) + seg[18:], hl=hl)
+
+def super6(payload_len, mss, optlen=12, hl=64, dst=PEER6):
+    p = tcp6(OWN6, dst, 7000, pay(payload_len), optlen=optlen, hl=hl, partial=True)
+    return rec(2, vnet(4, 40 + 20 + optlen, mss, 40, 16) + p, flags=1)
+
+FROM6 = 7 | (3 << 4)  # repairs + sender 3: the peer over the IPv6 underlay
+run6 = [tcp6(PEER6, OWN6, 100 + i * 1000, pay(1000, i)) for i in range(4)]
+seeds.update({
+    'tso6-64k': super6(65535 - 10 - 40 - 32, 1428),
+    'tso6-max-options': super6(30000, 1388, optlen=40),
+    'tso6-1-byte-mss': super6(200, 1),
+    'tso6-hop1': super6(20000, 1400, hl=1),
+    'tso6-no-route': super6(20000, 1400, dst=NOWHERE6),
+    'tso6-mss-above-mtu': super6(5000, 1460),
+    'tso6-ext-header': rec(2, vnet(4, 68, 1000, 40, 16) + ip6(OWN6, PEER6, 60, b'\x06\x00' + b'\0' * 6 + tcp6(OWN6, PEER6, 1, pay(3000))[40:]), flags=0),
+    'in6-tcp-over6': b''.join(rec(0, p, flags=FROM6) for p in run6) + rec(1, b''),
+    'in6-tcp-over4': b''.join(rec(0, p) for p in run6) + rec(1, b''),
+    'in6-udp-gro-receive': rec(0, b''.join(run6), arg=len(run6[0]), flags=FROM6) + rec(1, b''),
+    'in6-too-big': rec(0, tcp6(PEER6, OWN6, 5, pay(1500)), flags=FROM6) + rec(1, b''),
+    'in6-hop1': rec(0, tcp6(PEER6, OWN6, 5, pay(100), hl=1), flags=FROM6) + rec(1, b''),
+    'mixed6': one_by_one(inbound_run(3, 500)) + super6(3000, 1000) + rec(0, run6[0], flags=FROM6) + super_packet(3000, 1000)
+              + rec(3, ip6(OWN6, PEER6, 17, struct.pack('!HHHH', 1, 2, 12, 0) + b'abcd'), flags=3),
+})
 os.makedirs(sys.argv[1], exist_ok=True)
 for name, data in seeds.items():
     with open(os.path.join(sys.argv[1], name), 'wb') as f:

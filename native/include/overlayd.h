@@ -121,7 +121,7 @@ int ovl_ring_pop(struct ovl_ring *r, void *buf, uint32_t cap);
 #define OVL_IFNAMSIZ 16 /* == IFNAMSIZ, including the terminating NUL */
 
 #define OVL_TUN_MULTI_QUEUE 0x1u /* open with IFF_MULTI_QUEUE */
-#define OVL_TUN_VNET_HDR 0x2u    /* open with IFF_VNET_HDR and TUNSETOFFLOAD(CSUM | TSO4) */
+#define OVL_TUN_VNET_HDR 0x2u    /* open with IFF_VNET_HDR and TUNSETOFFLOAD(CSUM | TSO4 [| TSO6]) */
 
 /* Opens (creating if needed) the TUN device `name` with IFF_TUN | IFF_NO_PI, plus
  * IFF_MULTI_QUEUE when flags has OVL_TUN_MULTI_QUEUE. The fd is O_NONBLOCK and O_CLOEXEC;
@@ -130,8 +130,9 @@ int ovl_ring_pop(struct ovl_ring *r, void *buf, uint32_t cap);
  * with *syscall set: "open" (/dev/net/tun), "ioctl(TUNSETIFF)". A name longer than
  * OVL_IFNAMSIZ-1 bytes gives -ENAMETOOLONG with "ioctl(TUNSETIFF)" without calling it (the
  * name cannot be expressed in its struct ifreq). With OVL_TUN_VNET_HDR: IFF_VNET_HDR, then
- * TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4) ("ioctl(TUNSETOFFLOAD)" on failure; the fd is
- * closed): every read and write then carries a struct ovl_vnet_hdr first. Any thread. */
+ * TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6), or without TSO6 when the kernel
+ * refuses that (EINVAL) ("ioctl(TUNSETOFFLOAD)" on failure of both; the fd is closed):
+ * every read and write then carries a struct ovl_vnet_hdr first. Any thread. */
 int ovl_tun_open(const char *name, unsigned flags, char actual[OVL_IFNAMSIZ], const char **syscall);
 
 /* ------------------------------------------------------------------------------------ */
@@ -304,6 +305,76 @@ size_t ovl_icmp_error_build(uint8_t out[OVL_ICMP_ERROR_MAX], uint8_t type, uint8
                             const uint8_t *off, size_t off_len, uint16_t next_hop_mtu, uint16_t id);
 
 /* ------------------------------------------------------------------------------------ */
+/* packet6.c: IPv6 validation (a bounded extension-header walk), the hop limit rule and  */
+/* ICMPv6 errors (RFC 8200, RFC 4443). Pure functions, any thread, as packet.c.          */
+/* ------------------------------------------------------------------------------------ */
+
+#define OVL_IPV6_HEADER 40u     /* bytes: the fixed header */
+#define OVL_IPV6_EXT_MAX 8u     /* extension headers walked at most: more is malformed */
+#define OVL_PROTO_ICMPV6 58u
+#define OVL_IPV6_MIN_MTU 1280u  /* RFC 8200: every link carries 1280 bytes */
+#define OVL_ICMP6_DEST_UNREACH 1u
+#define OVL_ICMP6_NO_ROUTE 0u   /* code of DEST_UNREACH */
+#define OVL_ICMP6_PACKET_TOO_BIG 2u
+#define OVL_ICMP6_TIME_EXCEEDED 3u
+#define OVL_ICMP6_HOP_LIMIT 0u  /* code of TIME_EXCEEDED */
+#define OVL_ICMP6_ERROR_HOP_LIMIT 64u
+/* Largest ICMPv6 error: the minimum MTU (RFC 4443 2.4(c): as much of the packet as fits). */
+#define OVL_ICMP6_ERROR_MAX OVL_IPV6_MIN_MTU
+
+enum ovl_ipv6_check {
+  OVL_IPV6_OK = 0,
+  OVL_IPV6_TOO_SHORT = 1,   /* len < 40 */
+  OVL_IPV6_BAD_VERSION = 2, /* version nibble != 6 */
+  OVL_IPV6_BAD_LENGTH = 3,  /* 40 + payload length != len (a jumbogram's 0 included) */
+  OVL_IPV6_BAD_EXT = 4,     /* an extension header truncated, beyond `avail`, Hop-by-hop not
+                               first, or more than OVL_IPV6_EXT_MAX of them */
+};
+
+/* What the walk found. proto/l4_off: the upper-layer header (next header value and its
+ * offset), or for a non-first fragment the Fragment header's next header and the offset
+ * after it (the bytes there are not a header). */
+struct ovl_ipv6_info {
+  uint8_t proto;
+  bool fragment;       /* a Fragment header was seen */
+  bool later_fragment; /* its offset is not 0: a non-first fragment */
+  uint32_t l4_off;
+};
+
+/* Checks an IPv6 packet of `len` bytes of which the first `avail` (<= len) are in the
+ * buffer: len >= 40, version 6, 40 + payload length == len, then walks Hop-by-hop (first
+ * only), Routing, Destination options, Authentication and Fragment headers, each length
+ * checked against len and avail before it is read, at most OVL_IPV6_EXT_MAX of them, and
+ * stops at the first other next header (upper layer or unknown) or at a non-first
+ * fragment. Reads only bytes [0, avail). *info is set on OVL_IPV6_OK. */
+enum ovl_ipv6_check ovl_ipv6_validate(const uint8_t *pkt, size_t len, size_t avail, struct ovl_ipv6_info *info);
+
+/* Header fields; no bounds checks: validate first (or know avail >= 40). */
+static inline const uint8_t *ovl_ipv6_src(const uint8_t *pkt) { return pkt + 8; }
+static inline const uint8_t *ovl_ipv6_dst(const uint8_t *pkt) { return pkt + 24; }
+
+/* The hop limit rule: > 1: decremented (no checksum in IPv6), true; else untouched, false. */
+bool ovl_ipv6_decrement_hop_limit(uint8_t *pkt);
+
+/* Folded one's-complement sum of the IPv6 pseudo header (RFC 8200 8.1: src, dst, 32-bit
+ * upper-layer length, next header) of the packet at ip6. 0..0xffff. */
+uint32_t ovl_ipv6_pseudo_sum(const uint8_t *ip6, uint32_t proto, uint32_t l4len);
+
+/* RFC 4443 2.4(e): may an ICMPv6 error of `type` answer this validated packet (`avail`
+ * bytes present, info from ovl_ipv6_validate)? False for an ICMPv6 error message (type <
+ * 128; or an ICMPv6 header not present), a non-first fragment, an unspecified (::),
+ * loopback or multicast source, and a multicast destination unless type is packet too big. */
+bool ovl_icmp6_may_respond(const uint8_t *pkt, size_t avail, const struct ovl_ipv6_info *info, uint8_t type);
+
+/* Builds into out an ICMPv6 error from `from` (16 bytes) to the offending packet's source:
+ * IPv6 header (traffic class 0, flow 0, hop limit OVL_ICMP6_ERROR_HOP_LIMIT), ICMPv6
+ * type/code, bytes 4-7 = mtu for packet too big (else 0), then the first bytes of the
+ * offending packet, as many as fit OVL_ICMP6_ERROR_MAX (off_avail >= 40 bytes present),
+ * checksum with the pseudo header. Returns the length. */
+size_t ovl_icmp6_error_build(uint8_t out[OVL_ICMP6_ERROR_MAX], uint8_t type, uint8_t code, const uint8_t from[16],
+                             const uint8_t *off, size_t off_avail, uint32_t mtu);
+
+/* ------------------------------------------------------------------------------------ */
 /* offload.c: userspace GSO (cutting TUN super-packets) and GRO (coalescing TUN writes)   */
 /* ------------------------------------------------------------------------------------ */
 
@@ -321,14 +392,20 @@ struct ovl_vnet_hdr {
 #define OVL_VNET_F_NEEDS_CSUM 1u
 #define OVL_VNET_GSO_NONE 0u
 #define OVL_VNET_GSO_TCPV4 1u
+#define OVL_VNET_GSO_TCPV6 4u
 #define OVL_VNET_GSO_ECN 0x80u
 /* Most segments one super-packet is cut into (a smaller gso_size is refused: -E2BIG). */
 #define OVL_GSO_SEGS_MAX 256u
 /* Most segments coalesced into one super-packet written to the TUN. */
 #define OVL_GRO_SEGS_MAX 64u
-/* Most IPv4 + TCP header bytes of a coalesced flow: GRO never takes IPv4 options, and a
- * TCP header is up to 60 bytes (timestamps + SACK blocks fill its 40 option bytes). */
-#define OVL_GRO_HDR_MAX (OVL_IPV4_MIN_HEADER + OVL_TCP_MAX_HEADER)
+/* The longest IP header of a coalesced flow: GRO takes IPv4 without options (20 bytes) and
+ * IPv6 without extension headers (the fixed 40-byte header). */
+#define OVL_GRO_IP_HEADER_MAX 40u
+/* Most IP + TCP header bytes of a coalesced flow: a TCP header is up to 60 bytes
+ * (timestamps + SACK blocks fill its 40 option bytes). */
+#define OVL_GRO_HDR_MAX (OVL_GRO_IP_HEADER_MAX + OVL_TCP_MAX_HEADER)
+/* Most flows coalesced at once (per forwarding thread, per batch of receives). */
+#define OVL_GRO_FLOWS_MAX 8u
 
 /* True when the TCP/UDP checksum of the IPv4 packet (len bytes, header sane) verifies
  * (full sum over pseudo header + segment). */
@@ -343,7 +420,10 @@ int ovl_vnet_csum_finish(uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h)
  * seg_lens[i]: headers copied, IPv4 total length, id + i and header checksum, TCP seq +
  * i * MSS, FIN/PSH only on the last segment, CWR only on the first, TCP checksum computed
  * in full. Returns the segment count, or -EPROTONOSUPPORT (other gso_type), -EINVAL
- * (not IPv4/TCP, headers beyond len, gso_size 0), -E2BIG (more than max_segs), -ENOBUFS. */
+ * (not IPv4/TCP, headers beyond len, gso_size 0), -E2BIG (more than max_segs), -ENOBUFS.
+ * gso_type TCPV6[|ECN]: an IPv6/TCP super-packet with TCP right after the fixed header
+ * (extension headers: -EINVAL), cut the same way with the payload length per segment and
+ * the TCP checksum over the IPv6 pseudo header (len up to 65535 + 40). */
 int ovl_gso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
                     uint32_t *seg_lens, uint32_t max_segs);
 
@@ -352,35 +432,66 @@ struct ovl_gro {
   uint32_t len;      /* bytes in buf; 0 with nseg 0 = empty */
   uint32_t nseg;     /* segments in it */
   uint32_t next_seq; /* the sequence number the next segment must have */
-  uint16_t hdr;      /* IPv4 + TCP header bytes */
+  uint16_t iphl;     /* IP header bytes: 20 (IPv4) or 40 (IPv6) */
+  uint16_t hdr;      /* IP + TCP header bytes */
   uint16_t gso_size; /* payload of the first segment: the most any later one may carry */
   bool closed;       /* PSH or a short segment seen: nothing more may join */
   bool edited;       /* ovl_gro_finish rewrote the first segment's headers */
   uint8_t *segs[OVL_GRO_SEGS_MAX]; /* the segments, where they were received (no copy) */
   uint32_t seg_lens[OVL_GRO_SEGS_MAX];
-  uint8_t saved[OVL_GRO_HDR_MAX]; /* the first segment's IPv4 + TCP headers as received */
+  uint8_t saved[OVL_GRO_HDR_MAX]; /* the first segment's IP + TCP headers as received */
 };
 void ovl_gro_init(struct ovl_gro *g);
-/* May this packet (a valid IPv4 packet of len bytes) be coalesced? IPv4/TCP, IHL 5, DF,
- * no fragment bits, flags ACK with optional PSH/ECE only, payload > 0, TCP checksum
+/* May this packet (a valid IPv4 or IPv6 packet of len bytes) be coalesced? TCP directly
+ * after the IP header: IPv4 with IHL 5, DF, no fragment bits, total length = len; IPv6
+ * with next header TCP (no extension headers), payload length = len - 40. Flags ACK with
+ * optional PSH/ECE only, payload > 0, TCP checksum (with the family's pseudo header)
  * verified in full. */
 bool ovl_gro_eligible(const uint8_t *pkt, size_t len);
 /* Appends an eligible packet to the flow (it starts the flow when empty). False when it
- * does not continue the flow: other addresses/ports/ack/window/urgent pointer/options/TOS/TTL, sequence
- * not the next one, payload larger than the first's, the flow closed (PSH, short segment)
- * or full; the caller then flushes and starts a new flow with it. Nothing is copied: pkt
- * must stay valid (and writable: finish edits the first one) until the flow is written. */
+ * does not continue the flow: other family/addresses/ports/ack/window/urgent pointer/
+ * options, IPv4 TOS/TTL/flags, IPv6 version-class-label word/next header/hop limit,
+ * sequence not the next one, payload larger than the first's, the flow closed (PSH, short
+ * segment) or full; the caller then writes the flow and starts a new one with it. Nothing
+ * is copied: pkt must stay valid (and writable: finish edits the first one) until the flow
+ * is written. */
 bool ovl_gro_add(struct ovl_gro *g, uint8_t *pkt, size_t len);
 /* Finishes the flow for one writev: iov[0..*iovcnt) (OVL_GRO_SEGS_MAX entries) = the first
  * segment whole, then the payload of every other one. One segment: *h all zero, the packet
  * as it came. More: the first segment's headers become the super-packet's (IPv4 total
- * length and checksum, PSH of the last segment, TCP checksum field = the pseudo-header sum)
- * and *h = {NEEDS_CSUM, TCPV4, hdr_len, gso_size, csum_start 20, csum_offset 16}. Returns
- * the total length. Then: ovl_gro_init (written), or ovl_gro_restore (not written). */
+ * length and header checksum, or IPv6 payload length; PSH of the last segment; TCP
+ * checksum field = the pseudo-header sum) and *h = {NEEDS_CSUM, TCPV4 or TCPV6, hdr_len,
+ * gso_size, csum_start = IP header length, csum_offset 16}. Returns the total length.
+ * Then: ovl_gro_init (written), or ovl_gro_restore (not written). */
 size_t ovl_gro_finish(struct ovl_gro *g, struct ovl_vnet_hdr *h, struct iovec *iov, uint32_t *iovcnt);
 /* Puts the first segment's headers back as received (after finish, for writing the
  * segments one by one instead). */
 void ovl_gro_restore(struct ovl_gro *g);
+
+/* The flows of one batch of received packets (wireguard-go's tcpGROTable, without
+ * allocation): up to OVL_GRO_FLOWS_MAX flows coalesce side by side, each into its own
+ * super-packet, so that TCP streams interleaved in one UDP GRO receive still coalesce.
+ * Per flow (IP version, addresses, TCP ports) the table holds at most one run, and the
+ * caller keeps the order of each flow: a packet of a flow that does not join its run is
+ * written only after that run; a packet whose flow cannot be told (see find) only after
+ * every run. The caller writes every run at the end of the batch. One thread. */
+struct ovl_gro_table {
+  uint32_t used;   /* flows[0..used) may hold runs (nseg > 0); the rest are empty */
+  uint32_t victim; /* the run given up next when every flow is in use (round robin) */
+  struct ovl_gro flows[OVL_GRO_FLOWS_MAX];
+};
+/* Empties the table (after its runs were written or abandoned). */
+void ovl_gro_table_init(struct ovl_gro_table *t);
+/* ovl_gro_table_find results other than an index. */
+#define OVL_GRO_FIND_NONE (-1) /* not TCP (UDP, ICMP, ...), or no run of its flow */
+#define OVL_GRO_FIND_ALL (-2)  /* TCP whose ports cannot be read here (an IPv4 fragment, IPv6
+                                  extension headers, unknown next header): after every run */
+/* The run of the packet's flow: its index in flows[], or OVL_GRO_FIND_NONE/ALL. Reads only
+ * bytes below len; a packet too short for its IP header is NONE. */
+int ovl_gro_table_find(const struct ovl_gro_table *t, const uint8_t *pkt, size_t len);
+/* The flow to start a new run in: an empty one if any, else the next victim, whose run the
+ * caller must write (or abandon) and ovl_gro_init first. */
+uint32_t ovl_gro_table_slot(struct ovl_gro_table *t);
 
 /* ------------------------------------------------------------------------------------ */
 /* backoff.c: an offload the kernel refused at run time comes back after a back-off     */
@@ -504,6 +615,36 @@ size_t ovl_routes_reclaim(struct ovl_routes *r);
 const struct ovl_rtable *ovl_routes_enter(struct ovl_routes *r, uint32_t reader);
 void ovl_routes_leave(struct ovl_routes *r, uint32_t reader);
 
+/* One IPv6 route: inner packets for net/len go to the peer node, over the IPv6 underlay to
+ * peer6 when has_peer6 (the route source decided both ends use it), else over the IPv4
+ * underlay to peer. */
+struct ovl_route6 {
+  uint8_t net[16]; /* network byte order; host bits must be zero */
+  uint8_t len;     /* 0..128 */
+  bool has_peer6;
+  uint32_t peer;     /* the peer's IPv4 underlay address (PublicIP), host order */
+  uint8_t peer6[16]; /* the peer's IPv6 underlay address (PublicIPv6), when has_peer6 */
+};
+/* route6.c: an immutable IPv6 table (per-length hash tables probed longest first), built
+ * by one thread, then read by any number without synchronization. */
+struct ovl_rtable6;
+/* Builds a table of n routes; a subnet given twice keeps the last one. 0 and *out,
+ * -EINVAL (len > 128 or host bits set; nothing built), -E2BIG (> 2^24), -ENOMEM. */
+int ovl_rtable6_build(struct ovl_rtable6 **out, const struct ovl_route6 *routes, size_t n);
+void ovl_rtable6_free(struct ovl_rtable6 *t); /* NULL ok */
+/* Longest-prefix match of addr (16 bytes, network order): the route, or NULL. The pointer
+ * lives as long as the table. */
+const struct ovl_route6 *ovl_rtable6_lookup(const struct ovl_rtable6 *t, const uint8_t addr[16]);
+/* True when some route has has_peer6 and peer6 == ip (inbound known-peer check over IPv6). */
+bool ovl_rtable6_is_peer6(const struct ovl_rtable6 *t, const uint8_t ip[16]);
+size_t ovl_rtable6_size(const struct ovl_rtable6 *t); /* routes */
+/* Writer: publishes a new IPv6 table in the domain, exactly as ovl_routes_set does the
+ * IPv4 one (the two are independent). 0, or what ovl_rtable6_build returned. */
+int ovl_routes_set6(struct ovl_routes *r, const struct ovl_route6 *routes, size_t n);
+/* Reader, between ovl_routes_enter and ovl_routes_leave only: the IPv6 table current now,
+ * valid until ovl_routes_leave. */
+const struct ovl_rtable6 *ovl_routes_table6(struct ovl_routes *r);
+
 /* ------------------------------------------------------------------------------------ */
 /* udp.c: the UDP sockets of the engine                                                  */
 /* ------------------------------------------------------------------------------------ */
@@ -520,6 +661,10 @@ void ovl_routes_leave(struct ovl_routes *r, uint32_t reader);
  * picks a free port (the same for all n). On success fds[0..n-1] are the caller's;
  * on failure none is left open. Returns 0 or a negative errno with *syscall set. */
 int ovl_udp_open(int *fds, uint32_t n, uint32_t addr, uint16_t port, int buf_bytes, const char **syscall);
+
+/* ovl_udp_open for the IPv6 underlay: AF_INET6 sockets with IPV6_V6ONLY bound to
+ * [addr6]:port (16 bytes, network order; all zero = any), otherwise the same. */
+int ovl_udp_open6(int *fds, uint32_t n, const uint8_t addr6[16], uint16_t port, int buf_bytes, const char **syscall);
 
 /* Probes UDP GSO on a socket: sets UDP_SEGMENT to 1400 and back to 0. True when the kernel
  * takes it (Linux >= 4.18). The socket is left without a default segment size. */
@@ -624,6 +769,18 @@ struct ovl_engine_config {
   /* ICMP errors of all queues together: at most icmp_burst at once, refilled at icmp_rate
    * per second (ratelimit.c; icmp_rate 0 = no limit). Suppressed: drop_icmp_ratelimit. */
   uint32_t icmp_rate, icmp_burst;
+  /* IPv6 (all zero / NULL: an IPv4-only engine, byte for byte as before: an inner IPv6
+   * packet is drop_malformed). With ipv6, inner IPv6 is forwarded with the IPv6 route
+   * table of `routes` (ovl_routes_set6) and packet6.c's rules; ICMPv6 errors come from
+   * tun_address6 and share icmp_rate/icmp_burst and the counters with IPv4. */
+  bool ipv6;
+  uint8_t tun_address6[16]; /* network order */
+  uint8_t subnet6[16];      /* this node's IPv6 subnet (host bits zero) */
+  uint8_t subnet6_len;      /* 0..128 */
+  /* [queues] nonblocking AF_INET6 UDP sockets bound to port (the IPv6 underlay), or NULL
+   * (no IPv6 underlay: every inner IPv6 packet rides the IPv4 sockets). Borrowed. Needs
+   * ipv6. */
+  const int *udp6_fds;
 };
 
 /* Allocates the buffers, the stop eventfd and starts one thread per queue (all signals

@@ -114,10 +114,29 @@ const char *const ovl_engine_counter_names[OVL_EC_COUNT] = {
 #define GRO_BUF 65536u
 #define CTL_BYTES 64u
 
+/* A peer's underlay address as sendmmsg/recvmmsg take it: IPv4 or IPv6. */
+union ovl_sa {
+  struct sockaddr sa;
+  struct sockaddr_in v4;
+  struct sockaddr_in6 v6;
+};
+
+/* Where outbound() sends a packet: the IPv4 underlay (v4, host order) or the IPv6 one. */
+struct dest {
+  bool over6;
+  uint32_t v4;
+  uint8_t v6[16];
+};
+
 struct worker {
   struct ovl_engine *e;
   uint32_t q;
   int tun_fd, udp_fd; /* borrowed */
+  int udp6_fd;        /* borrowed; -1 without an IPv6 underlay */
+  /* The IPv6 table of the current route section: loaded on first use in a burst
+   * (table6()), forgotten at the start of every burst (tun_burst, udp_burst run inside the
+   * section, so it is valid for the whole burst). */
+  const struct ovl_rtable6 *t6;
   pthread_t thread;
   struct ovl_engine_counters *ctr; /* shared; this thread is the only writer */
   uint64_t acc[OVL_EC_COUNT];      /* this turn's increments, published once per turn */
@@ -136,19 +155,20 @@ struct worker {
   uint32_t ntx;      /* messages queued in tx_msgs this burst */
   struct mmsghdr tx_msgs[TXMAX];
   struct iovec tx_iov[TXMAX];
-  struct sockaddr_in tx_to[TXMAX];
+  union ovl_sa tx_to[TXMAX];
   uint16_t tx_seg[TXMAX];  /* datagram size of message i (its first datagram) */
   uint16_t tx_nseg[TXMAX]; /* datagrams in message i */
   bool tx_closed[TXMAX];   /* a shorter last datagram joined: no more */
   _Alignas(8) uint8_t tx_ctl[TXMAX][CMSG_SPACE(sizeof(uint16_t))];
   struct mmsghdr rx_msgs[BATCH];
   struct iovec rx_iov[BATCH];
-  struct sockaddr_in rx_from[BATCH];
+  union ovl_sa rx_from[BATCH];
   _Alignas(8) uint8_t rx_ctl[BATCH][CTL_BYTES];
   uint32_t seg_lens[OVL_GSO_SEGS_MAX];
-  struct ovl_gro *gro; /* with tun_gro */
+  struct ovl_gro_table *gro; /* with tun_gro at start (kept while a back-off has it off) */
   uint8_t scratch[SCRATCH_BYTES];
   uint8_t icmp[OVL_ICMP_ERROR_MAX];
+  uint8_t icmp6[OVL_ICMP6_ERROR_MAX];
 };
 
 struct ovl_engine {
@@ -156,6 +176,9 @@ struct ovl_engine {
   uint32_t slot; /* bytes per packet buffer */
   uint16_t port;
   uint32_t tun_address, tun_mtu, subnet, subnet_mask;
+  bool ipv6;                /* inner IPv6 forwarded (else drop_malformed, as IPv4-only) */
+  uint8_t tun_address6[16]; /* source of the ICMPv6 errors */
+  uint8_t subnet6[16], subnet6_mask[16];
   struct ovl_routes *routes;
   void (*on_fatal)(void *opaque, uint32_t queue, int err, const char *syscall);
   void *opaque;
@@ -214,14 +237,14 @@ static void tun_write(struct worker *w, const uint8_t *pkt, size_t len) {
     count_write_error(w, err, 1);
 }
 
-/* Writes the flow being coalesced, if any: one super-packet, or its one packet plainly. A
- * TUN that refuses the GSO write (EINVAL) gets the original packets, and no GSO writes from
- * this queue until its back-off is over (gro_gate). */
-static void gro_flush(struct worker *w) {
-  struct ovl_gro *g = w->gro;
-  if (g == NULL || g->nseg == 0) return;
-  if (g->nseg == 1) {
-    tun_write(w, g->segs[0], g->seg_lens[0]);
+/* Writes one run of the GRO table, if it holds one: one super-packet, or its one packet
+ * plainly; then the flow is empty. A TUN that refuses the GSO write (EINVAL) gets the
+ * original packets, and no GSO writes from this queue until its back-off is over
+ * (gro_gate); runs still in the table then go out packet by packet too. */
+static void flush_flow(struct worker *w, struct ovl_gro *g) {
+  if (g->nseg == 0) return;
+  if (g->nseg == 1 || !w->tun_gro) {
+    for (uint32_t i = 0; i < g->nseg; i++) tun_write(w, g->segs[i], g->seg_lens[i]);
   } else {
     struct ovl_vnet_hdr h;
     struct iovec iov[1 + OVL_GRO_SEGS_MAX];
@@ -249,15 +272,39 @@ static void gro_flush(struct worker *w) {
   ovl_gro_init(g);
 }
 
-/* An inbound packet that passed every check: into the flow being coalesced, or written. */
+/* Writes every run of the GRO table (end of a batch of receives: they point into udp_buf). */
+static void gro_flush(struct worker *w) {
+  struct ovl_gro_table *t = w->gro;
+  if (t == NULL) return;
+  for (uint32_t i = 0; i < t->used; i++) flush_flow(w, &t->flows[i]);
+  ovl_gro_table_init(t);
+}
+
+/* An inbound packet (IPv4 or IPv6) that passed every check: into the run of its TCP flow
+ * in the GRO table, or written. Per flow the order is kept: a packet that does not join
+ * its flow's run goes after that run (and one whose flow cannot be told, after all runs). */
 static void deliver(struct worker *w, uint8_t *pkt, size_t len) {
-  if (w->tun_gro && ovl_gro_eligible(pkt, len)) {
-    if (ovl_gro_add(w->gro, pkt, len)) return;
-    gro_flush(w);
-    (void)ovl_gro_add(w->gro, pkt, len); /* an empty flow takes any eligible packet */
+  struct ovl_gro_table *t = w->gro;
+  if (t == NULL) {
+    tun_write(w, pkt, len);
     return;
   }
-  gro_flush(w);
+  int f = ovl_gro_table_find(t, pkt, len);
+  if (w->tun_gro && ovl_gro_eligible(pkt, len)) { /* eligible: TCP with ports, never FIND_ALL */
+    if (f >= 0) {
+      if (ovl_gro_add(&t->flows[f], pkt, len)) return;
+      flush_flow(w, &t->flows[f]);
+    } else {
+      f = (int)ovl_gro_table_slot(t);
+      flush_flow(w, &t->flows[f]); /* a victim when the table is full; else empty */
+    }
+    (void)ovl_gro_add(&t->flows[f], pkt, len); /* an empty flow takes any eligible packet */
+    return;
+  }
+  if (f == OVL_GRO_FIND_ALL)
+    gro_flush(w);
+  else if (f >= 0)
+    flush_flow(w, &t->flows[f]);
   tun_write(w, pkt, len);
 }
 
@@ -284,18 +331,89 @@ static bool ttl_step(struct worker *w, uint8_t *pkt, size_t len) {
   return false;
 }
 
+/* ---------------------------------------------------------------- IPv6 helpers --------- */
+
+static const struct ovl_rtable6 *table6(struct worker *w) {
+  if (w->t6 == NULL) w->t6 = ovl_routes_table6(w->e->routes);
+  return w->t6;
+}
+
+static bool in_subnet6(const struct ovl_engine *e, const uint8_t *a) {
+  for (int i = 0; i < 16; i++)
+    if ((a[i] & e->subnet6_mask[i]) != e->subnet6[i]) return false;
+  return true;
+}
+
+/* An ICMPv6 error about pkt (avail bytes present, validated: info) where RFC 4443 allows
+ * and the shared rate limit has a token (else drop_icmp_ratelimit); built in w->icmp6.
+ * Returns its length, 0 when none is to be sent. Counts icmp_sent. */
+static size_t icmp6_build(struct worker *w, const uint8_t *pkt, size_t avail, const struct ovl_ipv6_info *info,
+                          uint8_t type, uint8_t code, uint32_t mtu) {
+  if (!ovl_icmp6_may_respond(pkt, avail, info, type)) return 0;
+  if (!ovl_ratelimit_take(&w->e->icmp_limit, mono_ns())) {
+    w->acc[OVL_EC_DROP_ICMP_RATELIMIT]++;
+    return 0;
+  }
+  w->acc[OVL_EC_ICMP_SENT]++;
+  return ovl_icmp6_error_build(w->icmp6, type, code, w->e->tun_address6, pkt, avail, mtu);
+}
+
+/* icmp6_build, written into the TUN. */
+static void icmp6_error(struct worker *w, const uint8_t *pkt, size_t avail, const struct ovl_ipv6_info *info,
+                        uint8_t type, uint8_t code, uint32_t mtu) {
+  size_t n = icmp6_build(w, pkt, avail, info, type, code, mtu);
+  if (n) tun_write(w, w->icmp6, n);
+}
+
 /* ---------------------------------------------------------------- outbound ------------- */
 
 /* What outbound() decided for a packet: the counter of its drop, or OVL_EC_TX (send). */
 typedef enum ovl_engine_counter verdict_t;
 
-/* Queues a packet that passed the outbound checks for peer (host order). */
-static void queue_tx(struct worker *w, uint8_t *pkt, size_t len, uint32_t peer);
+/* Queues a packet that passed the outbound checks for d (its underlay and peer address). */
+static void queue_tx(struct worker *w, uint8_t *pkt, size_t len, const struct dest *d);
+
+/* outbound() of an inner IPv6 packet (len bytes, all in the buffer): validation with the
+ * extension-header walk, route, hop limit, then the TUN MTU (packet too big, MTU = TUN
+ * MTU, toward the sender), in the order Linux forwards. Over the IPv6 underlay when the
+ * route has a peer6 and this engine has IPv6 sockets, else over IPv4. */
+static verdict_t outbound6(struct worker *w, uint8_t *pkt, size_t len, struct dest *d) {
+  struct ovl_ipv6_info info;
+  if (ovl_ipv6_validate(pkt, len, len, &info) != OVL_IPV6_OK) {
+    w->acc[OVL_EC_DROP_MALFORMED]++;
+    return OVL_EC_DROP_MALFORMED;
+  }
+  const struct ovl_route6 *r = ovl_rtable6_lookup(table6(w), ovl_ipv6_dst(pkt));
+  if (r == NULL) {
+    w->acc[OVL_EC_DROP_NO_ROUTE]++;
+    icmp6_error(w, pkt, len, &info, OVL_ICMP6_DEST_UNREACH, OVL_ICMP6_NO_ROUTE, 0);
+    return OVL_EC_DROP_NO_ROUTE;
+  }
+  if (pkt[7] <= 1) {
+    w->acc[OVL_EC_DROP_TTL]++;
+    icmp6_error(w, pkt, len, &info, OVL_ICMP6_TIME_EXCEEDED, OVL_ICMP6_HOP_LIMIT, 0);
+    return OVL_EC_DROP_TTL;
+  }
+  if (len > w->e->tun_mtu) {
+    w->acc[OVL_EC_DROP_TOO_BIG]++;
+    icmp6_error(w, pkt, len, &info, OVL_ICMP6_PACKET_TOO_BIG, 0, w->e->tun_mtu);
+    return OVL_EC_DROP_TOO_BIG;
+  }
+  (void)ovl_ipv6_decrement_hop_limit(pkt); /* > 1, checked above */
+  d->over6 = r->has_peer6 && w->udp6_fd >= 0;
+  d->v4 = r->peer;
+  memcpy(d->v6, r->peer6, 16);
+  queue_tx(w, pkt, len, d);
+  return OVL_EC_TX;
+}
 
 /* js-engine.ts outbound(): one packet read from the TUN, in its read buffer. Returns the
- * verdict, and *peer when it is OVL_EC_TX. */
-static verdict_t outbound(struct worker *w, const struct ovl_rtable *t, uint8_t *pkt, size_t len, uint32_t *peer) {
+ * verdict, and *d when it is OVL_EC_TX. */
+static verdict_t outbound(struct worker *w, const struct ovl_rtable *t, uint8_t *pkt, size_t len, struct dest *d) {
   w->acc[OVL_EC_TUN_RX]++;
+  if (w->e->ipv6 && len > 0 && (pkt[0] >> 4) == 6) return outbound6(w, pkt, len, d);
+  uint32_t *peer = &d->v4;
+  d->over6 = false;
   if (ovl_ipv4_validate(pkt, len) != OVL_IPV4_OK) {
     w->acc[OVL_EC_DROP_MALFORMED]++;
     return OVL_EC_DROP_MALFORMED;
@@ -306,7 +424,7 @@ static verdict_t outbound(struct worker *w, const struct ovl_rtable *t, uint8_t 
     return OVL_EC_DROP_NO_ROUTE;
   }
   if (!ttl_step(w, pkt, len)) return OVL_EC_DROP_TTL;
-  queue_tx(w, pkt, len, *peer);
+  queue_tx(w, pkt, len, d);
   return OVL_EC_TX;
 }
 
@@ -314,22 +432,35 @@ static verdict_t outbound(struct worker *w, const struct ovl_rtable *t, uint8_t 
  * the same addresses, TTL and header fields (ovl_gso_segment wrote valid lengths and
  * checksums), so the same verdict; counted per segment like outbound(), but no second
  * ICMP error (one per super-packet, as one per packet the pod's stack sent). */
-static void outbound_same(struct worker *w, uint8_t *pkt, size_t len, verdict_t v, uint32_t peer) {
+static void outbound_same(struct worker *w, uint8_t *pkt, size_t len, verdict_t v, const struct dest *d) {
   w->acc[OVL_EC_TUN_RX]++;
   if (v != OVL_EC_TX) {
     w->acc[v]++;
     return;
   }
-  (void)ovl_ipv4_decrement_ttl(pkt); /* TTL > 1, as in the first segment */
-  queue_tx(w, pkt, len, peer);
+  /* TTL / hop limit > 1, as in the first segment (the same version: cut from one packet) */
+  if ((pkt[0] >> 4) == 6)
+    (void)ovl_ipv6_decrement_hop_limit(pkt);
+  else
+    (void)ovl_ipv4_decrement_ttl(pkt);
+  queue_tx(w, pkt, len, d);
 }
 
-static void queue_tx(struct worker *w, uint8_t *pkt, size_t len, uint32_t peer) {
-  uint32_t to = htonl(peer);
+static bool same_dest(const union ovl_sa *a, const struct dest *d) {
+  if (d->over6) return a->sa.sa_family == AF_INET6 && memcmp(&a->v6.sin6_addr, d->v6, 16) == 0;
+  return a->sa.sa_family == AF_INET && a->v4.sin_addr.s_addr == htonl(d->v4);
+}
+
+/* The socket message i is sent on (its family's). */
+static int tx_fd(const struct worker *w, uint32_t i) {
+  return w->tx_to[i].sa.sa_family == AF_INET6 ? w->udp6_fd : w->udp_fd;
+}
+
+static void queue_tx(struct worker *w, uint8_t *pkt, size_t len, const struct dest *d) {
   if (w->udp_gso && w->ntx > 0) { /* joins the previous message when UDP_SEGMENT allows it */
     uint32_t i = w->ntx - 1;
     struct iovec *v = &w->tx_iov[i];
-    if (w->tx_to[i].sin_addr.s_addr == to && !w->tx_closed[i] && (uint8_t *)v->iov_base + v->iov_len == pkt &&
+    if (same_dest(&w->tx_to[i], d) && !w->tx_closed[i] && (uint8_t *)v->iov_base + v->iov_len == pkt &&
         len <= w->tx_seg[i] && w->tx_nseg[i] < GSO_SEGS && v->iov_len + len <= GSO_BYTES) {
       v->iov_len += len;
       w->tx_nseg[i]++;
@@ -338,7 +469,14 @@ static void queue_tx(struct worker *w, uint8_t *pkt, size_t len, uint32_t peer) 
     }
   }
   uint32_t i = w->ntx++;
-  w->tx_to[i].sin_addr.s_addr = to;
+  if (d->over6) {
+    w->tx_to[i].v6 = (struct sockaddr_in6){.sin6_family = AF_INET6, .sin6_port = htons(w->e->port)};
+    memcpy(&w->tx_to[i].v6.sin6_addr, d->v6, 16);
+    w->tx_msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
+  } else {
+    w->tx_to[i].v4 = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(w->e->port), .sin_addr.s_addr = htonl(d->v4)};
+    w->tx_msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
+  }
   w->tx_iov[i] = (struct iovec){.iov_base = pkt, .iov_len = len};
   w->tx_seg[i] = (uint16_t)len;
   w->tx_nseg[i] = 1;
@@ -352,7 +490,7 @@ static void send_split(struct worker *w, uint32_t i) {
   size_t left = w->tx_iov[i].iov_len, seg = w->tx_seg[i];
   while (left > 0) {
     size_t l = left < seg ? left : seg;
-    ssize_t r = sendto(w->udp_fd, p, l, 0, (const struct sockaddr *)&w->tx_to[i], sizeof(w->tx_to[i]));
+    ssize_t r = sendto(tx_fd(w, i), p, l, 0, &w->tx_to[i].sa, w->tx_msgs[i].msg_hdr.msg_namelen);
     if (r == (ssize_t)l) {
       w->acc[OVL_EC_TX]++;
       w->acc[OVL_EC_TX_BYTES] += l;
@@ -386,7 +524,9 @@ static void flush_tx(struct worker *w) {
   /* Each iteration sends >= 1 message, skips a failed one, or waits (at most SEND_WAITS
    * times); EINTR cannot happen with every signal blocked, and is bounded anyway. */
   for (uint32_t iter = 0; i < n && iter < 2 * TXMAX + SEND_WAITS; iter++) {
-    int r = sendmmsg(w->udp_fd, &w->tx_msgs[i], n - i, 0);
+    uint32_t end = i + 1; /* one call per run of messages of one family (one socket) */
+    while (end < n && w->tx_to[end].sa.sa_family == w->tx_to[i].sa.sa_family) end++;
+    int r = sendmmsg(tx_fd(w, i), &w->tx_msgs[i], end - i, 0);
     w->acc[OVL_EC_SENDMMSG_CALLS]++;
     if (r > 0) {
       for (uint32_t j = i; j < i + (uint32_t)r; j++) {
@@ -401,7 +541,7 @@ static void flush_tx(struct worker *w) {
     if (err == EINTR) continue;
     if (err == EAGAIN || err == EWOULDBLOCK) {
       if (waits++ == SEND_WAITS || atomic_load_explicit(&w->e->stop, memory_order_relaxed)) break;
-      struct pollfd pfd[2] = {{.fd = w->udp_fd, .events = POLLOUT}, {.fd = w->e->stop_efd, .events = POLLIN}};
+      struct pollfd pfd[2] = {{.fd = tx_fd(w, i), .events = POLLOUT}, {.fd = w->e->stop_efd, .events = POLLIN}};
       (void)poll(pfd, 2, SEND_WAIT_MS); /* any outcome: the next sendmmsg tells */
       w->acc[OVL_EC_POLLS]++;
       continue;
@@ -443,8 +583,8 @@ static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const st
       w->acc[OVL_EC_DROP_MALFORMED]++;
       return;
     }
-    uint32_t peer;
-    (void)outbound(w, t, pkt, len, &peer);
+    struct dest d;
+    (void)outbound(w, t, pkt, len, &d);
     return;
   }
   uint8_t *out = pkt + len;
@@ -462,11 +602,11 @@ static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const st
   }
   w->acc[OVL_EC_TUN_GSO_READS]++;
   /* validation, route lookup and the TTL rule once per super-packet: on its first segment */
-  uint32_t peer = 0;
-  verdict_t v = outbound(w, t, out, w->seg_lens[0], &peer);
+  struct dest d = {0};
+  verdict_t v = outbound(w, t, out, w->seg_lens[0], &d);
   out += w->seg_lens[0];
   for (int i = 1; i < n; i++) {
-    outbound_same(w, out, w->seg_lens[i], v, peer);
+    outbound_same(w, out, w->seg_lens[i], v, &d);
     out += w->seg_lens[i];
   }
   *used = (size_t)(out - w->tun_buf);
@@ -478,6 +618,7 @@ static bool tun_burst(struct worker *w, const struct ovl_rtable *t) {
   const size_t need = w->vnet ? VNET_NEED : slot;
   size_t used = 0; /* arena bytes holding this burst's packets */
   uint32_t n = 0, reads = 0;
+  w->t6 = NULL;
   bool full = false;
   while (reads < BATCH) {
     if (used + need > w->tun_arena || w->ntx + OVL_GSO_SEGS_MAX > TXMAX) {
@@ -529,8 +670,8 @@ static bool tun_burst(struct worker *w, const struct ovl_rtable *t) {
       continue;
     }
     used += (size_t)r;
-    uint32_t peer;
-    (void)outbound(w, t, buf, (size_t)r, &peer);
+    struct dest d;
+    (void)outbound(w, t, buf, (size_t)r, &d);
   }
   if (n) w->acc[OVL_EC_TUN_BURSTS]++;
   if (w->ntx) flush_tx(w);
@@ -539,17 +680,86 @@ static bool tun_burst(struct worker *w, const struct ovl_rtable *t) {
 
 /* ---------------------------------------------------------------- inbound -------------- */
 
+/* A packet too big sent back over UDP to the peer it came from (`from`, on the socket of
+ * its family): source our TUN's IPv6 address, destination the inner source. */
+static void ptb_to_peer(struct worker *w, const uint8_t *pkt, size_t avail, const struct ovl_ipv6_info *info,
+                        const union ovl_sa *from) {
+  size_t n = icmp6_build(w, pkt, avail, info, OVL_ICMP6_PACKET_TOO_BIG, 0, w->e->tun_mtu);
+  if (n == 0) return;
+  bool over6 = from->sa.sa_family == AF_INET6;
+  socklen_t sl = over6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  ssize_t r = sendto(over6 ? w->udp6_fd : w->udp_fd, w->icmp6, n, MSG_DONTWAIT, &from->sa, sl);
+  if (r == (ssize_t)n) {
+    w->acc[OVL_EC_TX]++;
+    w->acc[OVL_EC_TX_BYTES] += n;
+  } else {
+    w->acc[OVL_EC_TX_ERROR]++;
+  }
+}
+
+/* inbound() of an inner IPv6 packet from a known peer: the buffer holds min(len, slot)
+ * bytes. Checks in the IPv4 order: malformed (with the extension-header walk, within the
+ * bytes present), spoofed (the Route6 of the inner source must point at the sender over
+ * the underlay it came by: its peer for IPv4, its peer6 for IPv6), wrong destination
+ * (outside our IPv6 subnet), too big (packet too big back to the peer), hop limit. */
+static void inbound6(struct worker *w, uint8_t *pkt, size_t len, const union ovl_sa *from) {
+  const struct ovl_engine *e = w->e;
+  size_t avail = len < e->slot ? len : e->slot;
+  struct ovl_ipv6_info info;
+  if (ovl_ipv6_validate(pkt, len, avail, &info) != OVL_IPV6_OK) {
+    w->acc[OVL_EC_DROP_MALFORMED]++;
+    return;
+  }
+  const struct ovl_route6 *r = ovl_rtable6_lookup(table6(w), ovl_ipv6_src(pkt));
+  bool owner = r != NULL && (from->sa.sa_family == AF_INET6
+                                 ? r->has_peer6 && memcmp(r->peer6, &from->v6.sin6_addr, 16) == 0
+                                 : r->peer == ntohl(from->v4.sin_addr.s_addr));
+  if (!owner) {
+    w->acc[OVL_EC_DROP_SPOOFED]++;
+    return;
+  }
+  if (!in_subnet6(e, ovl_ipv6_dst(pkt))) {
+    w->acc[OVL_EC_DROP_WRONG_DST]++;
+    return;
+  }
+  if (len > e->tun_mtu) {
+    w->acc[OVL_EC_DROP_TOO_BIG]++;
+    ptb_to_peer(w, pkt, avail, &info, from);
+    return;
+  }
+  if (!ovl_ipv6_decrement_hop_limit(pkt)) { /* the whole packet is present: len <= tun_mtu <= slot */
+    w->acc[OVL_EC_DROP_TTL]++;
+    icmp6_error(w, pkt, len, &info, OVL_ICMP6_TIME_EXCEEDED, OVL_ICMP6_HOP_LIMIT, 0);
+    return;
+  }
+  deliver(w, pkt, len);
+}
+
 /* js-engine.ts inbound(): one datagram of `len` bytes (its real length; the buffer holds
- * min(len, slot) of them) from `from`. */
+ * min(len, slot) of them) from `from` (fromlen bytes of it), over IPv4 or IPv6. */
 static void inbound(struct worker *w, const struct ovl_rtable *t, uint8_t *pkt, size_t len,
-                    const struct sockaddr_in *from, socklen_t fromlen) {
+                    const union ovl_sa *from, socklen_t fromlen) {
   const struct ovl_engine *e = w->e;
   w->acc[OVL_EC_RX]++;
   w->acc[OVL_EC_RX_BYTES] += len;
-  uint32_t sender = ntohl(from->sin_addr.s_addr);
-  if (fromlen < (socklen_t)sizeof(*from) || from->sin_family != AF_INET || ntohs(from->sin_port) != e->port ||
-      !ovl_rtable_is_peer(t, sender)) {
-    w->acc[OVL_EC_DROP_UNKNOWN_PEER]++;
+  bool over6 = fromlen >= (socklen_t)sizeof(struct sockaddr_in6) && from->sa.sa_family == AF_INET6;
+  uint32_t sender = 0;
+  if (over6) {
+    if (!e->ipv6 || ntohs(from->v6.sin6_port) != e->port ||
+        !ovl_rtable6_is_peer6(table6(w), (const uint8_t *)&from->v6.sin6_addr)) {
+      w->acc[OVL_EC_DROP_UNKNOWN_PEER]++;
+      return;
+    }
+  } else {
+    sender = ntohl(from->v4.sin_addr.s_addr);
+    if (fromlen < (socklen_t)sizeof(struct sockaddr_in) || from->sa.sa_family != AF_INET ||
+        ntohs(from->v4.sin_port) != e->port || !ovl_rtable_is_peer(t, sender)) {
+      w->acc[OVL_EC_DROP_UNKNOWN_PEER]++;
+      return;
+    }
+  }
+  if (e->ipv6 && len > 0 && (pkt[0] >> 4) == 6) {
+    inbound6(w, pkt, len, from);
     return;
   }
   /* Reads at most 60 header bytes, all present: the buffer holds min(len, slot >= 576). */
@@ -558,7 +768,8 @@ static void inbound(struct worker *w, const struct ovl_rtable *t, uint8_t *pkt, 
     return;
   }
   uint32_t owner;
-  if (!ovl_rcache_lookup(&w->cache, t, ovl_ipv4_src(pkt), &owner) || owner != sender) {
+  /* inner IPv4 rides the IPv4 underlay only: over IPv6 no route can point at the sender */
+  if (over6 || !ovl_rcache_lookup(&w->cache, t, ovl_ipv4_src(pkt), &owner) || owner != sender) {
     w->acc[OVL_EC_DROP_SPOOFED]++;
     return;
   }
@@ -592,7 +803,7 @@ static uint32_t gro_size(struct msghdr *m) {
  * (the last may be shorter), each through inbound(). The GRO flow may point into buf
  * afterwards: gro_flush before buf is reused. */
 static void udp_receive(struct worker *w, const struct ovl_rtable *t, uint8_t *buf, size_t len, uint32_t seg,
-                        const struct sockaddr_in *from, socklen_t fromlen) {
+                        const union ovl_sa *from, socklen_t fromlen) {
   if (seg == 0 || len <= seg) {
     inbound(w, t, buf, len, from, fromlen);
     return;
@@ -610,14 +821,16 @@ static void udp_receive(struct worker *w, const struct ovl_rtable *t, uint8_t *b
   }
 }
 
-/* Peers -> TUN. Returns true when the burst hit its limit (more may be waiting). */
-static bool udp_burst(struct worker *w, const struct ovl_rtable *t) {
+/* Peers -> TUN, from socket fd (the IPv4 or the IPv6 one). Returns true when the burst hit
+ * its limit (more may be waiting). */
+static bool udp_burst(struct worker *w, const struct ovl_rtable *t, int fd) {
+  w->t6 = NULL;
   for (uint32_t i = 0; i < w->rx_n; i++) {
     w->rx_msgs[i].msg_hdr.msg_namelen = sizeof(w->rx_from[i]);
     w->rx_msgs[i].msg_hdr.msg_control = w->udp_gro ? w->rx_ctl[i] : NULL;
     w->rx_msgs[i].msg_hdr.msg_controllen = w->udp_gro ? CTL_BYTES : 0;
   }
-  int r = recvmmsg(w->udp_fd, w->rx_msgs, w->rx_n, MSG_DONTWAIT | MSG_TRUNC, NULL);
+  int r = recvmmsg(fd, w->rx_msgs, w->rx_n, MSG_DONTWAIT | MSG_TRUNC, NULL);
   if (r < 0) {
     int err = errno;
     if (err == EINTR) return true;
@@ -666,25 +879,27 @@ static void retry_offloads(struct worker *w) {
 static void *worker_main(void *arg) {
   struct worker *w = arg;
   struct ovl_engine *e = w->e;
-  bool tun_ready = true, udp_ready = true;
+  bool tun_ready = true, udp_ready = true, udp6_ready = w->udp6_fd >= 0;
 
   while (!atomic_load_explicit(&e->stop, memory_order_acquire)) {
     if (w->gro_gate.state == OVL_OFFLOAD_BACKOFF || w->gso_gate.state == OVL_OFFLOAD_BACKOFF) retry_offloads(w);
     const struct ovl_rtable *t = ovl_routes_enter(e->routes, w->q);
     bool more = false;
     if (tun_ready) more |= tun_burst(w, t);
-    if (udp_ready && w->fatal_err == 0) more |= udp_burst(w, t);
+    if (udp_ready && w->fatal_err == 0) more |= udp_burst(w, t, w->udp_fd);
+    if (udp6_ready && w->fatal_err == 0) more |= udp_burst(w, t, w->udp6_fd);
     ovl_routes_leave(e->routes, w->q);
     if (w->fatal_err) break;
 
-    struct pollfd pfd[3] = {
+    struct pollfd pfd[4] = {
         {.fd = w->tun_fd, .events = POLLIN},
         {.fd = w->udp_fd, .events = POLLIN},
         {.fd = e->stop_efd, .events = POLLIN},
+        {.fd = w->udp6_fd, .events = POLLIN}, /* -1 (ignored by poll) without IPv6 sockets */
     };
     w->acc[OVL_EC_POLLS]++;
     publish_counters(w);
-    int rc = poll(pfd, 3, more ? 0 : -1);
+    int rc = poll(pfd, 4, more ? 0 : -1);
     if (rc < 0) {
       if (errno != EINTR) { /* ENOMEM: back off instead of spinning */
         struct timespec ts = {.tv_sec = 0, .tv_nsec = POLL_RETRY_NS};
@@ -692,12 +907,13 @@ static void *worker_main(void *arg) {
       }
       continue;
     }
-    if ((pfd[0].revents | pfd[1].revents) & POLLNVAL) {
+    if ((pfd[0].revents | pfd[1].revents | pfd[3].revents) & POLLNVAL) {
       set_fatal(w, EBADF, "poll");
       break;
     }
     tun_ready = (pfd[0].revents & (POLLIN | POLLERR | POLLHUP)) != 0;
     udp_ready = (pfd[1].revents & (POLLIN | POLLERR | POLLHUP)) != 0;
+    udp6_ready = (pfd[3].revents & (POLLIN | POLLERR | POLLHUP)) != 0;
   }
   publish_counters(w);
   if (w->fatal_err && e->on_fatal) e->on_fatal(e->opaque, w->q, w->fatal_err, w->fatal_syscall);
@@ -712,6 +928,7 @@ static int worker_init(struct worker **out, struct ovl_engine *e, uint32_t q, co
   w->q = q;
   w->tun_fd = cfg->tun_fds[q];
   w->udp_fd = cfg->udp_fds[q];
+  w->udp6_fd = cfg->udp6_fds ? cfg->udp6_fds[q] : -1;
   w->ctr = &cfg->counters[q];
   ovl_rcache_init(&w->cache);
   w->vnet = cfg->tun_vnet_hdr;
@@ -733,11 +950,14 @@ static int worker_init(struct worker **out, struct ovl_engine *e, uint32_t q, co
     free(w);
     return -ENOMEM;
   }
-  if (w->gro) ovl_gro_init(w->gro);
+  if (w->gro) {
+    w->gro->used = 0;
+    ovl_gro_table_init(w->gro);
+  }
   for (uint32_t i = 0; i < TXMAX; i++) {
-    w->tx_to[i] = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(e->port)};
+    w->tx_to[i].v4 = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(e->port)};
     w->tx_msgs[i].msg_hdr = (struct msghdr){
-        .msg_name = &w->tx_to[i], .msg_namelen = sizeof(w->tx_to[i]), .msg_iov = &w->tx_iov[i], .msg_iovlen = 1};
+        .msg_name = &w->tx_to[i], .msg_namelen = sizeof(struct sockaddr_in), .msg_iov = &w->tx_iov[i], .msg_iovlen = 1};
   }
   for (uint32_t i = 0; i < w->rx_n; i++) {
     w->rx_iov[i] = (struct iovec){.iov_base = w->udp_buf + (size_t)i * w->rx_cap, .iov_len = w->rx_cap};
@@ -782,8 +1002,10 @@ int ovl_engine_start(struct ovl_engine **out, const struct ovl_engine_config *cf
   uint32_t mask = cfg->subnet_len == 0 ? 0 : ~(uint32_t)0 << (32 - cfg->subnet_len);
   if ((cfg->subnet & ~mask) != 0) return -EINVAL;
   for (uint32_t q = 0; q < cfg->queues; q++)
-    if (cfg->tun_fds[q] < 0 || cfg->udp_fds[q] < 0) return -EINVAL;
+    if (cfg->tun_fds[q] < 0 || cfg->udp_fds[q] < 0 || (cfg->udp6_fds && cfg->udp6_fds[q] < 0)) return -EINVAL;
+  if (cfg->subnet6_len > 128 || (cfg->udp6_fds && !cfg->ipv6)) return -EINVAL;
 
+  int err6 = 0;
   *syscall = "malloc";
   struct ovl_engine *e = aligned_alloc(alignof(struct ovl_engine), sizeof(struct ovl_engine));
   if (e == NULL) return -ENOMEM;
@@ -796,7 +1018,20 @@ int ovl_engine_start(struct ovl_engine **out, const struct ovl_engine_config *cf
   e->tun_mtu = cfg->tun_mtu;
   e->subnet = cfg->subnet;
   e->subnet_mask = mask;
+  e->ipv6 = cfg->ipv6;
+  memcpy(e->tun_address6, cfg->tun_address6, 16);
+  for (uint32_t i = 0; i < 16; i++) {
+    uint32_t bits = cfg->subnet6_len >= 8 * (i + 1) ? 8 : cfg->subnet6_len > 8 * i ? cfg->subnet6_len - 8 * i : 0;
+    e->subnet6_mask[i] = (uint8_t)(bits == 0 ? 0 : 0xffu << (8 - bits));
+    e->subnet6[i] = cfg->subnet6[i] & e->subnet6_mask[i];
+    if (e->subnet6[i] != cfg->subnet6[i]) err6 = -EINVAL; /* host bits set */
+  }
   e->routes = cfg->routes;
+  if (err6) {
+    *syscall = "config";
+    free(e);
+    return err6;
+  }
   e->on_fatal = cfg->on_fatal;
   e->opaque = cfg->opaque;
   e->stop_efd = -1;

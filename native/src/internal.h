@@ -23,6 +23,11 @@ static inline void put32(uint8_t *p, uint32_t v) {
   put16(p + 2, v);
 }
 
+struct ovl_rtable6;
+/* route6.c's writer-only bookkeeping, used by route.c's publication (retired list). */
+uint64_t *ovl_rtable6_retired_at(struct ovl_rtable6 *t);
+struct ovl_rtable6 **ovl_rtable6_next_retired(struct ovl_rtable6 *t);
+
 /* UDP GSO/GRO socket options (linux/udp.h), for libc headers older than them. */
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103

@@ -9,10 +9,12 @@
  *    the last segment, CWR only on the first; every TCP checksum computed in full).
  *    ovl_vnet_csum_finish completes the partial checksum of a packet that is not GSO.
  *  - Writes: ovl_gro_* coalesce consecutive in-order TCP segments of one flow (same
- *    addresses, ports, ack, window, options, DF set, no IPv4 options, flags ACK[/PSH],
- *    every segment's TCP checksum verified in full first) into one super-packet written
- *    with gso_type TCPV4 and a partial checksum; the kernel (or the pod's stack) cuts or
- *    consumes it. Anything else is written plainly.
+ *    addresses, ports, ack, window, options; IPv4 with DF set and no options, or IPv6
+ *    without extension headers; flags ACK[/PSH]; every segment's TCP checksum verified
+ *    in full first) into one super-packet written with gso_type TCPV4 or TCPV6 and a
+ *    partial checksum; the kernel (or the pod's stack) cuts or consumes it. Anything else
+ *    is written plainly. ovl_gro_table_* keep up to OVL_GRO_FLOWS_MAX such flows side by
+ *    side over one batch of receives (TCP streams between two nodes arrive interleaved).
  * Pure functions over caller buffers: no allocation, no globals, any thread.
  */
 #include "overlayd.h"
@@ -20,6 +22,42 @@
 
 #include <errno.h>
 #include <string.h>
+
+/* IPv4 header (RFC 791): byte offsets */
+#define IP4_TOS 1u
+#define IP4_TOTLEN 2u
+#define IP4_ID 4u
+#define IP4_FRAG 6u /* flags (reserved, DF, MF) and fragment offset, 16 bits */
+#define IP4_TTL 8u
+#define IP4_PROTO 9u
+#define IP4_CSUM 10u
+#define IP4_ADDRS 12u /* source then destination */
+#define IP4_ADDRS_LEN 8u
+#define IP4_DF 0x4000u        /* in the IP4_FRAG word */
+#define IP4_FRAG_OTHER 0xbfffu /* in the IP4_FRAG word: reserved, MF, offset */
+#define IP4_OFFSET 0x1fffu     /* in the IP4_FRAG word: the fragment offset */
+/* IPv6 header (RFC 8200): byte offsets; the fixed header is the whole header GRO takes */
+#define IP6_HEADER 40u
+#define IP6_PLEN 4u /* payload length */
+#define IP6_NEXT 6u
+#define IP6_HLIM 7u
+#define IP6_ADDRS 8u /* source then destination */
+#define IP6_ADDRS_LEN 32u
+#define IP6_FIRST_WORD 4u /* version, traffic class, flow label */
+/* IPv6 next headers that are not extension headers: the packet carries no TCP here */
+#define PROTO_ICMP6 58u
+#define PROTO_NONE6 59u
+/* TCP header (RFC 9293): byte offsets */
+#define TCP_PORTS 0u /* source then destination, 4 bytes */
+#define TCP_PORTS_LEN 4u
+#define TCP_SEQ 4u
+#define TCP_ACKNO 8u
+#define TCP_DOFF 12u /* data offset in the high nibble */
+#define TCP_FLAGS 13u
+#define TCP_WIN 14u
+#define TCP_CSUM 16u
+#define TCP_URP 18u
+#define TCP_OPTS 20u
 
 #define TCP_FIN 0x01u
 #define TCP_SYN 0x02u
@@ -30,24 +68,49 @@
 #define TCP_ECE 0x40u
 #define TCP_CWR 0x80u
 
-/* Every header ovl_gro_add can take (IHL 5, any TCP data offset) fits the saved copy. */
-_Static_assert(sizeof(((struct ovl_gro *)0)->saved) >= OVL_IPV4_MIN_HEADER + OVL_TCP_MAX_HEADER,
-               "struct ovl_gro saves a 20-byte IPv4 header and a TCP header of up to 60 bytes");
+/* Every header ovl_gro_add can take (IPv4 IHL 5 or the IPv6 fixed header, any TCP data
+ * offset) fits the saved copy. */
+_Static_assert(sizeof(((struct ovl_gro *)0)->saved) >= IP6_HEADER + OVL_TCP_MAX_HEADER,
+               "struct ovl_gro saves a 40-byte IPv6 header and a TCP header of up to 60 bytes");
+_Static_assert(OVL_GRO_IP_HEADER_MAX == IP6_HEADER && OVL_IPV4_MIN_HEADER < IP6_HEADER,
+               "the longest IP header GRO takes is IPv6's fixed header");
 _Static_assert(OVL_TCP_MAX_HEADER == 15u * 4u, "TCP data offset is 4 bits of 32-bit words");
+/* The engine's arena (engine.c VNET_NEED) reserves IPv4 max + TCP max header bytes per
+ * segment: the IPv6 segments' headers (40 + TCP) must fit the same reserve. */
+_Static_assert(OVL_IPV6_HEADER + OVL_TCP_MAX_HEADER <= OVL_IPV4_MAX_HEADER + OVL_TCP_MAX_HEADER,
+               "an IPv6/TCP segment header fits the per-segment reserve of the IPv4 one");
+_Static_assert(OVL_TCP_MIN_HEADER == TCP_OPTS, "TCP options follow the 20 fixed bytes");
+_Static_assert(OVL_GRO_FLOWS_MAX >= 1 && OVL_GRO_FLOWS_MAX <= 64, "a small table, scanned per packet");
 
+static size_t tcp_header_len(const uint8_t *th) { return (size_t)(th[TCP_DOFF] >> 4) * 4; }
+static bool is_v6(const uint8_t *pkt) { return (pkt[0] >> 4) == 6; }
 
 /* Folded one's-complement sum of the IPv4 pseudo header (src, dst, proto, l4 length). */
 static uint32_t pseudo_sum(const uint8_t *ip, uint32_t proto, uint32_t l4len) {
-  uint32_t s = ovl_ones_sum(ip + 12, 8, 0) + proto + l4len;
+  uint32_t s = ovl_ones_sum(ip + IP4_ADDRS, IP4_ADDRS_LEN, 0) + proto + l4len;
+  s = (s & 0xffffu) + (s >> 16);
+  return (s & 0xffffu) + (s >> 16);
+}
+
+/* The same for IPv6 (RFC 8200 8.1: src, dst, 32-bit upper-layer length, next header). */
+static uint32_t pseudo_sum6(const uint8_t *ip, uint32_t proto, uint32_t l4len) {
+  uint32_t s = ovl_ones_sum(ip + IP6_ADDRS, IP6_ADDRS_LEN, 0) + proto + (l4len >> 16) + (l4len & 0xffffu);
   s = (s & 0xffffu) + (s >> 16);
   return (s & 0xffffu) + (s >> 16);
 }
 
 bool ovl_l4_checksum_ok(const uint8_t *pkt, size_t len) {
   size_t hl = ovl_ipv4_header_len(pkt);
-  if (hl < 20 || hl > len) return false;
-  uint32_t s = ovl_ones_sum(pkt + hl, len - hl, pseudo_sum(pkt, pkt[9], (uint32_t)(len - hl)));
+  if (hl < OVL_IPV4_MIN_HEADER || hl > len) return false;
+  uint32_t s = ovl_ones_sum(pkt + hl, len - hl, pseudo_sum(pkt, pkt[IP4_PROTO], (uint32_t)(len - hl)));
   return s == 0xffffu;
+}
+
+/* The TCP checksum of an IPv4 (IHL 5 or more) or IPv6 (fixed header) packet verifies. */
+static bool tcp_checksum_ok(const uint8_t *pkt, size_t len, size_t iphl) {
+  uint32_t l4 = (uint32_t)(len - iphl);
+  uint32_t ps = is_v6(pkt) ? pseudo_sum6(pkt, OVL_PROTO_TCP, l4) : pseudo_sum(pkt, OVL_PROTO_TCP, l4);
+  return ovl_ones_sum(pkt + iphl, l4, ps) == 0xffffu;
 }
 
 int ovl_vnet_csum_finish(uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h) {
@@ -64,16 +127,64 @@ int ovl_vnet_csum_finish(uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h)
 
 /* Checks an IPv4/TCP header chain; returns the header bytes (IP + TCP) or 0. */
 static size_t tcp4_headers(const uint8_t *pkt, size_t len) {
-  if (len < OVL_IPV4_MIN_HEADER + OVL_TCP_MIN_HEADER || (pkt[0] >> 4) != 4 || pkt[9] != OVL_PROTO_TCP) return 0;
+  if (len < OVL_IPV4_MIN_HEADER + OVL_TCP_MIN_HEADER || (pkt[0] >> 4) != 4 || pkt[IP4_PROTO] != OVL_PROTO_TCP) return 0;
   size_t ihl = ovl_ipv4_header_len(pkt);
   if (ihl < OVL_IPV4_MIN_HEADER || ihl + OVL_TCP_MIN_HEADER > len) return 0;
-  size_t thl = (size_t)(pkt[ihl + 12] >> 4) * 4;
+  size_t thl = tcp_header_len(pkt + ihl);
   if (thl < OVL_TCP_MIN_HEADER || ihl + thl > len) return 0;
   return ihl + thl;
 }
 
+/* Checks an IPv6/TCP header chain with TCP right after the fixed header (super-packets
+ * with extension headers are refused: the kernel's own TSO6 path does not make them for a
+ * TUN's TCP); returns the header bytes (40 + TCP) or 0. */
+static size_t tcp6_headers(const uint8_t *pkt, size_t len) {
+  if (len < OVL_IPV6_HEADER + OVL_TCP_MIN_HEADER || (pkt[0] >> 4) != 6 || pkt[6] != OVL_PROTO_TCP) return 0;
+  size_t thl = (size_t)(pkt[OVL_IPV6_HEADER + 12] >> 4) * 4;
+  if (thl < OVL_TCP_MIN_HEADER || OVL_IPV6_HEADER + thl > len) return 0;
+  return OVL_IPV6_HEADER + thl;
+}
+
+/* ovl_gso_segment of an IPv6/TCP super-packet: payload length per segment, the TCP
+ * fields as for IPv4, the TCP checksum with the IPv6 pseudo header. */
+static int gso_segment6(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
+                        uint32_t *seg_lens, uint32_t max_segs) {
+  size_t hdr = tcp6_headers(pkt, len);
+  if (hdr == 0 || len > 65535 + OVL_IPV6_HEADER || h->gso_size == 0) return -EINVAL;
+  size_t mss = h->gso_size, payload = len - hdr;
+  size_t nseg = payload == 0 ? 1 : (payload + mss - 1) / mss;
+  if (nseg > max_segs) return -E2BIG;
+  if (payload + nseg * hdr > out_cap) return -ENOBUFS;
+  const size_t th_off = OVL_IPV6_HEADER;
+  uint32_t seq = ovl_be32(pkt + th_off + 4);
+  uint8_t flags = pkt[th_off + 13];
+  size_t o = 0;
+  for (size_t i = 0; i < nseg; i++) {
+    size_t plen = i + 1 < nseg ? mss : payload - i * mss;
+    uint8_t *s = out + o;
+    memcpy(s, pkt, hdr);
+    memcpy(s + hdr, pkt + hdr + i * mss, plen);
+    size_t slen = hdr + plen;
+    put16(s + 4, (uint32_t)(slen - OVL_IPV6_HEADER));
+    uint8_t *th = s + th_off;
+    put32(th + 4, seq + (uint32_t)(i * mss));
+    uint8_t f = flags;
+    if (i + 1 < nseg) f &= (uint8_t)~(TCP_FIN | TCP_PSH);
+    if (i > 0) f &= (uint8_t)~TCP_CWR;
+    th[13] = f;
+    put16(th + 16, 0);
+    uint32_t l4 = (uint32_t)(slen - th_off);
+    put16(th + 16, ~ovl_ones_sum(th, l4, ovl_ipv6_pseudo_sum(s, OVL_PROTO_TCP, l4)) & 0xffffu);
+    seg_lens[i] = (uint32_t)slen;
+    o += slen;
+  }
+  return (int)nseg;
+}
+
 int ovl_gso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
                     uint32_t *seg_lens, uint32_t max_segs) {
+  if ((h->gso_type & ~OVL_VNET_GSO_ECN) == OVL_VNET_GSO_TCPV6)
+    return gso_segment6(pkt, len, h, out, out_cap, seg_lens, max_segs);
   if ((h->gso_type & ~OVL_VNET_GSO_ECN) != OVL_VNET_GSO_TCPV4) return -EPROTONOSUPPORT;
   size_t hdr = tcp4_headers(pkt, len);
   if (hdr == 0 || len > 65535 || h->gso_size == 0) return -EINVAL;
@@ -82,8 +193,8 @@ int ovl_gso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h
   size_t nseg = payload == 0 ? 1 : (payload + mss - 1) / mss;
   if (nseg > max_segs) return -E2BIG;
   if (payload + nseg * hdr > out_cap) return -ENOBUFS;
-  uint32_t id = be16(pkt + 4), seq = ovl_be32(pkt + ihl + 4);
-  uint8_t flags = pkt[ihl + 13];
+  uint32_t id = be16(pkt + IP4_ID), seq = ovl_be32(pkt + ihl + TCP_SEQ);
+  uint8_t flags = pkt[ihl + TCP_FLAGS];
   size_t o = 0;
   for (size_t i = 0; i < nseg; i++) {
     size_t plen = i + 1 < nseg ? mss : payload - i * mss;
@@ -91,19 +202,19 @@ int ovl_gso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h
     memcpy(s, pkt, hdr);
     memcpy(s + hdr, pkt + hdr + i * mss, plen);
     size_t slen = hdr + plen;
-    put16(s + 2, (uint32_t)slen);
-    put16(s + 4, (id + (uint32_t)i) & 0xffffu);
-    put16(s + 10, 0);
-    put16(s + 10, ovl_ipv4_header_checksum(s, ihl));
+    put16(s + IP4_TOTLEN, (uint32_t)slen);
+    put16(s + IP4_ID, (id + (uint32_t)i) & 0xffffu);
+    put16(s + IP4_CSUM, 0);
+    put16(s + IP4_CSUM, ovl_ipv4_header_checksum(s, ihl));
     uint8_t *th = s + ihl;
-    put32(th + 4, seq + (uint32_t)(i * mss));
+    put32(th + TCP_SEQ, seq + (uint32_t)(i * mss));
     uint8_t f = flags;
     if (i + 1 < nseg) f &= (uint8_t)~(TCP_FIN | TCP_PSH);
     if (i > 0) f &= (uint8_t)~TCP_CWR;
-    th[13] = f;
-    put16(th + 16, 0);
+    th[TCP_FLAGS] = f;
+    put16(th + TCP_CSUM, 0);
     uint32_t l4 = (uint32_t)(slen - ihl);
-    put16(th + 16, ~ovl_ones_sum(th, l4, pseudo_sum(s, OVL_PROTO_TCP, l4)) & 0xffffu);
+    put16(th + TCP_CSUM, ~ovl_ones_sum(th, l4, pseudo_sum(s, OVL_PROTO_TCP, l4)) & 0xffffu);
     seg_lens[i] = (uint32_t)slen;
     o += slen;
   }
@@ -118,92 +229,180 @@ void ovl_gro_init(struct ovl_gro *g) {
   g->edited = false;
 }
 
-bool ovl_gro_eligible(const uint8_t *pkt, size_t len) {
-  size_t hdr = tcp4_headers(pkt, len);
-  if (hdr == 0 || hdr == len) return false;           /* not TCP, or no payload */
-  if ((pkt[0] & 0x0f) != 5) return false;             /* IPv4 options: never coalesced */
-  if ((be16(pkt + 6) & 0xbfffu) != 0) return false;   /* MF, fragment offset or reserved bit */
-  if (!(pkt[6] & 0x40)) return false;                 /* DF clear: ids matter, keep them */
-  uint8_t f = pkt[20 + 13];
-  if (!(f & TCP_ACK) || (f & ~(TCP_ACK | TCP_PSH | TCP_ECE))) return false;
-  if (be16(pkt + 2) != len) return false;
-  return ovl_l4_checksum_ok(pkt, len);
+/* The IP header length GRO would take this packet with: IPv4 IHL 5 (20) or the IPv6 fixed
+ * header (40) followed directly by TCP, len holding the IP header; else 0. */
+static size_t gro_ip_header(const uint8_t *pkt, size_t len) {
+  if (len < OVL_IPV4_MIN_HEADER) return 0;
+  if ((pkt[0] >> 4) == 4)
+    return ovl_ipv4_header_len(pkt) == OVL_IPV4_MIN_HEADER && pkt[IP4_PROTO] == OVL_PROTO_TCP ? OVL_IPV4_MIN_HEADER : 0;
+  if (is_v6(pkt) && len >= IP6_HEADER && pkt[IP6_NEXT] == OVL_PROTO_TCP) return IP6_HEADER;
+  return 0;
 }
 
-static void gro_start(struct ovl_gro *g, uint8_t *pkt, size_t len) {
-  size_t hdr = 20 + (size_t)(pkt[32] >> 4) * 4;
+bool ovl_gro_eligible(const uint8_t *pkt, size_t len) {
+  size_t iphl = gro_ip_header(pkt, len); /* no IPv4 options, no IPv6 extension headers */
+  if (iphl == 0 || len > 65535u || iphl + OVL_TCP_MIN_HEADER > len) return false;
+  const uint8_t *th = pkt + iphl;
+  size_t hdr = iphl + tcp_header_len(th);
+  if (hdr < iphl + OVL_TCP_MIN_HEADER || hdr >= len) return false; /* bad offset, or no payload */
+  if (iphl == IP6_HEADER) {
+    if (be16(pkt + IP6_PLEN) != len - IP6_HEADER) return false; /* a jumbogram or padding */
+  } else {
+    if ((be16(pkt + IP4_FRAG) & IP4_FRAG_OTHER) != 0) return false; /* MF, offset or reserved bit */
+    if (!(be16(pkt + IP4_FRAG) & IP4_DF)) return false;              /* DF clear: ids matter, keep them */
+    if (be16(pkt + IP4_TOTLEN) != len) return false;
+  }
+  uint8_t f = th[TCP_FLAGS];
+  if (!(f & TCP_ACK) || (f & ~(TCP_ACK | TCP_PSH | TCP_ECE))) return false;
+  return tcp_checksum_ok(pkt, len, iphl);
+}
+
+static void gro_start(struct ovl_gro *g, uint8_t *pkt, size_t len, size_t iphl) {
+  const uint8_t *th = pkt + iphl;
+  size_t hdr = iphl + tcp_header_len(th);
   g->len = (uint32_t)len;
   g->edited = false;
+  g->iphl = (uint16_t)iphl;
   g->hdr = (uint16_t)hdr;
   g->gso_size = (uint16_t)(len - hdr);
-  g->next_seq = ovl_be32(pkt + 24) + (uint32_t)(len - hdr);
+  g->next_seq = ovl_be32(th + TCP_SEQ) + (uint32_t)(len - hdr);
   g->nseg = 1;
-  g->closed = (pkt[33] & TCP_PSH) != 0;
+  g->closed = (th[TCP_FLAGS] & TCP_PSH) != 0;
   g->segs[0] = pkt;
   g->seg_lens[0] = (uint32_t)len;
 }
 
+/* The IP headers of a and b (same family, header length iphl) let them share one
+ * super-packet: every byte the segments cut from it would copy from the first. */
+static bool ip_headers_match(const uint8_t *a, const uint8_t *b, size_t iphl) {
+  if (iphl == IP6_HEADER)
+    return memcmp(a, b, IP6_FIRST_WORD) == 0 && a[IP6_NEXT] == b[IP6_NEXT] && a[IP6_HLIM] == b[IP6_HLIM] &&
+           memcmp(a + IP6_ADDRS, b + IP6_ADDRS, IP6_ADDRS_LEN) == 0;
+  /* version/IHL, TOS, flags/fragment word, TTL, protocol, addresses (the id is free: DF) */
+  return a[0] == b[0] && a[IP4_TOS] == b[IP4_TOS] && memcmp(a + IP4_FRAG, b + IP4_FRAG, 2) == 0 &&
+         a[IP4_TTL] == b[IP4_TTL] && a[IP4_PROTO] == b[IP4_PROTO] &&
+         memcmp(a + IP4_ADDRS, b + IP4_ADDRS, IP4_ADDRS_LEN) == 0;
+}
+
 bool ovl_gro_add(struct ovl_gro *g, uint8_t *pkt, size_t len) {
+  size_t iphl = gro_ip_header(pkt, len); /* eligible packets only: headers fit saved[] */
+  if (iphl == 0) return false;
   if (g->nseg == 0) {
-    if ((pkt[0] & 0x0fu) != 5) return false; /* eligible packets only: headers fit saved[] */
-    gro_start(g, pkt, len);
+    gro_start(g, pkt, len, iphl);
     return true;
   }
   const uint8_t *a = g->segs[0];
   size_t hdr = g->hdr, plen = len - hdr;
-  if (g->closed || g->nseg >= OVL_GRO_SEGS_MAX || len <= hdr || plen > g->gso_size ||
+  if (g->closed || g->nseg >= OVL_GRO_SEGS_MAX || iphl != g->iphl || len <= hdr || plen > g->gso_size ||
       (size_t)g->len + plen > 65535u)
     return false;
-  if ((size_t)(pkt[32] >> 4) * 4 + 20 != hdr) return false;
-  /* IPv4: TOS, flags/fragment word, TTL, protocol, addresses */
-  if (a[1] != pkt[1] || a[6] != pkt[6] || a[7] != pkt[7] || a[8] != pkt[8] || a[9] != pkt[9] ||
-      memcmp(a + 12, pkt + 12, 8) != 0)
-    return false;
+  const uint8_t *ta = a + iphl, *tb = pkt + iphl;
+  if (iphl + tcp_header_len(tb) != hdr) return false;
+  if (!ip_headers_match(a, pkt, iphl)) return false;
   /* TCP: ports, ack, data offset + flags (PSH aside) + window, urgent pointer (meaningless
    * without URG, but cutting the super-packet must give back every byte), options */
-  if (memcmp(a + 20, pkt + 20, 4) != 0 || memcmp(a + 28, pkt + 28, 4) != 0 || a[32] != pkt[32] ||
-      (a[33] & ~TCP_PSH) != (pkt[33] & ~TCP_PSH) || memcmp(a + 34, pkt + 34, 2) != 0 || memcmp(a + 38, pkt + 38, 2) != 0 ||
-      memcmp(a + 40, pkt + 40, hdr - 40) != 0)
+  if (memcmp(ta + TCP_PORTS, tb + TCP_PORTS, TCP_PORTS_LEN) != 0 || memcmp(ta + TCP_ACKNO, tb + TCP_ACKNO, 4) != 0 ||
+      ta[TCP_DOFF] != tb[TCP_DOFF] || (ta[TCP_FLAGS] & ~TCP_PSH) != (tb[TCP_FLAGS] & ~TCP_PSH) ||
+      memcmp(ta + TCP_WIN, tb + TCP_WIN, 2) != 0 || memcmp(ta + TCP_URP, tb + TCP_URP, 2) != 0 ||
+      memcmp(ta + TCP_OPTS, tb + TCP_OPTS, hdr - iphl - TCP_OPTS) != 0)
     return false;
-  if (ovl_be32(pkt + 24) != g->next_seq) return false;
+  if (ovl_be32(tb + TCP_SEQ) != g->next_seq) return false;
   g->len += (uint32_t)plen;
   g->next_seq += (uint32_t)plen;
   g->segs[g->nseg] = pkt;
   g->seg_lens[g->nseg] = (uint32_t)len;
   g->nseg++;
-  if (pkt[33] & TCP_PSH) g->closed = true;
+  if (tb[TCP_FLAGS] & TCP_PSH) g->closed = true;
   if (plen < g->gso_size) g->closed = true; /* a short segment ends the run */
   return true;
 }
 
 size_t ovl_gro_finish(struct ovl_gro *g, struct ovl_vnet_hdr *h, struct iovec *iov, uint32_t *iovcnt) {
   memset(h, 0, sizeof(*h));
-  size_t len = g->len;
+  size_t len = g->len, iphl = g->iphl;
   iov[0] = (struct iovec){.iov_base = g->segs[0], .iov_len = g->seg_lens[0]};
   *iovcnt = 1;
   if (g->nseg <= 1) return len; /* the packet as it came, plain */
   for (uint32_t i = 1; i < g->nseg; i++)
     iov[i] = (struct iovec){.iov_base = g->segs[i] + g->hdr, .iov_len = g->seg_lens[i] - g->hdr};
   *iovcnt = g->nseg;
-  uint8_t *p = g->segs[0];
+  uint8_t *p = g->segs[0], *th = p + iphl;
   memcpy(g->saved, p, g->hdr);
   g->edited = true;
-  if (g->segs[g->nseg - 1][33] & TCP_PSH) p[33] |= TCP_PSH;
-  put16(p + 2, (uint32_t)len);
-  put16(p + 10, 0);
-  put16(p + 10, ovl_ipv4_header_checksum(p, 20));
-  uint32_t l4 = (uint32_t)(len - 20);
-  put16(p + 36, pseudo_sum(p, OVL_PROTO_TCP, l4)); /* partial: the kernel finishes it */
+  if (g->segs[g->nseg - 1][iphl + TCP_FLAGS] & TCP_PSH) th[TCP_FLAGS] |= TCP_PSH;
+  uint32_t l4 = (uint32_t)(len - iphl);
+  if (iphl == IP6_HEADER) {
+    put16(p + IP6_PLEN, l4);
+    put16(th + TCP_CSUM, pseudo_sum6(p, OVL_PROTO_TCP, l4)); /* partial: the kernel finishes it */
+    h->gso_type = OVL_VNET_GSO_TCPV6;
+  } else {
+    put16(p + IP4_TOTLEN, (uint32_t)len);
+    put16(p + IP4_CSUM, 0);
+    put16(p + IP4_CSUM, ovl_ipv4_header_checksum(p, iphl));
+    put16(th + TCP_CSUM, pseudo_sum(p, OVL_PROTO_TCP, l4)); /* partial: the kernel finishes it */
+    h->gso_type = OVL_VNET_GSO_TCPV4;
+  }
   h->flags = OVL_VNET_F_NEEDS_CSUM;
-  h->gso_type = OVL_VNET_GSO_TCPV4;
   h->hdr_len = g->hdr;
   h->gso_size = g->gso_size;
-  h->csum_start = 20;
-  h->csum_offset = 16;
+  h->csum_start = (uint16_t)iphl;
+  h->csum_offset = TCP_CSUM;
   return len;
 }
 
 void ovl_gro_restore(struct ovl_gro *g) {
   if (g->edited) memcpy(g->segs[0], g->saved, g->hdr);
   g->edited = false;
+}
+
+/* ---------------------------------------------------------------- the flow table ------- */
+
+void ovl_gro_table_init(struct ovl_gro_table *t) {
+  for (uint32_t i = 0; i < t->used; i++) ovl_gro_init(&t->flows[i]);
+  t->used = 0;
+  t->victim = 0;
+}
+
+int ovl_gro_table_find(const struct ovl_gro_table *t, const uint8_t *pkt, size_t len) {
+  size_t iphl, addrs, alen;
+  if (len < OVL_IPV4_MIN_HEADER) return OVL_GRO_FIND_NONE;
+  if ((pkt[0] >> 4) == 4) {
+    if (pkt[IP4_PROTO] != OVL_PROTO_TCP) return OVL_GRO_FIND_NONE;
+    iphl = ovl_ipv4_header_len(pkt);
+    if ((be16(pkt + IP4_FRAG) & IP4_OFFSET) != 0) return OVL_GRO_FIND_ALL; /* not the first fragment: no ports */
+    addrs = IP4_ADDRS;
+    alen = IP4_ADDRS_LEN;
+  } else if (is_v6(pkt) && len >= IP6_HEADER) {
+    uint8_t nh = pkt[IP6_NEXT];
+    if (nh == OVL_PROTO_UDP || nh == PROTO_ICMP6 || nh == PROTO_NONE6) return OVL_GRO_FIND_NONE;
+    if (nh != OVL_PROTO_TCP) return OVL_GRO_FIND_ALL; /* an extension header (or unknown): TCP may follow */
+    iphl = IP6_HEADER;
+    addrs = IP6_ADDRS;
+    alen = IP6_ADDRS_LEN;
+  } else {
+    return OVL_GRO_FIND_NONE;
+  }
+  if (iphl < OVL_IPV4_MIN_HEADER || iphl + TCP_PORTS_LEN > len) return OVL_GRO_FIND_ALL; /* ports unreadable */
+  for (uint32_t i = 0; i < t->used; i++) {
+    const struct ovl_gro *g = &t->flows[i];
+    if (g->nseg == 0) continue;
+    const uint8_t *a = g->segs[0];
+    /* the run's headers may be edited (finish) only when it is being written: not here */
+    if ((a[0] >> 4) == (pkt[0] >> 4) && memcmp(a + addrs, pkt + addrs, alen) == 0 &&
+        memcmp(a + g->iphl + TCP_PORTS, pkt + iphl + TCP_PORTS, TCP_PORTS_LEN) == 0)
+      return (int)i;
+  }
+  return OVL_GRO_FIND_NONE;
+}
+
+uint32_t ovl_gro_table_slot(struct ovl_gro_table *t) {
+  for (uint32_t i = 0; i < t->used; i++)
+    if (t->flows[i].nseg == 0) return i;
+  if (t->used < OVL_GRO_FLOWS_MAX) {
+    ovl_gro_init(&t->flows[t->used]);
+    return t->used++;
+  }
+  uint32_t v = t->victim;
+  t->victim = (v + 1) % OVL_GRO_FLOWS_MAX;
+  return v;
 }

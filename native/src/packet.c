@@ -19,18 +19,40 @@ static inline uint32_t fold(uint32_t sum) {
   return (sum & 0xffffu) + (sum >> 16);
 }
 
+/* x + v in one's-complement arithmetic on 64-bit words: the carry out of bit 63 is added
+ * back at bit 0 (it cannot carry again: the wrapped sum is below v). */
+static inline uint64_t add_end_around(uint64_t x, uint64_t v) {
+  x += v;
+  return x + (x < v);
+}
+
 uint32_t ovl_ones_sum(const uint8_t *buf, size_t len, uint32_t initial) {
-  /* RFC 1071 2(B): the one's-complement sum does not depend on byte order, so the words
-   * are summed as the machine loads them, 8 bytes at a time (two 32-bit halves into a
-   * 64-bit accumulator: len <= 131070 cannot overflow it), folded, and byte-swapped once
-   * on a little-endian machine. */
-  uint64_t s = 0;
+  /* RFC 1071 2(B),(C): the one's-complement sum does not depend on byte order, and may be
+   * taken over wider words with the carries added back (end-around carry). So 8-byte words
+   * are summed as the machine loads them, 64 bytes per turn into four independent
+   * accumulators (no carry chain between them), folded to 16 bits, and byte-swapped once on
+   * a little-endian machine. */
+  uint64_t a = 0, b = 0, c = 0, d = 0;
   size_t i = 0;
+  for (; i + 64 <= len; i += 64) {
+    uint64_t w[8];
+    memcpy(w, buf + i, sizeof(w));
+    a = add_end_around(a, w[0]);
+    b = add_end_around(b, w[1]);
+    c = add_end_around(c, w[2]);
+    d = add_end_around(d, w[3]);
+    a = add_end_around(a, w[4]);
+    b = add_end_around(b, w[5]);
+    c = add_end_around(c, w[6]);
+    d = add_end_around(d, w[7]);
+  }
   for (; i + 8 <= len; i += 8) {
     uint64_t v;
     memcpy(&v, buf + i, 8);
-    s += (v & 0xffffffffu) + (v >> 32);
+    a = add_end_around(a, v);
   }
+  a = add_end_around(add_end_around(a, b), add_end_around(c, d));
+  uint64_t s = (a & 0xffffffffu) + (a >> 32); /* < 2^33: room for the tail below */
   for (; i + 2 <= len; i += 2) {
     uint16_t v;
     memcpy(&v, buf + i, 2);

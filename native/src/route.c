@@ -56,10 +56,15 @@
  *  - Readers pay per batch one seq_cst store, one acquire/seq_cst load each of `epoch`
  *    and `current`, and one release store: no lock, no read-modify-write, no waiting.
  *    The writer never waits for readers either; it only defers frees.
+ *  - The IPv6 table (route6.c) is published by the same domain the same way: its own
+ *    `current6` pointer and retired list, the same epoch and reader slots, so a reader
+ *    that loads `current6` inside a section (ovl_routes_table6) is covered by the same
+ *    argument as for `current`.
  * Generations: a process-wide counter (atomic, so tables built by different domains or
  * by tests in parallel never share one).
  */
 #include "overlayd.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <stdalign.h>
@@ -277,7 +282,9 @@ struct reader {
 struct ovl_routes {
   alignas(64) _Atomic(struct ovl_rtable *) current;
   alignas(64) _Atomic uint64_t epoch;
+  alignas(64) _Atomic(struct ovl_rtable6 *) current6;
   alignas(64) struct ovl_rtable *retired; /* writer only */
+  struct ovl_rtable6 *retired6;           /* writer only */
   uint32_t nreaders;
   struct reader *readers; /* [nreaders], each on its own cache line */
 };
@@ -290,7 +297,9 @@ int ovl_routes_create(struct ovl_routes **out, uint32_t readers) {
   r->nreaders = readers;
   r->readers = aligned_alloc(alignof(struct reader), sizeof(struct reader) * readers);
   struct ovl_rtable *empty = NULL;
-  if (r->readers == NULL || ovl_rtable_build(&empty, NULL, 0) != 0) {
+  struct ovl_rtable6 *empty6 = NULL;
+  if (r->readers == NULL || ovl_rtable_build(&empty, NULL, 0) != 0 || ovl_rtable6_build(&empty6, NULL, 0) != 0) {
+    ovl_rtable_free(empty);
     free(r->readers);
     free(r);
     return -ENOMEM;
@@ -298,6 +307,7 @@ int ovl_routes_create(struct ovl_routes **out, uint32_t readers) {
   for (uint32_t i = 0; i < readers; i++) atomic_init(&r->readers[i].epoch, OFFLINE);
   atomic_init(&r->epoch, 1);
   atomic_init(&r->current, empty);
+  atomic_init(&r->current6, empty6);
   *out = r;
   return 0;
 }
@@ -320,6 +330,17 @@ size_t ovl_routes_reclaim(struct ovl_routes *r) {
       pp = &t->next_retired;
     }
   }
+  struct ovl_rtable6 **pp6 = &r->retired6;
+  while (*pp6) {
+    struct ovl_rtable6 *t = *pp6;
+    if (*ovl_rtable6_retired_at(t) <= min) {
+      *pp6 = *ovl_rtable6_next_retired(t);
+      ovl_rtable6_free(t);
+    } else {
+      left++;
+      pp6 = ovl_rtable6_next_retired(t);
+    }
+  }
   return left;
 }
 
@@ -335,8 +356,30 @@ int ovl_routes_set(struct ovl_routes *r, const struct ovl_route *routes, size_t 
   return 0;
 }
 
+int ovl_routes_set6(struct ovl_routes *r, const struct ovl_route6 *routes, size_t n) {
+  struct ovl_rtable6 *t;
+  int err = ovl_rtable6_build(&t, routes, n);
+  if (err) return err;
+  struct ovl_rtable6 *old = atomic_exchange_explicit(&r->current6, t, memory_order_seq_cst);
+  *ovl_rtable6_retired_at(old) = atomic_fetch_add_explicit(&r->epoch, 1, memory_order_seq_cst) + 1;
+  *ovl_rtable6_next_retired(old) = r->retired6;
+  r->retired6 = old;
+  (void)ovl_routes_reclaim(r);
+  return 0;
+}
+
+const struct ovl_rtable6 *ovl_routes_table6(struct ovl_routes *r) {
+  return atomic_load_explicit(&r->current6, memory_order_seq_cst);
+}
+
 void ovl_routes_destroy(struct ovl_routes *r) {
   if (r == NULL) return;
+  while (r->retired6) {
+    struct ovl_rtable6 *t = r->retired6;
+    r->retired6 = *ovl_rtable6_next_retired(t);
+    ovl_rtable6_free(t);
+  }
+  ovl_rtable6_free(atomic_load_explicit(&r->current6, memory_order_relaxed));
   while (r->retired) {
     struct ovl_rtable *t = r->retired;
     r->retired = t->next_retired;

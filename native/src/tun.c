@@ -37,7 +37,10 @@ int ovl_tun_open(const char *name, unsigned flags, char actual[OVL_IFNAMSIZ], co
     (void)close(fd); /* a fresh fd that never carried data: nothing to report */
     return -err;
   }
-  if ((flags & OVL_TUN_VNET_HDR) && ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4)) < 0) {
+  /* TSO6 too (IPv6 TCP super-packets, cut by ovl_gso_segment); a kernel that refuses it
+   * keeps TSO4 only. */
+  if ((flags & OVL_TUN_VNET_HDR) && ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)) < 0 &&
+      (errno != EINVAL || ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4)) < 0)) {
     int err = errno;
     *syscall = "ioctl(TUNSETOFFLOAD)";
     (void)close(fd);

@@ -32,15 +32,21 @@ static void close_all(int *fds, uint32_t n) {
   }
 }
 
-/* One socket bound to addr:*port; *port is updated to the bound port (for port 0). */
-static int open_one(uint32_t addr, uint16_t *port, bool reuseport, int buf_bytes, const char **syscall) {
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+/* One socket bound to addr:*port (IPv6 with IPV6_V6ONLY when addr6 is not NULL, else IPv4
+ * addr); *port is updated to the bound port (for port 0). */
+static int open_one(uint32_t addr, const uint8_t *addr6, uint16_t *port, bool reuseport, int buf_bytes,
+                    const char **syscall) {
+  int fd = socket(addr6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     *syscall = "socket";
     return -errno;
   }
   int err = 0, one = 1;
-  if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+  if (addr6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
+    *syscall = "setsockopt(IPV6_V6ONLY)";
+    err = -errno;
+  }
+  if (!err && reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
     *syscall = "setsockopt(SO_REUSEPORT)";
     err = -errno;
   }
@@ -51,18 +57,32 @@ static int open_one(uint32_t addr, uint16_t *port, bool reuseport, int buf_bytes
       err = set_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF, buf_bytes, "setsockopt(SO_SNDBUFFORCE)",
                     "setsockopt(SO_SNDBUF)", syscall);
   }
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(*port), .sin_addr.s_addr = htonl(addr)};
-  if (!err && bind(fd, (const struct sockaddr *)&sa, sizeof(sa)) != 0) {
+  union {
+    struct sockaddr sa;
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+  } sa;
+  socklen_t sl;
+  memset(&sa, 0, sizeof(sa));
+  if (addr6) {
+    sa.v6.sin6_family = AF_INET6;
+    sa.v6.sin6_port = htons(*port);
+    memcpy(&sa.v6.sin6_addr, addr6, 16);
+    sl = sizeof(sa.v6);
+  } else {
+    sa.v4 = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(*port), .sin_addr.s_addr = htonl(addr)};
+    sl = sizeof(sa.v4);
+  }
+  if (!err && bind(fd, &sa.sa, sl) != 0) {
     *syscall = "bind";
     err = -errno;
   }
-  socklen_t sl = sizeof(sa);
   if (!err && *port == 0) {
-    if (getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
+    if (getsockname(fd, &sa.sa, &sl) != 0) {
       *syscall = "getsockname";
       err = -errno;
     } else {
-      *port = ntohs(sa.sin_port);
+      *port = ntohs(addr6 ? sa.v6.sin6_port : sa.v4.sin_port);
     }
   }
   if (err) {
@@ -72,19 +92,20 @@ static int open_one(uint32_t addr, uint16_t *port, bool reuseport, int buf_bytes
   return fd;
 }
 
-int ovl_udp_open(int *fds, uint32_t n, uint32_t addr, uint16_t port, int buf_bytes, const char **syscall) {
+static int open_n(int *fds, uint32_t n, uint32_t addr, const uint8_t *addr6, uint16_t port, int buf_bytes,
+                  const char **syscall) {
   *syscall = "config";
   if (n == 0 || n > OVL_ENGINE_QUEUES_MAX) return -EINVAL;
   if (n > 1) {
     /* Probe: a socket without SO_REUSEPORT binds only where nobody listens (and learns the
      * port when 0 was asked). A daemon that starts between this close and the bind below
      * would share the port; the window is a few microseconds. */
-    int probe = open_one(addr, &port, false, 0, syscall);
+    int probe = open_one(addr, addr6, &port, false, 0, syscall);
     if (probe < 0) return probe;
     (void)close(probe);
   }
   for (uint32_t i = 0; i < n; i++) {
-    int fd = open_one(addr, &port, n > 1, buf_bytes, syscall);
+    int fd = open_one(addr, addr6, &port, n > 1, buf_bytes, syscall);
     if (fd < 0) {
       close_all(fds, i);
       return fd;
@@ -95,6 +116,13 @@ int ovl_udp_open(int *fds, uint32_t n, uint32_t addr, uint16_t port, int buf_byt
   return 0;
 }
 
+int ovl_udp_open(int *fds, uint32_t n, uint32_t addr, uint16_t port, int buf_bytes, const char **syscall) {
+  return open_n(fds, n, addr, NULL, port, buf_bytes, syscall);
+}
+
+int ovl_udp_open6(int *fds, uint32_t n, const uint8_t addr6[16], uint16_t port, int buf_bytes, const char **syscall) {
+  return open_n(fds, n, 0, addr6, port, buf_bytes, syscall);
+}
 
 bool ovl_udp_gso_probe(int fd) {
   int size = 1400, zero = 0;

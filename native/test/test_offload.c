@@ -3,7 +3,8 @@
  * they belong, every TCP checksum recomputed in full), the boundary sizes (exactly MSS,
  * MSS+1, 64 KB), IPv4 options, finishing partial checksums, and coalescing (userspace GRO):
  * a run of one flow into one super-packet with the right virtio_net_hdr, IPv4 options and
- * odd flags never coalesced, and every reason to stop a flow. */
+ * odd flags never coalesced, and every reason to stop a flow; IPv6 runs (TCPV6); the flow
+ * table: interleaved flows, out of order, ineligible packets of a held flow, table full. */
 #include "overlayd.h"
 
 #include <errno.h>
@@ -68,21 +69,9 @@ static struct tcpspec spec(void) {
                           .tsval = 777};
 }
 
-/* A valid IPv4/TCP packet with `plen` payload bytes taken from payload; returns its length. */
-static size_t build_tcp(uint8_t *p, const struct tcpspec *s, const uint8_t *payload, size_t plen) {
-  size_t ihl = s->ihl * 4u, thl = 20 + s->optlen, len = ihl + thl + plen;
-  memset(p, 0, ihl + thl);
-  p[0] = (uint8_t)(0x40 | s->ihl);
-  p[1] = s->tos;
-  wr16(p + 2, (uint32_t)len);
-  wr16(p + 4, s->id);
-  wr16(p + 6, s->df ? 0x4000 : 0);
-  p[8] = s->ttl;
-  p[9] = 6;
-  wr32(p + 12, SRC);
-  wr32(p + 16, DST);
-  for (size_t i = 20; i < ihl; i++) p[i] = 1; /* IPv4 options: NOPs */
-  uint8_t *t = p + ihl;
+/* The TCP header (thl bytes) of spec s at t, checksum field 0. */
+static void fill_tcp(uint8_t *t, const struct tcpspec *s, size_t thl) {
+  memset(t, 0, thl);
   wr16(t, s->sport);
   wr16(t + 2, s->dport);
   wr32(t + 4, s->seq);
@@ -108,6 +97,24 @@ static size_t build_tcp(uint8_t *p, const struct tcpspec *s, const uint8_t *payl
       wr32(t + 40 + 8 * b, s->ack - 4500u + (uint32_t)b * 1000u);
     }
   }
+}
+
+/* A valid IPv4/TCP packet with `plen` payload bytes taken from payload; returns its length. */
+static size_t build_tcp(uint8_t *p, const struct tcpspec *s, const uint8_t *payload, size_t plen) {
+  size_t ihl = s->ihl * 4u, thl = 20 + s->optlen, len = ihl + thl + plen;
+  memset(p, 0, ihl + thl);
+  p[0] = (uint8_t)(0x40 | s->ihl);
+  p[1] = s->tos;
+  wr16(p + 2, (uint32_t)len);
+  wr16(p + 4, s->id);
+  wr16(p + 6, s->df ? 0x4000 : 0);
+  p[8] = s->ttl;
+  p[9] = 6;
+  wr32(p + 12, SRC);
+  wr32(p + 16, DST);
+  for (size_t i = 20; i < ihl; i++) p[i] = 1; /* IPv4 options: NOPs */
+  uint8_t *t = p + ihl;
+  fill_tcp(t, s, thl);
   memcpy(p + ihl + thl, payload, plen);
   wr16(p + 10, ref_header_checksum(p, ihl));
   wr16(t + 16, ref_l4_checksum(p, len, 16));
@@ -456,8 +463,294 @@ static void test_gro_flush(void) {
   tap_ok(ovl_gro_add(&gro, segs[0], seglen[0]) && !ovl_gro_add(&gro, segs[1], seglen[1]), "another destination: flush");
 }
 
+/* The scalar ovl_ones_sum that packet.c had before its 4-accumulator loop (two 32-bit
+ * halves of each 8-byte word into one 64-bit sum), kept here as a second reference. */
+static uint32_t scalar_ones_sum(const uint8_t *buf, size_t len, uint32_t initial) {
+  uint64_t s = 0;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t v;
+    memcpy(&v, buf + i, 8);
+    s += (v & 0xffffffffu) + (v >> 32);
+  }
+  for (; i + 2 <= len; i += 2) {
+    uint16_t v;
+    memcpy(&v, buf + i, 2);
+    s += v;
+  }
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (i < len) s += buf[i];
+  s = (s & 0xffffffffu) + (s >> 32);
+  s = (s & 0xffffu) + (s >> 16);
+  s = (s & 0xffffu) + (s >> 16);
+  s = (s & 0xffffu) + (s >> 16);
+  s = ((s & 0xffu) << 8) | (s >> 8);
+#else
+  if (i < len) s += (uint32_t)buf[i] << 8;
+  s = (s & 0xffffffffu) + (s >> 32);
+  s = (s & 0xffffu) + (s >> 16);
+  s = (s & 0xffffu) + (s >> 16);
+  s = (s & 0xffffu) + (s >> 16);
+#endif
+  s += initial;
+  s = (s & 0xffffu) + (s >> 16);
+  return (uint32_t)((s & 0xffffu) + (s >> 16));
+}
+
 /* The word-at-a-time sum that every checksum here runs on, against the byte reference:
  * every length 0..600 at every alignment 0..7, random initial sums, and all-0xff data. */
+/* IPv6 ------------------------------------------------------------------------------ */
+
+static const uint8_t SRC6[16] = {0xfd, 0x00, 0x0a, 0xf4, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2};
+static const uint8_t DST6[16] = {0xfd, 0x00, 0x0a, 0xf4, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2};
+
+/* Folded IPv6 pseudo-header sum for an L4 part (reference: RFC 8200 8.1 layout). */
+static uint32_t ref_pseudo6(const uint8_t *ip, size_t l4len, uint8_t nh) {
+  uint8_t ph[40];
+  memcpy(ph, ip + 8, 32);
+  wr32(ph + 32, (uint32_t)l4len);
+  ph[36] = ph[37] = ph[38] = 0;
+  ph[39] = nh;
+  return ref_sum(ph, 40);
+}
+
+/* A valid IPv6/TCP packet (fixed header, TCP next; traffic class tos, hop limit ttl, flow
+ * label `label`) with plen payload bytes; returns its length. */
+static size_t build_tcp6(uint8_t *p, const struct tcpspec *s, uint32_t label, const uint8_t *payload, size_t plen) {
+  size_t thl = 20 + s->optlen, len = 40 + thl + plen;
+  memset(p, 0, 40);
+  wr32(p, 6u << 28 | (uint32_t)s->tos << 20 | (label & 0xfffffu));
+  wr16(p + 4, (uint32_t)(thl + plen));
+  p[6] = 6;
+  p[7] = s->ttl;
+  memcpy(p + 8, SRC6, 16);
+  memcpy(p + 24, DST6, 16);
+  fill_tcp(p + 40, s, thl);
+  memcpy(p + 40 + thl, payload, plen);
+  uint64_t sum = (uint64_t)ref_pseudo6(p, len - 40, 6) + ref_sum(p + 40, len - 40);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  wr16(p + 40 + 16, (uint32_t)(~sum & 0xffff));
+  return len;
+}
+
+static int ref_tcp6_ok(const uint8_t *p, size_t len) {
+  uint64_t sum = (uint64_t)ref_pseudo6(p, len - 40, 6) + ref_sum(p + 40, len - 40);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return sum == 0xffff;
+}
+
+static void test_gro_v6(void) {
+  struct tcpspec s = spec();
+  static uint8_t p6[12][1600];
+  size_t l6[12];
+  for (int i = 0; i < 6; i++) {
+    s.seq = spec().seq + (uint32_t)i * 1200u;
+    s.flags = i == 5 ? ACK | PSH : ACK;
+    l6[i] = build_tcp6(p6[i], &s, 0x12345, payload + i * 1200, i == 5 ? 300 : 1200);
+  }
+  int all = 1;
+  ovl_gro_init(&gro);
+  for (int i = 0; i < 6; i++) all &= ovl_gro_eligible(p6[i], l6[i]) && ovl_gro_add(&gro, p6[i], l6[i]);
+  tap_ok(all && gro.nseg == 6 && gro.iphl == 40, "IPv6: 6 in-order segments of one flow coalesce");
+  struct ovl_vnet_hdr h;
+  size_t len = finish_flat(&h), hdr = 40 + 32;
+  tap_ok(len == hdr + 5 * 1200 + 300 && rd16(flat + 4) == len - 40, "IPv6 super-packet: %zu bytes, payload length field %u",
+         len, rd16(flat + 4));
+  tap_ok(h.flags == OVL_VNET_F_NEEDS_CSUM && h.gso_type == OVL_VNET_GSO_TCPV6 && h.hdr_len == hdr && h.gso_size == 1200 &&
+             h.csum_start == 40 && h.csum_offset == 16,
+         "IPv6 virtio_net_hdr: NEEDS_CSUM, TCPV6, hdr_len 72, gso_size 1200, csum_start 40, csum_offset 16");
+  tap_ok(rd16(flat + 40 + 16) == ref_pseudo6(flat, len - 40, 6), "IPv6: TCP checksum field = the v6 pseudo-header sum");
+  tap_ok(memcmp(flat + hdr, payload, len - hdr) == 0 && (flat[40 + 13] & PSH) && rd32(flat) == rd32(p6[1]),
+         "IPv6: payloads in order, PSH of the last, first word (class, label) kept");
+  static uint8_t copy[65536];
+  memcpy(copy, flat, len);
+  tap_ok(ovl_vnet_csum_finish(copy, len, &h) == 0 && ref_tcp6_ok(copy, len), "IPv6: its partial checksum finishes to a valid one");
+  ovl_gro_restore(&gro);
+
+  /* what keeps an IPv6 segment out of a run, or out of GRO */
+  struct {
+    const char *what;
+    uint32_t label;
+    uint8_t ttl, tos;
+  } mods[] = {{"another flow label", 0x12346, 63, 0}, {"another hop limit", 0x12345, 62, 0}, {"another traffic class", 0x12345, 63, 4}};
+  for (size_t m = 0; m < sizeof(mods) / sizeof(mods[0]); m++) {
+    s = spec();
+    s.flags = ACK;
+    l6[0] = build_tcp6(p6[0], &s, 0x12345, payload, 1200);
+    s.seq += 1200;
+    s.ttl = mods[m].ttl;
+    s.tos = mods[m].tos;
+    l6[1] = build_tcp6(p6[1], &s, mods[m].label, payload, 1200);
+    ovl_gro_init(&gro);
+    tap_ok(ovl_gro_eligible(p6[1], l6[1]) && ovl_gro_add(&gro, p6[0], l6[0]) && !ovl_gro_add(&gro, p6[1], l6[1]),
+           "IPv6, %s: does not join", mods[m].what);
+  }
+  s = spec();
+  l6[0] = build_tcp6(p6[0], &s, 0, payload, 1000);
+  p6[0][6] = 0; /* hop-by-hop options header: the TCP header is not at 40 */
+  tap_ok(!ovl_gro_eligible(p6[0], l6[0]), "IPv6 with an extension header: not coalesced");
+  l6[0] = build_tcp6(p6[0], &s, 0, payload, 1000);
+  wr16(p6[0] + 4, rd16(p6[0] + 4) - 8);
+  tap_ok(!ovl_gro_eligible(p6[0], l6[0]), "IPv6 payload length short of the packet: not coalesced");
+  l6[0] = build_tcp6(p6[0], &s, 0, payload, 1000);
+  p6[0][700] ^= 1;
+  tap_ok(!ovl_gro_eligible(p6[0], l6[0]), "IPv6 bad TCP checksum (v6 pseudo header): not coalesced");
+  l6[0] = build_tcp6(p6[0], &s, 0, payload, 1000);
+  tap_ok(ovl_gro_eligible(p6[0], l6[0]), "IPv6 good packet: eligible");
+  s.flags = ACK | FIN;
+  l6[0] = build_tcp6(p6[0], &s, 0, payload, 1000);
+  tap_ok(!ovl_gro_eligible(p6[0], l6[0]), "IPv6 FIN: not coalesced");
+}
+
+/* The flow table --------------------------------------------------------------------- */
+
+static struct ovl_gro_table table;
+/* What the engine's deliver() does with the table, writing into `log` (one entry per
+ * write: a super-packet flattened or a packet as it came). */
+struct wlog {
+  int n;
+  size_t len[200];
+  uint8_t *pkt[200]; /* first segment of the write */
+  uint32_t nseg[200];
+};
+static struct wlog wl;
+static void log_flow(struct ovl_gro *g) {
+  if (g->nseg == 0) return;
+  wl.pkt[wl.n] = g->segs[0];
+  wl.nseg[wl.n] = g->nseg;
+  wl.len[wl.n++] = g->len;
+  ovl_gro_init(g);
+}
+static void offer(uint8_t *p, size_t len) {
+  int f = ovl_gro_table_find(&table, p, len);
+  if (ovl_gro_eligible(p, len)) {
+    if (f >= 0) {
+      if (ovl_gro_add(&table.flows[f], p, len)) return;
+      log_flow(&table.flows[f]);
+    } else {
+      f = (int)ovl_gro_table_slot(&table);
+      log_flow(&table.flows[f]);
+    }
+    ovl_gro_add(&table.flows[f], p, len);
+    return;
+  }
+  if (f == OVL_GRO_FIND_ALL)
+    for (uint32_t i = 0; i < table.used; i++) log_flow(&table.flows[i]);
+  else if (f >= 0)
+    log_flow(&table.flows[f]);
+  wl.pkt[wl.n] = p;
+  wl.nseg[wl.n] = 1;
+  wl.len[wl.n++] = len;
+}
+static void end_batch(void) {
+  for (uint32_t i = 0; i < table.used; i++) log_flow(&table.flows[i]);
+  ovl_gro_table_init(&table);
+}
+
+static uint8_t fl[40][1600];
+static size_t fll[40];
+
+static void test_gro_table(void) {
+  /* 4 streams (v4 ports 40000..40002 and one IPv6), 8 segments each, interleaved as one UDP
+   * GRO receive hands them over: each coalesces into its own super-packet */
+  struct tcpspec s = spec();
+  for (int i = 0; i < 8; i++)
+    for (int k = 0; k < 4; k++) {
+      s.sport = (uint16_t)(40000 + k);
+      s.seq = spec().seq + (uint32_t)i * 1000u;
+      s.id = (uint16_t)(spec().id + i);
+      uint8_t *p = fl[i * 4 + k];
+      fll[i * 4 + k] = k == 3 ? build_tcp6(p, &s, 7, payload + i * 1000 + k, 1000) : build_tcp(p, &s, payload + i * 1000 + k, 1000);
+    }
+  memset(&wl, 0, sizeof(wl));
+  ovl_gro_table_init(&table);
+  for (int i = 0; i < 32; i++) offer(fl[i], fll[i]);
+  tap_ok(wl.n == 0 && table.used == 4, "4 interleaved flows: nothing written before the end of the batch, 4 runs");
+  end_batch();
+  int ok = wl.n == 4;
+  for (int k = 0; ok && k < 4; k++) ok &= wl.nseg[k] == 8 && wl.pkt[k] == fl[k];
+  tap_ok(ok, "4 interleaved flows (3 IPv4, 1 IPv6): 4 super-packets of 8 segments each");
+  /* a finished run: its payloads in order */
+  ovl_gro_table_init(&table);
+  for (int i = 0; i < 32; i++) offer(fl[i], fll[i]);
+  gro = table.flows[1];
+  struct ovl_vnet_hdr h;
+  size_t len = finish_flat(&h);
+  ok = len == 52 + 8000 && h.gso_type == OVL_VNET_GSO_TCPV4;
+  for (int i = 0; ok && i < 8; i++) ok &= memcmp(flat + 52 + i * 1000, payload + i * 1000 + 1, 1000) == 0;
+  tap_ok(ok, "the second flow's super-packet carries its own payloads in order");
+  ovl_gro_restore(&gro);
+  gro = table.flows[3];
+  len = finish_flat(&h);
+  tap_ok(len == 72 + 8000 && h.gso_type == OVL_VNET_GSO_TCPV6 && memcmp(flat + 72, payload + 3, 1000) == 0,
+         "the IPv6 flow's super-packet (TCPV6) beside the IPv4 ones");
+  ovl_gro_restore(&gro);
+  ovl_gro_table_init(&table);
+
+  /* out of order: 0 1 3 2 of one flow -> [0 1], then [3] alone, then [2] */
+  memset(&wl, 0, sizeof(wl));
+  offer(fl[0], fll[0]);
+  offer(fl[4], fll[4]);
+  offer(fl[12], fll[12]);
+  offer(fl[8], fll[8]);
+  end_batch();
+  tap_ok(wl.n == 3 && wl.pkt[0] == fl[0] && wl.nseg[0] == 2 && wl.pkt[1] == fl[12] && wl.nseg[1] == 1 && wl.pkt[2] == fl[8],
+         "out of order (0 1 3 2): [0 1] written before 3 starts a run, then 3, then 2 (the flow's order as received)");
+
+  /* an ineligible packet of a flow in the table (FIN) goes after that flow's run only */
+  memset(&wl, 0, sizeof(wl));
+  offer(fl[0], fll[0]);
+  offer(fl[1], fll[1]);
+  offer(fl[4], fll[4]);
+  s = spec();
+  s.seq = spec().seq + 2000u;
+  s.flags = ACK | FIN;
+  uint8_t fin[1600];
+  size_t finl = build_tcp(fin, &s, payload, 10);
+  tap_ok(ovl_gro_table_find(&table, fin, finl) == 0, "find: a FIN of the first flow names its run");
+  offer(fin, finl);
+  tap_ok(wl.n == 2 && wl.pkt[0] == fl[0] && wl.nseg[0] == 2 && wl.pkt[1] == fin && table.flows[1].nseg == 1,
+         "its FIN is written after its run; the other flow's run stays");
+  end_batch();
+
+  /* find: what has no flow, what has an unknown one */
+  uint8_t u[600];
+  make_pkt(u, 500, 5, 17, 64, SRC, DST);
+  offer(fl[0], fll[0]);
+  tap_ok(ovl_gro_table_find(&table, u, 500) == OVL_GRO_FIND_NONE, "find: UDP has no run");
+  make_pkt(u, 500, 5, 6, 64, SRC, DST);
+  wr16(u + 6, 0x00b9); /* fragment offset 185 */
+  tap_ok(ovl_gro_table_find(&table, u, 500) == OVL_GRO_FIND_ALL, "find: a non-first IPv4 fragment of TCP: after every run");
+  s = spec();
+  size_t l6 = build_tcp6(u, &s, 0, payload, 100);
+  tap_ok(ovl_gro_table_find(&table, u, l6) == OVL_GRO_FIND_NONE, "find: IPv6 TCP with the IPv4 flow's ports is another flow");
+  u[6] = 0;
+  tap_ok(ovl_gro_table_find(&table, u, l6) == OVL_GRO_FIND_ALL, "find: IPv6 with an extension header: after every run");
+  u[6] = 58;
+  tap_ok(ovl_gro_table_find(&table, u, l6) == OVL_GRO_FIND_NONE, "find: ICMPv6 has no run");
+  tap_ok(ovl_gro_table_find(&table, u, 10) == OVL_GRO_FIND_NONE, "find: 10 bytes: nothing read beyond them");
+  end_batch();
+
+  /* table full: flow OVL_GRO_FLOWS_MAX + 1 takes the oldest run's place, round robin */
+  memset(&wl, 0, sizeof(wl));
+  static uint8_t many[OVL_GRO_FLOWS_MAX + 2][1600];
+  size_t ml[OVL_GRO_FLOWS_MAX + 2];
+  for (uint32_t k = 0; k < OVL_GRO_FLOWS_MAX + 2; k++) {
+    s = spec();
+    s.sport = (uint16_t)(1000 + k);
+    ml[k] = build_tcp(many[k], &s, payload, 1000);
+  }
+  for (uint32_t k = 0; k < OVL_GRO_FLOWS_MAX; k++) offer(many[k], ml[k]);
+  tap_ok(wl.n == 0 && table.used == OVL_GRO_FLOWS_MAX, "%u flows: all held", OVL_GRO_FLOWS_MAX);
+  offer(many[OVL_GRO_FLOWS_MAX], ml[OVL_GRO_FLOWS_MAX]);
+  offer(many[OVL_GRO_FLOWS_MAX + 1], ml[OVL_GRO_FLOWS_MAX + 1]);
+  tap_ok(wl.n == 2 && wl.pkt[0] == many[0] && wl.pkt[1] == many[1] && table.flows[0].segs[0] == many[OVL_GRO_FLOWS_MAX] &&
+             table.flows[1].segs[0] == many[OVL_GRO_FLOWS_MAX + 1],
+         "table full: the next flows write the oldest runs (flows 0, 1) and take their places");
+  end_batch();
+  tap_ok(wl.n == (int)OVL_GRO_FLOWS_MAX + 2 && table.used == 0, "end of the batch: every run written, the table empty");
+}
+
 static void test_ones_sum(void) {
   static uint8_t b[700];
   int ok = 1;
@@ -475,6 +768,25 @@ static void test_ones_sum(void) {
   static uint8_t big[65536];
   for (size_t i = 0; i < sizeof(big); i++) big[i] = (uint8_t)rnd();
   tap_ok(ovl_ones_sum(big, 65535, 0) == ref_sum(big, 65535), "65535 bytes");
+  /* against the old scalar loop: random lengths 0..65535 at random alignments 0..63 (every
+   * turn count and tail of the 64-byte loop), random initial sums; then data that makes
+   * every 64-bit add carry (all 0xff..), where the end-around carry matters */
+  static uint8_t rb[65536 + 64];
+  for (size_t i = 0; i < sizeof(rb); i++) rb[i] = (uint8_t)rnd();
+  int same = 1;
+  for (int k = 0; k < 20000 && same; k++) {
+    size_t len = k < 1024 ? (size_t)k : rnd() % 65536, off = rnd() % 64;
+    uint32_t init = rnd() & 0xffff;
+    same &= ovl_ones_sum(rb + off, len, init) == scalar_ones_sum(rb + off, len, init);
+  }
+  tap_ok(same, "ovl_ones_sum = the old scalar loop over 20000 random lengths (0..1023 all, then up to 65535) x alignments");
+  memset(rb, 0xff, sizeof(rb));
+  same = 1;
+  for (size_t len = 0; len <= 4096 && same; len++)
+    same &= ovl_ones_sum(rb + (len & 7), len, 0xffff) == scalar_ones_sum(rb + (len & 7), len, 0xffff);
+  tap_ok(same, "all-0xff data (a carry out of every 64-bit add), lengths 0..4096: = the old scalar loop");
+  memset(rb, 0, sizeof(rb));
+  tap_ok(ovl_ones_sum(rb, 65535, 0) == 0 && ovl_ones_sum(rb, 100, 7) == 7, "zeros: 0, and the initial sum passes through");
 }
 
 int main(void) {
@@ -486,5 +798,7 @@ int main(void) {
   test_gro_flush();
   test_gro_long_options(24); /* timestamps + one SACK block, as Linux sends in lossy transfers */
   test_gro_long_options(40); /* the most a TCP header can carry */
+  test_gro_v6();
+  test_gro_table();
   return tap_done();
 }

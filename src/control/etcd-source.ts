@@ -7,16 +7,18 @@
  * close(): stop watching and renewing; the lease stays in etcd so a restart reuses it.
  */
 import type { Etcd3 } from 'etcd3';
+import type { Ipv6UnderlayMode } from '../config';
 import type { RouteSink } from '../dataplane/types';
 import { ConfigError, EtcdError, LeaseError, OverlaydError, errorMessage } from '../errors';
 import { formatIp, formatPrefix, parseIp, type Prefix } from '../net/addr';
+import { formatIp6, formatPrefix6, parseIp6, type Prefix6 } from '../net/addr6';
 import { collectGarbage } from '../ops/gc';
 import type { Logger } from '../ops/log';
 import type { Phase } from '../ops/status-types';
 import { Backoff, Stopper, type BackoffOptions } from './backoff';
 import { createEtcdClient, etcdErrorText, explainEtcdError, isTransientEtcdError, type EtcdOptions } from './etcd-client';
 import { ConfigWatch } from './config-watch';
-import { configKey, normalizePrefix, subnetKey, subnetsPrefix } from './etcd-schema';
+import { configKey, normalizePrefix, subnetsPrefix } from './etcd-schema';
 import { acquireLease, LeaseKeeper, type AcquireResult } from './lease';
 import { describeNetworkConfig, networkConfigWarnings, parseNetworkConfig } from './network-config';
 import { RouteSync } from './route-sync';
@@ -30,6 +32,10 @@ export interface EtcdSourceOptions {
   etcd: EtcdOptions;
   /** this node's underlay IPv4 (PublicIP in the lease value) */
   publicIp: string;
+  /** --public-ipv6: this node's underlay IPv6 (PublicIPv6 in the value of a dual-stack lease) */
+  publicIpv6?: string;
+  /** --ipv6-underlay (default auto): whether inner IPv6 may ride the IPv6 underlay */
+  ipv6Underlay?: Ipv6UnderlayMode;
   /** previous subnet file to read for reuse (the daemon writes the new one) */
   subnetFile: string;
   /** --subnet-lease-ttl, default 86400 */
@@ -164,6 +170,8 @@ export class EtcdRouteSource implements RouteSource {
     if (this.client) throw new Error('EtcdRouteSource.start() called twice');
     const publicIp = parseIp(this.o.publicIp);
     if (publicIp === undefined) throw new ConfigError(`--public-ip: ${JSON.stringify(this.o.publicIp)} is not an IPv4 address`);
+    const publicIpv6 = this.o.publicIpv6 === undefined ? undefined : parseIp6(this.o.publicIpv6);
+    if (this.o.publicIpv6 !== undefined && publicIpv6 === undefined) throw new ConfigError(`--public-ipv6: ${JSON.stringify(this.o.publicIpv6)} is not an IPv6 address`);
     const ttl = this.o.leaseTtlSeconds;
     if (!Number.isInteger(ttl) || ttl < 1) throw new ConfigError(`--subnet-lease-ttl: ${ttl} s is not a positive whole number of seconds`);
     this.startDeadline = Date.now() + (this.o.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
@@ -178,13 +186,17 @@ export class EtcdRouteSource implements RouteSource {
     this.setPhase('acquiring the subnet lease');
 
     // 2. the lease
-    const previousSubnet = await this.previousSubnet();
+    const { subnet: previousSubnet, subnet6: previousSubnet6 } = await this.previousSubnets();
+    // PublicIPv6 goes into the value only in a dual-stack network (else null, as before)
+    const leaseIpv6 = config.ipv6 ? publicIpv6 : undefined;
     const acquired = await this.retrying('acquiring the subnet lease', () =>
       acquireLease({
         client,
         prefix: this.prefix,
         config,
         publicIp,
+        ...(leaseIpv6 !== undefined ? { publicIpv6: leaseIpv6 } : {}),
+        ...(previousSubnet6 ? { previousSubnet6 } : {}),
         ttlSeconds: ttl,
         logger: this.log,
         stopper: this.stopper,
@@ -201,7 +213,9 @@ export class EtcdRouteSource implements RouteSource {
       client,
       prefix: this.prefix,
       subnet: acquired.subnet,
+      ...(acquired.subnet6 ? { subnet6: acquired.subnet6 } : {}),
       publicIp,
+      ...(leaseIpv6 !== undefined ? { publicIpv6: leaseIpv6 } : {}),
       ttlSeconds: ttl,
       leaseId: acquired.leaseId,
       logger: this.log,
@@ -219,6 +233,9 @@ export class EtcdRouteSource implements RouteSource {
       ownSubnet: acquired.subnet,
       ownPublicIp: publicIp,
       logger: this.log,
+      ...(config.ipv6 && acquired.subnet6
+        ? { ipv6: { network: config.ipv6.network, ownSubnet: acquired.subnet6, ipv6Underlay: (this.o.ipv6Underlay ?? 'auto') === 'auto' && leaseIpv6 !== undefined } }
+        : {}),
     });
     this.routeSync = routeSync;
     const ownKey = acquired.key;
@@ -255,7 +272,10 @@ export class EtcdRouteSource implements RouteSource {
     const configMirror = new RangeMirror({
       client,
       prefix: cfgKey,
-      consumer: new ConfigWatch({ key: cfgKey, running: config, ownSubnet: acquired.subnet, logger: this.log, onFatal: (err) => this.fatal(err) }),
+      consumer: new ConfigWatch({
+        key: cfgKey, running: config, ownSubnet: acquired.subnet, ...(acquired.subnet6 ? { ownSubnet6: acquired.subnet6 } : {}),
+        logger: this.log, onFatal: (err) => this.fatal(err),
+      }),
       logger: this.log,
       resyncIntervalMs,
       ...(this.o.resyncBackoff ? { backoff: this.o.resyncBackoff } : {}),
@@ -264,7 +284,10 @@ export class EtcdRouteSource implements RouteSource {
     await this.retrying('watching the network config', () => configMirror.start());
     this.checkOpen();
 
-    const lease: AcquiredLease = { subnet: acquired.subnet, publicIp, ...(acquired.expiresAt ? { expiresAt: acquired.expiresAt } : {}) };
+    const lease: AcquiredLease = {
+      subnet: acquired.subnet, publicIp, ...(acquired.expiresAt ? { expiresAt: acquired.expiresAt } : {}),
+      ...(acquired.subnet6 ? { subnet6: acquired.subnet6 } : {}), ...(acquired.subnet6 && leaseIpv6 !== undefined ? { publicIpv6: leaseIpv6 } : {}),
+    };
     return { config, lease };
   }
 
@@ -290,15 +313,17 @@ export class EtcdRouteSource implements RouteSource {
     }
   }
 
-  /** The subnet of the previous subnet file; undefined when absent or unreadable (warned). */
-  private async previousSubnet(): Promise<Prefix | undefined> {
+  /** The subnets of the previous subnet file (FLANNEL_SUBNET, FLANNEL_IPV6_SUBNET); none when absent or unreadable (warned). */
+  private async previousSubnets(): Promise<{ subnet?: Prefix; subnet6?: Prefix6 }> {
     try {
       const prev = await readSubnetFile(this.o.subnetFile);
-      if (prev) this.log.info({ file: this.o.subnetFile, subnet: formatPrefix(prev.subnet) }, 'previous subnet file found');
-      return prev?.subnet;
+      if (!prev) return {};
+      const subnet6 = prev.ipv6?.subnet;
+      this.log.info({ file: this.o.subnetFile, subnet: formatPrefix(prev.subnet), ...(subnet6 ? { subnet6: formatPrefix6(subnet6) } : {}) }, 'previous subnet file found');
+      return { subnet: prev.subnet, ...(subnet6 ? { subnet6 } : {}) };
     } catch (err) {
       this.log.warn({ file: this.o.subnetFile, err: errorMessage(err) }, 'ignoring an unreadable previous subnet file');
-      return undefined;
+      return {};
     }
   }
 
@@ -327,6 +352,13 @@ export class EtcdRouteSource implements RouteSource {
     return (this.routeSync?.routes() ?? []).map((r) => ({ subnet: formatPrefix(r.subnet), publicIp: formatIp(r.publicIp) }));
   }
 
+  /** The IPv6 routes currently given to the sink (publicIpv6 set: over the IPv6 underlay). */
+  routes6(): { subnet: string; publicIp: string; publicIpv6?: string }[] {
+    return (this.routeSync?.routes6() ?? []).map((r) => ({
+      subnet: formatPrefix6(r.subnet), publicIp: formatIp(r.publicIp), ...(r.publicIpv6 !== undefined ? { publicIpv6: formatIp6(r.publicIpv6) } : {}),
+    }));
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -335,7 +367,7 @@ export class EtcdRouteSource implements RouteSource {
     await Promise.all([this.mirror?.close(), this.configMirror?.close()]);
     this.client?.close();
     if (this.acquired) {
-      this.log.info({ key: subnetKey(this.prefix, this.acquired.subnet) }, 'etcd route source closed; lease kept for a restart');
+      this.log.info({ key: this.acquired.key }, 'etcd route source closed; lease kept for a restart');
     }
   }
 }

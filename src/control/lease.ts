@@ -7,10 +7,11 @@ import { EtcdLeaseInvalidError, type Etcd3 } from 'etcd3';
 import { LeaseError } from '../errors';
 import { formatIp, formatPrefix, type Prefix } from '../net/addr';
 import type { Logger } from '../ops/log';
-import { TakenSubnets, chooseFreeSubnet, exhaustedMessage, isSubnetInRange } from './allocator';
+import { formatPrefix6, type Prefix6 } from '../net/addr6';
+import { TakenSubnets, TakenSubnets6, chooseFreeSubnet, chooseFreeSubnet6, exhaustedMessage, exhaustedMessage6, isSubnet6InRange, isSubnetInRange } from './allocator';
 import { Backoff, Stopper, withTimeout } from './backoff';
 import { etcdErrorText } from './etcd-client';
-import { formatLeaseValue, parseLeaseValue, parseSubnetKey, subnetKey, subnetsPrefix } from './etcd-schema';
+import { formatLeaseValue, parseLeaseValue, parseSubnetKey, parseSubnetKey6, subnetKey, subnetsPrefix } from './etcd-schema';
 import type { NetworkConfig } from './source';
 import { listPrefix, toKvEntry, type KvEntry } from './watch';
 
@@ -26,8 +27,12 @@ export interface AcquireOptions {
   readonly config: NetworkConfig;
   /** this node's underlay address, uint32 */
   readonly publicIp: number;
+  /** this node's underlay IPv6 (PublicIPv6 of the value); used only when the config has EnableIPv6 */
+  readonly publicIpv6?: bigint;
   /** the subnet named by the previous subnet file, if any */
   readonly previousSubnet?: Prefix;
+  /** the IPv6 subnet named by the previous subnet file (FLANNEL_IPV6_SUBNET), if any */
+  readonly previousSubnet6?: Prefix6;
   readonly ttlSeconds: number;
   readonly logger: Logger;
   /** bound on create attempts lost to other nodes (default 20) */
@@ -40,6 +45,8 @@ export interface AcquireOptions {
 
 export interface AcquireResult {
   readonly subnet: Prefix;
+  /** the IPv6 subnet of a dual-stack lease (the config has EnableIPv6) */
+  readonly subnet6?: Prefix6;
   readonly key: string;
   /** the etcd lease id the key is attached to; "0" for a reservation (no TTL) */
   readonly leaseId: string;
@@ -53,6 +60,7 @@ export interface AcquireResult {
 interface Listed {
   readonly entry: KvEntry;
   readonly subnet: Prefix | undefined;
+  readonly subnet6: Prefix6 | undefined;
   readonly publicIp: number | undefined;
 }
 
@@ -60,7 +68,7 @@ async function listLeases(client: Etcd3, prefix: string): Promise<Listed[]> {
   const out: Listed[] = [];
   await listPrefix(client, subnetsPrefix(prefix), (entry) => {
     const v = parseLeaseValue(entry.value);
-    out.push({ entry, subnet: parseSubnetKey(prefix, entry.key), publicIp: v.ok ? v.value.publicIp : undefined });
+    out.push({ entry, subnet: parseSubnetKey(prefix, entry.key), subnet6: parseSubnetKey6(prefix, entry.key), publicIp: v.ok ? v.value.publicIp : undefined });
   });
   return out;
 }
@@ -72,22 +80,29 @@ async function listLeases(client: Etcd3, prefix: string): Promise<Listed[]> {
  *     fit the config are deleted (flannel does the same);
  *  2. else the previous subnet file's subnet, if free and inside [SubnetMin, SubnetMax];
  *  3. else a random free subnet of [SubnetMin, SubnetMax].
+ * Dual-stack (config.ipv6), as flannel's tryAcquireLease: a lease fits only with an IPv6
+ * part inside [IPv6SubnetMin, IPv6SubnetMax] (an IPv4-only lease of ours is deleted and both
+ * subnets are picked anew; in an IPv4-only network a lease with an IPv6 part does not fit);
+ * 2 needs both subnets of the file, free and in range; 3 picks a free IPv4 and a free IPv6
+ * subnet together, and the key is `10.244.3.0-24&fd00:10:244:3::-64`.
  * 2 and 3 create the key with `if createRevision(key) == 0 then put`, so no existing key is
  * ever overwritten; a lost race is retried with another subnet (bounded).
  * Throws LeaseError when the Network is exhausted or every attempt lost a race.
  */
 export async function acquireLease(o: AcquireOptions): Promise<AcquireResult> {
   const { client, prefix, config, publicIp, logger } = o;
-  const value = formatLeaseValue(publicIp);
+  const v6 = config.ipv6;
+  const value = formatLeaseValue(publicIp, v6 ? o.publicIpv6 : undefined);
   const maxAttempts = o.maxAttempts ?? DEFAULT_ACQUIRE_ATTEMPTS;
   let leaseId: string | undefined;
   const grant = async (): Promise<string> => {
     if (leaseId === undefined) leaseId = String((await client.leaseClient.leaseGrant({ TTL: o.ttlSeconds, ID: 0 })).ID);
     return leaseId;
   };
-  const result = (subnet: Prefix, how: AcquireHow, revision: number, id: string): AcquireResult => ({
+  const result = (subnet: Prefix, subnet6: Prefix6 | undefined, how: AcquireHow, revision: number, id: string): AcquireResult => ({
     subnet,
-    key: subnetKey(prefix, subnet),
+    ...(subnet6 ? { subnet6 } : {}),
+    key: subnetKey(prefix, subnet, subnet6),
     leaseId: id,
     how,
     revision,
@@ -104,7 +119,10 @@ export async function acquireLease(o: AcquireOptions): Promise<AcquireResult> {
       // 1. a lease already held by our PublicIP (a reservation, i.e. a key without an etcd
       //    lease, first: flannel's way of pinning a subnet to a node)
       const mine = leases.filter((l) => l.publicIp === publicIp && l.subnet !== undefined);
-      const fits = (l: Listed): boolean => l.subnet !== undefined && isSubnetInRange(config, l.subnet) && l.entry.key === subnetKey(prefix, l.subnet);
+      const fits = (l: Listed): boolean =>
+        l.subnet !== undefined && isSubnetInRange(config, l.subnet) &&
+        (v6 ? l.subnet6 !== undefined && isSubnet6InRange(v6, l.subnet6) : l.subnet6 === undefined) &&
+        l.entry.key === subnetKey(prefix, l.subnet, v6 ? l.subnet6 : undefined);
       const reusable = mine.find((l) => fits(l) && l.entry.lease === '0') ?? mine.find(fits);
       for (const l of mine) {
         if (l === reusable) continue;
@@ -127,13 +145,13 @@ export async function acquireLease(o: AcquireOptions): Promise<AcquireResult> {
         const tx = await client.if(reusable.entry.key, 'Mod', '==', reusable.entry.modRevision).then(put).commit();
         if (tx.succeeded) {
           logger.info(
-            { subnet: formatPrefix(reusable.subnet), publicIp: formatIp(publicIp), lease: id, previousLease: reusable.entry.lease },
+            { subnet: formatPrefix(reusable.subnet), ...sub6(reusable.subnet6), publicIp: formatIp(publicIp), lease: id, previousLease: reusable.entry.lease },
             reservation
               ? 'subnet lease acquired: the reservation for this PublicIP (no TTL, nothing to renew)'
               : 'subnet lease acquired: reusing the lease held by this PublicIP',
           );
           if (!reservation) await dropKeylessLease(client, reusable.entry.lease, id, logger);
-          return result(reusable.subnet, 'reused', Number(tx.header.revision), id);
+          return result(reusable.subnet, v6 ? reusable.subnet6 : undefined, 'reused', Number(tx.header.revision), id);
         }
         logger.info({ key: reusable.entry.key }, 'our lease changed while reusing it; retrying');
         continue;
@@ -143,34 +161,49 @@ export async function acquireLease(o: AcquireOptions): Promise<AcquireResult> {
         config.subnetLen,
         leases.flatMap((l) => (l.subnet ? [l.subnet] : [])),
       );
+      const taken6 = v6 ? new TakenSubnets6(v6.subnetLen, leases.flatMap((l) => (l.subnet6 ? [l.subnet6] : []))) : undefined;
       let candidate: Prefix | undefined;
+      let candidate6: Prefix6 | undefined;
       let how: AcquireHow = 'random';
-      // 2. the previous subnet file's subnet, if free and inside the config's range
+      // 2. the previous subnet file's subnet(s), if free and inside the config's range
       const prev = o.previousSubnet;
+      const prev6 = o.previousSubnet6;
       if (prev && !triedPrevious) {
         triedPrevious = true;
         if (!isSubnetInRange(config, prev)) {
           logger.warn({ subnet: formatPrefix(prev) }, 'previous subnet (from the subnet file) is outside the config range; not reused');
         } else if (taken.has(prev.addr)) {
           logger.info({ subnet: formatPrefix(prev) }, 'previous subnet (from the subnet file) is held by another lease; not reused');
+        } else if (v6 && taken6 && (!prev6 || !isSubnet6InRange(v6, prev6) || taken6.has(prev6.addr))) {
+          logger.info(
+            { subnet: formatPrefix(prev), subnet6: prev6 ? formatPrefix6(prev6) : null },
+            'previous subnets (from the subnet file) are not reusable in this dual-stack network (no FLANNEL_IPV6_SUBNET, outside IPv6SubnetMin..IPv6SubnetMax, or held by another lease); not reused',
+          );
         } else {
           candidate = prev;
+          candidate6 = v6 ? prev6 : undefined;
           how = 'subnet-file';
         }
       }
-      // 3. a random free one
-      if (!candidate) candidate = chooseFreeSubnet(config, taken, o.random);
-      if (!candidate) throw new LeaseError(exhaustedMessage(config));
+      // 3. a random free one (dual-stack: one of each family)
+      if (!candidate) {
+        candidate = chooseFreeSubnet(config, taken, o.random);
+        if (!candidate) throw new LeaseError(exhaustedMessage(config));
+        if (v6 && taken6) {
+          candidate6 = chooseFreeSubnet6(v6, taken6, o.random);
+          if (!candidate6) throw new LeaseError(exhaustedMessage6(v6));
+        }
+      }
 
-      const key = subnetKey(prefix, candidate);
+      const key = subnetKey(prefix, candidate, candidate6);
       const id = await grant();
       const tx = await client.if(key, 'Create', '==', 0).then(client.put(key).value(value).lease(id)).commit();
       if (tx.succeeded) {
         logger.info(
-          { subnet: formatPrefix(candidate), publicIp: formatIp(publicIp), lease: id, how, attempt },
+          { subnet: formatPrefix(candidate), ...sub6(candidate6), publicIp: formatIp(publicIp), lease: id, how, attempt },
           how === 'subnet-file' ? 'subnet lease acquired: the previous subnet from the subnet file' : 'subnet lease acquired: a new subnet',
         );
-        return result(candidate, how, Number(tx.header.revision), id);
+        return result(candidate, candidate6, how, Number(tx.header.revision), id);
       }
       logger.info({ subnet: formatPrefix(candidate), attempt }, 'lost the race for a subnet to another node; retrying with another');
       if (o.stopper) await o.stopper.sleep(contention.next());
@@ -182,6 +215,11 @@ export async function acquireLease(o: AcquireOptions): Promise<AcquireResult> {
     if (leaseId !== undefined) await client.leaseClient.leaseRevoke({ ID: leaseId }).catch(() => undefined);
     throw err;
   }
+}
+
+/** The log field of an IPv6 subnet, when there is one. */
+function sub6(p: Prefix6 | undefined): { subnet6?: string } {
+  return p ? { subnet6: formatPrefix6(p) } : {};
 }
 
 /** Revokes `oldId` if it holds no key any more (the key moved to `newId`); best effort. */
@@ -323,7 +361,11 @@ export interface LeaseKeeperOptions {
   readonly client: Etcd3;
   readonly prefix: string;
   readonly subnet: Prefix;
+  /** the IPv6 subnet of a dual-stack lease (part of the key) */
+  readonly subnet6?: Prefix6;
   readonly publicIp: number;
+  /** PublicIPv6 written in the value (dual-stack, when this node has one) */
+  readonly publicIpv6?: bigint;
   readonly ttlSeconds: number;
   /** the etcd lease the key is attached to now; "0" for a reservation (key without TTL) */
   readonly leaseId: string;
@@ -384,8 +426,8 @@ export class LeaseKeeper {
     this.renewBackoff = new Backoff({ initialMs: 1000, maxMs: 30_000 }, o.random);
     this.restoreBackoff = new Backoff({ initialMs: 250, maxMs: 5000 }, o.random);
     this.leaseId = o.leaseId;
-    this.key = subnetKey(o.prefix, o.subnet);
-    this.value = formatLeaseValue(o.publicIp);
+    this.key = subnetKey(o.prefix, o.subnet, o.subnet6);
+    this.value = formatLeaseValue(o.publicIp, o.publicIpv6);
     this.st = o.leaseId === '0' ? 'reserved' : 'held';
     this.history.push(this.st);
     if (this.st === 'held') this.expires = this.clock.now() + o.ttlSeconds * 1000;

@@ -1,5 +1,17 @@
 import type { NetworkInfo, LocalLeaseInfo, RouteSink } from '../dataplane/types';
 import type { Prefix } from '../net/addr';
+import type { Prefix6 } from '../net/addr6';
+
+/** The IPv6 half of a dual-stack network config (EnableIPv6 true), validated with flannel's rules. */
+export interface Ipv6NetworkConfig {
+  /** IPv6Network, host bits zero */
+  readonly network: Prefix6;
+  /** IPv6SubnetLen: 64 for networks of /62 or shorter, else the Network's length + 2 (flannel's default) */
+  readonly subnetLen: number;
+  /** first and last allocatable subnet network addresses (IPv6SubnetMin, IPv6SubnetMax) */
+  readonly subnetMin: bigint;
+  readonly subnetMax: bigint;
+}
 
 /** The network config (flannel's `<prefix>/config`), validated. */
 export interface NetworkConfig extends NetworkInfo {
@@ -10,12 +22,18 @@ export interface NetworkConfig extends NetworkInfo {
   readonly backendType: 'udp';
   /** Backend.DirectRouting: same-link peers get a kernel route instead of the tunnel */
   readonly directRouting: boolean;
+  /** EnableIPv6: the IPv6 half; undefined for an IPv4-only network (today's behaviour) */
+  readonly ipv6?: Ipv6NetworkConfig;
 }
 
 export interface AcquiredLease extends LocalLeaseInfo {
   readonly subnet: Prefix;
   /** when the lease expires unless renewed; undefined for static config */
   readonly expiresAt?: Date;
+  /** this node's IPv6 subnet (a dual-stack lease); undefined in an IPv4-only network */
+  readonly subnet6?: Prefix6;
+  /** this node's PublicIPv6 as written in the lease value; undefined when it has none */
+  readonly publicIpv6?: bigint;
 }
 
 /**

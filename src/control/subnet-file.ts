@@ -7,13 +7,18 @@
  *   FLANNEL_MTU=1472
  *   FLANNEL_IPMASQ=false
  *
- * FLANNEL_SUBNET is the first host address of the lease's subnet, with its length.
+ * FLANNEL_SUBNET is the first host address of the lease's subnet, with its length. A
+ * dual-stack node adds, after FLANNEL_SUBNET (flannel's WriteSubnetFile order):
+ *
+ *   FLANNEL_IPV6_NETWORK=fd00:10:244::/56
+ *   FLANNEL_IPV6_SUBNET=fd00:10:244:3::1/64
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { ConfigError } from '../errors';
 import { formatIp, formatPrefix, parsePrefix, type Prefix } from '../net/addr';
+import { formatIp6, formatPrefix6, parsePrefix6, type Prefix6 } from '../net/addr6';
 
 export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
 
@@ -22,22 +27,30 @@ export interface SubnetFileContents {
   subnet: Prefix;
   mtu: number;
   ipMasq: boolean;
+  /** dual-stack: FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET (the subnet's network address here) */
+  ipv6?: { network: Prefix6; subnet: Prefix6 };
 }
 
-/** The file's text, byte-for-byte what flanneld writes for an IPv4-only network. */
+/** The file's text, byte-for-byte what flanneld writes (IPv4-only, or dual-stack with `ipv6`). */
 export function formatSubnetFile(c: SubnetFileContents): string {
+  const v6 = c.ipv6
+    ? `FLANNEL_IPV6_NETWORK=${formatPrefix6(c.ipv6.network)}\n` +
+      `FLANNEL_IPV6_SUBNET=${formatIp6(c.ipv6.subnet.addr + 1n)}/${c.ipv6.subnet.len}\n`
+    : '';
   return (
     `FLANNEL_NETWORK=${formatPrefix(c.network)}\n` +
     `FLANNEL_SUBNET=${formatIp((c.subnet.addr + 1) >>> 0)}/${c.subnet.len}\n` +
+    v6 +
     `FLANNEL_MTU=${c.mtu}\n` +
     `FLANNEL_IPMASQ=${c.ipMasq ? 'true' : 'false'}\n`
   );
 }
 
 /**
- * Parses a subnet file. Lines other than the four above (flannel's FLANNEL_IPV6_*,
- * comments, blank lines) are ignored. Throws ConfigError naming the file and the variable
- * when one of the four is missing or malformed.
+ * Parses a subnet file. FLANNEL_IPV6_NETWORK/FLANNEL_IPV6_SUBNET are optional (both or
+ * neither give `ipv6`); other lines (comments, blank lines) are ignored. Throws ConfigError
+ * naming the file and the variable when one of the four IPv4 ones is missing or malformed, or
+ * an IPv6 one is malformed.
  */
 export function parseSubnetFile(text: string, file = 'subnet file'): SubnetFileContents {
   const vars = new Map<string, string>();
@@ -72,7 +85,16 @@ export function parseSubnetFile(text: string, file = 'subnet file'): SubnetFileC
   if (mtu < 68 || mtu > 65535) bad('FLANNEL_MTU', mtuText, 'an MTU between 68 and 65535');
   const masqText = need('FLANNEL_IPMASQ');
   if (masqText !== 'true' && masqText !== 'false') bad('FLANNEL_IPMASQ', masqText, '"true" or "false"');
-  return { network: { addr: network.addr, len: network.len }, subnet, mtu, ipMasq: masqText === 'true' };
+  const net6Text = vars.get('FLANNEL_IPV6_NETWORK');
+  const sub6Text = vars.get('FLANNEL_IPV6_SUBNET');
+  let ipv6: SubnetFileContents['ipv6'];
+  if (net6Text !== undefined && sub6Text !== undefined) {
+    const network6 = parsePrefix6(net6Text, false) ?? bad('FLANNEL_IPV6_NETWORK', net6Text, 'an IPv6 CIDR');
+    // parsePrefix6(…, false) masks the host bits: fd00:10:244:3::1/64 -> fd00:10:244:3::/64
+    const subnet6 = parsePrefix6(sub6Text, false) ?? bad('FLANNEL_IPV6_SUBNET', sub6Text, 'an IPv6 address/len');
+    ipv6 = { network: network6, subnet: subnet6 };
+  }
+  return { network: { addr: network.addr, len: network.len }, subnet, mtu, ipMasq: masqText === 'true', ...(ipv6 ? { ipv6 } : {}) };
 }
 
 /** Reads and parses the subnet file; undefined when it does not exist. */

@@ -85,6 +85,19 @@ export interface EngineStartOptions {
   readonly icmpRatelimitRate?: number;
   /** ICMP errors of all queues: bucket size, >= 1 (default 50, like net.ipv4.icmp_msgs_burst) */
   readonly icmpRatelimitBurst?: number;
+  /**
+   * IPv6 in the overlay. Every IPv6 address here is a Uint32Array of 4 words: the address as
+   * four big-endian 32-bit chunks (word i = bytes 4i..4i+3 of the address; see ip6ToWords).
+   * subnet6 present = inner IPv6 forwarded (then subnet6Len and tunAddress6 are required);
+   * absent = IPv4 only, byte for byte as without these options (inner IPv6 is drop_malformed).
+   */
+  readonly subnet6?: Uint32Array;
+  /** 0..128; host bits of subnet6 must be zero (RangeError) */
+  readonly subnet6Len?: number;
+  /** source of the ICMPv6 errors (the TUN's IPv6 address) */
+  readonly tunAddress6?: Uint32Array;
+  /** present: AF_INET6 sockets (IPV6_V6ONLY, one per queue) bound to [bindAddress6]:port (all zero = ::), the IPv6 underlay */
+  readonly bindAddress6?: Uint32Array;
 }
 
 /**
@@ -113,6 +126,16 @@ export interface EnginePort {
    * RangeError for an invalid prefix.
    */
   setRoutes(routes: Uint32Array): void;
+  /**
+   * Replaces the whole IPv6 route set, ROUTE6_WORDS (11) words per route:
+   *   [0..3] net (4 big-endian words, as EngineStartOptions.subnet6), [4] len 0..128,
+   *   [5] peer: the peer's IPv4 underlay address (uint32 host order),
+   *   [6] hasPeer6: 1 = send over the IPv6 underlay to peer6 (when this engine has IPv6
+   *       sockets), 0 = over IPv4 to peer, [7..10] peer6 (4 big-endian words; ignored when 0).
+   * Published like setRoutes (independently of it). Allowed before start(). RangeError for
+   * an invalid prefix or field.
+   */
+  setRoutes6(routes: Uint32Array): void;
   /** The offloads in force: the TUN's from openEngine, the UDP ones after start() (false before). */
   offloads(): EngineOffloads;
   /** Stops and joins the threads (within 1 s), closes the sockets and the TUN, frees the tables. Idempotent. */
@@ -166,6 +189,16 @@ export interface Addon {
    * bare longest-prefix match. rounds 1..1e6. Blocks the JS thread while it runs.
    */
   routeBench(routes: Uint32Array, addrs: Uint32Array, rounds: number, cached: boolean): RouteBenchResult;
+}
+
+/** Words per route in EnginePort.setRoutes6. */
+export const ROUTE6_WORDS = 11;
+
+/** An IPv6 address (bigint) as the 4 big-endian 32-bit words the addon takes. */
+export function ip6ToWords(a: bigint): Uint32Array {
+  const w = new Uint32Array(4);
+  for (let i = 0; i < 4; i++) w[i] = Number((a >> BigInt(96 - 32 * i)) & 0xffffffffn);
+  return w;
 }
 
 let cached: Addon | undefined;

@@ -21,17 +21,47 @@
  */
 import { TunError } from '../errors';
 import type { Prefix } from '../net/addr';
-import { loadAddon, type EnginePort } from './addon';
+import { loadAddon, ip6ToWords, ROUTE6_WORDS, type EnginePort } from './addon';
 import { ENGINE_COUNTERS, zeroCounters, sumCounters, type Engine, type EngineCounters, type EngineOptions } from './engine';
 import { NO_OFFLOADS, type OffloadState } from './engine';
 import { RouteTable } from './route-table';
 import type { Route, Route6 } from './types';
-import type { Prefix6 } from '../net/addr6';
+import { MAX_IP6, maskOf6, prefix6Key, type Prefix6 } from '../net/addr6';
+
+/**
+ * The IPv6 route set as EnginePort.setRoutes6 takes it (ROUTE6_WORDS words per route, see
+ * addon.ts). Pure; exported for the unit tests.
+ */
+export function encodeRoutes6(routes: readonly Route6[]): Uint32Array {
+  const out = new Uint32Array(routes.length * ROUTE6_WORDS);
+  routes.forEach((r, i) => {
+    const o = i * ROUTE6_WORDS;
+    out.set(ip6ToWords(r.subnet.addr), o);
+    out[o + 4] = r.subnet.len;
+    out[o + 5] = r.publicIp;
+    if (r.publicIpv6 !== undefined) {
+      out[o + 6] = 1;
+      out.set(ip6ToWords(r.publicIpv6), o + 7);
+    }
+  });
+  return out;
+}
+
+/** The checks EnginePort.setRoutes6 would make, up front (RangeError naming the route). */
+function checkRoute6(r: Route6): void {
+  const { addr, len } = r.subnet;
+  if (!Number.isInteger(len) || len < 0 || len > 128 || addr < 0n || addr > MAX_IP6 || (addr & ~maskOf6(len) & MAX_IP6) !== 0n)
+    throw new RangeError(`invalid IPv6 route subnet ${String(addr)}/${len}`);
+  if (!Number.isInteger(r.publicIp) || r.publicIp < 0 || r.publicIp > 0xffffffff) throw new RangeError(`invalid peer address ${r.publicIp} for ${prefix6Key(r.subnet)}`);
+  if (r.publicIpv6 !== undefined && (r.publicIpv6 < 0n || r.publicIpv6 > MAX_IP6)) throw new RangeError(`invalid peer IPv6 address for ${prefix6Key(r.subnet)}`);
+}
 
 export class NativeEngine implements Engine {
   readonly kind = 'native' as const;
   /** the route set in force (C gets a copy of it on every change); no lookup cache needed */
   private readonly mirror = new RouteTable({ cacheSize: 0 });
+  /** the IPv6 route set in force, by prefix6Key (C gets a copy on every change) */
+  private readonly mirror6 = new Map<string, Route6>();
   private port: EnginePort | undefined;
   /** the counters, kept after close() (frozen at their last values) */
   private counterArray: BigUint64Array | undefined;
@@ -44,6 +74,9 @@ export class NativeEngine implements Engine {
   private closed = false;
   private failed = false;
   private publishQueued = false;
+  /** a family's mirror changed since its last publication */
+  private dirty4 = false;
+  private dirty6 = false;
   private fatalHandler: (err: Error) => void = () => undefined;
   private offloadsAtStart: { tun: boolean; udpGso: boolean; udpGro: boolean } | undefined;
 
@@ -72,6 +105,7 @@ export class NativeEngine implements Engine {
       return i;
     });
     if (this.mirror.size > 0) this.publish();
+    if (this.mirror6.size > 0) this.publish6();
   }
 
   async start(): Promise<void> {
@@ -83,6 +117,10 @@ export class NativeEngine implements Engine {
         port: network.port, tunAddress: this.opts.tunAddress, tunMtu: this.opts.tunMtu, subnet: lease.subnet.addr, subnetLen: lease.subnet.len,
         udpGso: this.opts.offloads?.udpGso ?? false, udpGro: this.opts.offloads?.udpGro ?? false, bindAddress: this.opts.bindAddress,
         icmpRatelimitRate: this.opts.icmpRateLimit?.rate, icmpRatelimitBurst: this.opts.icmpRateLimit?.burst,
+        ...(this.opts.ipv6 === undefined ? {} : {
+          subnet6: ip6ToWords(this.opts.ipv6.subnet.addr), subnet6Len: this.opts.ipv6.subnet.len, tunAddress6: ip6ToWords(this.opts.ipv6.tunAddress),
+          ...(this.opts.ipv6.underlayBind === undefined ? {} : { bindAddress6: ip6ToWords(this.opts.ipv6.underlayBind) }),
+        }),
       });
       this.offloadsAtStart = port.offloads();
     } catch (err) {
@@ -93,15 +131,21 @@ export class NativeEngine implements Engine {
 
   // ---- RouteSink ----
   routes6(): Route6[] {
-    return [];
+    return [...this.mirror6.values()];
   }
 
-  upsert6(_route: Route6): void {
-    throw new Error('IPv6 routes: not implemented in the native engine yet');
+  /** RangeError for an invalid route; Error when the engine was opened without `ipv6`. */
+  upsert6(route: Route6): void {
+    if (this.opts.ipv6 === undefined) throw new Error('IPv6 route for an engine without ipv6 options');
+    checkRoute6(route);
+    const copy: Route6 = Object.freeze({ subnet: Object.freeze({ addr: route.subnet.addr, len: route.subnet.len }), publicIp: route.publicIp,
+      ...(route.publicIpv6 === undefined ? {} : { publicIpv6: route.publicIpv6 }) });
+    this.mirror6.set(prefix6Key(route.subnet), copy);
+    this.schedulePublish(6);
   }
 
-  remove6(_subnet: Prefix6): void {
-    throw new Error('IPv6 routes: not implemented in the native engine yet');
+  remove6(subnet: Prefix6): void {
+    if (this.mirror6.delete(prefix6Key(subnet))) this.schedulePublish(6);
   }
 
   upsert(route: Route): void {
@@ -173,19 +217,23 @@ export class NativeEngine implements Engine {
     this.port = undefined;
   }
 
-  /** Publishes the mirror once the current burst of route changes is over (one microtask later). */
-  private schedulePublish(): void {
+  /** Publishes the changed mirror(s) once the current burst of route changes is over (one microtask later). */
+  private schedulePublish(family: 4 | 6 = 4): void {
+    if (family === 4) this.dirty4 = true;
+    else this.dirty6 = true;
     if (this.publishQueued || this.port === undefined) return;
     this.publishQueued = true;
     queueMicrotask(() => {
       this.publishQueued = false;
-      this.publish();
+      if (this.dirty4) this.publish();
+      if (this.dirty6) this.publish6();
     });
   }
 
   private publish(): void {
     const port = this.port;
     if (port === undefined || this.closed) return;
+    this.dirty4 = false;
     const routes = this.mirror.routes();
     const triples = new Uint32Array(routes.length * 3);
     routes.forEach((r, i) => {
@@ -199,6 +247,17 @@ export class NativeEngine implements Engine {
       // only out of memory can get here (the mirror validated every route): the threads
       // would go on with a stale table, so this is fatal
       this.threadFailed(err as Error);
+    }
+  }
+
+  private publish6(): void {
+    const port = this.port;
+    if (port === undefined || this.closed || this.opts.ipv6 === undefined) return;
+    this.dirty6 = false;
+    try {
+      port.setRoutes6(encodeRoutes6([...this.mirror6.values()]));
+    } catch (err) {
+      this.threadFailed(err as Error); // as publish(): only out of memory gets here
     }
   }
 

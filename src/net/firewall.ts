@@ -33,21 +33,47 @@
  * sets, in every backend) and installs what the flags ask; every --iptables-resync seconds
  * check() re-detects and repairs (a firewall reload, a Docker restart), logging each repair;
  * stop() removes ours where it put them, leaving the host's rules and policies untouched.
+ *
+ * Dual-stack (FirewallOptions.ipv6): the same for IPv6Network, as flanneld does with
+ * ip6tables: ip6tables-legacy (when /proc/net/ip6_tables_names lists filter), ip6tables-nft
+ * (nft's `ip6 filter FORWARD`) get chain FLANNEL-FWD with the same rules; native forward
+ * chains of family ip6/inet get `ip6 saddr/daddr <IPv6Network> accept` with the comment
+ * "overlayd forward ipv6"; the masquerade table `ip6 overlayd` (masq.ts). IPv6 sites are
+ * marked `ipv6` (an inet chain may be a site of both families).
  */
 import { formatPrefix, type Prefix } from './addr';
+import { formatPrefix6, type Prefix6 } from './addr6';
 import { mustRun, parseNftJson, type FirewallSystem, type NftListing, type NftRule, systemFirewall } from './fwexec';
-import { installMasq, masqPresent, removeMasq, MASQ_TABLE, type MasqPlan } from './masq';
+import { installMasq, masqPresent, removeMasq, MASQ_TABLE, type MasqFamily, type MasqPlan, type MasqPlan6 } from './masq';
 import { errorMessage } from '../errors';
 import type { Logger } from '../ops/log';
 
 export const FWD_CHAIN = 'FLANNEL-FWD';
 export const FWD_COMMENT = 'flanneld forward';
 export const NFT_FWD_COMMENT = 'overlayd forward';
+/** the comment of our native nftables accepts for IPv6Network */
+export const NFT_FWD_COMMENT6 = 'overlayd forward ipv6';
 /** bound on the deletions of duplicated jump rules */
 const MAX_DUPLICATES = 32;
 
 export type ForwardBackend = 'iptables-legacy' | 'iptables-nft' | 'nftables';
 const IPTABLES_BIN: Record<Exclude<ForwardBackend, 'nftables'>, string> = { 'iptables-legacy': 'iptables-legacy', 'iptables-nft': 'iptables-nft' };
+const IP6TABLES_BIN: Record<Exclude<ForwardBackend, 'nftables'>, string> = { 'iptables-legacy': 'ip6tables-legacy', 'iptables-nft': 'ip6tables-nft' };
+
+function iptablesBin(backend: Exclude<ForwardBackend, 'nftables'>, ipv6: boolean | undefined): string {
+  return (ipv6 === true ? IP6TABLES_BIN : IPTABLES_BIN)[backend];
+}
+
+/** An IPv4 or (dual-stack) IPv6 network; the rules follow its family. */
+export type AnyPrefix = Prefix | Prefix6;
+
+function isPrefix6(p: AnyPrefix): p is Prefix6 {
+  return typeof p.addr === 'bigint';
+}
+
+function prefixText(p: AnyPrefix): string {
+  return isPrefix6(p) ? formatPrefix6(p) : formatPrefix(p);
+}
 
 /** A forward-hook base chain that drops what it does not accept. */
 export interface ForwardSite {
@@ -60,15 +86,17 @@ export interface ForwardSite {
    * nftables its handle; iptables 1 (its position is looked up again when installing).
    */
   readonly before?: number;
+  /** a site for IPv6Network (ip6tables, or an ip6/inet chain) */
+  readonly ipv6?: boolean;
 }
 
 export function siteName(s: ForwardSite): string {
-  return `${s.backend} ${s.family} ${s.table} ${s.chain}`;
+  return `${s.backend} ${s.family} ${s.table} ${s.chain}${s.ipv6 === true ? ' ipv6' : ''}`;
 }
 
 /** flanneld's forwardRules(): [chain, rulespec] for iptables. */
-export function iptablesForwardRules(network: Prefix): Array<[string, string[]]> {
-  const net = formatPrefix(network);
+export function iptablesForwardRules(network: AnyPrefix): Array<[string, string[]]> {
+  const net = prefixText(network);
   const c = ['-m', 'comment', '--comment', FWD_COMMENT];
   return [
     ['FORWARD', [...c, '-j', FWD_CHAIN]],
@@ -82,15 +110,16 @@ export function iptablesForwardRules(network: Prefix): Array<[string, string[]]>
  * inserted before the terminal rule (given to `nft -j` as one argument: nft's JSON mode cannot
  * read a piped stdin).
  */
-export function nftForwardRules(site: ForwardSite, network: Prefix): object[] {
+export function nftForwardRules(site: ForwardSite, network: AnyPrefix): object[] {
   const verb = site.before === undefined ? 'add' : 'insert';
+  const v6 = isPrefix6(network);
   const match = (field: 'saddr' | 'daddr') => ({
     [verb]: {
       rule: {
-        family: site.family, table: site.table, chain: site.chain, comment: NFT_FWD_COMMENT,
+        family: site.family, table: site.table, chain: site.chain, comment: v6 ? NFT_FWD_COMMENT6 : NFT_FWD_COMMENT,
         ...(site.before !== undefined && { handle: site.before }),
         expr: [
-          { match: { op: '==', left: { payload: { protocol: 'ip', field } }, right: { prefix: { addr: formatPrefix(network).split('/')[0], len: network.len } } } },
+          { match: { op: '==', left: { payload: { protocol: v6 ? 'ip6' : 'ip', field } }, right: { prefix: { addr: prefixText(network).split('/')[0], len: network.len } } } },
           { accept: null },
         ],
       },
@@ -99,8 +128,8 @@ export function nftForwardRules(site: ForwardSite, network: Prefix): object[] {
   return [match('saddr'), match('daddr')];
 }
 
-async function legacyFilterExists(sys: FirewallSystem): Promise<boolean> {
-  const names = await sys.readFile('/proc/net/ip_tables_names');
+async function legacyFilterExists(sys: FirewallSystem, ipv6 = false): Promise<boolean> {
+  const names = await sys.readFile(ipv6 ? '/proc/net/ip6_tables_names' : '/proc/net/ip_tables_names');
   return names !== undefined && names.split('\n').some((l) => l.trim() === 'filter');
 }
 
@@ -109,7 +138,7 @@ async function nftChains(sys: FirewallSystem): Promise<NftListing | undefined> {
   return r.code === 0 ? parseNftJson(r.stdout) : undefined;
 }
 
-const isIptablesNft = (c: { family: string; table: string; name: string }) => c.family === 'ip' && c.table === 'filter' && c.name === 'FORWARD';
+const isIptablesNft = (c: { family: string; table: string; name: string }, ipv6 = false) => c.family === (ipv6 ? 'ip6' : 'ip') && c.table === 'filter' && c.name === 'FORWARD';
 
 /** An iptables FORWARD rule that drops everything reaching it. */
 const IPTABLES_TERMINAL = /^-A FORWARD -j (DROP|REJECT( --reject-with \S+)?)$/;
@@ -133,10 +162,10 @@ export function iptablesTerminal(listing: string): { terminal?: number; jump?: n
 }
 
 /** An iptables flavour's FORWARD site: policy drop (appended), or a terminal last rule (before: 1), or none. */
-async function iptablesSite(sys: FirewallSystem, backend: Exclude<ForwardBackend, 'nftables'>, policyDrop?: boolean): Promise<ForwardSite | undefined> {
-  const r = await sys.run(IPTABLES_BIN[backend], ['-w', '-t', 'filter', '-S', 'FORWARD']);
+async function iptablesSite(sys: FirewallSystem, backend: Exclude<ForwardBackend, 'nftables'>, policyDrop?: boolean, ipv6 = false): Promise<ForwardSite | undefined> {
+  const r = await sys.run(iptablesBin(backend, ipv6), ['-w', '-t', 'filter', '-S', 'FORWARD']);
   if (r.code !== 0) return undefined;
-  const site = { backend, family: 'ip', table: 'filter', chain: 'FORWARD' };
+  const site = ipv6 ? { backend, family: 'ip6', table: 'filter', chain: 'FORWARD', ipv6 } : { backend, family: 'ip', table: 'filter', chain: 'FORWARD' };
   if (iptablesTerminal(r.stdout).terminal !== undefined) return { ...site, before: 1 };
   return (policyDrop ?? /^-P FORWARD DROP$/m.test(r.stdout)) ? site : undefined;
 }
@@ -170,25 +199,26 @@ async function isTerminal(sys: FirewallSystem, rule: NftRule, depth: number): Pr
 /**
  * Every forward-hook base chain that drops what it does not accept (policy drop, or a
  * terminal last rule in a native nftables chain), in the order legacy, iptables-nft, nftables.
+ * `ipv6`: the chains that filter IPv6 (ip6tables, families ip6 and inet), sites marked ipv6.
  */
-export async function detectForwardDrops(sys: FirewallSystem): Promise<ForwardSite[]> {
+export async function detectForwardDrops(sys: FirewallSystem, ipv6 = false): Promise<ForwardSite[]> {
   const sites: ForwardSite[] = [];
-  if (await legacyFilterExists(sys)) {
-    const legacy = await iptablesSite(sys, 'iptables-legacy');
+  if (await legacyFilterExists(sys, ipv6)) {
+    const legacy = await iptablesSite(sys, 'iptables-legacy', undefined, ipv6);
     if (legacy) sites.push(legacy);
   }
   const listing = await nftChains(sys);
   for (const c of listing?.chains ?? []) {
-    if (c.hook !== 'forward' || (c.family !== 'ip' && c.family !== 'inet')) continue;
-    const site = { family: c.family, table: c.table, chain: c.name };
+    if (c.hook !== 'forward' || (c.family !== (ipv6 ? 'ip6' : 'ip') && c.family !== 'inet')) continue;
+    const site = { family: c.family, table: c.table, chain: c.name, ...(ipv6 && { ipv6 }) };
     // iptables' names: changed through iptables-nft when installed, else an nftables chain like any other
-    if (isIptablesNft(c) && (await sys.run('iptables-nft', ['--version'])).code === 0) {
-      const nft = await iptablesSite(sys, 'iptables-nft', c.policy === 'drop');
+    if (isIptablesNft(c, ipv6) && (await sys.run(iptablesBin('iptables-nft', ipv6), ['--version'])).code === 0) {
+      const nft = await iptablesSite(sys, 'iptables-nft', c.policy === 'drop', ipv6);
       if (nft) sites.push(nft);
       continue;
     }
-    // ours skipped: accepts appended to a policy-drop chain, or left after a terminal rule
-    const last = (await listNftChain(sys, c.family, c.table, c.name))?.rules.filter((x) => x.comment !== NFT_FWD_COMMENT).at(-1);
+    // ours (either family) skipped: accepts appended to a policy-drop chain, or left after a terminal rule
+    const last = (await listNftChain(sys, c.family, c.table, c.name))?.rules.filter((x) => x.comment !== NFT_FWD_COMMENT && x.comment !== NFT_FWD_COMMENT6).at(-1);
     if (last !== undefined && await isTerminal(sys, last, MAX_JUMP_DEPTH)) sites.push({ backend: 'nftables', ...site, before: last.handle });
     else if (c.policy === 'drop') sites.push({ backend: 'nftables', ...site });
   }
@@ -196,17 +226,18 @@ export async function detectForwardDrops(sys: FirewallSystem): Promise<ForwardSi
 }
 
 /** True when all of our accepts are in place at the site. */
-export async function forwardPresent(sys: FirewallSystem, site: ForwardSite, network: Prefix): Promise<boolean> {
+export async function forwardPresent(sys: FirewallSystem, site: ForwardSite, network: AnyPrefix): Promise<boolean> {
   if (site.backend === 'nftables') {
     const rules = (await listNftChain(sys, site.family, site.table, site.chain))?.rules;
     if (rules === undefined) return false;
-    const ours = rules.flatMap((x, i) => (x.comment === NFT_FWD_COMMENT ? [i] : []));
+    const comment = site.ipv6 === true ? NFT_FWD_COMMENT6 : NFT_FWD_COMMENT;
+    const ours = rules.flatMap((x, i) => (x.comment === comment ? [i] : []));
     if (ours.length !== 2) return false;
     // a terminal rule: ours must come before it (a rule appended after it is never reached)
     const end = site.before === undefined ? rules.length : rules.findIndex((x) => x.handle === site.before);
     return ours.every((i) => i < end);
   }
-  const bin = IPTABLES_BIN[site.backend];
+  const bin = iptablesBin(site.backend, site.ipv6);
   for (const [chain, spec] of iptablesForwardRules(network)) {
     if ((await sys.run(bin, ['-w', '-t', 'filter', '-C', chain, ...spec])).code !== 0) return false;
   }
@@ -217,12 +248,16 @@ export async function forwardPresent(sys: FirewallSystem, site: ForwardSite, net
   return r.code === 0 && at.jump !== undefined && (at.terminal === undefined || at.jump < at.terminal);
 }
 
-/** Deletes the native nftables rules carrying our comment; `only` restricts it to one chain. Resolves how many. */
-async function removeNftForward(sys: FirewallSystem, only?: ForwardSite): Promise<number> {
+/**
+ * Deletes the native nftables rules carrying our comment (of IPv6Network's when `ipv6`, or
+ * `only`'s family); `only` restricts it to one chain. Resolves how many.
+ */
+async function removeNftForward(sys: FirewallSystem, only?: ForwardSite, ipv6 = false): Promise<number> {
   const args = only ? ['-j', 'list', 'chain', only.family, only.table, only.chain] : ['-j', 'list', 'ruleset'];
   const r = await sys.run('nft', args);
   if (r.code !== 0) return 0;
-  const ours = parseNftJson(r.stdout).rules.filter((x) => x.comment === NFT_FWD_COMMENT);
+  const comment = (only?.ipv6 ?? ipv6) === true ? NFT_FWD_COMMENT6 : NFT_FWD_COMMENT;
+  const ours = parseNftJson(r.stdout).rules.filter((x) => x.comment === comment);
   if (ours.length === 0) return 0;
   const batch = ours.map((x) => ({ delete: { rule: { family: x.family, table: x.table, chain: x.chain, handle: x.handle } } }));
   await mustRun(sys, 'nft', ['-j', JSON.stringify({ nftables: batch })]);
@@ -242,13 +277,13 @@ async function removeIptablesForward(sys: FirewallSystem, bin: string): Promise<
 }
 
 /** (Re)installs our accepts at one site: what is there of ours first goes, then all of it, in order. */
-export async function installForward(sys: FirewallSystem, site: ForwardSite, network: Prefix): Promise<void> {
+export async function installForward(sys: FirewallSystem, site: ForwardSite, network: AnyPrefix): Promise<void> {
   if (site.backend === 'nftables') {
     await removeNftForward(sys, site);
     await mustRun(sys, 'nft', ['-j', JSON.stringify({ nftables: nftForwardRules(site, network) })]);
     return;
   }
-  const bin = IPTABLES_BIN[site.backend];
+  const bin = iptablesBin(site.backend, site.ipv6);
   const ipt = (args: string[]) => mustRun(sys, bin, ['-w', '-t', 'filter', ...args]);
   await sys.run(bin, ['-w', '-t', 'filter', '-N', FWD_CHAIN]); // exists already: fine, flushed next
   await ipt(['-F', FWD_CHAIN]);
@@ -264,17 +299,17 @@ export async function installForward(sys: FirewallSystem, site: ForwardSite, net
  * crashed one). Never creates a table: iptables-legacy only when its filter table exists,
  * iptables-nft only when nft shows `ip filter`. Resolves the backends where something went.
  */
-export async function removeAllForward(sys: FirewallSystem): Promise<ForwardBackend[]> {
+export async function removeAllForward(sys: FirewallSystem, ipv6 = false): Promise<ForwardBackend[]> {
   const out: ForwardBackend[] = [];
-  if (await legacyFilterExists(sys) && await removeIptablesForward(sys, 'iptables-legacy') > 0) out.push('iptables-legacy');
+  if (await legacyFilterExists(sys, ipv6) && await removeIptablesForward(sys, iptablesBin('iptables-legacy', ipv6)) > 0) out.push('iptables-legacy');
   const listing = await nftChains(sys);
-  if (listing?.chains.some((c) => c.family === 'ip' && c.table === 'filter') && await removeIptablesForward(sys, 'iptables-nft') > 0) out.push('iptables-nft');
-  if (listing !== undefined && await removeNftForward(sys) > 0) out.push('nftables');
+  if (listing?.chains.some((c) => c.family === (ipv6 ? 'ip6' : 'ip') && c.table === 'filter') && await removeIptablesForward(sys, iptablesBin('iptables-nft', ipv6)) > 0) out.push('iptables-nft');
+  if (listing !== undefined && await removeNftForward(sys, undefined, ipv6) > 0) out.push('nftables');
   return out;
 }
 
-async function masqTableExists(sys: FirewallSystem): Promise<boolean> {
-  return (await sys.run('nft', ['list', 'table', 'ip', MASQ_TABLE])).code === 0;
+async function masqTableExists(sys: FirewallSystem, family: MasqFamily = 'ip'): Promise<boolean> {
+  return (await sys.run('nft', ['list', 'table', family, MASQ_TABLE])).code === 0;
 }
 
 /**
@@ -282,13 +317,21 @@ async function masqTableExists(sys: FirewallSystem): Promise<boolean> {
  * the masquerade table unless --ip-masq is on (then start() replaces it). Each removal logged.
  * Needs no lease: the daemon runs it as soon as it holds the instance lock.
  */
-export async function removeLeftovers(opts: { ipMasq: boolean; logger: Logger; sys?: FirewallSystem }): Promise<void> {
+export async function removeLeftovers(opts: { ipMasq: boolean; logger: Logger; sys?: FirewallSystem; ipv6?: boolean }): Promise<void> {
   const sys = opts.sys ?? systemFirewall;
   const stale = await removeAllForward(sys);
   if (stale.length > 0) opts.logger.info({ backends: stale }, 'removed FORWARD rules left by a previous instance');
   if (!opts.ipMasq && await masqTableExists(sys)) {
     await removeMasq(sys);
     opts.logger.info({ table: `ip ${MASQ_TABLE}` }, 'removed masquerade rules left by a previous instance (--ip-masq is off)');
+  }
+  // IPv6 leftovers only with IPv6 on (an IPv4-only node runs no ip6tables/ip6 command)
+  if (opts.ipv6 !== true) return;
+  const stale6 = await removeAllForward(sys, true);
+  if (stale6.length > 0) opts.logger.info({ backends: stale6, ipv6: true }, 'removed IPv6 FORWARD rules left by a previous instance');
+  if (!opts.ipMasq && await masqTableExists(sys, 'ip6')) {
+    await removeMasq(sys, 'ip6');
+    opts.logger.info({ table: `ip6 ${MASQ_TABLE}` }, 'removed IPv6 masquerade rules left by a previous instance (--ip-masq is off)');
   }
 }
 
@@ -304,6 +347,8 @@ export interface FirewallOptions {
   readonly network: Prefix;
   /** this node's lease */
   readonly subnet: Prefix;
+  /** dual-stack: IPv6Network and this node's IPv6 subnet get the same treatment (ip6tables/ip6) */
+  readonly ipv6?: { readonly network: Prefix6; readonly subnet: Prefix6 };
   readonly logger: Logger;
   readonly sys?: FirewallSystem;
 }
@@ -313,7 +358,7 @@ export interface FirewallStatus {
   readonly forwardRules: boolean;
   readonly resyncSeconds: number;
   /** forward-hook chains with policy drop found at the last check, and whether our accepts are there */
-  readonly forward: { backend: ForwardBackend; chain: string; present: boolean }[];
+  readonly forward: { backend: ForwardBackend; chain: string; present: boolean; ipv6?: boolean }[];
   readonly masq: { enabled: boolean; present: boolean; fullyRandom: boolean };
   /** times a check found our rules missing and put them back */
   readonly repairs: number;
@@ -330,6 +375,7 @@ export class Firewall {
   private sites: { site: ForwardSite; present: boolean }[] = [];
   private masqOk = false;
   private fullyRandom = false;
+  private fullyRandom6 = false;
   private repairs = 0;
   private lastCheck: Date | undefined;
   private lastError: string | undefined;
@@ -345,13 +391,20 @@ export class Firewall {
     return { network: this.opts.network, subnet: this.opts.subnet, fullyRandom: this.opts.fullyRandom };
   }
 
+  private get masqPlan6(): MasqPlan6 | undefined {
+    const v6 = this.opts.ipv6;
+    return v6 === undefined ? undefined : { family: 'ip6', network: v6.network, subnet: v6.subnet, fullyRandom: this.opts.fullyRandom };
+  }
+
   /** Reconciles to the flags (leftovers removed), installs, starts the periodic check. Rejects (LinkError) when installing fails. */
   async start(): Promise<void> {
     const { logger } = this.opts;
-    await removeLeftovers({ ipMasq: this.opts.ipMasq, logger, sys: this.sys });
+    await removeLeftovers({ ipMasq: this.opts.ipMasq, logger, sys: this.sys, ipv6: this.opts.ipv6 !== undefined });
     if (this.opts.ipMasq) {
       this.fullyRandom = (await installMasq(this.sys, this.masqPlan)).fullyRandom;
       if (this.opts.fullyRandom && !this.fullyRandom) logger.warn('the kernel refuses masquerade fully-random; masquerading without it');
+      const plan6 = this.masqPlan6;
+      if (plan6 !== undefined) this.fullyRandom6 = (await installMasq(this.sys, plan6)).fullyRandom;
       this.masqOk = true;
     }
     if (this.opts.forwardRules) await this.checkForward();
@@ -379,6 +432,12 @@ export class Firewall {
         this.repairs++;
         this.opts.logger.warn({ table: `ip ${MASQ_TABLE}`, repairs: this.repairs }, 'masquerade rules were missing or changed; repaired');
       }
+      const plan6 = this.masqPlan6;
+      if (this.opts.ipMasq && plan6 !== undefined && !this.stopped && !(await masqPresent(this.sys, { ...plan6, fullyRandom: this.fullyRandom6 }))) {
+        this.fullyRandom6 = (await installMasq(this.sys, { ...plan6, fullyRandom: this.fullyRandom6 })).fullyRandom;
+        this.repairs++;
+        this.opts.logger.warn({ table: `ip6 ${MASQ_TABLE}`, repairs: this.repairs }, 'IPv6 masquerade rules were missing or changed; repaired');
+      }
       this.masqOk = this.opts.ipMasq;
       this.lastError = undefined;
     } catch (err) {
@@ -390,13 +449,15 @@ export class Firewall {
 
   private async checkForward(): Promise<void> {
     const found = await detectForwardDrops(this.sys);
+    if (this.opts.ipv6 !== undefined) found.push(...await detectForwardDrops(this.sys, true));
     const next: { site: ForwardSite; present: boolean }[] = [];
     for (const site of found) {
       if (this.stopped) return;
       const key = siteName(site);
-      if (!(await forwardPresent(this.sys, site, this.opts.network))) {
-        await installForward(this.sys, site, this.opts.network);
-        const fields = { backend: site.backend, chain: `${site.family} ${site.table} ${site.chain}`, network: formatPrefix(this.opts.network) };
+      const network: AnyPrefix = site.ipv6 === true && this.opts.ipv6 !== undefined ? this.opts.ipv6.network : this.opts.network;
+      if (!(await forwardPresent(this.sys, site, network))) {
+        await installForward(this.sys, site, network);
+        const fields = { backend: site.backend, chain: `${site.family} ${site.table} ${site.chain}`, network: prefixText(network) };
         if (this.known.has(key)) {
           this.repairs++;
           this.opts.logger.warn({ ...fields, repairs: this.repairs }, 'FORWARD accept rules were missing; repaired');
@@ -424,17 +485,20 @@ export class Firewall {
     for (const site of this.known.values()) {
       try {
         if (site.backend === 'nftables') await removeNftForward(this.sys, site);
-        else await removeIptablesForward(this.sys, IPTABLES_BIN[site.backend]);
+        else await removeIptablesForward(this.sys, iptablesBin(site.backend, site.ipv6));
       } catch (err) {
         errs.push(err);
       }
     }
     this.known.clear();
     if (this.opts.ipMasq) {
-      try {
-        await removeMasq(this.sys);
-      } catch (err) {
-        errs.push(err);
+      const families: MasqFamily[] = this.opts.ipv6 === undefined ? ['ip'] : ['ip', 'ip6'];
+      for (const family of families) {
+        try {
+          await removeMasq(this.sys, family);
+        } catch (err) {
+          errs.push(err);
+        }
       }
     }
     this.sites = [];
@@ -446,7 +510,7 @@ export class Firewall {
     return {
       forwardRules: this.opts.forwardRules,
       resyncSeconds: this.opts.resyncSeconds,
-      forward: this.sites.map(({ site, present }) => ({ backend: site.backend, chain: `${site.family} ${site.table} ${site.chain}`, present })),
+      forward: this.sites.map(({ site, present }) => ({ backend: site.backend, chain: `${site.family} ${site.table} ${site.chain}`, present, ...(site.ipv6 === true && { ipv6: true }) })),
       masq: { enabled: this.opts.ipMasq, present: this.masqOk, fullyRandom: this.opts.ipMasq && this.fullyRandom },
       repairs: this.repairs,
       lastCheck: this.lastCheck?.toISOString() ?? null,

@@ -8,6 +8,7 @@ import { writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { LinkError, ConfigError } from '../errors';
 import { formatIp, formatPrefix, parseIp, type Prefix } from './addr';
+import { formatIp6, formatPrefix6, type Prefix6 } from './addr6';
 
 const IP_TIMEOUT_MS = 10_000;
 
@@ -33,6 +34,39 @@ export interface Underlay {
 
 /** IPv4 + UDP header bytes added to every packet on the underlay. */
 export const ENCAP_OVERHEAD = 28;
+/** IPv6 + UDP header bytes added to every packet on an IPv6 underlay. */
+export const ENCAP_OVERHEAD6 = 48;
+
+/**
+ * The TUN MTU (bytes) for an underlay MTU: minus the IPv6+UDP headers when this node carries
+ * inner packets over an IPv6 underlay (any peer may then be reached over it), else minus
+ * IPv4+UDP. FLANNEL_MTU is this value.
+ */
+export function tunMtuFor(underlayMtu: number, ipv6Underlay: boolean): number {
+  return underlayMtu - (ipv6Underlay ? ENCAP_OVERHEAD6 : ENCAP_OVERHEAD);
+}
+
+/** The IPv6 half of the TUN link (dual-stack). */
+export interface TunLinkIpv6Plan {
+  /** the v6 subnet's network address, given /128 */
+  readonly address: bigint;
+  /** the cluster IPv6Network, routed through the TUN */
+  readonly network: Prefix6;
+}
+
+/**
+ * Per-device IPv6 sysctls written before the link goes up (order matters: addr_gen_mode
+ * before disable_ipv6=0), so that the kernel never creates a link-local address and never
+ * sends router solicitations, DAD or MLD into the tunnel.
+ */
+export const TUN_IPV6_SYSCTLS: readonly (readonly [string, string])[] = [
+  ['addr_gen_mode', '1'],
+  ['accept_ra', '0'],
+  ['accept_dad', '0'],
+  ['dad_transmits', '0'],
+  ['router_solicitations', '0'],
+  ['disable_ipv6', '0'],
+];
 
 export interface TunLinkPlan {
   readonly name: string;
@@ -42,6 +76,8 @@ export interface TunLinkPlan {
   readonly mtu: number;
   /** the cluster Network, routed through the TUN */
   readonly network: Prefix;
+  /** dual-stack: IPv6 address and route too; undefined = IPv4 only (IPv6 disabled on the device) */
+  readonly ipv6?: TunLinkIpv6Plan;
 }
 
 /** What configureTun did, so that it can be undone. */
@@ -51,7 +87,9 @@ export interface TunLinkState {
 }
 
 /**
- * Configures the TUN device: address/32, MTU, up, accept_local=1, route Network dev TUN.
+ * Configures the TUN device: address/32, MTU, up, accept_local=1, route Network dev TUN;
+ * with `ipv6`: the IPv6 sysctls (TUN_IPV6_SYSCTLS) before anything else, address/128
+ * nodad, route IPv6Network dev TUN.
  * On failure undoes what it did and rethrows the first error. `replace` semantics make
  * it idempotent over the leftovers of a crashed instance.
  */
@@ -79,11 +117,24 @@ export async function configureTun(plan: TunLinkPlan, ops: LinkOps = systemLinkO
   const net = formatPrefix(plan.network);
   const state: TunLinkState = { plan, undo: [] };
   try {
-    // IPv4 only: no IPv6 link-local address, so no router solicitations or MLD reports
-    // land in the TUN as packets the engine can only drop (skipped where IPv6 is absent)
-    await ops.sysctl(`net/ipv6/conf/${dev}/disable_ipv6`, '1');
+    if (plan.ipv6 === undefined) {
+      // IPv4 only: no IPv6 link-local address, so no router solicitations or MLD reports
+      // land in the TUN as packets the engine can only drop (skipped where IPv6 is absent)
+      await ops.sysctl(`net/ipv6/conf/${dev}/disable_ipv6`, '1');
+    } else {
+      for (const [key, value] of TUN_IPV6_SYSCTLS) {
+        if (!(await ops.sysctl(`net/ipv6/conf/${dev}/${key}`, value))) {
+          throw new LinkError(`write ${value} > /proc/sys/net/ipv6/conf/${dev}/${key}`, 'no such file (IPv6 disabled in this kernel, or the device is gone)');
+        }
+      }
+    }
     await ops.ip(['addr', 'replace', addr, 'dev', dev]);
     state.undo.push(() => ops.ip(['addr', 'del', addr, 'dev', dev]).then(() => undefined));
+    if (plan.ipv6 !== undefined) {
+      const addr6 = `${formatIp6(plan.ipv6.address)}/128`;
+      await ops.ip(['-6', 'addr', 'replace', addr6, 'dev', dev, 'nodad']);
+      state.undo.push(() => ops.ip(['-6', 'addr', 'del', addr6, 'dev', dev]).then(() => undefined));
+    }
     await ops.ip(['link', 'set', 'dev', dev, 'mtu', String(plan.mtu), 'up']);
     state.undo.push(() => ops.ip(['link', 'set', 'dev', dev, 'down']).then(() => undefined));
     // ICMP errors we write into the TUN carry the TUN's (local) address as source: without
@@ -93,6 +144,11 @@ export async function configureTun(plan: TunLinkPlan, ops: LinkOps = systemLinkO
     }
     await ops.ip(['route', 'replace', net, 'dev', dev]);
     state.undo.push(() => ops.ip(['route', 'del', net, 'dev', dev]).then(() => undefined));
+    if (plan.ipv6 !== undefined) {
+      const net6 = formatPrefix6(plan.ipv6.network);
+      await ops.ip(['-6', 'route', 'replace', net6, 'dev', dev]);
+      state.undo.push(() => ops.ip(['-6', 'route', 'del', net6, 'dev', dev]).then(() => undefined));
+    }
   } catch (err) {
     await unconfigureTun(state);
     throw err;

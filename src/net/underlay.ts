@@ -11,9 +11,10 @@
 import { ConfigError, errorMessage } from '../errors';
 import type { UnderlaySelection } from '../config';
 import { isIp } from './addr';
+import { formatIp6, parseIp6 } from './addr6';
 import { ip, type Underlay } from './link';
 
-interface IpAddrInfo { family?: string; local?: string }
+interface IpAddrInfo { family?: string; local?: string; scope?: string; deprecated?: boolean; tentative?: boolean; dadfailed?: boolean }
 interface IpLink { ifname: string; mtu: number; addr_info?: IpAddrInfo[] }
 interface IpRoute { dev?: string; prefsrc?: string }
 
@@ -32,6 +33,29 @@ function underlayOf(l: IpLink, address?: string): Underlay {
 export async function isLocalAddress(addr: string, run: IpRunner = ip): Promise<boolean> {
   const all = JSON.parse(await run(['-j', 'addr', 'show'])) as IpLink[];
   return all.some((l) => ipv4s(l).includes(addr));
+}
+
+/** True when an interface of this network namespace holds the IPv6 address (compared as numbers, any text form). */
+export async function isLocalAddress6(addr: bigint, run: IpRunner = ip): Promise<boolean> {
+  const all = JSON.parse(await run(['-j', 'addr', 'show'])) as IpLink[];
+  return all.some((l) => (l.addr_info ?? []).some((a) => a.family === 'inet6' && a.local !== undefined && parseIp6(a.local) === addr));
+}
+
+/**
+ * The PublicIPv6 a dual-stack node uses without --public-ipv6 (flanneld takes its underlay
+ * interface's IPv6 address too): the first scope-global IPv6 address of interface `name` that
+ * is not deprecated, tentative or DAD-failed, in canonical text; undefined when it has none
+ * (inner IPv6 then rides the IPv4 underlay).
+ */
+export async function underlayIpv6(name: string, run: IpRunner = ip): Promise<string | undefined> {
+  const all = JSON.parse(await run(['-j', 'addr', 'show'])) as IpLink[];
+  const link = all.find((l) => l.ifname === name);
+  for (const a of link?.addr_info ?? []) {
+    if (a.family !== 'inet6' || a.scope !== 'global' || a.local === undefined || a.deprecated || a.tentative || a.dadfailed) continue;
+    const v = parseIp6(a.local);
+    if (v !== undefined) return formatIp6(v);
+  }
+  return undefined;
 }
 
 /** The underlay interface chosen by `sel` (see the module comment). */

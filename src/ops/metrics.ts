@@ -30,6 +30,8 @@ export interface MetricsSource {
   etcdLeader?(): boolean | undefined;
   /** ms since epoch of the last re-list; undefined before any */
   lastResyncAt?(): number | undefined;
+  /** IPv6 peer routes by the underlay they ride; undefined in an IPv4-only network */
+  routes6ByUnderlay?(): { ipv6: number; ipv4: number } | undefined;
 }
 
 /**
@@ -128,6 +130,17 @@ export function createMetrics(src: MetricsSource): Registry {
       if (direct === undefined) return;
       this.set({ kind: 'direct' }, direct);
       this.set({ kind: 'udp' }, src.routeCount() - direct);
+    },
+  });
+  // samples only in a dual-stack network
+  new Gauge({
+    name: 'overlayd_routes6', help: 'IPv6 peer routes (dual-stack) installed in the data plane, by the underlay inner IPv6 rides to the peer', labelNames: ['underlay'], registers: [registry],
+    collect() {
+      this.reset();
+      const n = src.routes6ByUnderlay?.();
+      if (n === undefined) return;
+      this.set({ underlay: 'ipv6' }, n.ipv6);
+      this.set({ underlay: 'ipv4' }, n.ipv4);
     },
   });
   new Gauge({

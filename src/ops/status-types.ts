@@ -31,6 +31,17 @@ export interface StatusRoute {
   via?: 'direct' | 'udp';
 }
 
+/** One IPv6 peer route (dual-stack) and the underlay inner IPv6 rides to it. */
+export interface StatusRoute6 {
+  subnet: string;
+  publicIp: string;
+  /** the peer's PublicIPv6 when inner IPv6 rides the IPv6 underlay; null: over IPv4 to publicIp */
+  publicIpv6: string | null;
+  underlay: 'ipv6' | 'ipv4';
+  /** seconds since this route was installed; null when unknown */
+  ageSeconds: number | null;
+}
+
 /** Offloads in force, keyed by the `offload` label of overlayd_offload_enabled. */
 export interface StatusOffloads {
   tun: boolean;
@@ -79,10 +90,19 @@ export interface StatusDoc {
   reason?: string;
   ready: boolean;
   source: 'static' | 'etcd';
-  network: { network: string; port: number } | null;
+  network: {
+    network: string;
+    port: number;
+    /** IPv6Network of a dual-stack network (EnableIPv6); absent when IPv4-only */
+    network6?: string;
+  } | null;
   lease: {
     subnet: string;
     publicIp: string;
+    /** this node's IPv6 subnet (dual-stack); absent when IPv4-only */
+    subnet6?: string;
+    /** this node's PublicIPv6 as written in the lease (dual-stack); null when it has none */
+    publicIpv6?: string | null;
     /** ISO 8601; null when the lease never expires (static config) */
     expiresAt: string | null;
     valid: boolean;
@@ -104,6 +124,8 @@ export interface StatusDoc {
   /** FORWARD accept and masquerade rules (src/net/firewall.ts); null before they are set up */
   firewall?: FirewallStatus | null;
   routes: StatusRoute[];
+  /** IPv6 peer routes (dual-stack); absent when IPv4-only */
+  routes6?: StatusRoute6[];
   counters: StatusCounters | null;
   /** bytes (process.memoryUsage()) */
   memory: NodeJS.MemoryUsage;
@@ -122,6 +144,8 @@ export const STATUS_LINES: readonly StatusLine[] = [
   ['daemon', (s) => `pid ${s.pid}, overlayd ${s.version}, up ${s.uptimeSeconds}s, engine ${s.engine}, route source ${s.source}`],
   ['network', (s) => s.network && `${s.network.network}  udp port ${s.network.port}`],
   ['lease', (s) => s.lease && `${s.lease.subnet} -> ${s.lease.publicIp}  ${s.lease.valid ? 'valid' : 'NOT VALID'}${s.lease.expiresAt ? `, expires ${s.lease.expiresAt}` : ', never expires'}`],
+  ['network6', (s) => s.network?.network6],
+  ['lease6', (s) => s.lease?.subnet6 && `${s.lease.subnet6} -> ${s.lease.publicIpv6 ?? `${s.lease.publicIp} (no PublicIPv6)`}`],
   ['etcd', (s) => s.etcd && `${s.etcd.connected ? 'connected' : 'NOT CONNECTED'}${s.etcd.leader === false ? ', MEMBER HAS NO LEADER' : ''} (${s.etcd.endpoints.join(',')}), resyncs ${s.etcd.resyncs}${s.etcd.lastResync ? `, last re-list ${s.etcd.lastResync}` : ''}`],
   ['tun', (s) => s.tun && `${s.tun.name} ${s.tun.address}/32 mtu ${s.tun.mtu}`],
   ['offloads', (s) => s.offloads && `tun ${yesNo(s.offloads.tun)}, udp_gso ${yesNo(s.offloads.udp_gso)}, udp_gro ${yesNo(s.offloads.udp_gro)}; fallbacks ${kv(s.offloads.fallbacks)}; reenables ${kv(s.offloads.reenables)}`],
@@ -141,5 +165,9 @@ export function formatStatus(s: StatusDoc): string {
   }
   out.push(`${'routes:'.padEnd(10)}${s.routes.length}`);
   for (const r of s.routes) out.push(`  ${r.subnet.padEnd(20)} via ${r.publicIp.padEnd(16)} age ${r.ageSeconds ?? '?'}s${r.via === 'direct' ? '  direct' : ''}`);
+  if (s.routes6) {
+    out.push(`${'routes6:'.padEnd(10)}${s.routes6.length}`);
+    for (const r of s.routes6) out.push(`  ${r.subnet.padEnd(28)} via ${(r.publicIpv6 ?? r.publicIp).padEnd(16)} (${r.underlay} underlay) age ${r.ageSeconds ?? '?'}s`);
+  }
   return out.join('\n') + '\n';
 }

@@ -1,5 +1,6 @@
 import t from 'tap';
-import { configureTun, unconfigureTun, type LinkOps } from '../../src/net/link';
+import { configureTun, tunMtuFor, unconfigureTun, type LinkOps } from '../../src/net/link';
+import { parseIp6, parsePrefix6 } from '../../src/net/addr6';
 import { LinkError } from '../../src/errors';
 import { parseIp, parsePrefix } from '../../src/net/addr';
 
@@ -61,4 +62,43 @@ t.test('a missing accept_local sysctl is an error, not silently skipped', async 
 t.test('a missing IPv6 stack is fine', async (t) => {
   const { ops } = fakeOps(/^sysctl net\/ipv6/);
   await t.resolves(configureTun(plan, ops));
+});
+
+t.test('dual-stack: IPv6 sysctls before link up, /128 nodad, IPv6Network route; undone in reverse', async (t) => {
+  const { ops, calls } = fakeOps();
+  const dual = { ...plan, ipv6: { address: parseIp6('fd00:10:244:3::')!, network: parsePrefix6('fd00:10:244::/48')! } };
+  const state = await configureTun(dual, ops);
+  t.same(calls, [
+    'sysctl net/ipv6/conf/flannel0/addr_gen_mode=1',
+    'sysctl net/ipv6/conf/flannel0/accept_ra=0',
+    'sysctl net/ipv6/conf/flannel0/accept_dad=0',
+    'sysctl net/ipv6/conf/flannel0/dad_transmits=0',
+    'sysctl net/ipv6/conf/flannel0/router_solicitations=0',
+    'sysctl net/ipv6/conf/flannel0/disable_ipv6=0',
+    'ip addr replace 10.244.3.0/32 dev flannel0',
+    'ip -6 addr replace fd00:10:244:3::/128 dev flannel0 nodad',
+    'ip link set dev flannel0 mtu 1472 up',
+    'sysctl net/ipv4/conf/flannel0/accept_local=1',
+    'ip route replace 10.244.0.0/16 dev flannel0',
+    'ip -6 route replace fd00:10:244::/48 dev flannel0',
+  ]);
+  calls.length = 0;
+  t.same(await unconfigureTun(state), []);
+  t.same(calls, [
+    'ip -6 route del fd00:10:244::/48 dev flannel0', 'ip route del 10.244.0.0/16 dev flannel0', 'ip link set dev flannel0 down',
+    'ip -6 addr del fd00:10:244:3::/128 dev flannel0', 'ip addr del 10.244.3.0/32 dev flannel0',
+  ]);
+});
+
+t.test('dual-stack: a kernel without IPv6 is a clear error before the link goes up', async (t) => {
+  const { ops, calls } = fakeOps(/^sysctl net\/ipv6\/conf\/flannel0\/addr_gen_mode/);
+  const dual = { ...plan, ipv6: { address: parseIp6('fd00:10:244:3::')!, network: parsePrefix6('fd00:10:244::/48')! } };
+  await t.rejects(configureTun(dual, ops), /addr_gen_mode/);
+  t.notOk(calls.some((c) => c.startsWith('ip link')), 'never brought up');
+});
+
+t.test('tunMtuFor: IPv4 underlay -28, IPv6 underlay -48', async (t) => {
+  t.equal(tunMtuFor(1500, false), 1472);
+  t.equal(tunMtuFor(1500, true), 1452);
+  t.equal(tunMtuFor(9000, true), 8952);
 });

@@ -89,3 +89,11 @@ t.test('status counters and offloads use the words of the /metrics labels', asyn
   t.same(new Set(Object.keys(reenables)), labels('overlayd_offload_reenables_total', 'offload'), 'reenables: the offload labels');
   t.same(o, { tun: true, udp_gso: false, udp_gro: true, fallbacks: { udp_gso: 1, tun_gro: 0 }, reenables: { udp_gso: 1, tun_gro: 0 }, activity: { tun_gso_reads: 0, tun_gro_writes: 0, udp_gso_sends: 0, udp_gro_recvs: 0 } });
 });
+
+t.test('overlayd_routes6{underlay}: only in a dual-stack network', async (t) => {
+  const v6 = await families(source(undefined, { routes6ByUnderlay: () => ({ ipv6: 2, ipv4: 1 }) }));
+  const m = v6.find((f) => f.name === 'overlayd_routes6')?.metrics ?? [];
+  t.same(m.map((x) => [x.labels?.['underlay'], x.value]).sort(), [['ipv4', '1'], ['ipv6', '2']]);
+  const v4 = await families(source(undefined, { routes6ByUnderlay: () => undefined }));
+  t.same(v4.find((f) => f.name === 'overlayd_routes6')?.metrics ?? [], [], 'IPv4-only: no samples');
+});

@@ -1,7 +1,12 @@
 import t from 'tap';
-import { parseStaticCluster } from '../../src/control/static-source';
+import { parseStaticCluster, StaticRouteSource } from '../../src/control/static-source';
 import { ConfigError } from '../../src/errors';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Route6 } from '../../src/dataplane/types';
 import { formatIp, formatPrefix } from '../../src/net/addr';
+import { formatIp6, formatPrefix6 } from '../../src/net/addr6';
 
 const good = {
   Network: '10.244.0.0/16',
@@ -62,7 +67,8 @@ t.test('unknown keys are refused, naming the nearest known one; missing fields s
     [{ ...good, Peers: [{ Subnet: '10.244.2.0/24', PublicIp: '10.99.0.2' }] }, 'unknown key "Peers[0].PublicIp" in /etc/x.json: did you mean "Peers[0].PublicIP"?'],
     [{ ...good, Backend: { Type: 'udp', port: 8285 } }, 'unknown key "Backend.port" in /etc/x.json: did you mean "Backend.Port"?'],
     [{ ...good, Colour: 'blue' }, 'unknown key "Colour" in /etc/x.json'],
-    [{ ...good, EnableIPv6: true }, 'unknown key "EnableIPv6" in /etc/x.json'],
+    [{ ...good, EnableIPv6: true }, '/etc/x.json: IPv6Network: missing: EnableIPv6 is true (e.g. "IPv6Network":"fd00:10:244::/56")'],
+    [{ ...good, Peers: [{ ...Peers[0], IPv6subnet: 'fd00::/64' }] }, 'unknown key "Peers[0].IPv6subnet" in /etc/x.json: did you mean "Peers[0].IPv6Subnet"?'],
     [{ ...noPeers, Peers }, '/etc/x.json: PublicIP is missing (e.g. "PublicIP": "192.0.2.7")'],
     [{ ...good, Subnet: undefined }, '/etc/x.json: Subnet is missing (e.g. "Subnet": "10.244.1.0/24")'],
     [{ ...good, Network: undefined }, '/etc/x.json: Network is missing (e.g. "Network": "10.244.0.0/16")'],
@@ -81,4 +87,65 @@ t.test('unknown keys are refused, naming the nearest known one; missing fields s
     t.type(err, ConfigError, message);
     t.equal((err as Error | undefined)?.message, message);
   }
+});
+
+t.test('dual-stack: IPv6Subnet/PublicIPv6 of the node and its peers; an IPv4-only peer', async (t) => {
+  const dual = {
+    ...good, EnableIPv6: true, IPv6Network: 'fd00:10:244::/56', IPv6Subnet: 'fd00:10:244:1::/64', PublicIPv6: '2001:db8::1',
+    Peers: [
+      { Subnet: '10.244.2.0/24', PublicIP: '10.99.0.2', IPv6Subnet: 'fd00:10:244:2::/64', PublicIPv6: '2001:db8::2' },
+      { Subnet: '10.244.3.0/24', PublicIP: '10.99.0.3', IPv6Subnet: 'fd00:10:244:3::/64' },
+      { Subnet: '10.244.4.0/24', PublicIP: '10.99.0.4' },
+    ],
+  };
+  const c = parseStaticCluster(JSON.stringify(dual), '/etc/x.json');
+  t.equal(c.config.ipv6?.subnetLen, 64);
+  t.equal(c.lease.subnet6 && formatPrefix6(c.lease.subnet6), 'fd00:10:244:1::/64');
+  t.equal(c.lease.publicIpv6 !== undefined ? formatIp6(c.lease.publicIpv6) : '', '2001:db8::1');
+  t.equal(c.peers.length, 3, 'every peer has its IPv4 route');
+  t.same(c.peers6.map((r) => [formatPrefix6(r.subnet), formatIp(r.publicIp), r.publicIpv6 === undefined ? null : formatIp6(r.publicIpv6)]), [
+    ['fd00:10:244:2::/64', '10.99.0.2', '2001:db8::2'],
+    ['fd00:10:244:3::/64', '10.99.0.3', null],
+  ]);
+  t.same(parseStaticCluster(JSON.stringify(good), '/etc/x.json').peers6, [], 'IPv4-only file: no IPv6 routes');
+
+  const errs: [unknown, string][] = [
+    [{ ...dual, IPv6Subnet: undefined }, '/etc/x.json: IPv6Subnet is missing: EnableIPv6 is true (e.g. "IPv6Subnet": "fd00:10:244:1::/64")'],
+    [{ ...dual, IPv6Subnet: 'fd00:10:245:1::/64' }, '/etc/x.json: IPv6Subnet: fd00:10:245:1::/64 is not a /64 inside IPv6Network fd00:10:244::/56'],
+    [{ ...dual, IPv6Subnet: 'fd00:10:244:1::/72' }, '/etc/x.json: IPv6Subnet: fd00:10:244:1::/72 is not a /64 inside IPv6Network fd00:10:244::/56'],
+    [{ ...dual, PublicIPv6: '10.0.0.1' }, '/etc/x.json: PublicIPv6: "10.0.0.1" is not an IPv6 address'],
+    [{ ...good, IPv6Subnet: 'fd00::/64' }, '/etc/x.json: IPv6Subnet: needs "EnableIPv6": true (and IPv6Network)'],
+    [{ ...dual, Peers: [{ ...dual.Peers[0], IPv6Subnet: 'fd00:10:244:1::/64' }] }, '/etc/x.json: Peers[0].IPv6Subnet: fd00:10:244:1::/64 is already used by IPv6Subnet'],
+    [{ ...dual, Peers: [{ Subnet: '10.244.2.0/24', PublicIP: '10.99.0.2', PublicIPv6: '2001:db8::2' }] }, '/etc/x.json: Peers[0].PublicIPv6: given without Peers[0].IPv6Subnet'],
+    [{ ...dual, EnableIPv4: false }, '/etc/x.json: EnableIPv4: false (an IPv6-only network) is not supported: overlayd identifies nodes by their IPv4 PublicIP and carries flannel\'s udp wire over IPv4; use EnableIPv4 true with EnableIPv6 true for dual-stack'],
+  ];
+  for (const [doc, message] of errs) {
+    t.throws(() => parseStaticCluster(JSON.stringify(doc), '/etc/x.json'), { message }, message);
+  }
+});
+
+t.test('dual-stack static source: the underlay rule (--ipv6-underlay, both ends with a PublicIPv6)', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'overlayd-static6-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const base = {
+    ...good, EnableIPv6: true, IPv6Network: 'fd00:10:244::/56', IPv6Subnet: 'fd00:10:244:1::/64',
+    Peers: [{ Subnet: '10.244.2.0/24', PublicIP: '10.99.0.2', IPv6Subnet: 'fd00:10:244:2::/64', PublicIPv6: '2001:db8::2' }],
+  };
+  const run = async (doc: unknown, mode: 'auto' | 'ipv4'): Promise<string[]> => {
+    const file = path.join(dir, `c-${mode}-${Math.random().toString(16).slice(2)}.json`);
+    writeFileSync(file, JSON.stringify(doc));
+    const src = new StaticRouteSource(file, mode);
+    await src.start();
+    const got: string[] = [];
+    await src.sync({
+      upsert: (r) => got.push(`4 ${formatPrefix(r.subnet)} ${formatIp(r.publicIp)}`),
+      remove: () => undefined,
+      upsert6: (r: Route6) => got.push(`6 ${formatPrefix6(r.subnet)} ${formatIp(r.publicIp)} ${r.publicIpv6 === undefined ? 'via-ipv4' : formatIp6(r.publicIpv6)}`),
+    });
+    await src.close();
+    return got;
+  };
+  t.same(await run({ ...base, PublicIPv6: '2001:db8::1' }, 'auto'), ['4 10.244.2.0/24 10.99.0.2', '6 fd00:10:244:2::/64 10.99.0.2 2001:db8::2']);
+  t.same(await run({ ...base, PublicIPv6: '2001:db8::1' }, 'ipv4'), ['4 10.244.2.0/24 10.99.0.2', '6 fd00:10:244:2::/64 10.99.0.2 via-ipv4']);
+  t.same(await run(base, 'auto'), ['4 10.244.2.0/24 10.99.0.2', '6 fd00:10:244:2::/64 10.99.0.2 via-ipv4'], 'this node has no PublicIPv6');
 });

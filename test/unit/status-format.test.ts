@@ -47,3 +47,25 @@ t.test('static config: the lease never expires, no etcd line', async (t) => {
   t.match(s, /never expires/);
   t.notMatch(s, /^etcd:/m);
 });
+
+t.test('dual-stack: network6, lease6 and the IPv6 routes with their underlay; none of it for IPv4-only', async (t) => {
+  const dual: StatusDoc = {
+    ...base,
+    network: { ...base.network!, network6: 'fd00:10:244::/56' },
+    lease: { ...base.lease!, subnet6: 'fd00:10:244:3::/64', publicIpv6: '2001:db8::3' },
+    routes6: [
+      { subnet: 'fd00:10:244:4::/64', publicIp: '10.99.0.4', publicIpv6: '2001:db8::4', underlay: 'ipv6', ageSeconds: 5 },
+      { subnet: 'fd00:10:244:5::/64', publicIp: '10.99.0.5', publicIpv6: null, underlay: 'ipv4', ageSeconds: null },
+    ],
+  };
+  const s = formatStatus(dual);
+  t.match(s, /^network6:\s+fd00:10:244::\/56$/m);
+  t.match(s, /^lease6:\s+fd00:10:244:3::\/64 -> 2001:db8::3$/m);
+  t.match(s, /^routes6:\s+2$/m);
+  t.match(s, /^ {2}fd00:10:244:4::\/64\s+via 2001:db8::4\s+\(ipv6 underlay\) age 5s$/m);
+  t.match(s, /^ {2}fd00:10:244:5::\/64\s+via 10\.99\.0\.5\s+\(ipv4 underlay\) age \?s$/m);
+  const noV6 = formatStatus({ ...dual, lease: { ...dual.lease!, publicIpv6: null } });
+  t.match(noV6, /^lease6:\s+fd00:10:244:3::\/64 -> 10\.99\.0\.3 \(no PublicIPv6\)$/m);
+  const v4 = formatStatus(base);
+  t.notMatch(v4, /network6|lease6|routes6/, 'IPv4-only: no IPv6 lines');
+});

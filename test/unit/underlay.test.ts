@@ -1,5 +1,5 @@
 import t from 'tap';
-import { selectUnderlay, type IpRunner } from '../../src/net/underlay';
+import { selectUnderlay, underlayIpv6, type IpRunner } from '../../src/net/underlay';
 import { ConfigError, LinkError } from '../../src/errors';
 import type { UnderlaySelection } from '../../src/config';
 
@@ -64,4 +64,25 @@ t.test('nothing matches: one ConfigError naming every attempt and the interfaces
   const p = selectUnderlay(sel({ iface: ['eth9', '10.9.9.9'], ifaceRegex: ['^wl'], ifaceCanReach: '203.0.113.1' }), run);
   await t.rejects(p, ConfigError);
   await t.rejects(p, /^no underlay interface matches: --iface eth9 \(no such interface\), --iface 10\.9\.9\.9 \(no interface has this address\), --iface-regex \^wl \(matches no interface address or name\), --iface-can-reach 203\.0\.113\.1 \(.*Network is unreachable\); interfaces here: lo 127\.0\.0\.1; eth0 192\.0\.2\.10; ens5 10\.1\.0\.5,10\.2\.0\.5; dummy0$/);
+});
+
+t.test('underlayIpv6: the first usable global IPv6 address of the interface (dual-stack PublicIPv6 without --public-ipv6)', async (t) => {
+  const links = [
+    { ifname: 'eth0', mtu: 1500, addr_info: [
+      { family: 'inet', local: '192.0.2.10', scope: 'global' },
+      { family: 'inet6', local: 'fe80::1', scope: 'link' },
+      { family: 'inet6', local: '2001:db8::dead', scope: 'global', deprecated: true },
+      { family: 'inet6', local: '2001:db8::beef', scope: 'global', tentative: true },
+      { family: 'inet6', local: '2001:DB8:0:0:0:0:0:7', scope: 'global' },
+      { family: 'inet6', local: '2001:db8::8', scope: 'global' },
+    ] },
+    { ifname: 'eth1', mtu: 1500, addr_info: [{ family: 'inet', local: '10.0.0.1' }, { family: 'inet6', local: 'fe80::2', scope: 'link' }] },
+  ];
+  const run: IpRunner = async (args) => {
+    if (args.join(' ') !== '-j addr show') throw new Error(`unexpected ip ${args.join(' ')}`);
+    return JSON.stringify(links);
+  };
+  t.equal(await underlayIpv6('eth0', run), '2001:db8::7', 'canonical text, skipping link-local, deprecated and tentative');
+  t.equal(await underlayIpv6('eth1', run), undefined, 'only link-local: none');
+  t.equal(await underlayIpv6('nope', run), undefined);
 });
