@@ -78,12 +78,6 @@ export interface TopologyOptions {
   readonly nodeMtu?: Readonly<Record<number, number>>;
 }
 
-/** The host address `offset` into an IPv6 prefix, e.g. host6('fd99::/64', 2) = 'fd99::2'. */
-export function host6(prefix: string, offset: number): string {
-  const p = parsePrefix6(prefix, false);
-  if (!p) throw new Error(`not an IPv6 prefix: ${prefix}`);
-  return formatIp6(p.addr + BigInt(offset));
-}
 
 export class Topology {
   readonly netns: NetnsSet;
