@@ -9,7 +9,8 @@
  *   native  overlayd --engine native on both nodes (when the daemon accepts it)
  *   native-q2  the same with --queues 2
  *   js      overlayd --engine js on both nodes
- * Per setup and round: ping RTT (idle), TCP 1 stream, TCP 4 streams, UDP 64-byte packets;
+ * Per setup and round: ping RTT (idle), TCP 1 stream, TCP 4 streams, UDP 64-byte packets,
+ * large UDP as QUIC sends it (1400-byte datagrams in UDP_SEGMENT writes, bench/udp-gso.py);
  * CPU of both daemons (/proc/PID/stat utime+stime) and of the whole machine (/proc/stat)
  * around each iperf3 run; daemon RSS after the rounds; and for the overlayd engines a daemon
  * with 10,000 routes (a static config of 10,000 peers).
@@ -89,6 +90,18 @@ export interface UdpResult extends CpuSample, Accounted {
   readonly daemonCpuUsPerPacket?: number;
 }
 
+/** Large UDP as QUIC sends it: UDP_SEGMENT writes of GSO_DATAGRAM-byte datagrams (bench/udp-gso.py). */
+export interface UdpGsoResult extends CpuSample, Accounted {
+  readonly datagramBytes: number;
+  /** payload Gbit/s received (first to last receive) */
+  readonly gbps: number;
+  readonly sentDatagrams: number;
+  readonly receivedDatagrams: number;
+  readonly lossPct: number;
+  /** daemon CPU cores busy per Gbit/s received */
+  readonly daemonCoresPerGbps?: number;
+}
+
 export interface PingResult {
   readonly sent: number;
   readonly received: number;
@@ -103,6 +116,8 @@ export interface RoundResult {
   readonly tcp1: TcpResult | Failure;
   readonly tcp4: TcpResult | Failure;
   readonly udp64: UdpResult | Failure;
+  /** absent in results written before this row existed */
+  readonly udpGso?: UdpGsoResult | Failure;
 }
 
 export interface Summary {
@@ -122,6 +137,9 @@ export interface Summary {
   readonly tcp1HostCpuSPerGB?: number;
   readonly tcp4HostCpuSPerGB?: number;
   readonly udpDaemonCpuUsPerPacket?: number;
+  readonly udpGsoGbps?: number;
+  readonly udpGsoLossPct?: number;
+  readonly udpGsoDaemonCoresPerGbps?: number;
 }
 
 export interface Rss10k {
@@ -355,6 +373,42 @@ async function udpRun(topo: Topology, pids: number[], seconds: number): Promise<
   };
 }
 
+/** UDP payload bytes per datagram of the large-UDP row: 1400 + 28 fits every tunnel's MTU (VXLAN 1450). */
+const GSO_DATAGRAM = 1400;
+const UDP_GSO_PY = path.resolve(__dirname, '..', '..', 'bench', 'udp-gso.py');
+
+async function udpGsoRun(topo: Topology, pids: number[], seconds: number): Promise<UdpGsoResult> {
+  const [p1, p2] = [topo.node(1).pods[0]!, topo.node(2).pods[0]!];
+  const port = IPERF_PORT + 1;
+  const child = spawn('ip', ['netns', 'exec', p2.ns, 'python3', UDP_GSO_PY, 'count', String(port), String(seconds + 30)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`udp-gso.py count: did not listen within 10 s: ${err.trim()}`)), 10_000);
+      child.stderr.on('data', (d: Buffer) => { err += d.toString(); if (err.includes('listening')) { clearTimeout(timer); resolve(); } });
+      child.on('exit', (c) => { clearTimeout(timer); reject(new Error(`udp-gso.py count exited ${c}: ${err.trim()}`)); });
+    });
+    const { value: r, cpu } = await measured(pids, () => topo.netns.tryExec(p1.ns, 'python3', [UDP_GSO_PY, 'blast', p2.ip, String(port), String(GSO_DATAGRAM), String(seconds)], (seconds + 30) * 1000));
+    if (r.status !== 0) throw new Error(`udp-gso.py blast exit ${r.status}: ${r.stderr.trim().slice(0, 300)}`);
+    await exited; // it stops 1 s after the last datagram
+    const [, sent] = r.stdout.trim().split(' ').map(Number);
+    const [rxBytes, received, rxSeconds] = out.trim().split(' ').map(Number);
+    if (sent === undefined || rxBytes === undefined || received === undefined || !rxSeconds) throw new Error(`udp-gso.py: no counts (${r.stdout.trim()} / ${out.trim()})`);
+    const gbps = (rxBytes * 8) / rxSeconds / 1e9;
+    return {
+      datagramBytes: GSO_DATAGRAM, gbps, sentDatagrams: sent, receivedDatagrams: received,
+      lossPct: sent > 0 ? (100 * Math.max(0, sent - received)) / sent : 0, ...cpu,
+      ...(cpu.daemonCpuS !== undefined && gbps > 0 ? { daemonCoresPerGbps: cpu.daemonCpuS / cpu.wallS / gbps } : {}),
+    };
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await exited;
+  }
+}
+
 function pingRun(topo: Topology, count = PING_COUNT): PingResult {
   const [p1, p2] = [topo.node(1).pods[0]!, topo.node(2).pods[0]!];
   const r = topo.netns.tryExec(p1.ns, 'ping', ['-n', '-c', String(count), '-i', String(PING_INTERVAL_S), '-W', '1', p2.ip], 60_000);
@@ -381,6 +435,7 @@ function summarize(rounds: RoundResult[]): Summary {
   const tcp4 = ok(rounds.map((r) => r.tcp4));
   const udp = ok(rounds.map((r) => r.udp64));
   const ping = ok(rounds.map((r) => r.ping));
+  const gso = ok(rounds.map((r) => r.udpGso ?? { error: 'not measured' }));
   const s: Record<string, number | undefined> = {
     tcp1Gbps: median(tcp1.map((x) => x.gbps)),
     tcp4Gbps: median(tcp4.map((x) => x.gbps)),
@@ -398,6 +453,9 @@ function summarize(rounds: RoundResult[]): Summary {
     tcp1HostCpuSPerGB: median(tcp1.map((x) => x.hostCpuSPerGB)),
     tcp4HostCpuSPerGB: median(tcp4.map((x) => x.hostCpuSPerGB)),
     udpDaemonCpuUsPerPacket: median(udp.map((x) => x.daemonCpuUsPerPacket)),
+    udpGsoGbps: median(gso.map((x) => x.gbps)),
+    udpGsoLossPct: median(gso.map((x) => x.lossPct)),
+    udpGsoDaemonCoresPerGbps: median(gso.map((x) => x.daemonCoresPerGbps)),
   };
   for (const k of Object.keys(s)) if (s[k] === undefined) delete s[k];
   return s as Summary;
@@ -509,8 +567,10 @@ async function runRound(o: TwoNodeOptions, setup: Setup): Promise<{ round: Round
     const tcp4 = await attempt(() => accounted(topo, daemon, () => tcpRun(topo, pids, 4, o.seconds)));
     await sleep(300);
     const udp64 = await attempt(() => accounted(topo, daemon, () => udpRun(topo, pids, o.seconds)));
+    await sleep(300);
+    const udpGso = await attempt(() => accounted(topo, daemon, () => udpGsoRun(topo, pids, o.seconds)));
     const mem = daemons.map((d) => processMemory(d.pid)).filter((m): m is MemInfo => m !== undefined);
-    return { round: { ping, tcp1, tcp4, udp64 }, mem };
+    return { round: { ping, tcp1, tcp4, udp64, udpGso }, mem };
   } finally {
     await stopServer?.();
     await teardown();
@@ -532,6 +592,7 @@ function describeRound(r: RoundResult): string {
     `tcp1 ${f(r.tcp1, (t: TcpResult) => `${t.gbps.toFixed(2)} Gbit/s`)}`,
     `tcp4 ${f(r.tcp4, (t: TcpResult) => `${t.gbps.toFixed(2)} Gbit/s`)}`,
     `udp64 ${f(r.udp64, (u: UdpResult) => `${(u.rxPps / 1e3).toFixed(0)} kpps rx, ${u.lossPct.toFixed(1)}% loss`)}`,
+    `udp-gso ${r.udpGso === undefined ? '-' : f(r.udpGso, (u: UdpGsoResult) => `${u.gbps.toFixed(2)} Gbit/s rx, ${u.lossPct.toFixed(1)}% loss`)}`,
   ].join(', ');
 }
 
