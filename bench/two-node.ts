@@ -10,7 +10,8 @@
  *   native-q2  the same with --queues 2
  *   js      overlayd --engine js on both nodes
  * Per setup and round: ping RTT (idle), TCP 1 stream, TCP 4 streams, UDP 64-byte packets,
- * large UDP as QUIC sends it (1400-byte datagrams in UDP_SEGMENT writes, bench/udp-gso.py);
+ * large UDP as QUIC sends it (1400-byte datagrams in UDP_SEGMENT writes, bench/udp-gso.py;
+ * bytes counted into the receiving pod's eth0);
  * CPU of both daemons (/proc/PID/stat utime+stime) and of the whole machine (/proc/stat)
  * around each iperf3 run; daemon RSS after the rounds; and for the overlayd engines a daemon
  * with 10,000 routes (a static config of 10,000 peers).
@@ -90,12 +91,17 @@ export interface UdpResult extends CpuSample, Accounted {
   readonly daemonCpuUsPerPacket?: number;
 }
 
-/** Large UDP as QUIC sends it: UDP_SEGMENT writes of GSO_DATAGRAM-byte datagrams (bench/udp-gso.py). */
+/**
+ * Large UDP as QUIC sends it: UDP_SEGMENT writes of GSO_DATAGRAM-byte datagrams
+ * (bench/udp-gso.py), counted where they reach the receiving pod (its eth0 rx_bytes): the
+ * tunnel's throughput, not a Python reader's.
+ */
 export interface UdpGsoResult extends CpuSample, Accounted {
   readonly datagramBytes: number;
-  /** payload Gbit/s received (first to last receive) */
+  /** UDP payload Gbit/s into the receiving pod over the sender's run time */
   readonly gbps: number;
   readonly sentDatagrams: number;
+  /** IP bytes into the pod / (payload + 28) */
   readonly receivedDatagrams: number;
   readonly lossPct: number;
   /** daemon CPU cores busy per Gbit/s received */
@@ -377,27 +383,33 @@ async function udpRun(topo: Topology, pids: number[], seconds: number): Promise<
 const GSO_DATAGRAM = 1400;
 const UDP_GSO_PY = path.resolve(__dirname, '..', '..', 'bench', 'udp-gso.py');
 
+function podRxBytes(topo: Topology, ns: string): number {
+  const v = Number(topo.netns.exec(ns, 'cat', ['/sys/class/net/eth0/statistics/rx_bytes']).trim());
+  if (!Number.isFinite(v)) throw new Error(`${ns}: no eth0 rx_bytes`);
+  return v;
+}
+
 async function udpGsoRun(topo: Topology, pids: number[], seconds: number): Promise<UdpGsoResult> {
   const [p1, p2] = [topo.node(1).pods[0]!, topo.node(2).pods[0]!];
   const port = IPERF_PORT + 1;
-  const child = spawn('ip', ['netns', 'exec', p2.ns, 'python3', UDP_GSO_PY, 'count', String(port), String(seconds + 30)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
+  const child = spawn('ip', ['netns', 'exec', p2.ns, 'python3', UDP_GSO_PY, 'sink', String(port), String(seconds + 30)], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
-  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
   try {
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`udp-gso.py count: did not listen within 10 s: ${err.trim()}`)), 10_000);
+      const timer = setTimeout(() => reject(new Error(`udp-gso.py sink: did not listen within 10 s: ${err.trim()}`)), 10_000);
       child.stderr.on('data', (d: Buffer) => { err += d.toString(); if (err.includes('listening')) { clearTimeout(timer); resolve(); } });
-      child.on('exit', (c) => { clearTimeout(timer); reject(new Error(`udp-gso.py count exited ${c}: ${err.trim()}`)); });
+      child.on('exit', (c) => { clearTimeout(timer); reject(new Error(`udp-gso.py sink exited ${c}: ${err.trim()}`)); });
     });
+    const rx0 = podRxBytes(topo, p2.ns);
     const { value: r, cpu } = await measured(pids, () => topo.netns.tryExec(p1.ns, 'python3', [UDP_GSO_PY, 'blast', p2.ip, String(port), String(GSO_DATAGRAM), String(seconds)], (seconds + 30) * 1000));
     if (r.status !== 0) throw new Error(`udp-gso.py blast exit ${r.status}: ${r.stderr.trim().slice(0, 300)}`);
-    await exited; // it stops 1 s after the last datagram
-    const [, sent] = r.stdout.trim().split(' ').map(Number);
-    const [rxBytes, received, rxSeconds] = out.trim().split(' ').map(Number);
-    if (sent === undefined || rxBytes === undefined || received === undefined || !rxSeconds) throw new Error(`udp-gso.py: no counts (${r.stdout.trim()} / ${out.trim()})`);
-    const gbps = (rxBytes * 8) / rxSeconds / 1e9;
+    await sleep(300); // datagrams still in flight
+    const rxIpBytes = podRxBytes(topo, p2.ns) - rx0;
+    const [, sent, txSeconds] = r.stdout.trim().split(' ').map(Number);
+    if (sent === undefined || !txSeconds) throw new Error(`udp-gso.py blast: no counts (${r.stdout.trim()})`);
+    const received = Math.round(rxIpBytes / (GSO_DATAGRAM + 28));
+    const gbps = (received * GSO_DATAGRAM * 8) / txSeconds / 1e9;
     return {
       datagramBytes: GSO_DATAGRAM, gbps, sentDatagrams: sent, receivedDatagrams: received,
       lossPct: sent > 0 ? (100 * Math.max(0, sent - received)) / sent : 0, ...cpu,
