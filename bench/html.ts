@@ -30,6 +30,7 @@ export const TWO_NODE_METRICS: readonly Metric[] = [
   { title: 'TCP 4 streams', unit: 'Gbit/s', digits: 3, better: 'higher', value: (s) => s.tcp4Gbps },
   { title: 'UDP 64 B received', unit: 'kpackets/s', digits: 1, better: 'higher', value: (s) => (s.udpRxPps !== undefined ? s.udpRxPps / 1e3 : undefined) },
   { title: 'UDP 64 B loss', unit: '%', digits: 1, better: 'lower', value: (s) => s.udpLossPct },
+  { title: 'UDP 1400 B datagrams, UDP_SEGMENT writes (USO)', unit: 'Gbit/s', digits: 3, better: 'higher', value: (s) => s.udpGsoGbps },
   { title: 'ping RTT p50', unit: 'us', digits: 0, better: 'lower', value: (s) => s.pingP50Us },
   { title: 'ping RTT p99', unit: 'us', digits: 0, better: 'lower', value: (s) => s.pingP99Us },
   { title: 'daemons cores per Gbit/s, TCP 1 stream', unit: 'cores/(Gbit/s)', digits: 3, better: 'lower', value: (s) => s.tcp1DaemonCoresPerGbps, daemonOnly: true },
@@ -102,6 +103,7 @@ function twoNodeSection(t: NonNullable<BenchJson['twoNode']>): string {
       ['TCP 1 stream', ...pairs.map((p) => fmt(r(p).tcp1, 3))],
       ['TCP 4 streams', ...pairs.map((p) => fmt(r(p).tcp4, 3))],
       ['UDP 64 B packets/s received', ...pairs.map((p) => fmt(r(p).udpRxPps, 3))],
+      ['UDP 1400 B (USO) Gbit/s received', ...pairs.map((p) => fmt(r(p).udpGsoGbps, 3))],
       ['ping p50 difference, us', ...pairs.map((p) => fmt(r(p).pingP50DiffUs, 0))],
     ]));
   }

@@ -6,7 +6,7 @@ import { isKernelSetup } from './engines';
 
 export interface Ratios {
   /** numerator/denominator, e.g. "native/vxlan" -> metric -> ratio */
-  readonly [pair: string]: { readonly tcp1?: number; readonly tcp4?: number; readonly udpRxPps?: number; readonly pingP50DiffUs?: number; readonly tcp1v6?: number };
+  readonly [pair: string]: { readonly tcp1?: number; readonly tcp4?: number; readonly udpRxPps?: number; readonly udpGsoGbps?: number; readonly pingP50DiffUs?: number; readonly tcp1v6?: number };
 }
 
 export interface TargetCheck {
@@ -37,6 +37,7 @@ export function computeRatios(t: TwoNodeResults): Ratios {
       tcp1: ratio(x.tcp1Gbps, y.tcp1Gbps),
       tcp4: ratio(x.tcp4Gbps, y.tcp4Gbps),
       udpRxPps: ratio(x.udpRxPps, y.udpRxPps),
+      udpGsoGbps: ratio(x.udpGsoGbps, y.udpGsoGbps),
       pingP50DiffUs: x.pingP50Us !== undefined && y.pingP50Us !== undefined ? x.pingP50Us - y.pingP50Us : undefined,
       tcp1v6: ratio(x.tcp1v6Gbps, y.tcp1v6Gbps),
     };
@@ -124,6 +125,8 @@ export function formatTwoNode(t: TwoNodeResults, ratios: Ratios, targets: Target
     ['UDP 64 B received, kpackets/s', ...col((s) => fmt(s.udpRxPps !== undefined ? s.udpRxPps / 1e3 : undefined, 1))],
     ['UDP 64 B sent by iperf3, kpackets/s', ...col((s) => fmt(s.udpSentPps !== undefined ? s.udpSentPps / 1e3 : undefined, 1))],
     ['UDP 64 B loss, %', ...col((s) => fmt(s.udpLossPct, 1))],
+    ['UDP 1400 B datagrams, UDP_SEGMENT writes (USO), Gbit/s received', ...col((s) => fmt(s.udpGsoGbps, 3))],
+    ['UDP 1400 B datagrams (USO) loss, %', ...col((s) => fmt(s.udpGsoLossPct, 1))],
     ['ping RTT p50, us', ...col((s) => fmt(s.pingP50Us, 0))],
     ['ping RTT p99, us', ...col((s) => fmt(s.pingP99Us, 0))],
     ['daemons CPU-s per GB, TCP 1 stream', ...daemonOnly((s) => fmt(s.tcp1DaemonCpuSPerGB, 2))],
@@ -131,6 +134,7 @@ export function formatTwoNode(t: TwoNodeResults, ratios: Ratios, targets: Target
     ['daemons CPU-s per GB, TCP 4 streams', ...daemonOnly((s) => fmt(s.tcp4DaemonCpuSPerGB, 2))],
     ['daemons cores per Gbit/s, TCP 4 streams', ...daemonOnly((s) => fmt(s.tcp4DaemonCoresPerGbps, 3))],
     ['daemons CPU us per UDP packet received', ...daemonOnly((s) => fmt(s.udpDaemonCpuUsPerPacket, 2))],
+    ['daemons cores per Gbit/s, UDP 1400 B (USO)', ...daemonOnly((s) => fmt(s.udpGsoDaemonCoresPerGbps, 3))],
     ['whole-VM CPU-s per GB, TCP 1 stream (*)', ...col((s) => fmt(s.tcp1HostCpuSPerGB, 2))],
     ['whole-VM CPU-s per GB, TCP 4 streams (*)', ...col((s) => fmt(s.tcp4HostCpuSPerGB, 2))],
     ['daemon RSS at the end of a round (max), MB (n1, n2)', ...daemonOnly((_s, r) => r.daemonMem.map((m) => fmt(m.rssMB, 1)).join(', ') || 'n/a')],
@@ -154,11 +158,11 @@ export function formatTwoNode(t: TwoNodeResults, ratios: Ratios, targets: Target
   for (const s of setups) {
     const last = s.rounds[s.rounds.length - 1];
     if (!last) continue;
-    for (const [test, res] of [['tcp1', last.tcp1], ['tcp1v6', last.tcp1v6], ['tcp4', last.tcp4], ['udp64', last.udp64]] as const) {
+    for (const [test, res] of [['tcp1', last.tcp1], ['tcp1v6', last.tcp1v6], ['tcp4', last.tcp4], ['udp64', last.udp64], ['udp-gso', last.udpGso]] as const) {
       if (!res || 'error' in res || !res.counters) continue;
       const c = res.counters;
       const lossy = Object.entries(c).filter(([k]) => /drop|Errors|error|NoPorts/i.test(k)).map(([k, v]) => `${k} ${v}`);
-      const flow = ['n1.daemon.packets.tun_read', 'n1.daemon.packets.udp_sent', 'n2.daemon.packets.udp_received', 'n2.daemon.packets.tun_written', 'n2.daemon.offloads.tun_gro_writes'].filter((k) => c[k] !== undefined).map((k) => `${k.replace('.daemon', '')} ${c[k]}`);
+      const flow = ['n1.daemon.packets.tun_read', 'n1.daemon.packets.udp_sent', 'n2.daemon.packets.udp_received', 'n2.daemon.packets.tun_written', 'n2.daemon.offloads.tun_gro_writes', 'n1.daemon.offloads.tun_uso_reads'].filter((k) => c[k] !== undefined).map((k) => `${k.replace('.daemon', '')} ${c[k]}`);
       acct.push(`  ${s.setup} ${test}: ${[...flow, ...lossy].join(', ') || 'no drops counted'}`);
     }
   }
@@ -171,6 +175,7 @@ export function formatTwoNode(t: TwoNodeResults, ratios: Ratios, targets: Target
     if (t.ipv6) rr.push(['TCP 1 stream over IPv6', ...pairs.map((p) => fmt(ratios[p]!.tcp1v6, 3))]);
     rr.push(['TCP 4 streams', ...pairs.map((p) => fmt(ratios[p]!.tcp4, 3))]);
     rr.push(['UDP 64 B packets/s received', ...pairs.map((p) => fmt(ratios[p]!.udpRxPps, 3))]);
+    rr.push(['UDP 1400 B (USO) Gbit/s received', ...pairs.map((p) => fmt(ratios[p]!.udpGsoGbps, 3))]);
     rr.push(['ping p50 difference, us', ...pairs.map((p) => fmt(ratios[p]!.pingP50DiffUs, 0))]);
     lines.push('', table(rr));
   }

@@ -13,7 +13,9 @@
  * Dual-stack runs (opts.ipv6: the lab's IPv6 underlay, pods with v6 addresses, the daemons'
  * static configs dual-stack, both VXLAN devices carrying IPv6 inner too) add, per setup and
  * round, TCP 1 stream over IPv6 right after the IPv4 one (same daemons, same round).
- * Per setup and round: ping RTT (idle), TCP 1 stream, TCP 4 streams, UDP 64-byte packets;
+ * Per setup and round: ping RTT (idle), TCP 1 stream, TCP 4 streams, UDP 64-byte packets,
+ * large UDP as QUIC sends it (1400-byte datagrams in UDP_SEGMENT writes, bench/udp-gso.py;
+ * bytes counted into the receiving pod's eth0);
  * CPU of both daemons (/proc/PID/stat utime+stime) and of the whole machine (/proc/stat)
  * around each iperf3 run; daemon RSS after the rounds; and for the overlayd engines a daemon
  * with 10,000 routes (a static config of 10,000 peers).
@@ -97,6 +99,23 @@ export interface UdpResult extends CpuSample, Accounted {
   readonly daemonCpuUsPerPacket?: number;
 }
 
+/**
+ * Large UDP as QUIC sends it: UDP_SEGMENT writes of GSO_DATAGRAM-byte datagrams
+ * (bench/udp-gso.py), counted where they reach the receiving pod (its eth0 rx_bytes): the
+ * tunnel's throughput, not a Python reader's.
+ */
+export interface UdpGsoResult extends CpuSample, Accounted {
+  readonly datagramBytes: number;
+  /** UDP payload Gbit/s into the receiving pod over the sender's run time */
+  readonly gbps: number;
+  readonly sentDatagrams: number;
+  /** IP bytes into the pod / (payload + 28) */
+  readonly receivedDatagrams: number;
+  readonly lossPct: number;
+  /** daemon CPU cores busy per Gbit/s received */
+  readonly daemonCoresPerGbps?: number;
+}
+
 export interface PingResult {
   readonly sent: number;
   readonly received: number;
@@ -113,6 +132,8 @@ export interface RoundResult {
   readonly udp64: UdpResult | Failure;
   /** dual-stack runs: TCP 1 stream pod to pod over IPv6, right after tcp1 */
   readonly tcp1v6?: TcpResult | Failure;
+  /** absent in results written before this row existed */
+  readonly udpGso?: UdpGsoResult | Failure;
 }
 
 export interface Summary {
@@ -136,6 +157,9 @@ export interface Summary {
   readonly tcp1v6Gbps?: number;
   readonly tcp1v6Retransmits?: number;
   readonly tcp1v6PerV4?: number;
+  readonly udpGsoGbps?: number;
+  readonly udpGsoLossPct?: number;
+  readonly udpGsoDaemonCoresPerGbps?: number;
 }
 
 export interface Rss10k {
@@ -388,6 +412,48 @@ async function udpRun(topo: Topology, pids: number[], seconds: number): Promise<
   };
 }
 
+/** UDP payload bytes per datagram of the large-UDP row: 1400 + 28 fits every tunnel's MTU (VXLAN 1450). */
+const GSO_DATAGRAM = 1400;
+const UDP_GSO_PY = path.resolve(__dirname, '..', '..', 'bench', 'udp-gso.py');
+
+function podRxBytes(topo: Topology, ns: string): number {
+  const v = Number(topo.netns.exec(ns, 'cat', ['/sys/class/net/eth0/statistics/rx_bytes']).trim());
+  if (!Number.isFinite(v)) throw new Error(`${ns}: no eth0 rx_bytes`);
+  return v;
+}
+
+async function udpGsoRun(topo: Topology, pids: number[], seconds: number): Promise<UdpGsoResult> {
+  const [p1, p2] = [topo.node(1).pods[0]!, topo.node(2).pods[0]!];
+  const port = IPERF_PORT + 1;
+  const child = spawn('ip', ['netns', 'exec', p2.ns, 'python3', UDP_GSO_PY, 'sink', String(port), String(seconds + 30)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`udp-gso.py sink: did not listen within 10 s: ${err.trim()}`)), 10_000);
+      child.stderr.on('data', (d: Buffer) => { err += d.toString(); if (err.includes('listening')) { clearTimeout(timer); resolve(); } });
+      child.on('exit', (c) => { clearTimeout(timer); reject(new Error(`udp-gso.py sink exited ${c}: ${err.trim()}`)); });
+    });
+    const rx0 = podRxBytes(topo, p2.ns);
+    const { value: r, cpu } = await measured(pids, () => topo.netns.tryExec(p1.ns, 'python3', [UDP_GSO_PY, 'blast', p2.ip, String(port), String(GSO_DATAGRAM), String(seconds)], (seconds + 30) * 1000));
+    if (r.status !== 0) throw new Error(`udp-gso.py blast exit ${r.status}: ${r.stderr.trim().slice(0, 300)}`);
+    await sleep(300); // datagrams still in flight
+    const rxIpBytes = podRxBytes(topo, p2.ns) - rx0;
+    const [, sent, txSeconds] = r.stdout.trim().split(' ').map(Number);
+    if (sent === undefined || !txSeconds) throw new Error(`udp-gso.py blast: no counts (${r.stdout.trim()})`);
+    const received = Math.round(rxIpBytes / (GSO_DATAGRAM + 28));
+    const gbps = (received * GSO_DATAGRAM * 8) / txSeconds / 1e9;
+    return {
+      datagramBytes: GSO_DATAGRAM, gbps, sentDatagrams: sent, receivedDatagrams: received,
+      lossPct: sent > 0 ? (100 * Math.max(0, sent - received)) / sent : 0, ...cpu,
+      ...(cpu.daemonCpuS !== undefined && gbps > 0 ? { daemonCoresPerGbps: cpu.daemonCpuS / cpu.wallS / gbps } : {}),
+    };
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await exited;
+  }
+}
+
 function pingRun(topo: Topology, count = PING_COUNT): PingResult {
   const [p1, p2] = [topo.node(1).pods[0]!, topo.node(2).pods[0]!];
   const r = topo.netns.tryExec(p1.ns, 'ping', ['-n', '-c', String(count), '-i', String(PING_INTERVAL_S), '-W', '1', p2.ip], 60_000);
@@ -415,6 +481,7 @@ function summarize(rounds: RoundResult[]): Summary {
   const udp = ok(rounds.map((r) => r.udp64));
   const ping = ok(rounds.map((r) => r.ping));
   const v6 = rounds.flatMap((r) => (r.tcp1v6 === undefined || isFailure(r.tcp1v6) ? [] : [{ v6: r.tcp1v6, v4: r.tcp1 }]));
+  const gso = ok(rounds.map((r) => r.udpGso ?? { error: 'not measured' }));
   const s: Record<string, number | undefined> = {
     tcp1Gbps: median(tcp1.map((x) => x.gbps)),
     tcp4Gbps: median(tcp4.map((x) => x.gbps)),
@@ -435,6 +502,9 @@ function summarize(rounds: RoundResult[]): Summary {
     tcp1v6Gbps: median(v6.map((x) => x.v6.gbps)),
     tcp1v6Retransmits: median(v6.map((x) => x.v6.retransmits)),
     tcp1v6PerV4: median(v6.flatMap((x) => (isFailure(x.v4) || x.v4.gbps === 0 ? [] : [x.v6.gbps / x.v4.gbps]))),
+    udpGsoGbps: median(gso.map((x) => x.gbps)),
+    udpGsoLossPct: median(gso.map((x) => x.lossPct)),
+    udpGsoDaemonCoresPerGbps: median(gso.map((x) => x.daemonCoresPerGbps)),
   };
   for (const k of Object.keys(s)) if (s[k] === undefined) delete s[k];
   return s as Summary;
@@ -553,8 +623,10 @@ async function runRound(o: TwoNodeOptions, setup: Setup): Promise<{ round: Round
     const tcp4 = await attempt(() => accounted(topo, daemon, () => tcpRun(topo, pids, 4, o.seconds)));
     await sleep(300);
     const udp64 = await attempt(() => accounted(topo, daemon, () => udpRun(topo, pids, o.seconds)));
+    await sleep(300);
+    const udpGso = await attempt(() => accounted(topo, daemon, () => udpGsoRun(topo, pids, o.seconds)));
     const mem = daemons.map((d) => processMemory(d.pid)).filter((m): m is MemInfo => m !== undefined);
-    return { round: { ping, tcp1, tcp4, udp64, ...(tcp1v6 !== undefined ? { tcp1v6 } : {}) }, mem };
+    return { round: { ping, tcp1, tcp4, udp64, udpGso, ...(tcp1v6 !== undefined ? { tcp1v6 } : {}) }, mem };
   } finally {
     await stopServer?.();
     await teardown();
@@ -577,6 +649,7 @@ function describeRound(r: RoundResult): string {
     ...(r.tcp1v6 !== undefined ? [`tcp1 IPv6 ${f(r.tcp1v6, (t: TcpResult) => `${t.gbps.toFixed(2)} Gbit/s`)}`] : []),
     `tcp4 ${f(r.tcp4, (t: TcpResult) => `${t.gbps.toFixed(2)} Gbit/s`)}`,
     `udp64 ${f(r.udp64, (u: UdpResult) => `${(u.rxPps / 1e3).toFixed(0)} kpps rx, ${u.lossPct.toFixed(1)}% loss`)}`,
+    `udp-gso ${r.udpGso === undefined ? '-' : f(r.udpGso, (u: UdpGsoResult) => `${u.gbps.toFixed(2)} Gbit/s rx, ${u.lossPct.toFixed(1)}% loss`)}`,
   ].join(', ');
 }
 

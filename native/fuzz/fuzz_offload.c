@@ -14,7 +14,9 @@
  *           back-off is over come back (as at the start of a thread's turn); flags bit 6:
  *           the TUN refuses the next super-packet write with EINVAL (gro_flush's fallback)
  *   type 2  a TUN read: 10 bytes of struct virtio_net_hdr (any gso_type, gso_size, hdr_len,
- *           csum_start/offset, flags), then the packet (outbound_vnet(): cut, finished)
+ *           csum_start/offset, flags), then the packet (outbound_vnet(): cut, finished);
+ *           flags bit 2 with gso_type 5 (UDP_L4, USO): the UDP length and the virtio
+ *           header's csum_start/csum_offset/hdr_len are made consistent with the packet
  *   type 3  a TUN read without offload fields (an all-zero virtio_net_hdr)
  *
  * Flags of types 0/2/3 repair what random bytes rarely get right, so that the fuzzer
@@ -46,7 +48,10 @@
  *    IPv4 id and the checksums, which are checked for validity instead), so the same byte
  *    stream; and the same for everything else written (ICMP errors, other protocols).
  *  - Every segment cut from a TUN super-packet and queued for a peer is a valid IPv4/TCP
- *    packet, no larger than the TUN MTU, with correct IPv4 and TCP checksums.
+ *    packet, no larger than the TUN MTU, with correct IPv4 and TCP checksums. From a UDP
+ *    super-packet (USO): valid IPv4 or IPv6 UDP datagrams, no larger than the MTU nor than
+ *    headers + gso_size, UDP length right, UDP checksum correct and not 0, the ports of the
+ *    super-packet, and together exactly its payload, in order.
  *  - Every input ends in exactly one counted outcome: per burst, datagrams received = drops
  *    + packets written into the TUN (not counting ICMP errors); per TUN read, packets taken
  *    = drops + datagrams queued; at most one ICMP error per TUN read (one per super-packet);
@@ -192,6 +197,19 @@ static void repair(uint8_t *p, size_t len, unsigned flags, bool l4) {
     wr16(p + ihl + off, 0);
     wr16(p + ihl + off, ~rsum(p + ihl, len - ihl, rpseudo(p, p[9], len - ihl)) & 0xffff);
   }
+}
+
+/* Repair of a type 2 record with flags bit 2 whose gso_type is UDP_L4 (USO): the UDP
+ * length = the packet's, and the virtio header consistent with it (csum_start = the UDP
+ * header, csum_offset 6, hdr_len = the headers); IP lengths are bit 0's. */
+static void repair_uso(uint8_t *p, size_t len, struct ovl_vnet_hdr *h) {
+  if (h->gso_type != OVL_VNET_GSO_UDP_L4 || len < 20) return;
+  size_t iphl = (p[0] >> 4) == 6 ? 40 : (size_t)(p[0] & 15) * 4;
+  if (iphl < 20 || iphl + 8 > len) return;
+  wr16(p + iphl + 4, (uint32_t)(len - iphl));
+  h->csum_start = (uint16_t)iphl;
+  h->csum_offset = 6;
+  h->hdr_len = (uint16_t)(iphl + 8);
 }
 
 static void cap_add(struct capture *c, const uint8_t *p, size_t len) {
@@ -456,6 +474,10 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
     if (len == 0) continue; /* the engine drops a read of only a header before this */
     memcpy(arena, body, len);
     repair(arena, len, flags & 3u, false);
+    if (type == 2 && (flags & 4)) repair_uso(arena, len, &h);
+    const bool uso = h.gso_type == OVL_VNET_GSO_UDP_L4;
+    const size_t uso_hdr = len >= 20 ? ((arena[0] >> 4) == 6 ? 40u : (size_t)(arena[0] & 15) * 4) + 8u : 0;
+    size_t uso_done = 0; /* payload bytes of the UDP super-packet seen in its datagrams so far */
     bool v6 = len >= 40 && (arena[0] >> 4) == 6;
     uint8_t ttl = v6 ? arena[7] : len >= 20 ? arena[8] : 0;
     size_t used = len;
@@ -477,12 +499,22 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
         if (v6) {
           if (!rip6_ok(p, l)) FAIL("queued datagram: invalid IPv6 header/length");
           if (p[7] + 1u != ttl) FAIL("queued datagram: hop limit %u, read with %u", p[7], ttl);
-          if (h.gso_type != OVL_VNET_GSO_NONE && (p[6] != 6 || !rl4_6_ok(p, l)))
-            FAIL("segment of a TSO6 super-packet: not TCP or bad TCP checksum");
+          if (h.gso_type != OVL_VNET_GSO_NONE && (p[6] != (uso ? 17 : 6) || !rl4_6_ok(p, l)))
+            FAIL("segment of a TSO6/USO super-packet: not TCP/UDP or bad TCP/UDP checksum");
         } else {
           if (!rip_ok(p, l)) FAIL("queued datagram: invalid IPv4 header");
           if (p[8] + 1u != ttl) FAIL("queued datagram: TTL %u, read with %u", p[8], ttl);
-          if (h.gso_type != OVL_VNET_GSO_NONE && (p[9] != 6 || !rl4_ok(p, l))) FAIL("segment of a super-packet: not TCP or bad TCP checksum");
+          if (h.gso_type != OVL_VNET_GSO_NONE && (p[9] != (uso ? 17 : 6) || !rl4_ok(p, l)))
+            FAIL("segment of a super-packet: not TCP/UDP or bad TCP/UDP checksum");
+        }
+        if (uso) { /* a datagram cut from a UDP super-packet: its part of the payload, in order */
+          size_t iphl = uso_hdr - 8;
+          if (l < uso_hdr || l > uso_hdr + h.gso_size) FAIL("USO datagram of %zu bytes, headers %zu, gso_size %u", l, uso_hdr, h.gso_size);
+          if (rd16(p + iphl + 4) != l - iphl || rd16(p + iphl + 6) == 0) FAIL("USO datagram: UDP length %u (%zu), checksum %u", rd16(p + iphl + 4), l - iphl, rd16(p + iphl + 6));
+          if (memcmp(p + iphl, arena + iphl, 4) != 0) FAIL("USO datagram: ports differ from the super-packet's");
+          if (uso_hdr + uso_done + (l - uso_hdr) > len || memcmp(p + uso_hdr, arena + uso_hdr + uso_done, l - uso_hdr) != 0)
+            FAIL("USO datagram: payload not the super-packet's bytes at %zu", uso_done);
+          uso_done += l - uso_hdr;
         }
         p += l;
         left -= l;
@@ -491,6 +523,7 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
       if (left != 0) FAIL("message bytes beyond its datagrams");
     }
     wk.ntx = 0;
+    if (uso && queued > 0 && uso_hdr + uso_done != len) FAIL("USO: datagrams carry %zu of %zu payload bytes", uso_done, len - uso_hdr);
     if (taken == 0 ? drops != 1 : taken != drops + queued)
       FAIL("TUN read: %llu packets taken, %llu drops, %llu queued", (unsigned long long)taken, (unsigned long long)drops, (unsigned long long)queued);
     if (A(OVL_EC_ICMP_SENT) + A(OVL_EC_DROP_ICMP_RATELIMIT) - icmp_0 > 1) FAIL("more than one ICMP error for one TUN read");

@@ -4,7 +4,8 @@ of receives from a peer (single datagrams and UDP GRO receives of several), ends
 TUN reads with virtio_net_hdr fields. Covers maximal TCP options (40 bytes: timestamps + 3
 SACK blocks; 24: timestamps + 1 SACK block), IPv4 options, 1-byte payloads, sequence
 wrap-around, the 64-segment GRO limit, super-packets of 64 KB, TTL 1 and no route, too
-small a gso_size, a UDP datagram whose checksum computes to 0, and more ICMP errors than
+small a gso_size, a UDP datagram whose checksum computes to 0, USO super-packets (UDP,
+IPv4 and IPv6, gso_type 5), and more ICMP errors than
 the rate limit's burst, 4 interleaved flows (IPv4; IPv6 and mixed handed straight to
 deliver()). Every record asks for its lengths and checksums to be repaired
 (flags 7) so that mutations still reach the offload code. Usage: mkseeds_offload.py DIR"""
@@ -181,6 +182,33 @@ seeds.update({
     'in6-hop1': rec(0, tcp6(PEER6, OWN6, 5, pay(100), hl=1), flags=FROM6) + rec(1, b''),
     'mixed6': one_by_one(inbound_run(3, 500)) + super6(3000, 1000) + rec(0, run6[0], flags=FROM6) + super_packet(3000, 1000)
               + rec(3, ip6(OWN6, PEER6, 17, struct.pack('!HHHH', 1, 2, 12, 0) + b'abcd'), flags=3),
+})
+# USO: UDP super-packets (gso_type 5) as a pod's UDP_SEGMENT socket makes them (the UDP
+# checksum field holds the pseudo-header sum; NEEDS_CSUM at the UDP header)
+def uso4(payload_len, gso, ttl=64, dst=PEER_POD, ipopts=b'', ident=7):
+    u = struct.pack('!HHHH', 4433, 443, 8 + payload_len, 0) + pay(payload_len, 3)
+    u = u[:6] + struct.pack('!H', csum_sum(OWN_POD + dst + struct.pack('!BBH', 0, 17, len(u)))) + u[8:]
+    ihl = 20 + len(ipopts)
+    return rec(2, vnet(5, ihl + 8, gso, ihl, 6) + ip(OWN_POD, dst, 17, u, ttl=ttl, options=ipopts, ident=ident), flags=7)
+
+def uso6(payload_len, gso, hl=64, dst=PEER6):
+    u = struct.pack('!HHHH', 4433, 443, 8 + payload_len, 0) + pay(payload_len, 5)
+    u = u[:6] + struct.pack('!H', csum_sum(OWN6 + dst + struct.pack('!IxxxB', len(u), 17))) + u[8:]
+    return rec(2, vnet(5, 48, gso, 40, 6) + ip6(OWN6, dst, 17, u, hl=hl), flags=7)
+
+seeds.update({
+    'uso4-64k': uso4(65525 - 28, 1400),
+    'uso4-short-last': uso4(10000, 1200),
+    'uso4-ipv4-options': uso4(5000, 1000, ipopts=b'\x01\x01\x01\x00'),
+    'uso4-1-byte': uso4(200, 1),
+    'uso4-too-many': uso4(300, 1),
+    'uso4-above-mtu': uso4(5000, 1460),
+    'uso4-ttl1': uso4(3000, 1000, ttl=1),
+    'uso4-no-route': uso4(3000, 1000, dst=OTHER),
+    'uso6-64k': uso6(65525 - 48, 1400),
+    'uso6-short-last': uso6(7777, 1232),
+    'uso6-hop1': uso6(3000, 1000, hl=1),
+    'uso-mixed': uso4(4000, 1300) + uso6(4000, 1300) + super_packet(3000, 1000) + one_by_one(inbound_run(3, 500)),
 })
 os.makedirs(sys.argv[1], exist_ok=True)
 for name, data in seeds.items():

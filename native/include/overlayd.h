@@ -121,7 +121,7 @@ int ovl_ring_pop(struct ovl_ring *r, void *buf, uint32_t cap);
 #define OVL_IFNAMSIZ 16 /* == IFNAMSIZ, including the terminating NUL */
 
 #define OVL_TUN_MULTI_QUEUE 0x1u /* open with IFF_MULTI_QUEUE */
-#define OVL_TUN_VNET_HDR 0x2u    /* open with IFF_VNET_HDR and TUNSETOFFLOAD(CSUM | TSO4 [| TSO6]) */
+#define OVL_TUN_VNET_HDR 0x2u    /* open with IFF_VNET_HDR and TUNSETOFFLOAD(CSUM | TSO4 [| TSO6 [| USO4 | USO6]]) */
 
 /* Opens (creating if needed) the TUN device `name` with IFF_TUN | IFF_NO_PI, plus
  * IFF_MULTI_QUEUE when flags has OVL_TUN_MULTI_QUEUE. The fd is O_NONBLOCK and O_CLOEXEC;
@@ -130,8 +130,9 @@ int ovl_ring_pop(struct ovl_ring *r, void *buf, uint32_t cap);
  * with *syscall set: "open" (/dev/net/tun), "ioctl(TUNSETIFF)". A name longer than
  * OVL_IFNAMSIZ-1 bytes gives -ENAMETOOLONG with "ioctl(TUNSETIFF)" without calling it (the
  * name cannot be expressed in its struct ifreq). With OVL_TUN_VNET_HDR: IFF_VNET_HDR, then
- * TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6), or without TSO6 when the kernel
- * refuses that (EINVAL) ("ioctl(TUNSETOFFLOAD)" on failure of both; the fd is closed):
+ * TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6), without
+ * USO4/6, then without TSO6 too, when the kernel refuses a set (EINVAL)
+ * ("ioctl(TUNSETOFFLOAD)" on failure of all; the fd is closed):
  * every read and write then carries a struct ovl_vnet_hdr first. Any thread. */
 int ovl_tun_open(const char *name, unsigned flags, char actual[OVL_IFNAMSIZ], const char **syscall);
 
@@ -393,6 +394,7 @@ struct ovl_vnet_hdr {
 #define OVL_VNET_GSO_NONE 0u
 #define OVL_VNET_GSO_TCPV4 1u
 #define OVL_VNET_GSO_TCPV6 4u
+#define OVL_VNET_GSO_UDP_L4 5u /* USO: UDP super-packet, gso_size = payload per datagram */
 #define OVL_VNET_GSO_ECN 0x80u
 /* Most segments one super-packet is cut into (a smaller gso_size is refused: -E2BIG). */
 #define OVL_GSO_SEGS_MAX 256u
@@ -425,6 +427,20 @@ int ovl_vnet_csum_finish(uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h)
  * (extension headers: -EINVAL), cut the same way with the payload length per segment and
  * the TCP checksum over the IPv6 pseudo header (len up to 65535 + 40). */
 int ovl_gso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
+                    uint32_t *seg_lens, uint32_t max_segs);
+
+/* uso.c: cuts the UDP super-packet pkt (len bytes, gso_type UDP_L4, gso_size = payload
+ * bytes per datagram) into datagrams written back to back into out (out_cap bytes),
+ * datagram i's length in seg_lens[i]; the last one carries the rest (shorter or equal).
+ * IPv4 (options copied; no fragment): total length, id + i, header checksum per datagram;
+ * IPv6 (UDP right after the fixed header): payload length. Each UDP length, and the UDP
+ * checksum computed in full with the pseudo header (0 stored as 0xffff). The super-packet
+ * must be consistent: IPv4 total length / IPv6 payload length and the UDP length equal to
+ * len, with NEEDS_CSUM csum_start = the UDP header's offset and csum_offset = 6,
+ * hdr_len <= len, gso_size > 0, no ECN bit. Returns the datagram count, or
+ * -EPROTONOSUPPORT (other gso_type), -EINVAL (malformed as above), -E2BIG (more than
+ * max_segs), -ENOBUFS (out_cap too small). */
+int ovl_uso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
                     uint32_t *seg_lens, uint32_t max_segs);
 
 /* One flow being coalesced (userspace GRO on TUN writes). Owned by one thread. */
@@ -725,6 +741,8 @@ enum ovl_engine_counter {
                                for a back-off */
   OVL_EC_UDP_GSO_REENABLE,  /* UDP_SEGMENT back on after its back-off */
   OVL_EC_TUN_GRO_REENABLE,  /* TUN GRO back on after its back-off */
+  OVL_EC_TUN_USO_READS,     /* of tun_gso_reads: UDP super-packets (USO, gso_type UDP_L4)
+                               cut into datagrams by ovl_uso_segment */
   OVL_EC_COUNT
 };
 /* uint64 words per queue in the counter block (OVL_EC_COUNT rounded up to 64 bytes). */

@@ -83,6 +83,7 @@ const char *const ovl_engine_counter_names[OVL_EC_COUNT] = {
     [OVL_EC_TUN_GRO_FALLBACK] = "tun_gro_fallback",
     [OVL_EC_UDP_GSO_REENABLE] = "udp_gso_reenable",
     [OVL_EC_TUN_GRO_REENABLE] = "tun_gro_reenable",
+    [OVL_EC_TUN_USO_READS] = "tun_uso_reads",
 };
 
 #define BATCH OVL_ENGINE_BATCH
@@ -588,7 +589,11 @@ static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const st
     return;
   }
   uint8_t *out = pkt + len;
-  int n = ovl_gso_segment(pkt, len, h, out, w->tun_arena - *used, w->seg_lens, OVL_GSO_SEGS_MAX);
+  /* ---- USO hook (issue 13): UDP super-packets (gso_type UDP_L4) are cut by uso.c ---- */
+  const bool uso = (h->gso_type & ~OVL_VNET_GSO_ECN) == OVL_VNET_GSO_UDP_L4;
+  int n = (uso ? ovl_uso_segment : ovl_gso_segment)(pkt, len, h, out, w->tun_arena - *used, w->seg_lens,
+                                                    OVL_GSO_SEGS_MAX);
+  /* ---- end of USO hook (one more line below: tun_uso_reads) ---- */
   if (n < 0) {
     w->acc[OVL_EC_TUN_RX]++;
     w->acc[n == -E2BIG || n == -ENOBUFS ? OVL_EC_DROP_TUN_OVERSIZE : OVL_EC_DROP_MALFORMED]++;
@@ -601,6 +606,7 @@ static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const st
     return;
   }
   w->acc[OVL_EC_TUN_GSO_READS]++;
+  if (uso) w->acc[OVL_EC_TUN_USO_READS]++; /* USO hook */
   /* validation, route lookup and the TTL rule once per super-packet: on its first segment */
   struct dest d = {0};
   verdict_t v = outbound(w, t, out, w->seg_lens[0], &d);

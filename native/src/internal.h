@@ -36,4 +36,12 @@ struct ovl_rtable6 **ovl_rtable6_next_retired(struct ovl_rtable6 *t);
 #define UDP_GRO 104
 #endif
 
+/* TUN USO offload flags (linux/if_tun.h, Linux 6.2), for libc headers older than them. */
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#endif
+#ifndef TUN_F_USO6
+#define TUN_F_USO6 0x40
+#endif
+
 #endif

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The e2e forwarding test (both engines) with the ASan+UBSan build of the addon in every
+# The e2e forwarding test (both engines) and the USO test with the ASan+UBSan build of the addon in every
 # daemon: node runs with libasan preloaded (node is not instrumented, the addon and the C
 # core are) and OVERLAYD_ADDON pointing at native/test/bin/asan/overlayd.node. Root only.
 #
@@ -25,7 +25,7 @@ set +e
 LD_PRELOAD="$LIBASAN" OVERLAYD_ADDON="$PWD/$ADDON" \
   ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$LOG_DIR/asan" \
   UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$LOG_DIR/ubsan" \
-  npx tap --disable-coverage --allow-empty-coverage --reporter=tap --timeout=600 dist/test/e2e/forwarding.test.js
+  npx tap --disable-coverage --allow-empty-coverage --reporter=tap --timeout=600 dist/test/e2e/forwarding.test.js dist/test/e2e/uso.test.js
 rc=$?
 set -e
 if compgen -G "$LOG_DIR/*san.*" >/dev/null; then

@@ -500,7 +500,8 @@ static void test_config(void) {
              strcmp(ovl_engine_counter_names[OVL_EC_TX_ERROR], "tx_error") == 0 &&
              strcmp(ovl_engine_counter_names[OVL_EC_DROP_ICMP_RATELIMIT], "drop_icmp_ratelimit") == 0 &&
              strcmp(ovl_engine_counter_names[OVL_EC_UDP_GSO_REENABLE], "udp_gso_reenable") == 0 &&
-             strcmp(ovl_engine_counter_names[OVL_EC_COUNT - 1], "tun_gro_reenable") == 0,
+             strcmp(ovl_engine_counter_names[OVL_EC_TUN_GRO_REENABLE], "tun_gro_reenable") == 0 &&
+             strcmp(ovl_engine_counter_names[OVL_EC_COUNT - 1], "tun_uso_reads") == 0,
          "counter names");
   bool named = true;
   for (uint32_t i = 0; i < OVL_EC_COUNT; i++) named &= ovl_engine_counter_names[i] != NULL;

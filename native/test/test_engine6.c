@@ -384,6 +384,43 @@ static void test_offloads(struct fx *f) {
          "inbound IPv6 with offloads on: one plain write with an empty virtio_net_hdr");
 }
 
+/* A USO super-packet (IPv6/UDP, gso_type UDP_L4, as a UDP_SEGMENT socket makes it) read
+ * with a virtio_net_hdr: cut into gso_size datagrams (the last shorter), each sent to A over
+ * IPv6 with its UDP length and a UDP checksum that verifies, hop limit 63. */
+static void test_uso(struct fx *f) {
+  enum { PAYLOAD = 3500, GSO = 1000 };
+  static uint8_t p[10 + 48 + PAYLOAD], got[2048], ps[40 + 8 + GSO];
+  struct ovl_vnet_hdr h = {.flags = OVL_VNET_F_NEEDS_CSUM, .gso_type = OVL_VNET_GSO_UDP_L4, .hdr_len = 48, .gso_size = GSO,
+                           .csum_start = 40, .csum_offset = 6};
+  memcpy(p, &h, 10);
+  uint8_t *ip = p + 10;
+  make6(ip, 48 + PAYLOAD, LOCAL_POD6, POD_A6, 17, 64);
+  wr16(ip + 44, 8 + PAYLOAD);
+  uint64_t gso0 = ctr(f, OVL_EC_TUN_GSO_READS), tx0 = ctr(f, OVL_EC_TX);
+  TAP_ASSERT(write(f->tun_test, p, sizeof(p)) == (ssize_t)sizeof(p), "inject USO super-packet");
+  int ok = 1;
+  const int nseg = (PAYLOAD + GSO - 1) / GSO;
+  for (int i = 0; i < nseg && ok; i++) {
+    size_t plen = i + 1 < nseg ? GSO : PAYLOAD - (size_t)i * GSO;
+    ssize_t n = recv_within(f->peer_a6, got, sizeof(got), WAIT_MS);
+    ok &= n == (ssize_t)(48 + plen) && got[7] == 63 && rd16(got + 4) == 8 + plen && rd16(got + 44) == 8 + plen &&
+          memcmp(got + 40, ip + 40, 4) == 0 && memcmp(got + 48, ip + 48 + (size_t)i * GSO, plen) == 0 && memcmp(got + 8, ip + 8, 32) == 0;
+    /* the UDP checksum over a pseudo header built here */
+    memcpy(ps, got + 8, 32);
+    wr32(ps + 32, (uint32_t)(8 + plen));
+    ps[36] = ps[37] = ps[38] = 0;
+    ps[39] = 17;
+    if (ok) {
+      memcpy(ps + 40, got + 40, 8 + plen);
+      ok &= rd16(got + 46) != 0 && ref_sum(ps, 48 + plen) == 0xffff;
+    }
+    if (!ok) tap_diag("datagram %d: %zd bytes", i, n);
+  }
+  tap_ok(ok, "a USO super-packet of %d payload bytes: %d datagrams at A over IPv6, lengths and checksums right, in order", PAYLOAD, nseg);
+  tap_ok(ctr_is(f, OVL_EC_TUN_USO_READS, 1) && ctr_is(f, OVL_EC_TUN_GSO_READS, gso0 + 1) && ctr_is(f, OVL_EC_TX, tx0 + nseg),
+         "tun_uso_reads 1 (and tun_gso_reads + 1), tx + %d", nseg);
+}
+
 static void test_ipv6_off(void) {
   struct fx f;
   fx_start(&f, false, false);
@@ -409,6 +446,7 @@ int main(void) {
   fx_stop(&f);
   fx_start(&f, true, true);
   test_offloads(&f);
+  test_uso(&f);
   fx_stop(&f);
   test_ipv6_off();
   return tap_done();

@@ -87,11 +87,11 @@ export interface OffloadState {
   /** times one came back on after its back-off */
   readonly reenables: { readonly udpGso: number; readonly tunGro: number };
   /** how much they did: super-packets read from / written to the TUN, UDP_SEGMENT sends, UDP_GRO receives of several datagrams */
-  readonly activity: { readonly tunGsoReads: number; readonly tunGroWrites: number; readonly udpGsoSends: number; readonly udpGroRecvs: number };
+  readonly activity: { readonly tunGsoReads: number; readonly tunUsoReads: number; readonly tunGroWrites: number; readonly udpGsoSends: number; readonly udpGroRecvs: number };
 }
 
 export const NO_OFFLOADS: OffloadState = {
-  tun: false, udpGso: false, udpGro: false, fallbacks: { udpGso: 0, tunGro: 0 }, reenables: { udpGso: 0, tunGro: 0 }, activity: { tunGsoReads: 0, tunGroWrites: 0, udpGsoSends: 0, udpGroRecvs: 0 },
+  tun: false, udpGso: false, udpGro: false, fallbacks: { udpGso: 0, tunGro: 0 }, reenables: { udpGso: 0, tunGro: 0 }, activity: { tunGsoReads: 0, tunUsoReads: 0, tunGroWrites: 0, udpGsoSends: 0, udpGroRecvs: 0 },
 };
 
 /**

@@ -196,7 +196,7 @@ export class NativeEngine implements Engine {
     const n = this.nativeCounters();
     const fallbacks = { udpGso: n['udp_gso_fallback'] ?? 0, tunGro: n['tun_gro_fallback'] ?? 0 };
     const reenables = { udpGso: n['udp_gso_reenable'] ?? 0, tunGro: n['tun_gro_reenable'] ?? 0 };
-    const activity = { tunGsoReads: n['tun_gso_reads'] ?? 0, tunGroWrites: n['tun_gro_writes'] ?? 0, udpGsoSends: n['udp_gso_sends'] ?? 0, udpGroRecvs: n['udp_gro_recvs'] ?? 0 };
+    const activity = { tunGsoReads: n['tun_gso_reads'] ?? 0, tunUsoReads: n['tun_uso_reads'] ?? 0, tunGroWrites: n['tun_gro_writes'] ?? 0, udpGsoSends: n['udp_gso_sends'] ?? 0, udpGroRecvs: n['udp_gro_recvs'] ?? 0 };
     return {
       tun: o.tun && fallbacks.tunGro === reenables.tunGro, udpGso: o.udpGso && fallbacks.udpGso === reenables.udpGso, udpGro: o.udpGro,
       fallbacks, reenables, activity,

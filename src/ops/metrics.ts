@@ -185,6 +185,6 @@ export function statusOffloads(o: OffloadState): StatusOffloads {
   return {
     tun: o.tun, udp_gso: o.udpGso, udp_gro: o.udpGro, fallbacks: { udp_gso: o.fallbacks.udpGso, tun_gro: o.fallbacks.tunGro },
     reenables: { udp_gso: o.reenables.udpGso, tun_gro: o.reenables.tunGro },
-    activity: { tun_gso_reads: a.tunGsoReads, tun_gro_writes: a.tunGroWrites, udp_gso_sends: a.udpGsoSends, udp_gro_recvs: a.udpGroRecvs },
+    activity: { tun_gso_reads: a.tunGsoReads, tun_uso_reads: a.tunUsoReads, tun_gro_writes: a.tunGroWrites, udp_gso_sends: a.udpGsoSends, udp_gro_recvs: a.udpGroRecvs },
   };
 }

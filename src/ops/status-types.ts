@@ -52,7 +52,7 @@ export interface StatusOffloads {
   /** keyed by the `offload` label of overlayd_offload_reenables_total: back on after a run-time refusal's back-off */
   reenables: { udp_gso: number; tun_gro: number };
   /** how much they did (no metric): super-packets read from / written to the TUN, UDP_SEGMENT sends, UDP_GRO receives of several datagrams */
-  activity: { tun_gso_reads: number; tun_gro_writes: number; udp_gso_sends: number; udp_gro_recvs: number };
+  activity: { tun_gso_reads: number; tun_uso_reads: number; tun_gro_writes: number; udp_gso_sends: number; udp_gro_recvs: number };
 }
 
 /**

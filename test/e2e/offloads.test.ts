@@ -167,13 +167,13 @@ if (!isRoot) {
           t.ok((a1?.udp_gso_sends ?? 0) > 0, `node 1 sent UDP_SEGMENT messages (${a1?.udp_gso_sends})`);
           t.ok((a1?.tun_gro_writes ?? 0) > 0, `node 1 wrote coalesced super-packets (${a1?.tun_gro_writes})`);
         } else {
-          t.same(a1, { tun_gso_reads: 0, tun_gro_writes: 0, udp_gso_sends: 0, udp_gro_recvs: 0 }, 'node 1 used no offload');
+          t.same(a1, { tun_gso_reads: 0, tun_uso_reads: 0, tun_gro_writes: 0, udp_gso_sends: 0, udp_gro_recvs: 0 }, 'node 1 used no offload');
         }
         if (c.on1 && c.on2) {
           t.ok((a2?.udp_gro_recvs ?? 0) > 0, `node 2 received several datagrams per receive (${a2?.udp_gro_recvs})`);
           t.ok((a1?.udp_gro_recvs ?? 0) > 0, `node 1 received several datagrams per receive (${a1?.udp_gro_recvs})`);
         }
-        if (!c.on2) t.same(a2, { tun_gso_reads: 0, tun_gro_writes: 0, udp_gso_sends: 0, udp_gro_recvs: 0 }, 'node 2 used no offload');
+        if (!c.on2) t.same(a2, { tun_gso_reads: 0, tun_uso_reads: 0, tun_gro_writes: 0, udp_gso_sends: 0, udp_gro_recvs: 0 }, 'node 2 used no offload');
       });
     });
   }

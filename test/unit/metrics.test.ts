@@ -68,7 +68,7 @@ t.test('process metrics carry one prefix: overlayd_process_*, never overlayd_pro
 t.test('status counters and offloads use the words of the /metrics labels', async (t) => {
   const q0 = { ...zeroCounters(), tx: 5, tun_rx: 6, rx_bytes: 100, drop_spoofed: 1, icmp_sent: 2, tx_error: 3 };
   const q1 = { ...zeroCounters(), tx: 7, drop_spoofed: 4 };
-  const offloads = { tun: true, udpGso: false, udpGro: true, fallbacks: { udpGso: 1, tunGro: 0 }, reenables: { udpGso: 1, tunGro: 0 }, activity: { tunGsoReads: 0, tunGroWrites: 0, udpGsoSends: 0, udpGroRecvs: 0 } };
+  const offloads = { tun: true, udpGso: false, udpGro: true, fallbacks: { udpGso: 1, tunGro: 0 }, reenables: { udpGso: 1, tunGro: 0 }, activity: { tunGsoReads: 0, tunUsoReads: 0, tunGroWrites: 0, udpGsoSends: 0, udpGroRecvs: 0 } };
   const fams = await families(source([q0, q1], { offloads: () => offloads }));
   const labels = (name: string, label: string) => new Set(fams.find((f) => f.name === name)?.metrics.map((m) => m.labels?.[label]));
   const c = statusCounters([q0, q1]);
@@ -87,7 +87,7 @@ t.test('status counters and offloads use the words of the /metrics labels', asyn
   t.same(new Set(Object.keys(enabled)), labels('overlayd_offload_enabled', 'offload'), 'offloads: the offload labels');
   t.same(new Set(Object.keys(fallbacks)), labels('overlayd_offload_fallbacks_total', 'offload'), 'fallbacks: the offload labels');
   t.same(new Set(Object.keys(reenables)), labels('overlayd_offload_reenables_total', 'offload'), 'reenables: the offload labels');
-  t.same(o, { tun: true, udp_gso: false, udp_gro: true, fallbacks: { udp_gso: 1, tun_gro: 0 }, reenables: { udp_gso: 1, tun_gro: 0 }, activity: { tun_gso_reads: 0, tun_gro_writes: 0, udp_gso_sends: 0, udp_gro_recvs: 0 } });
+  t.same(o, { tun: true, udp_gso: false, udp_gro: true, fallbacks: { udp_gso: 1, tun_gro: 0 }, reenables: { udp_gso: 1, tun_gro: 0 }, activity: { tun_gso_reads: 0, tun_uso_reads: 0, tun_gro_writes: 0, udp_gso_sends: 0, udp_gro_recvs: 0 } });
 });
 
 t.test('overlayd_routes6{underlay}: only in a dual-stack network', async (t) => {

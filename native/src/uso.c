@@ -1,0 +1,110 @@
+/*
+ * USO: cutting UDP super-packets read from the TUN (virtio gso_type UDP_L4, the TUN opened
+ * with TUNSETOFFLOAD(... | TUN_F_USO4 | TUN_F_USO6)) into plain UDP datagrams of gso_size
+ * payload each, the way the kernel's __udp_gso_segment does: IPv4 total length, id + i and
+ * header checksum, or IPv6 payload length; each UDP header's length and its checksum
+ * computed in full with the pseudo header (a computed 0 stored as 0xffff, RFC 768).
+ * Pure function over caller buffers: no allocation, no globals, any thread.
+ */
+#include "overlayd.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* IPv4 header (RFC 791): byte offsets */
+#define IP4_TOTLEN 2u
+#define IP4_ID 4u
+#define IP4_FRAG 6u
+#define IP4_PROTO 9u
+#define IP4_CSUM 10u
+#define IP4_ADDRS 12u /* source then destination */
+#define IP4_ADDRS_LEN 8u
+#define IP4_MF_OFFSET 0x3fffu /* in the IP4_FRAG word: MF and the fragment offset */
+/* IPv6 header (RFC 8200): byte offsets */
+#define IP6_PLEN 4u
+#define IP6_NEXT 6u
+/* UDP header (RFC 768): byte offsets */
+#define UDP_LEN 4u
+#define UDP_CSUM 6u
+#define UDP_HEADER 8u
+/* The largest IPv4 packet; an IPv6 packet's payload length is 16 bits as well. */
+#define IP_LEN_MAX 65535u
+
+/* engine.c's arena reserves OVL_IPV4_MAX_HEADER + OVL_TCP_MAX_HEADER bytes per segment for
+ * the copied headers: a UDP segment's (IPv4 with options or IPv6, + 8) fits that reserve. */
+_Static_assert(OVL_IPV4_MAX_HEADER + UDP_HEADER <= OVL_IPV4_MAX_HEADER + OVL_TCP_MAX_HEADER &&
+                   OVL_IPV6_HEADER + UDP_HEADER <= OVL_IPV4_MAX_HEADER + OVL_TCP_MAX_HEADER,
+               "a UDP segment's headers fit the per-segment header reserve");
+/* A segment count fits the int returned. */
+_Static_assert(OVL_GSO_SEGS_MAX <= IP_LEN_MAX, "segment counts are small");
+
+/* Checks the super-packet's IP + UDP headers against len and the vnet header; returns the
+ * IP header length (the UDP header's offset), or 0 when malformed. */
+static size_t uso_headers(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h) {
+  size_t iphl;
+  if (len < 1) return 0;
+  if ((pkt[0] >> 4) == 4) {
+    if (len < OVL_IPV4_MIN_HEADER || pkt[IP4_PROTO] != OVL_PROTO_UDP) return 0;
+    iphl = ovl_ipv4_header_len(pkt);
+    if (iphl < OVL_IPV4_MIN_HEADER || len > IP_LEN_MAX || be16(pkt + IP4_TOTLEN) != len) return 0;
+    if (be16(pkt + IP4_FRAG) & IP4_MF_OFFSET) return 0; /* a fragment is no datagram to cut */
+  } else if ((pkt[0] >> 4) == 6) {
+    /* UDP right after the fixed header (the kernel's UDP sockets make no extension
+     * headers on a USO super-packet of their own) */
+    if (len < OVL_IPV6_HEADER || pkt[IP6_NEXT] != OVL_PROTO_UDP) return 0;
+    iphl = OVL_IPV6_HEADER;
+    if (len > IP_LEN_MAX + OVL_IPV6_HEADER || be16(pkt + IP6_PLEN) != len - OVL_IPV6_HEADER) return 0;
+  } else {
+    return 0;
+  }
+  if (iphl + UDP_HEADER > len || be16(pkt + iphl + UDP_LEN) != len - iphl) return 0;
+  /* the virtio header must describe this packet: the partial checksum is the UDP one, and
+   * the linear-part hint hdr_len is within the packet */
+  if ((h->flags & OVL_VNET_F_NEEDS_CSUM) && (h->csum_start != iphl || h->csum_offset != UDP_CSUM)) return 0;
+  if (h->hdr_len > len) return 0;
+  return iphl;
+}
+
+int ovl_uso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
+                    uint32_t *seg_lens, uint32_t max_segs) {
+  if ((h->gso_type & ~OVL_VNET_GSO_ECN) != OVL_VNET_GSO_UDP_L4) return -EPROTONOSUPPORT;
+  if (h->gso_type & OVL_VNET_GSO_ECN) return -EINVAL; /* ECN is TCP's (CWR) only */
+  size_t iphl = uso_headers(pkt, len, h);
+  if (iphl == 0 || h->gso_size == 0) return -EINVAL;
+  const bool v6 = (pkt[0] >> 4) == 6;
+  const size_t hdr = iphl + UDP_HEADER, mss = h->gso_size, payload = len - hdr;
+  const size_t nseg = payload == 0 ? 1 : (payload + mss - 1) / mss;
+  if (nseg > max_segs) return -E2BIG;
+  if (payload + nseg * hdr > out_cap) return -ENOBUFS;
+  const uint32_t id = be16(pkt + IP4_ID);
+  size_t o = 0;
+  for (size_t i = 0; i < nseg; i++) {
+    const size_t plen = i + 1 < nseg ? mss : payload - i * mss;
+    const size_t slen = hdr + plen;
+    uint8_t *s = out + o;
+    memcpy(s, pkt, hdr);
+    memcpy(s + hdr, pkt + hdr + i * mss, plen);
+    uint8_t *uh = s + iphl;
+    const uint32_t l4 = (uint32_t)(slen - iphl);
+    uint32_t ps;
+    if (v6) {
+      put16(s + IP6_PLEN, (uint32_t)(slen - OVL_IPV6_HEADER));
+      ps = ovl_ipv6_pseudo_sum(s, OVL_PROTO_UDP, l4);
+    } else {
+      put16(s + IP4_TOTLEN, (uint32_t)slen);
+      put16(s + IP4_ID, id + (uint32_t)i);
+      put16(s + IP4_CSUM, 0);
+      put16(s + IP4_CSUM, ovl_inet_checksum(s, iphl));
+      uint32_t pl = OVL_PROTO_UDP + l4; /* folded: ovl_ones_sum takes 0..0xffff */
+      ps = ovl_ones_sum(s + IP4_ADDRS, IP4_ADDRS_LEN, (pl & 0xffffu) + (pl >> 16));
+    }
+    put16(uh + UDP_LEN, l4);
+    put16(uh + UDP_CSUM, 0);
+    uint32_t c = ~ovl_ones_sum(uh, l4, ps) & 0xffffu;
+    put16(uh + UDP_CSUM, c == 0 ? 0xffffu : c);
+    seg_lens[i] = (uint32_t)slen;
+    o += slen;
+  }
+  return (int)nseg;
+}
