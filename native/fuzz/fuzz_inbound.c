@@ -92,7 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(buf, 0, sizeof(buf));
   memcpy(buf, data + 1, len < SLOT ? len : SLOT);
   memset(wk.acc, 0, sizeof(wk.acc));
-  wk.ntx = 0;
+  tx_reset(&wk);
   if (mode == 3) {
     if (len > SLOT) return 0; /* a TUN read never exceeds the buffer: the engine drops those before */
     struct dest d;

@@ -32,6 +32,7 @@
 #include "overlayd.h"
 #include "internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
@@ -105,10 +106,22 @@ const char *const ovl_engine_counter_names[OVL_EC_COUNT] = {
  * kernels) and payload bytes (under the 64 KB an IPv4 datagram can describe). */
 #define GSO_SEGS 64u
 #define GSO_BYTES 65000u
-/* Bytes a TUN read with a virtio_net_hdr may return, and what cutting it may add. */
+/* Bytes a TUN read with a virtio_net_hdr may return (the super-packet stays where it was
+ * read: its segments are sent from it, see outbound_vnet). */
 #define SUPER_MAX 65535u
-#define VNET_NEED (2u * SUPER_MAX + OVL_GSO_SEGS_MAX * (OVL_IPV4_MAX_HEADER + OVL_TCP_MAX_HEADER))
+#define VNET_NEED SUPER_MAX
 #define VNET_ARENA (1u << 20)
+/* Headers of the segments cut from one burst's super-packets (ovl_gso_cut's stubs), and
+ * the most one super-packet may need of them. */
+#define STUB_HDR_MAX (OVL_IPV4_MAX_HEADER + OVL_TCP_MAX_HEADER)
+#define STUB_NEED (OVL_GSO_SEGS_MAX * STUB_HDR_MAX)
+#define STUB_BYTES (256u << 10)
+/* iovecs of one burst's messages: a datagram takes 1 (a packet as read) or 2 (a cut
+ * segment: header stub + payload slice). */
+#define IOV_CAP 2048u
+#define IOV_NEED (2u * OVL_GSO_SEGS_MAX)
+_Static_assert(STUB_BYTES >= STUB_NEED && IOV_CAP >= IOV_NEED + BATCH, "room for one super-packet per burst at least");
+_Static_assert(2u * GSO_SEGS <= 1024u, "a UDP_SEGMENT message has at most UIO_MAXIOV iovecs");
 /* Receives of one recvmmsg with UDP_GRO (each buffer holds a 64 KB coalesced receive). */
 #define GRO_MSGS 16u
 #define GRO_BUF 65536u
@@ -147,15 +160,21 @@ struct worker {
   bool vnet, tun_gro, udp_gso, udp_gro; /* offloads in force on this queue now: tun_gro and
                                            udp_gso mirror "gate ON" of their gates */
   struct ovl_offload_gate gro_gate, gso_gate; /* run-time refusals: back-off, then on again */
-  uint8_t *tun_buf;  /* arena of tun_arena bytes: packets read from the TUN (and the
-                        segments cut from super-packets), back to back, sent from in place */
+  /* Lifetime: queued messages point into tun_buf and stubs (no copy); both are reused
+   * only by the next tun_burst, after flush_tx sent (or gave up on) every message. */
+  uint8_t *tun_buf;  /* arena of tun_arena bytes: packets read from the TUN, back to back,
+                        sent from in place (super-packets: their payload, sliced) */
   size_t tun_arena;
+  uint8_t *stubs;    /* STUB_BYTES: headers of the segments cut this burst (ovl_gso_cut) */
+  size_t stub_used;
   uint8_t *udp_buf;  /* rx_n * rx_cap: datagrams received, written to the TUN from in place */
   uint32_t rx_n, rx_cap;
   uint32_t ntx;      /* messages queued in tx_msgs this burst */
+  uint32_t niov;     /* tx_iov entries used this burst; message i's are consecutive */
   struct mmsghdr tx_msgs[TXMAX];
-  struct iovec tx_iov[TXMAX];
+  struct iovec tx_iov[IOV_CAP];
   union ovl_sa tx_to[TXMAX];
+  uint32_t tx_bytes[TXMAX]; /* bytes of message i (all its datagrams) */
   uint16_t tx_seg[TXMAX];  /* datagram size of message i (its first datagram) */
   uint16_t tx_nseg[TXMAX]; /* datagrams in message i */
   bool tx_closed[TXMAX];   /* a shorter last datagram joined: no more */
@@ -164,7 +183,7 @@ struct worker {
   struct iovec rx_iov[BATCH];
   union ovl_sa rx_from[BATCH];
   _Alignas(8) uint8_t rx_ctl[BATCH][CTL_BYTES];
-  uint32_t seg_lens[OVL_GSO_SEGS_MAX];
+  struct ovl_gso_seg segs[OVL_GSO_SEGS_MAX]; /* the cut of the super-packet at hand */
   struct ovl_gro_table *gro; /* with tun_gro at start (kept while a back-off has it off) */
   uint8_t scratch[SCRATCH_BYTES];
   uint8_t icmp[OVL_ICMP_ERROR_MAX];
@@ -370,8 +389,11 @@ static void icmp6_error(struct worker *w, const uint8_t *pkt, size_t avail, cons
 /* What outbound() decided for a packet: the counter of its drop, or OVL_EC_TX (send). */
 typedef enum ovl_engine_counter verdict_t;
 
-/* Queues a packet that passed the outbound checks for d (its underlay and peer address). */
-static void queue_tx(struct worker *w, uint8_t *pkt, size_t len, const struct dest *d);
+/* Queues a datagram that passed the outbound checks for d (its underlay and peer
+ * address): pkt (len bytes), then tail (tail_len bytes; NULL, 0 for a packet in one
+ * piece). Both are sent from where they are: they must stay unchanged until flush_tx. */
+static void queue_tx(struct worker *w, uint8_t *pkt, size_t len, const uint8_t *tail, size_t tail_len,
+                     const struct dest *d);
 
 /* outbound() of an inner IPv6 packet (len bytes, all in the buffer): validation with the
  * extension-header walk, route, hop limit, then the TUN MTU (packet too big, MTU = TUN
@@ -403,7 +425,7 @@ static verdict_t outbound6(struct worker *w, uint8_t *pkt, size_t len, struct de
   d->over6 = r->has_peer6 && w->udp6_fd >= 0;
   d->v4 = r->peer;
   memcpy(d->v6, r->peer6, 16);
-  queue_tx(w, pkt, len, d);
+  queue_tx(w, pkt, len, NULL, 0, d);
   return OVL_EC_TX;
 }
 
@@ -424,26 +446,26 @@ static verdict_t outbound(struct worker *w, const struct ovl_rtable *t, uint8_t 
     return OVL_EC_DROP_NO_ROUTE;
   }
   if (!ttl_step(w, pkt, len)) return OVL_EC_DROP_TTL;
-  queue_tx(w, pkt, len, d);
+  queue_tx(w, pkt, len, NULL, 0, d);
   return OVL_EC_TX;
 }
 
-/* A segment cut from the same super-packet as one outbound() already judged (`v`, `peer`):
- * the same addresses, TTL and header fields (ovl_gso_segment wrote valid lengths and
+/* A segment cut from the same super-packet as one outbound() already judged (`v`, `d`):
+ * the same addresses, TTL and header fields (ovl_gso_cut wrote valid lengths and
  * checksums), so the same verdict; counted per segment like outbound(), but no second
  * ICMP error (one per super-packet, as one per packet the pod's stack sent). */
-static void outbound_same(struct worker *w, uint8_t *pkt, size_t len, verdict_t v, const struct dest *d) {
+static void outbound_same(struct worker *w, const struct ovl_gso_seg *s, verdict_t v, const struct dest *d) {
   w->acc[OVL_EC_TUN_RX]++;
   if (v != OVL_EC_TX) {
     w->acc[v]++;
     return;
   }
   /* TTL / hop limit > 1, as in the first segment (the same version: cut from one packet) */
-  if ((pkt[0] >> 4) == 6)
-    (void)ovl_ipv6_decrement_hop_limit(pkt);
+  if ((s->hdr[0] >> 4) == 6)
+    (void)ovl_ipv6_decrement_hop_limit(s->hdr);
   else
-    (void)ovl_ipv4_decrement_ttl(pkt);
-  queue_tx(w, pkt, len, d);
+    (void)ovl_ipv4_decrement_ttl(s->hdr);
+  queue_tx(w, s->hdr, s->hdr_len, s->payload, s->payload_len, d);
 }
 
 static bool same_dest(const union ovl_sa *a, const struct dest *d) {
@@ -456,15 +478,26 @@ static int tx_fd(const struct worker *w, uint32_t i) {
   return w->tx_to[i].sa.sa_family == AF_INET6 ? w->udp6_fd : w->udp_fd;
 }
 
-static void queue_tx(struct worker *w, uint8_t *pkt, size_t len, const struct dest *d) {
+/* Appends the datagram's pieces to the iovecs of message i (the last one queued). */
+static void append_iov(struct worker *w, uint32_t i, uint8_t *pkt, size_t len, const uint8_t *tail, size_t tail_len) {
+  w->tx_iov[w->niov++] = (struct iovec){.iov_base = pkt, .iov_len = len};
+  if (tail_len) w->tx_iov[w->niov++] = (struct iovec){.iov_base = (void *)tail, .iov_len = tail_len};
+  w->tx_msgs[i].msg_hdr.msg_iovlen += tail_len ? 2 : 1;
+  w->tx_bytes[i] += (uint32_t)(len + tail_len);
+}
+
+static void queue_tx(struct worker *w, uint8_t *pkt, size_t len, const uint8_t *tail, size_t tail_len,
+                     const struct dest *d) {
+  /* tun_burst leaves room for one packet's datagrams (IOV_NEED, OVL_GSO_SEGS_MAX) */
+  assert(w->niov + 2 <= IOV_CAP && w->ntx < TXMAX);
+  size_t dlen = len + tail_len;
   if (w->udp_gso && w->ntx > 0) { /* joins the previous message when UDP_SEGMENT allows it */
     uint32_t i = w->ntx - 1;
-    struct iovec *v = &w->tx_iov[i];
-    if (same_dest(&w->tx_to[i], d) && !w->tx_closed[i] && (uint8_t *)v->iov_base + v->iov_len == pkt &&
-        len <= w->tx_seg[i] && w->tx_nseg[i] < GSO_SEGS && v->iov_len + len <= GSO_BYTES) {
-      v->iov_len += len;
+    if (same_dest(&w->tx_to[i], d) && !w->tx_closed[i] && dlen <= w->tx_seg[i] && w->tx_nseg[i] < GSO_SEGS &&
+        w->tx_bytes[i] + dlen <= GSO_BYTES) {
+      append_iov(w, i, pkt, len, tail, tail_len);
       w->tx_nseg[i]++;
-      if (len < w->tx_seg[i]) w->tx_closed[i] = true;
+      if (dlen < w->tx_seg[i]) w->tx_closed[i] = true;
       return;
     }
   }
@@ -477,28 +510,40 @@ static void queue_tx(struct worker *w, uint8_t *pkt, size_t len, const struct de
     w->tx_to[i].v4 = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(w->e->port), .sin_addr.s_addr = htonl(d->v4)};
     w->tx_msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
   }
-  w->tx_iov[i] = (struct iovec){.iov_base = pkt, .iov_len = len};
-  w->tx_seg[i] = (uint16_t)len;
+  w->tx_msgs[i].msg_hdr.msg_iov = &w->tx_iov[w->niov];
+  w->tx_msgs[i].msg_hdr.msg_iovlen = 0;
+  w->tx_bytes[i] = 0;
+  append_iov(w, i, pkt, len, tail, tail_len);
+  w->tx_seg[i] = (uint16_t)dlen;
   w->tx_nseg[i] = 1;
   w->tx_closed[i] = false;
 }
 
+/* Forgets the queued messages (after flush_tx, or in a test): the arenas may be reused. */
+static void tx_reset(struct worker *w) {
+  w->ntx = 0;
+  w->niov = 0;
+  w->stub_used = 0;
+}
+
 /* Message i (several datagrams) after the kernel refused UDP_SEGMENT: its datagrams one
- * by one. Returns nothing; counts tx / tx_error per datagram. */
+ * by one. Each datagram is whole iovecs of the message (1 or 2: append_iov), all of
+ * tx_seg bytes but a shorter last one. Counts tx / tx_error per datagram. */
 static void send_split(struct worker *w, uint32_t i) {
-  const uint8_t *p = w->tx_iov[i].iov_base;
-  size_t left = w->tx_iov[i].iov_len, seg = w->tx_seg[i];
-  while (left > 0) {
-    size_t l = left < seg ? left : seg;
-    ssize_t r = sendto(tx_fd(w, i), p, l, 0, &w->tx_to[i].sa, w->tx_msgs[i].msg_hdr.msg_namelen);
+  const struct msghdr *m = &w->tx_msgs[i].msg_hdr;
+  size_t k = 0, seg = w->tx_seg[i];
+  while (k < m->msg_iovlen) {
+    size_t first = k, l = 0;
+    while (k < m->msg_iovlen && l < seg) l += m->msg_iov[k++].iov_len;
+    struct msghdr one = {.msg_name = m->msg_name, .msg_namelen = m->msg_namelen, .msg_iov = m->msg_iov + first,
+                         .msg_iovlen = k - first};
+    ssize_t r = sendmsg(tx_fd(w, i), &one, 0);
     if (r == (ssize_t)l) {
       w->acc[OVL_EC_TX]++;
       w->acc[OVL_EC_TX_BYTES] += l;
     } else {
       w->acc[OVL_EC_TX_ERROR]++;
     }
-    p += l;
-    left -= l;
   }
 }
 
@@ -530,7 +575,7 @@ static void flush_tx(struct worker *w) {
     w->acc[OVL_EC_SENDMMSG_CALLS]++;
     if (r > 0) {
       for (uint32_t j = i; j < i + (uint32_t)r; j++) {
-        w->acc[OVL_EC_TX_BYTES] += w->tx_iov[j].iov_len;
+        w->acc[OVL_EC_TX_BYTES] += w->tx_bytes[j];
         w->acc[OVL_EC_TX] += w->tx_nseg[j];
         if (w->tx_nseg[j] > 1) w->acc[OVL_EC_UDP_GSO_SENDS]++;
       }
@@ -560,7 +605,7 @@ static void flush_tx(struct worker *w) {
     i++;
   }
   for (; i < n; i++) w->acc[OVL_EC_TX_ERROR] += w->tx_nseg[i];
-  w->ntx = 0;
+  tx_reset(w); /* nothing points into tun_buf / stubs any more */
 }
 
 static void set_fatal(struct worker *w, int err, const char *syscall) {
@@ -570,9 +615,13 @@ static void set_fatal(struct worker *w, int err, const char *syscall) {
   }
 }
 
-/* One packet read with a virtio_net_hdr, at pkt (r bytes): finished, or cut, then sent. */
+/* One packet read with a virtio_net_hdr, at pkt (len bytes): finished, or cut, then
+ * queued. A super-packet is cut without copying (ovl_gso_cut): segment 0 is rewritten in
+ * place (its headers over the super-packet's, its payload right behind them), every
+ * other segment is a header stub in w->stubs plus a slice of pkt. pkt must therefore stay
+ * untouched until flush_tx (tun_burst reads the next packet behind it). */
 static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const struct ovl_vnet_hdr *h, uint8_t *pkt,
-                          size_t len, size_t *used) {
+                          size_t len) {
   if (h->gso_type == OVL_VNET_GSO_NONE) {
     if (len > w->e->slot) {
       w->acc[OVL_EC_DROP_TUN_OVERSIZE]++;
@@ -587,29 +636,29 @@ static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const st
     (void)outbound(w, t, pkt, len, &d);
     return;
   }
-  uint8_t *out = pkt + len;
-  int n = ovl_gso_segment(pkt, len, h, out, w->tun_arena - *used, w->seg_lens, OVL_GSO_SEGS_MAX);
+  struct ovl_gso_seg *sg = w->segs;
+  int n = ovl_gso_cut(pkt, len, h, w->stubs + w->stub_used, STUB_BYTES - w->stub_used, sg, OVL_GSO_SEGS_MAX);
   if (n < 0) {
     w->acc[OVL_EC_TUN_RX]++;
     w->acc[n == -E2BIG || n == -ENOBUFS ? OVL_EC_DROP_TUN_OVERSIZE : OVL_EC_DROP_MALFORMED]++;
     return;
   }
-  if (w->seg_lens[0] > w->e->tun_mtu) { /* the first segment is the largest: a gso_size no
-                                           TCP stack on this TUN picks; never send more than MTU */
+  size_t len0 = sg[0].hdr_len + sg[0].payload_len;
+  if (len0 > w->e->tun_mtu) { /* the first segment is the largest: a gso_size no TCP stack
+                                 on this TUN picks; never send more than MTU */
     w->acc[OVL_EC_TUN_RX]++;
     w->acc[OVL_EC_DROP_TUN_OVERSIZE]++;
     return;
   }
+  w->stub_used += (size_t)n * sg[0].hdr_len;
   w->acc[OVL_EC_TUN_GSO_READS]++;
+  /* segment 0 in one piece where it was read (the other stubs are already written from
+   * the original headers), so that outbound() sees a whole packet */
+  memcpy(pkt, sg[0].hdr, sg[0].hdr_len);
   /* validation, route lookup and the TTL rule once per super-packet: on its first segment */
   struct dest d = {0};
-  verdict_t v = outbound(w, t, out, w->seg_lens[0], &d);
-  out += w->seg_lens[0];
-  for (int i = 1; i < n; i++) {
-    outbound_same(w, out, w->seg_lens[i], v, &d);
-    out += w->seg_lens[i];
-  }
-  *used = (size_t)(out - w->tun_buf);
+  verdict_t v = outbound(w, t, pkt, len0, &d);
+  for (int i = 1; i < n; i++) outbound_same(w, &sg[i], v, &d);
 }
 
 /* TUN -> peers. Returns true when the burst hit its limit (more may be waiting). */
@@ -620,8 +669,10 @@ static bool tun_burst(struct worker *w, const struct ovl_rtable *t) {
   uint32_t n = 0, reads = 0;
   w->t6 = NULL;
   bool full = false;
+  assert(w->ntx == 0 && w->niov == 0 && w->stub_used == 0); /* nothing still points into the arenas */
   while (reads < BATCH) {
-    if (used + need > w->tun_arena || w->ntx + OVL_GSO_SEGS_MAX > TXMAX) {
+    if (used + need > w->tun_arena || w->ntx + OVL_GSO_SEGS_MAX > TXMAX || w->niov + IOV_NEED > IOV_CAP ||
+        w->stub_used + STUB_NEED > STUB_BYTES) {
       full = true;
       break;
     }
@@ -662,7 +713,7 @@ static bool tun_burst(struct worker *w, const struct ovl_rtable *t) {
       }
       size_t len = (size_t)r - OVL_VNET_HDR_LEN;
       used += len;
-      outbound_vnet(w, t, &h, buf, len, &used);
+      outbound_vnet(w, t, &h, buf, len);
       continue;
     }
     if ((size_t)r > slot) {
@@ -675,6 +726,7 @@ static bool tun_burst(struct worker *w, const struct ovl_rtable *t) {
   }
   if (n) w->acc[OVL_EC_TUN_BURSTS]++;
   if (w->ntx) flush_tx(w);
+  tx_reset(w); /* stubs of segments dropped after the cut (no route, ...) too */
   return (reads == BATCH || full) && w->fatal_err == 0;
 }
 
@@ -941,10 +993,12 @@ static int worker_init(struct worker **out, struct ovl_engine *e, uint32_t q, co
   w->rx_n = w->udp_gro ? GRO_MSGS : BATCH;
   w->rx_cap = w->udp_gro ? GRO_BUF : e->slot;
   w->tun_buf = malloc(w->tun_arena);
+  w->stubs = w->vnet ? malloc(STUB_BYTES) : NULL;
   w->udp_buf = malloc((size_t)w->rx_n * w->rx_cap);
   w->gro = w->tun_gro ? malloc(sizeof(*w->gro)) : NULL;
-  if (w->tun_buf == NULL || w->udp_buf == NULL || (w->tun_gro && w->gro == NULL)) {
+  if (w->tun_buf == NULL || w->udp_buf == NULL || (w->tun_gro && w->gro == NULL) || (w->vnet && w->stubs == NULL)) {
     free(w->tun_buf);
+    free(w->stubs);
     free(w->udp_buf);
     free(w->gro);
     free(w);
@@ -957,7 +1011,7 @@ static int worker_init(struct worker **out, struct ovl_engine *e, uint32_t q, co
   for (uint32_t i = 0; i < TXMAX; i++) {
     w->tx_to[i].v4 = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(e->port)};
     w->tx_msgs[i].msg_hdr = (struct msghdr){
-        .msg_name = &w->tx_to[i], .msg_namelen = sizeof(struct sockaddr_in), .msg_iov = &w->tx_iov[i], .msg_iovlen = 1};
+        .msg_name = &w->tx_to[i], .msg_namelen = sizeof(struct sockaddr_in), .msg_iov = w->tx_iov, .msg_iovlen = 0};
   }
   for (uint32_t i = 0; i < w->rx_n; i++) {
     w->rx_iov[i] = (struct iovec){.iov_base = w->udp_buf + (size_t)i * w->rx_cap, .iov_len = w->rx_cap};
@@ -971,6 +1025,7 @@ static int worker_init(struct worker **out, struct ovl_engine *e, uint32_t q, co
 static void worker_free(struct worker *w) {
   if (w == NULL) return;
   free(w->tun_buf);
+  free(w->stubs);
   free(w->udp_buf);
   free(w->gro);
   free(w);
