@@ -108,7 +108,7 @@ struct worker {
                                            udp_gso mirror "gate ON" of their gates */
   struct ovl_offload_gate gro_gate, gso_gate; /* run-time refusals: back-off, then on again */
   /* Lifetime: queued messages point into tun_buf and stubs (no copy); both are reused
-   * only by the next tun_burst, after flush_tx sent (or gave up on) every message. */
+   * only by the next tun_burst, after udp_flush sent (or gave up on) every message. */
   uint8_t *tun_buf;  /* arena of tun_arena bytes: packets read from the TUN, back to back,
                         sent from in place (super-packets: their payload, sliced) */
   size_t tun_arena;

@@ -120,7 +120,7 @@ void deliver(struct worker *w, uint8_t *pkt, size_t len) {
  * queued. A super-packet is cut without copying (ovl_gso_cut): segment 0 is rewritten in
  * place (its headers over the super-packet's, its payload right behind them), every
  * other segment is a header stub in w->stubs plus a slice of pkt. pkt must therefore stay
- * untouched until flush_tx (tun_burst reads the next packet behind it). */
+ * untouched until udp_flush (tun_burst reads the next packet behind it). */
 static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const struct ovl_vnet_hdr *h, uint8_t *pkt,
                           size_t len) {
   if (h->gso_type == OVL_VNET_GSO_NONE) {
