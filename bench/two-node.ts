@@ -59,6 +59,8 @@ export interface Failure { readonly error: string }
 export interface CpuSample {
   /** utime+stime of both daemons during the run, seconds (undefined for vxlan: no daemon) */
   readonly daemonCpuS?: number;
+  /** the same per daemon, node 1 (the iperf3 client's: the sender) first */
+  readonly daemonCpuSByNode?: readonly number[];
   /** busy CPU time of the whole machine during the run (iperf3, kernel, daemons), seconds */
   readonly hostCpuS: number;
   /** of which softirq, seconds */
@@ -85,6 +87,8 @@ export interface TcpResult extends CpuSample, Accounted {
   readonly daemonCpuSPerGB?: number;
   /** daemon CPU cores busy per Gbit/s moved (= CPU s per GB / 8) */
   readonly daemonCoresPerGbps?: number;
+  /** daemonCpuSPerGB per daemon, node 1 (the sender) first */
+  readonly daemonCpuSPerGBByNode?: readonly number[];
   readonly hostCpuSPerGB: number;
 }
 
@@ -305,15 +309,17 @@ async function measured<T>(pids: number[], fn: () => T): Promise<{ value: T; cpu
   const h1 = hostCpu();
   const cpu1 = pids.map(processCpuSeconds);
   let daemonCpuS: number | undefined;
+  const byNode: number[] = [];
   if (pids.length > 0) {
     daemonCpuS = 0;
     for (let i = 0; i < pids.length; i++) {
       const a = cpu0[i], b = cpu1[i];
       if (a === undefined || b === undefined) throw new Error(`daemon pid ${pids[i]} exited during the run`);
       daemonCpuS += b - a;
+      byNode.push(b - a);
     }
   }
-  return { value, cpu: { ...(daemonCpuS !== undefined ? { daemonCpuS } : {}), hostCpuS: h1.busy - h0.busy, hostSoftirqS: h1.softirq - h0.softirq, wallS } };
+  return { value, cpu: { ...(daemonCpuS !== undefined ? { daemonCpuS, daemonCpuSByNode: byNode } : {}), hostCpuS: h1.busy - h0.busy, hostSoftirqS: h1.softirq - h0.softirq, wallS } };
 }
 
 /**
@@ -389,6 +395,7 @@ async function tcpRun(topo: Topology, pids: number[], streams: number, seconds: 
     streams, gbps: rx.bits_per_second / 1e9, bytes: rx.bytes, retransmits: j.end?.sum_sent?.retransmits ?? 0,
     ...cpu,
     ...(perGB !== undefined ? { daemonCpuSPerGB: perGB, daemonCoresPerGbps: perGB / 8 } : {}),
+    ...(cpu.daemonCpuSByNode !== undefined && gb > 0 ? { daemonCpuSPerGBByNode: cpu.daemonCpuSByNode.map((c) => c / gb) } : {}),
     hostCpuSPerGB: gb > 0 ? cpu.hostCpuS / gb : NaN,
   };
 }

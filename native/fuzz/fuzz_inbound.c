@@ -1,7 +1,8 @@
 /*
  * libFuzzer target: the native engine's per-packet paths, inbound (peer -> TUN) and
- * outbound (TUN -> peer), exactly as the forwarding threads run them: engine.c is compiled
- * into this file so its static inbound()/outbound() are the code under test, not a copy.
+ * outbound (TUN -> peer), exactly as the forwarding threads run them: the engine's parts
+ * (engine.c, tunside.c, udpside.c, policy.c) are compiled into this file so their
+ * inbound()/outbound() are the code under test, not a copy.
  *
  * Input: byte 0 selects the path and the sender (bits 0-1: 0 = the peer 10.99.0.200:8285,
  * 1 = that peer on another port, 2 = a non-peer, 3 = outbound from the TUN; with bit 2 set,
@@ -18,6 +19,9 @@
  * UDP: its sendto on a closed fd counts tx_error); anything else aborts (a finding).
  */
 #include "../src/engine.c"
+#include "../src/tunside.c"
+#include "../src/udpside.c"
+#include "../src/policy.c"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -92,7 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(buf, 0, sizeof(buf));
   memcpy(buf, data + 1, len < SLOT ? len : SLOT);
   memset(wk.acc, 0, sizeof(wk.acc));
-  wk.ntx = 0;
+  tx_reset(&wk);
   if (mode == 3) {
     if (len > SLOT) return 0; /* a TUN read never exceeds the buffer: the engine drops those before */
     struct dest d;

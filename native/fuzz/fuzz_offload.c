@@ -1,7 +1,8 @@
 /*
  * libFuzzer target: the offload paths of the native engine, as they run by default (TUN
- * with a virtio_net_hdr, TUN GRO, UDP GSO and UDP GRO on). engine.c is compiled into this
- * file, so its static functions are the code under test. An input is a SEQUENCE of records
+ * with a virtio_net_hdr, TUN GRO, UDP GSO and UDP GRO on). The engine's parts (engine.c,
+ * tunside.c, udpside.c, policy.c) are compiled into this file, so their static functions
+ * are the code under test. An input is a SEQUENCE of records
  * (each: type, flags, a 16-bit argument, a 16-bit length, then that many bytes):
  *
  *   type 0  a receive from a peer, of one datagram or, with argument = segment size > 0,
@@ -75,6 +76,9 @@ static unsigned gso_refusals;
 static ssize_t fuzz_writev(int fd, const struct iovec *iov, int n);
 #define writev fuzz_writev
 #include "../src/engine.c"
+#include "../src/tunside.c"
+#include "../src/udpside.c"
+#include "../src/policy.c"
 #undef writev
 static ssize_t fuzz_writev(int fd, const struct iovec *iov, int n) {
   const struct ovl_vnet_hdr *h = iov[0].iov_base;
@@ -104,6 +108,7 @@ static struct ovl_gro_table grobuf;
 static struct ovl_rtable *table;
 static int tun_rd, tun_wr;
 static uint8_t *udpbuf, *arena, *scratch;
+static uint8_t *stubs, *gather; /* the engine's header stubs; one queued message gathered */
 /* The last single datagram of type 0 per flow slot (for bit 3: its next segment). */
 static uint8_t *prev[FLOW_SLOTS];
 static size_t prev_len[FLOW_SLOTS];
@@ -317,10 +322,12 @@ static void setup(void) {
   for (unsigned k = 0; k < FLOW_SLOTS; k++)
     if ((prev[k] = malloc(GRO_BUF)) == NULL) abort();
   arena = malloc(ARENA);
+  stubs = malloc(STUB_BYTES);
+  gather = malloc(GSO_BYTES);
   scratch = malloc(140000);
   cap_gro.buf = malloc(CAP_BYTES);
   cap_plain.buf = malloc(CAP_BYTES);
-  if (!udpbuf || !arena || !scratch || !cap_gro.buf || !cap_plain.buf) abort();
+  if (!udpbuf || !arena || !stubs || !gather || !scratch || !cap_gro.buf || !cap_plain.buf) abort();
 }
 
 static void worker_reset(bool gro) {
@@ -349,6 +356,7 @@ static void worker_reset(bool gro) {
   }
   wk.tun_buf = arena;
   wk.tun_arena = ARENA;
+  wk.stubs = stubs;
   wk.udp_buf = udpbuf;
   wk.rx_n = RECV_SLOTS;
   wk.rx_cap = GRO_BUF;
@@ -480,19 +488,26 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
     size_t uso_done = 0; /* payload bytes of the UDP super-packet seen in its datagrams so far */
     bool v6 = len >= 40 && (arena[0] >> 4) == 6;
     uint8_t ttl = v6 ? arena[7] : len >= 20 ? arena[8] : 0;
-    size_t used = len;
     uint64_t rx_0 = A(OVL_EC_TUN_RX), icmp_0 = A(OVL_EC_ICMP_SENT) + A(OVL_EC_DROP_ICMP_RATELIMIT);
     uint64_t d0 = A(OVL_EC_DROP_MALFORMED) + A(OVL_EC_DROP_NO_ROUTE) + A(OVL_EC_DROP_TTL) + A(OVL_EC_DROP_TUN_OVERSIZE);
     uint64_t raw0 = outcomes_raw();
-    outbound_vnet(&wk, table, &h, arena, len, &used);
+    outbound_vnet(&wk, table, &h, arena, len);
     shift += outcomes_raw() - raw0;
     drain(c, gro);
     uint64_t taken = A(OVL_EC_TUN_RX) - rx_0;
     uint64_t drops = A(OVL_EC_DROP_MALFORMED) + A(OVL_EC_DROP_NO_ROUTE) + A(OVL_EC_DROP_TTL) + A(OVL_EC_DROP_TUN_OVERSIZE) - d0;
     uint64_t queued = 0;
     for (uint32_t i = 0; i < wk.ntx; i++) {
-      const uint8_t *p = wk.tx_iov[i].iov_base;
-      size_t left = wk.tx_iov[i].iov_len, seg = wk.tx_seg[i];
+      /* the message as the kernel reads it: its iovecs (stubs + slices of the read) in order */
+      const struct msghdr *m = &wk.tx_msgs[i].msg_hdr;
+      size_t left = 0, seg = wk.tx_seg[i];
+      for (size_t k = 0; k < m->msg_iovlen; k++) {
+        if (left + m->msg_iov[k].iov_len > GSO_BYTES) FAIL("message of more than %u bytes", GSO_BYTES);
+        memcpy(gather + left, m->msg_iov[k].iov_base, m->msg_iov[k].iov_len);
+        left += m->msg_iov[k].iov_len;
+      }
+      if (left != wk.tx_bytes[i]) FAIL("message %u: %zu bytes in its iovecs, %u counted", i, left, wk.tx_bytes[i]);
+      const uint8_t *p = gather;
       for (uint32_t k = 0; k < wk.tx_nseg[i]; k++) {
         size_t l = left < seg ? left : seg;
         if (l > TUN_MTU) FAIL("queued datagram of %zu bytes > TUN MTU", l);
@@ -522,7 +537,8 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
       }
       if (left != 0) FAIL("message bytes beyond its datagrams");
     }
-    wk.ntx = 0;
+    tx_reset(&wk);
+    wk.stub_used = 0; /* as tun_burst does before its next read */
     if (uso && queued > 0 && uso_hdr + uso_done != len) FAIL("USO: datagrams carry %zu of %zu payload bytes", uso_done, len - uso_hdr);
     if (taken == 0 ? drops != 1 : taken != drops + queued)
       FAIL("TUN read: %llu packets taken, %llu drops, %llu queued", (unsigned long long)taken, (unsigned long long)drops, (unsigned long long)queued);

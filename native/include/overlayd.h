@@ -428,6 +428,20 @@ int ovl_vnet_csum_finish(uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h)
  * the TCP checksum over the IPv6 pseudo header (len up to 65535 + 40). */
 int ovl_gso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
                     uint32_t *seg_lens, uint32_t max_segs);
+/* One segment of a zero-copy cut (ovl_gso_cut): its headers, then its payload. */
+struct ovl_gso_seg {
+  uint8_t *hdr;           /* IP + TCP headers (hdr_len bytes), in the caller's stub arena */
+  const uint8_t *payload; /* payload_len bytes inside the super-packet (never copied) */
+  uint32_t hdr_len, payload_len;
+};
+/* ovl_gso_segment without copying the payload: segment i's headers are written into
+ * stubs (stubs_cap bytes; segment i at stubs + i * hdr_len) and its payload is a slice of
+ * pkt; the TCP checksum is summed over the stub and the slice in place. Same segments,
+ * bytes and errors as ovl_gso_segment (-ENOBUFS: the stubs do not fit). pkt is not
+ * written. Lifetime: segs[] point into pkt and stubs, so both must stay unchanged for as
+ * long as the segments are used (the engine: until the sendmmsg of its burst returned). */
+int ovl_gso_cut(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *stubs, size_t stubs_cap,
+                struct ovl_gso_seg *segs, uint32_t max_segs);
 
 /* uso.c: cuts the UDP super-packet pkt (len bytes, gso_type UDP_L4, gso_size = payload
  * bytes per datagram) into datagrams written back to back into out (out_cap bytes),
@@ -442,6 +456,12 @@ int ovl_gso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h
  * max_segs), -ENOBUFS (out_cap too small). */
 int ovl_uso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
                     uint32_t *seg_lens, uint32_t max_segs);
+/* ovl_uso_segment without copying the payload, as ovl_gso_cut is to ovl_gso_segment:
+ * segment i's headers in stubs (stubs_cap bytes, at stubs + i * header bytes), its payload a
+ * slice of pkt, the UDP checksum summed over both in place; same segments, bytes and errors
+ * (-ENOBUFS: the stubs do not fit). Same lifetime rule as ovl_gso_cut. */
+int ovl_uso_cut(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *stubs, size_t stubs_cap,
+                struct ovl_gso_seg *segs, uint32_t max_segs);
 
 /* One flow being coalesced (userspace GRO on TUN writes). Owned by one thread. */
 struct ovl_gro {

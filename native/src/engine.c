@@ -1,48 +1,31 @@
 /*
- * The native engine's forwarding threads. One thread per queue q owns tun_fds[q] and
- * udp_fds[q], its buffers, its route cache and its counter block; threads share only the
- * route domain (read side, lock-free: route.c), the stop flag + eventfd and the ICMP id
- * counter. Per packet they do exactly what src/dataplane/js-engine.ts does — the same
- * checks in the same order, the same counters, the same ICMP errors — with packet.c's
- * rules (validation, TTL, ICMP builder) and route.c's lookup. Two things are decided once
- * per TUN super-packet rather than per segment (its segments cannot differ in them):
- * validation, the route and the TTL rule, so it draws at most one ICMP error; and ICMP
- * errors of all queues share one rate limit (ratelimit.c; suppressed: drop_icmp_ratelimit).
- * An offload the kernel refuses at run time is off on that queue for a back-off
- * (backoff.c), then tried again.
+ * The native engine's forwarding threads: the worker loop and the lifecycle (the parts it
+ * drives: tunside.c, udpside.c, policy.c; their interfaces: engine_int.h). One thread per
+ * queue q owns tun_fds[q] and udp_fds[q], its buffers, its route cache and its counter
+ * block; threads share only the route domain (read side, lock-free: route.c), the stop
+ * flag + eventfd, the ICMP id counter and the ICMP rate limit.
  *
  * One turn of a thread's loop:
  *   enter the route section (one acquire of the table for the whole turn)
- *   TUN side: nonblocking reads until EAGAIN or OVL_ENGINE_BATCH packets; each packet is
- *     validated, looked up and TTL-decremented in its read buffer and queued as one
- *     message (with its own destination address) of ONE sendmmsg for the burst; drops
- *     answer ICMP straight into the TUN.
- *   UDP side: ONE recvmmsg of up to OVL_ENGINE_BATCH datagrams (MSG_TRUNC: the real
- *     length of an oversize datagram is seen and it is dropped at the same check as in
- *     the js engine); each is checked and written into the TUN (one write per packet).
+ *   tun_burst: nonblocking TUN reads until EAGAIN or OVL_ENGINE_BATCH packets, each
+ *     judged by the policy and queued (from where it was read) for ONE sendmmsg; drops
+ *     answer ICMP straight into the TUN; then udp_flush sends the queue
+ *   udp_burst (IPv4 socket, then IPv6): ONE recvmmsg, each datagram judged by the policy
+ *     and delivered into the GRO table; then gro_flush writes it into the TUN
  *   leave the route section, publish the turn's counters (relaxed stores)
  *   poll(TUN POLLIN, UDP POLLIN, stop eventfd): timeout 0 when a burst hit its batch
  *     limit (more is waiting; the other side and the stop flag get their turn), else
  *     infinite — the only place a thread sleeps, so an idle engine costs nothing.
- * A full UDP send buffer (EAGAIN) is waited out with poll(POLLOUT, stop) for at most
- * SEND_WAITS x SEND_WAIT_MS per burst; what is still unsent then counts as tx_error.
  * The stop eventfd is written once by ovl_engine_stop and never read, so it wakes every
  * thread (level-triggered) however many there are.
  */
-#include "overlayd.h"
-#include "internal.h"
+#include "engine_int.h"
 
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/udp.h>
 #include <poll.h>
-#include <pthread.h>
-#include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -86,778 +69,20 @@ const char *const ovl_engine_counter_names[OVL_EC_COUNT] = {
     [OVL_EC_TUN_USO_READS] = "tun_uso_reads",
 };
 
-#define BATCH OVL_ENGINE_BATCH
-/* Smallest buffer per packet, bytes (as the js engine's ring slots): >= 576 and >= 60. */
-#define SLOT_MIN 576u
-/* Consecutive failed reads (TUN) or receives (UDP), of errors not known to be fatal, after
- * which the thread gives up (reported as fatal) instead of spinning on a broken fd. */
-#define ERRORS_IN_ROW_MAX 256u
-/* A full UDP send buffer is waited out this long per wait, this many waits per burst. */
-#define SEND_WAIT_MS 5
-#define SEND_WAITS 10u
-/* Bytes read past a TUN buffer, to tell an oversize packet (a socket read stops at the
- * buffer; a TUN read returns the full length either way). */
-#define SCRATCH_BYTES 64u
-/* Pause after an unexpected poll() failure (ENOMEM), in nanoseconds. */
-#define POLL_RETRY_NS 1000000L
-/* Messages of one sendmmsg: a burst of plain packets plus the segments of one super-packet. */
-#define TXMAX (BATCH + OVL_GSO_SEGS_MAX)
-/* One UDP_SEGMENT message: at most this many datagrams (UDP_MAX_SEGMENTS of older
- * kernels) and payload bytes (under the 64 KB an IPv4 datagram can describe). */
-#define GSO_SEGS 64u
-#define GSO_BYTES 65000u
-/* Bytes a TUN read with a virtio_net_hdr may return, and what cutting it may add. */
-#define SUPER_MAX 65535u
-#define VNET_NEED (2u * SUPER_MAX + OVL_GSO_SEGS_MAX * (OVL_IPV4_MAX_HEADER + OVL_TCP_MAX_HEADER))
-#define VNET_ARENA (1u << 20)
-/* Receives of one recvmmsg with UDP_GRO (each buffer holds a 64 KB coalesced receive). */
-#define GRO_MSGS 16u
-#define GRO_BUF 65536u
-#define CTL_BYTES 64u
-
-/* A peer's underlay address as sendmmsg/recvmmsg take it: IPv4 or IPv6. */
-union ovl_sa {
-  struct sockaddr sa;
-  struct sockaddr_in v4;
-  struct sockaddr_in6 v6;
-};
-
-/* Where outbound() sends a packet: the IPv4 underlay (v4, host order) or the IPv6 one. */
-struct dest {
-  bool over6;
-  uint32_t v4;
-  uint8_t v6[16];
-};
-
-struct worker {
-  struct ovl_engine *e;
-  uint32_t q;
-  int tun_fd, udp_fd; /* borrowed */
-  int udp6_fd;        /* borrowed; -1 without an IPv6 underlay */
-  /* The IPv6 table of the current route section: loaded on first use in a burst
-   * (table6()), forgotten at the start of every burst (tun_burst, udp_burst run inside the
-   * section, so it is valid for the whole burst). */
-  const struct ovl_rtable6 *t6;
-  pthread_t thread;
-  struct ovl_engine_counters *ctr; /* shared; this thread is the only writer */
-  uint64_t acc[OVL_EC_COUNT];      /* this turn's increments, published once per turn */
-  uint32_t tun_errors_in_row, udp_errors_in_row;
-  int fatal_err; /* positive errno once the thread must stop */
-  const char *fatal_syscall;
-  struct ovl_rcache cache;
-  bool vnet, tun_gro, udp_gso, udp_gro; /* offloads in force on this queue now: tun_gro and
-                                           udp_gso mirror "gate ON" of their gates */
-  struct ovl_offload_gate gro_gate, gso_gate; /* run-time refusals: back-off, then on again */
-  uint8_t *tun_buf;  /* arena of tun_arena bytes: packets read from the TUN (and the
-                        segments cut from super-packets), back to back, sent from in place */
-  size_t tun_arena;
-  uint8_t *udp_buf;  /* rx_n * rx_cap: datagrams received, written to the TUN from in place */
-  uint32_t rx_n, rx_cap;
-  uint32_t ntx;      /* messages queued in tx_msgs this burst */
-  struct mmsghdr tx_msgs[TXMAX];
-  struct iovec tx_iov[TXMAX];
-  union ovl_sa tx_to[TXMAX];
-  uint16_t tx_seg[TXMAX];  /* datagram size of message i (its first datagram) */
-  uint16_t tx_nseg[TXMAX]; /* datagrams in message i */
-  bool tx_closed[TXMAX];   /* a shorter last datagram joined: no more */
-  _Alignas(8) uint8_t tx_ctl[TXMAX][CMSG_SPACE(sizeof(uint16_t))];
-  struct mmsghdr rx_msgs[BATCH];
-  struct iovec rx_iov[BATCH];
-  union ovl_sa rx_from[BATCH];
-  _Alignas(8) uint8_t rx_ctl[BATCH][CTL_BYTES];
-  uint32_t seg_lens[OVL_GSO_SEGS_MAX];
-  struct ovl_gro_table *gro; /* with tun_gro at start (kept while a back-off has it off) */
-  uint8_t scratch[SCRATCH_BYTES];
-  uint8_t icmp[OVL_ICMP_ERROR_MAX];
-  uint8_t icmp6[OVL_ICMP6_ERROR_MAX];
-};
-
-struct ovl_engine {
-  uint32_t queues;
-  uint32_t slot; /* bytes per packet buffer */
-  uint16_t port;
-  uint32_t tun_address, tun_mtu, subnet, subnet_mask;
-  bool ipv6;                /* inner IPv6 forwarded (else drop_malformed, as IPv4-only) */
-  uint8_t tun_address6[16]; /* source of the ICMPv6 errors */
-  uint8_t subnet6[16], subnet6_mask[16];
-  struct ovl_routes *routes;
-  void (*on_fatal)(void *opaque, uint32_t queue, int err, const char *syscall);
-  void *opaque;
-  int stop_efd;
-  alignas(64) atomic_bool stop;
-  alignas(64) _Atomic uint32_t icmp_id; /* IP id of the ICMP errors, shared by the queues */
-  alignas(64) struct ovl_ratelimit icmp_limit; /* shared by the queues (one atomic word) */
-  struct worker **w; /* [queues] */
-};
-
-/* CLOCK_MONOTONIC in ns (vDSO, no system call): read only on rare paths (an ICMP error,
- * an offload refused, a turn while an offload is backing off), never per packet. A file
- * that compiles this one into itself (the fuzz target) may define OVL_ENGINE_MONO_NS as
- * the name of its own `uint64_t f(void)` clock instead. */
-#ifdef OVL_ENGINE_MONO_NS
-#define mono_ns OVL_ENGINE_MONO_NS
-#else
-static uint64_t mono_ns(void) {
+#ifndef OVL_ENGINE_MONO_NS
+uint64_t mono_ns(void) {
   struct timespec ts;
   (void)clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail for CLOCK_MONOTONIC */
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 #endif
 
-/* ---------------------------------------------------------------- into the TUN --------- */
-
-/* One write into the TUN (with a virtio_net_hdr first when the queue has one: h, or all
- * zero). Returns 0 or the errno of the failure (nothing counted). */
-static int tun_write_raw(struct worker *w, const struct ovl_vnet_hdr *h, const uint8_t *pkt, size_t len) {
-  static const struct ovl_vnet_hdr none;
-  struct iovec iov[2] = {{.iov_base = (void *)(h ? h : &none), .iov_len = OVL_VNET_HDR_LEN},
-                         {.iov_base = (void *)pkt, .iov_len = len}};
-  size_t want = len + (w->vnet ? OVL_VNET_HDR_LEN : 0);
-  for (int attempt = 0; attempt < 3; attempt++) { /* retried only after EINTR */
-    ssize_t r = w->vnet ? writev(w->tun_fd, iov, 2) : write(w->tun_fd, pkt, len);
-    if (r == (ssize_t)want) return 0;
-    if (r >= 0) return EIO; /* a packet fd writes all or nothing: a short write is a broken packet */
-    if (errno == EINTR) continue;
-    return errno;
-  }
-  return EINTR;
-}
-
-static void count_write_error(struct worker *w, int err, uint64_t n) {
-  if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS)
-    w->acc[OVL_EC_DROP_RING_FULL] += n;
-  else
-    w->acc[OVL_EC_TUN_WRITE_ERRORS] += n;
-}
-
-static void tun_write(struct worker *w, const uint8_t *pkt, size_t len) {
-  int err = tun_write_raw(w, NULL, pkt, len);
-  if (err == 0)
-    w->acc[OVL_EC_TUN_TX]++;
-  else
-    count_write_error(w, err, 1);
-}
-
-/* Writes one run of the GRO table, if it holds one: one super-packet, or its one packet
- * plainly; then the flow is empty. A TUN that refuses the GSO write (EINVAL) gets the
- * original packets, and no GSO writes from this queue until its back-off is over
- * (gro_gate); runs still in the table then go out packet by packet too. */
-static void flush_flow(struct worker *w, struct ovl_gro *g) {
-  if (g->nseg == 0) return;
-  if (g->nseg == 1 || !w->tun_gro) {
-    for (uint32_t i = 0; i < g->nseg; i++) tun_write(w, g->segs[i], g->seg_lens[i]);
-  } else {
-    struct ovl_vnet_hdr h;
-    struct iovec iov[1 + OVL_GRO_SEGS_MAX];
-    uint32_t n;
-    size_t len = ovl_gro_finish(g, &h, iov + 1, &n);
-    iov[0] = (struct iovec){.iov_base = &h, .iov_len = OVL_VNET_HDR_LEN};
-    int err = 0;
-    for (int attempt = 0; attempt < 3; attempt++) { /* retried only after EINTR */
-      ssize_t r = writev(w->tun_fd, iov, (int)n + 1);
-      err = r == (ssize_t)(len + OVL_VNET_HDR_LEN) ? 0 : r >= 0 ? EIO : errno;
-      if (err != EINTR) break;
-    }
-    if (err == 0) {
-      w->acc[OVL_EC_TUN_TX] += g->nseg;
-      w->acc[OVL_EC_TUN_GRO_WRITES]++;
-    } else if (err == EINVAL) { /* off for a back-off (a transient path MTU drop does this too) */
-      if (ovl_offload_gate_fail(&w->gro_gate, mono_ns())) w->acc[OVL_EC_TUN_GRO_FALLBACK]++;
-      w->tun_gro = false;
-      ovl_gro_restore(g);
-      for (uint32_t i = 0; i < g->nseg; i++) tun_write(w, g->segs[i], g->seg_lens[i]);
-    } else {
-      count_write_error(w, err, g->nseg);
-    }
-  }
-  ovl_gro_init(g);
-}
-
-/* Writes every run of the GRO table (end of a batch of receives: they point into udp_buf). */
-static void gro_flush(struct worker *w) {
-  struct ovl_gro_table *t = w->gro;
-  if (t == NULL) return;
-  for (uint32_t i = 0; i < t->used; i++) flush_flow(w, &t->flows[i]);
-  ovl_gro_table_init(t);
-}
-
-/* An inbound packet (IPv4 or IPv6) that passed every check: into the run of its TCP flow
- * in the GRO table, or written. Per flow the order is kept: a packet that does not join
- * its flow's run goes after that run (and one whose flow cannot be told, after all runs). */
-static void deliver(struct worker *w, uint8_t *pkt, size_t len) {
-  struct ovl_gro_table *t = w->gro;
-  if (t == NULL) {
-    tun_write(w, pkt, len);
-    return;
-  }
-  int f = ovl_gro_table_find(t, pkt, len);
-  if (w->tun_gro && ovl_gro_eligible(pkt, len)) { /* eligible: TCP with ports, never FIND_ALL */
-    if (f >= 0) {
-      if (ovl_gro_add(&t->flows[f], pkt, len)) return;
-      flush_flow(w, &t->flows[f]);
-    } else {
-      f = (int)ovl_gro_table_slot(t);
-      flush_flow(w, &t->flows[f]); /* a victim when the table is full; else empty */
-    }
-    (void)ovl_gro_add(&t->flows[f], pkt, len); /* an empty flow takes any eligible packet */
-    return;
-  }
-  if (f == OVL_GRO_FIND_ALL)
-    gro_flush(w);
-  else if (f >= 0)
-    flush_flow(w, &t->flows[f]);
-  tun_write(w, pkt, len);
-}
-
-/* The js engine's icmpError(): only where RFC 1812 allows and the engine's rate limit has
- * a token (else counted as drop_icmp_ratelimit), counted, written into the TUN. */
-static void icmp_error(struct worker *w, const uint8_t *pkt, size_t len, uint8_t type, uint8_t code) {
-  if (!ovl_icmp_may_respond(pkt, len)) return;
-  if (!ovl_ratelimit_take(&w->e->icmp_limit, mono_ns())) {
-    w->acc[OVL_EC_DROP_ICMP_RATELIMIT]++;
-    return;
-  }
-  w->acc[OVL_EC_ICMP_SENT]++;
-  uint16_t id = (uint16_t)atomic_fetch_add_explicit(&w->e->icmp_id, 1, memory_order_relaxed);
-  size_t n = ovl_icmp_error_build(w->icmp, type, code, w->e->tun_address, pkt, len, 0, id);
-  tun_write(w, w->icmp, n);
-}
-
-/* The TTL step of both directions: decrements the TTL (packet.c's rule), or counts the
- * drop and answers time exceeded. Returns false when the packet is dropped. */
-static bool ttl_step(struct worker *w, uint8_t *pkt, size_t len) {
-  if (ovl_ipv4_decrement_ttl(pkt)) return true;
-  w->acc[OVL_EC_DROP_TTL]++;
-  icmp_error(w, pkt, len, OVL_ICMP_TIME_EXCEEDED, OVL_ICMP_TTL_EXCEEDED);
-  return false;
-}
-
-/* ---------------------------------------------------------------- IPv6 helpers --------- */
-
-static const struct ovl_rtable6 *table6(struct worker *w) {
-  if (w->t6 == NULL) w->t6 = ovl_routes_table6(w->e->routes);
-  return w->t6;
-}
-
-static bool in_subnet6(const struct ovl_engine *e, const uint8_t *a) {
-  for (int i = 0; i < 16; i++)
-    if ((a[i] & e->subnet6_mask[i]) != e->subnet6[i]) return false;
-  return true;
-}
-
-/* An ICMPv6 error about pkt (avail bytes present, validated: info) where RFC 4443 allows
- * and the shared rate limit has a token (else drop_icmp_ratelimit); built in w->icmp6.
- * Returns its length, 0 when none is to be sent. Counts icmp_sent. */
-static size_t icmp6_build(struct worker *w, const uint8_t *pkt, size_t avail, const struct ovl_ipv6_info *info,
-                          uint8_t type, uint8_t code, uint32_t mtu) {
-  if (!ovl_icmp6_may_respond(pkt, avail, info, type)) return 0;
-  if (!ovl_ratelimit_take(&w->e->icmp_limit, mono_ns())) {
-    w->acc[OVL_EC_DROP_ICMP_RATELIMIT]++;
-    return 0;
-  }
-  w->acc[OVL_EC_ICMP_SENT]++;
-  return ovl_icmp6_error_build(w->icmp6, type, code, w->e->tun_address6, pkt, avail, mtu);
-}
-
-/* icmp6_build, written into the TUN. */
-static void icmp6_error(struct worker *w, const uint8_t *pkt, size_t avail, const struct ovl_ipv6_info *info,
-                        uint8_t type, uint8_t code, uint32_t mtu) {
-  size_t n = icmp6_build(w, pkt, avail, info, type, code, mtu);
-  if (n) tun_write(w, w->icmp6, n);
-}
-
-/* ---------------------------------------------------------------- outbound ------------- */
-
-/* What outbound() decided for a packet: the counter of its drop, or OVL_EC_TX (send). */
-typedef enum ovl_engine_counter verdict_t;
-
-/* Queues a packet that passed the outbound checks for d (its underlay and peer address). */
-static void queue_tx(struct worker *w, uint8_t *pkt, size_t len, const struct dest *d);
-
-/* outbound() of an inner IPv6 packet (len bytes, all in the buffer): validation with the
- * extension-header walk, route, hop limit, then the TUN MTU (packet too big, MTU = TUN
- * MTU, toward the sender), in the order Linux forwards. Over the IPv6 underlay when the
- * route has a peer6 and this engine has IPv6 sockets, else over IPv4. */
-static verdict_t outbound6(struct worker *w, uint8_t *pkt, size_t len, struct dest *d) {
-  struct ovl_ipv6_info info;
-  if (ovl_ipv6_validate(pkt, len, len, &info) != OVL_IPV6_OK) {
-    w->acc[OVL_EC_DROP_MALFORMED]++;
-    return OVL_EC_DROP_MALFORMED;
-  }
-  const struct ovl_route6 *r = ovl_rtable6_lookup(table6(w), ovl_ipv6_dst(pkt));
-  if (r == NULL) {
-    w->acc[OVL_EC_DROP_NO_ROUTE]++;
-    icmp6_error(w, pkt, len, &info, OVL_ICMP6_DEST_UNREACH, OVL_ICMP6_NO_ROUTE, 0);
-    return OVL_EC_DROP_NO_ROUTE;
-  }
-  if (pkt[7] <= 1) {
-    w->acc[OVL_EC_DROP_TTL]++;
-    icmp6_error(w, pkt, len, &info, OVL_ICMP6_TIME_EXCEEDED, OVL_ICMP6_HOP_LIMIT, 0);
-    return OVL_EC_DROP_TTL;
-  }
-  if (len > w->e->tun_mtu) {
-    w->acc[OVL_EC_DROP_TOO_BIG]++;
-    icmp6_error(w, pkt, len, &info, OVL_ICMP6_PACKET_TOO_BIG, 0, w->e->tun_mtu);
-    return OVL_EC_DROP_TOO_BIG;
-  }
-  (void)ovl_ipv6_decrement_hop_limit(pkt); /* > 1, checked above */
-  d->over6 = r->has_peer6 && w->udp6_fd >= 0;
-  d->v4 = r->peer;
-  memcpy(d->v6, r->peer6, 16);
-  queue_tx(w, pkt, len, d);
-  return OVL_EC_TX;
-}
-
-/* js-engine.ts outbound(): one packet read from the TUN, in its read buffer. Returns the
- * verdict, and *d when it is OVL_EC_TX. */
-static verdict_t outbound(struct worker *w, const struct ovl_rtable *t, uint8_t *pkt, size_t len, struct dest *d) {
-  w->acc[OVL_EC_TUN_RX]++;
-  if (w->e->ipv6 && len > 0 && (pkt[0] >> 4) == 6) return outbound6(w, pkt, len, d);
-  uint32_t *peer = &d->v4;
-  d->over6 = false;
-  if (ovl_ipv4_validate(pkt, len) != OVL_IPV4_OK) {
-    w->acc[OVL_EC_DROP_MALFORMED]++;
-    return OVL_EC_DROP_MALFORMED;
-  }
-  if (!ovl_rcache_lookup(&w->cache, t, ovl_ipv4_dst(pkt), peer)) {
-    w->acc[OVL_EC_DROP_NO_ROUTE]++;
-    icmp_error(w, pkt, len, OVL_ICMP_DEST_UNREACH, OVL_ICMP_NET_UNREACH);
-    return OVL_EC_DROP_NO_ROUTE;
-  }
-  if (!ttl_step(w, pkt, len)) return OVL_EC_DROP_TTL;
-  queue_tx(w, pkt, len, d);
-  return OVL_EC_TX;
-}
-
-/* A segment cut from the same super-packet as one outbound() already judged (`v`, `peer`):
- * the same addresses, TTL and header fields (ovl_gso_segment wrote valid lengths and
- * checksums), so the same verdict; counted per segment like outbound(), but no second
- * ICMP error (one per super-packet, as one per packet the pod's stack sent). */
-static void outbound_same(struct worker *w, uint8_t *pkt, size_t len, verdict_t v, const struct dest *d) {
-  w->acc[OVL_EC_TUN_RX]++;
-  if (v != OVL_EC_TX) {
-    w->acc[v]++;
-    return;
-  }
-  /* TTL / hop limit > 1, as in the first segment (the same version: cut from one packet) */
-  if ((pkt[0] >> 4) == 6)
-    (void)ovl_ipv6_decrement_hop_limit(pkt);
-  else
-    (void)ovl_ipv4_decrement_ttl(pkt);
-  queue_tx(w, pkt, len, d);
-}
-
-static bool same_dest(const union ovl_sa *a, const struct dest *d) {
-  if (d->over6) return a->sa.sa_family == AF_INET6 && memcmp(&a->v6.sin6_addr, d->v6, 16) == 0;
-  return a->sa.sa_family == AF_INET && a->v4.sin_addr.s_addr == htonl(d->v4);
-}
-
-/* The socket message i is sent on (its family's). */
-static int tx_fd(const struct worker *w, uint32_t i) {
-  return w->tx_to[i].sa.sa_family == AF_INET6 ? w->udp6_fd : w->udp_fd;
-}
-
-static void queue_tx(struct worker *w, uint8_t *pkt, size_t len, const struct dest *d) {
-  if (w->udp_gso && w->ntx > 0) { /* joins the previous message when UDP_SEGMENT allows it */
-    uint32_t i = w->ntx - 1;
-    struct iovec *v = &w->tx_iov[i];
-    if (same_dest(&w->tx_to[i], d) && !w->tx_closed[i] && (uint8_t *)v->iov_base + v->iov_len == pkt &&
-        len <= w->tx_seg[i] && w->tx_nseg[i] < GSO_SEGS && v->iov_len + len <= GSO_BYTES) {
-      v->iov_len += len;
-      w->tx_nseg[i]++;
-      if (len < w->tx_seg[i]) w->tx_closed[i] = true;
-      return;
-    }
-  }
-  uint32_t i = w->ntx++;
-  if (d->over6) {
-    w->tx_to[i].v6 = (struct sockaddr_in6){.sin6_family = AF_INET6, .sin6_port = htons(w->e->port)};
-    memcpy(&w->tx_to[i].v6.sin6_addr, d->v6, 16);
-    w->tx_msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
-  } else {
-    w->tx_to[i].v4 = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(w->e->port), .sin_addr.s_addr = htonl(d->v4)};
-    w->tx_msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in);
-  }
-  w->tx_iov[i] = (struct iovec){.iov_base = pkt, .iov_len = len};
-  w->tx_seg[i] = (uint16_t)len;
-  w->tx_nseg[i] = 1;
-  w->tx_closed[i] = false;
-}
-
-/* Message i (several datagrams) after the kernel refused UDP_SEGMENT: its datagrams one
- * by one. Returns nothing; counts tx / tx_error per datagram. */
-static void send_split(struct worker *w, uint32_t i) {
-  const uint8_t *p = w->tx_iov[i].iov_base;
-  size_t left = w->tx_iov[i].iov_len, seg = w->tx_seg[i];
-  while (left > 0) {
-    size_t l = left < seg ? left : seg;
-    ssize_t r = sendto(tx_fd(w, i), p, l, 0, &w->tx_to[i].sa, w->tx_msgs[i].msg_hdr.msg_namelen);
-    if (r == (ssize_t)l) {
-      w->acc[OVL_EC_TX]++;
-      w->acc[OVL_EC_TX_BYTES] += l;
-    } else {
-      w->acc[OVL_EC_TX_ERROR]++;
-    }
-    p += l;
-    left -= l;
-  }
-}
-
-/* Sends the queued messages with as few sendmmsg calls as the socket allows. */
-static void flush_tx(struct worker *w) {
-  uint32_t i = 0, n = w->ntx, waits = 0;
-  for (uint32_t j = 0; j < n; j++) {
-    struct msghdr *m = &w->tx_msgs[j].msg_hdr;
-    if (w->tx_nseg[j] > 1) {
-      m->msg_control = w->tx_ctl[j];
-      m->msg_controllen = sizeof(w->tx_ctl[j]);
-      struct cmsghdr *c = CMSG_FIRSTHDR(m);
-      c->cmsg_level = SOL_UDP;
-      c->cmsg_type = UDP_SEGMENT;
-      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-      uint16_t seg = w->tx_seg[j];
-      memcpy(CMSG_DATA(c), &seg, sizeof(seg));
-    } else {
-      m->msg_control = NULL;
-      m->msg_controllen = 0;
-    }
-  }
-  /* Each iteration sends >= 1 message, skips a failed one, or waits (at most SEND_WAITS
-   * times); EINTR cannot happen with every signal blocked, and is bounded anyway. */
-  for (uint32_t iter = 0; i < n && iter < 2 * TXMAX + SEND_WAITS; iter++) {
-    uint32_t end = i + 1; /* one call per run of messages of one family (one socket) */
-    while (end < n && w->tx_to[end].sa.sa_family == w->tx_to[i].sa.sa_family) end++;
-    int r = sendmmsg(tx_fd(w, i), &w->tx_msgs[i], end - i, 0);
-    w->acc[OVL_EC_SENDMMSG_CALLS]++;
-    if (r > 0) {
-      for (uint32_t j = i; j < i + (uint32_t)r; j++) {
-        w->acc[OVL_EC_TX_BYTES] += w->tx_iov[j].iov_len;
-        w->acc[OVL_EC_TX] += w->tx_nseg[j];
-        if (w->tx_nseg[j] > 1) w->acc[OVL_EC_UDP_GSO_SENDS]++;
-      }
-      i += (uint32_t)r;
-      continue;
-    }
-    int err = r == 0 ? EAGAIN : errno;
-    if (err == EINTR) continue;
-    if (err == EAGAIN || err == EWOULDBLOCK) {
-      if (waits++ == SEND_WAITS || atomic_load_explicit(&w->e->stop, memory_order_relaxed)) break;
-      struct pollfd pfd[2] = {{.fd = tx_fd(w, i), .events = POLLOUT}, {.fd = w->e->stop_efd, .events = POLLIN}};
-      (void)poll(pfd, 2, SEND_WAIT_MS); /* any outcome: the next sendmmsg tells */
-      w->acc[OVL_EC_POLLS]++;
-      continue;
-    }
-    if (w->tx_nseg[i] > 1 && (err == EIO || err == EINVAL || err == EMSGSIZE)) {
-      /* the kernel refuses UDP_SEGMENT (a device without checksum offload, a smaller path
-       * MTU, a kernel bug): this message goes out datagram by datagram, and the queue
-       * sends plainly until its back-off is over (gso_gate) */
-      if (ovl_offload_gate_fail(&w->gso_gate, mono_ns())) w->acc[OVL_EC_UDP_GSO_FALLBACK]++;
-      w->udp_gso = false;
-      send_split(w, i);
-      i++;
-      continue;
-    }
-    w->acc[OVL_EC_TX_ERROR] += w->tx_nseg[i]; /* the message at i failed (unreachable, EPERM, ...): skip it */
-    i++;
-  }
-  for (; i < n; i++) w->acc[OVL_EC_TX_ERROR] += w->tx_nseg[i];
-  w->ntx = 0;
-}
-
-static void set_fatal(struct worker *w, int err, const char *syscall) {
+void set_fatal(struct worker *w, int err, const char *syscall) {
   if (w->fatal_err == 0) {
     w->fatal_err = err;
     w->fatal_syscall = syscall;
   }
 }
-
-/* One packet read with a virtio_net_hdr, at pkt (r bytes): finished, or cut, then sent. */
-static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const struct ovl_vnet_hdr *h, uint8_t *pkt,
-                          size_t len, size_t *used) {
-  if (h->gso_type == OVL_VNET_GSO_NONE) {
-    if (len > w->e->slot) {
-      w->acc[OVL_EC_DROP_TUN_OVERSIZE]++;
-      return;
-    }
-    if (ovl_vnet_csum_finish(pkt, len, h) != 0) {
-      w->acc[OVL_EC_TUN_RX]++;
-      w->acc[OVL_EC_DROP_MALFORMED]++;
-      return;
-    }
-    struct dest d;
-    (void)outbound(w, t, pkt, len, &d);
-    return;
-  }
-  uint8_t *out = pkt + len;
-  /* ---- USO hook (issue 13): UDP super-packets (gso_type UDP_L4) are cut by uso.c ---- */
-  const bool uso = (h->gso_type & ~OVL_VNET_GSO_ECN) == OVL_VNET_GSO_UDP_L4;
-  int n = (uso ? ovl_uso_segment : ovl_gso_segment)(pkt, len, h, out, w->tun_arena - *used, w->seg_lens,
-                                                    OVL_GSO_SEGS_MAX);
-  /* ---- end of USO hook (one more line below: tun_uso_reads) ---- */
-  if (n < 0) {
-    w->acc[OVL_EC_TUN_RX]++;
-    w->acc[n == -E2BIG || n == -ENOBUFS ? OVL_EC_DROP_TUN_OVERSIZE : OVL_EC_DROP_MALFORMED]++;
-    return;
-  }
-  if (w->seg_lens[0] > w->e->tun_mtu) { /* the first segment is the largest: a gso_size no
-                                           TCP stack on this TUN picks; never send more than MTU */
-    w->acc[OVL_EC_TUN_RX]++;
-    w->acc[OVL_EC_DROP_TUN_OVERSIZE]++;
-    return;
-  }
-  w->acc[OVL_EC_TUN_GSO_READS]++;
-  if (uso) w->acc[OVL_EC_TUN_USO_READS]++; /* USO hook */
-  /* validation, route lookup and the TTL rule once per super-packet: on its first segment */
-  struct dest d = {0};
-  verdict_t v = outbound(w, t, out, w->seg_lens[0], &d);
-  out += w->seg_lens[0];
-  for (int i = 1; i < n; i++) {
-    outbound_same(w, out, w->seg_lens[i], v, &d);
-    out += w->seg_lens[i];
-  }
-  *used = (size_t)(out - w->tun_buf);
-}
-
-/* TUN -> peers. Returns true when the burst hit its limit (more may be waiting). */
-static bool tun_burst(struct worker *w, const struct ovl_rtable *t) {
-  const uint32_t slot = w->e->slot;
-  const size_t need = w->vnet ? VNET_NEED : slot;
-  size_t used = 0; /* arena bytes holding this burst's packets */
-  uint32_t n = 0, reads = 0;
-  w->t6 = NULL;
-  bool full = false;
-  while (reads < BATCH) {
-    if (used + need > w->tun_arena || w->ntx + OVL_GSO_SEGS_MAX > TXMAX) {
-      full = true;
-      break;
-    }
-    uint8_t *buf = w->tun_buf + used;
-    struct ovl_vnet_hdr h;
-    struct iovec iov[2];
-    if (w->vnet) {
-      iov[0] = (struct iovec){.iov_base = &h, .iov_len = OVL_VNET_HDR_LEN};
-      iov[1] = (struct iovec){.iov_base = buf, .iov_len = SUPER_MAX};
-    } else {
-      iov[0] = (struct iovec){.iov_base = buf, .iov_len = slot};
-      iov[1] = (struct iovec){.iov_base = w->scratch, .iov_len = SCRATCH_BYTES};
-    }
-    ssize_t r = readv(w->tun_fd, iov, 2);
-    reads++;
-    if (r < 0) {
-      int err = errno;
-      if (err == EINTR) continue;
-      if (err == EAGAIN || err == EWOULDBLOCK) break;
-      w->acc[OVL_EC_TUN_READ_ERRORS]++;
-      if (ovl_io_error_is_fatal(err) || ++w->tun_errors_in_row >= ERRORS_IN_ROW_MAX) {
-        set_fatal(w, err, "read(tun)");
-        break;
-      }
-      continue;
-    }
-    if (r == 0) { /* EOF: a TUN never delivers an empty packet; a test's socketpair closed */
-      set_fatal(w, ENOTCONN, "read(tun)");
-      break;
-    }
-    w->tun_errors_in_row = 0;
-    n++;
-    if (w->vnet) {
-      if ((size_t)r <= OVL_VNET_HDR_LEN) {
-        w->acc[OVL_EC_TUN_RX]++;
-        w->acc[OVL_EC_DROP_MALFORMED]++;
-        continue;
-      }
-      size_t len = (size_t)r - OVL_VNET_HDR_LEN;
-      used += len;
-      outbound_vnet(w, t, &h, buf, len, &used);
-      continue;
-    }
-    if ((size_t)r > slot) {
-      w->acc[OVL_EC_DROP_TUN_OVERSIZE]++;
-      continue;
-    }
-    used += (size_t)r;
-    struct dest d;
-    (void)outbound(w, t, buf, (size_t)r, &d);
-  }
-  if (n) w->acc[OVL_EC_TUN_BURSTS]++;
-  if (w->ntx) flush_tx(w);
-  return (reads == BATCH || full) && w->fatal_err == 0;
-}
-
-/* ---------------------------------------------------------------- inbound -------------- */
-
-/* A packet too big sent back over UDP to the peer it came from (`from`, on the socket of
- * its family): source our TUN's IPv6 address, destination the inner source. */
-static void ptb_to_peer(struct worker *w, const uint8_t *pkt, size_t avail, const struct ovl_ipv6_info *info,
-                        const union ovl_sa *from) {
-  size_t n = icmp6_build(w, pkt, avail, info, OVL_ICMP6_PACKET_TOO_BIG, 0, w->e->tun_mtu);
-  if (n == 0) return;
-  bool over6 = from->sa.sa_family == AF_INET6;
-  socklen_t sl = over6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-  ssize_t r = sendto(over6 ? w->udp6_fd : w->udp_fd, w->icmp6, n, MSG_DONTWAIT, &from->sa, sl);
-  if (r == (ssize_t)n) {
-    w->acc[OVL_EC_TX]++;
-    w->acc[OVL_EC_TX_BYTES] += n;
-  } else {
-    w->acc[OVL_EC_TX_ERROR]++;
-  }
-}
-
-/* inbound() of an inner IPv6 packet from a known peer: the buffer holds min(len, slot)
- * bytes. Checks in the IPv4 order: malformed (with the extension-header walk, within the
- * bytes present), spoofed (the Route6 of the inner source must point at the sender over
- * the underlay it came by: its peer for IPv4, its peer6 for IPv6), wrong destination
- * (outside our IPv6 subnet), too big (packet too big back to the peer), hop limit. */
-static void inbound6(struct worker *w, uint8_t *pkt, size_t len, const union ovl_sa *from) {
-  const struct ovl_engine *e = w->e;
-  size_t avail = len < e->slot ? len : e->slot;
-  struct ovl_ipv6_info info;
-  if (ovl_ipv6_validate(pkt, len, avail, &info) != OVL_IPV6_OK) {
-    w->acc[OVL_EC_DROP_MALFORMED]++;
-    return;
-  }
-  const struct ovl_route6 *r = ovl_rtable6_lookup(table6(w), ovl_ipv6_src(pkt));
-  bool owner = r != NULL && (from->sa.sa_family == AF_INET6
-                                 ? r->has_peer6 && memcmp(r->peer6, &from->v6.sin6_addr, 16) == 0
-                                 : r->peer == ntohl(from->v4.sin_addr.s_addr));
-  if (!owner) {
-    w->acc[OVL_EC_DROP_SPOOFED]++;
-    return;
-  }
-  if (!in_subnet6(e, ovl_ipv6_dst(pkt))) {
-    w->acc[OVL_EC_DROP_WRONG_DST]++;
-    return;
-  }
-  if (len > e->tun_mtu) {
-    w->acc[OVL_EC_DROP_TOO_BIG]++;
-    ptb_to_peer(w, pkt, avail, &info, from);
-    return;
-  }
-  if (!ovl_ipv6_decrement_hop_limit(pkt)) { /* the whole packet is present: len <= tun_mtu <= slot */
-    w->acc[OVL_EC_DROP_TTL]++;
-    icmp6_error(w, pkt, len, &info, OVL_ICMP6_TIME_EXCEEDED, OVL_ICMP6_HOP_LIMIT, 0);
-    return;
-  }
-  deliver(w, pkt, len);
-}
-
-/* js-engine.ts inbound(): one datagram of `len` bytes (its real length; the buffer holds
- * min(len, slot) of them) from `from` (fromlen bytes of it), over IPv4 or IPv6. */
-static void inbound(struct worker *w, const struct ovl_rtable *t, uint8_t *pkt, size_t len,
-                    const union ovl_sa *from, socklen_t fromlen) {
-  const struct ovl_engine *e = w->e;
-  w->acc[OVL_EC_RX]++;
-  w->acc[OVL_EC_RX_BYTES] += len;
-  bool over6 = fromlen >= (socklen_t)sizeof(struct sockaddr_in6) && from->sa.sa_family == AF_INET6;
-  uint32_t sender = 0;
-  if (over6) {
-    if (!e->ipv6 || ntohs(from->v6.sin6_port) != e->port ||
-        !ovl_rtable6_is_peer6(table6(w), (const uint8_t *)&from->v6.sin6_addr)) {
-      w->acc[OVL_EC_DROP_UNKNOWN_PEER]++;
-      return;
-    }
-  } else {
-    sender = ntohl(from->v4.sin_addr.s_addr);
-    if (fromlen < (socklen_t)sizeof(struct sockaddr_in) || from->sa.sa_family != AF_INET ||
-        ntohs(from->v4.sin_port) != e->port || !ovl_rtable_is_peer(t, sender)) {
-      w->acc[OVL_EC_DROP_UNKNOWN_PEER]++;
-      return;
-    }
-  }
-  if (e->ipv6 && len > 0 && (pkt[0] >> 4) == 6) {
-    inbound6(w, pkt, len, from);
-    return;
-  }
-  /* Reads at most 60 header bytes, all present: the buffer holds min(len, slot >= 576). */
-  if (ovl_ipv4_validate(pkt, len) != OVL_IPV4_OK) {
-    w->acc[OVL_EC_DROP_MALFORMED]++;
-    return;
-  }
-  uint32_t owner;
-  /* inner IPv4 rides the IPv4 underlay only: over IPv6 no route can point at the sender */
-  if (over6 || !ovl_rcache_lookup(&w->cache, t, ovl_ipv4_src(pkt), &owner) || owner != sender) {
-    w->acc[OVL_EC_DROP_SPOOFED]++;
-    return;
-  }
-  if ((ovl_ipv4_dst(pkt) & e->subnet_mask) != e->subnet) {
-    w->acc[OVL_EC_DROP_WRONG_DST]++;
-    return;
-  }
-  if (len > e->tun_mtu) { /* from here on the whole packet is in the buffer: tun_mtu <= slot */
-    w->acc[OVL_EC_DROP_TOO_BIG]++;
-    return;
-  }
-  if (!ttl_step(w, pkt, len)) return;
-  deliver(w, pkt, len);
-}
-
-/* The segment size of a receive coalesced by UDP_GRO, or 0. */
-static uint32_t gro_size(struct msghdr *m) {
-  if (m->msg_controllen == 0) return 0;
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
-    if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
-      int v;
-      memcpy(&v, CMSG_DATA(c), sizeof(v));
-      return v > 0 ? (uint32_t)v : 0;
-    }
-  }
-  return 0;
-}
-
-/* One receive of `len` bytes (the real length; buf holds min(len, rx_cap)) from `from`:
- * one datagram, or with a UDP_GRO segment size `seg` (0 = none) several of seg bytes each
- * (the last may be shorter), each through inbound(). The GRO flow may point into buf
- * afterwards: gro_flush before buf is reused. */
-static void udp_receive(struct worker *w, const struct ovl_rtable *t, uint8_t *buf, size_t len, uint32_t seg,
-                        const union ovl_sa *from, socklen_t fromlen) {
-  if (seg == 0 || len <= seg) {
-    inbound(w, t, buf, len, from, fromlen);
-    return;
-  }
-  w->acc[OVL_EC_UDP_GRO_RECVS]++;
-  for (size_t off = 0; off < len; off += seg) {
-    size_t l = len - off < seg ? len - off : seg;
-    if (off + l > w->rx_cap) { /* cannot happen with 64 KB buffers; never read beyond */
-      w->acc[OVL_EC_RX]++;
-      w->acc[OVL_EC_RX_BYTES] += l;
-      w->acc[OVL_EC_DROP_MALFORMED]++;
-      continue;
-    }
-    inbound(w, t, buf + off, l, from, fromlen);
-  }
-}
-
-/* Peers -> TUN, from socket fd (the IPv4 or the IPv6 one). Returns true when the burst hit
- * its limit (more may be waiting). */
-static bool udp_burst(struct worker *w, const struct ovl_rtable *t, int fd) {
-  w->t6 = NULL;
-  for (uint32_t i = 0; i < w->rx_n; i++) {
-    w->rx_msgs[i].msg_hdr.msg_namelen = sizeof(w->rx_from[i]);
-    w->rx_msgs[i].msg_hdr.msg_control = w->udp_gro ? w->rx_ctl[i] : NULL;
-    w->rx_msgs[i].msg_hdr.msg_controllen = w->udp_gro ? CTL_BYTES : 0;
-  }
-  int r = recvmmsg(fd, w->rx_msgs, w->rx_n, MSG_DONTWAIT | MSG_TRUNC, NULL);
-  if (r < 0) {
-    int err = errno;
-    if (err == EINTR) return true;
-    if (err == EAGAIN || err == EWOULDBLOCK) return false;
-    w->acc[OVL_EC_UDP_RECV_ERRORS]++;
-    /* Other errors are pending socket errors, reported once each (and cleared). */
-    if (ovl_io_error_is_fatal(err) || ++w->udp_errors_in_row >= ERRORS_IN_ROW_MAX) set_fatal(w, err, "recvmmsg");
-    return false;
-  }
-  w->udp_errors_in_row = 0;
-  if (r > 0) w->acc[OVL_EC_UDP_BURSTS]++;
-  for (int i = 0; i < r; i++) {
-    uint32_t seg = w->udp_gro ? gro_size(&w->rx_msgs[i].msg_hdr) : 0;
-    udp_receive(w, t, w->udp_buf + (size_t)i * w->rx_cap, w->rx_msgs[i].msg_len, seg, &w->rx_from[i],
-                w->rx_msgs[i].msg_hdr.msg_namelen);
-  }
-  gro_flush(w); /* the flow points into udp_buf: written before the next receive */
-  return r == (int)w->rx_n;
-}
-
-/* ---------------------------------------------------------------- the thread ----------- */
 
 /* This thread is the only writer: a relaxed load + store, no locked instruction. */
 static void publish_counters(struct worker *w) {
@@ -891,9 +116,19 @@ static void *worker_main(void *arg) {
     if (w->gro_gate.state == OVL_OFFLOAD_BACKOFF || w->gso_gate.state == OVL_OFFLOAD_BACKOFF) retry_offloads(w);
     const struct ovl_rtable *t = ovl_routes_enter(e->routes, w->q);
     bool more = false;
-    if (tun_ready) more |= tun_burst(w, t);
-    if (udp_ready && w->fatal_err == 0) more |= udp_burst(w, t, w->udp_fd);
-    if (udp6_ready && w->fatal_err == 0) more |= udp_burst(w, t, w->udp6_fd);
+    if (tun_ready) {
+      more |= tun_burst(w, t);
+      udp_flush(w); /* the queue points into the TUN arena: sent before the next read */
+    }
+    /* each burst's runs point into udp_buf: written before the next receive */
+    if (udp_ready && w->fatal_err == 0) {
+      more |= udp_burst(w, t, w->udp_fd);
+      gro_flush(w);
+    }
+    if (udp6_ready && w->fatal_err == 0) {
+      more |= udp_burst(w, t, w->udp6_fd);
+      gro_flush(w);
+    }
     ovl_routes_leave(e->routes, w->q);
     if (w->fatal_err) break;
 
@@ -947,10 +182,12 @@ static int worker_init(struct worker **out, struct ovl_engine *e, uint32_t q, co
   w->rx_n = w->udp_gro ? GRO_MSGS : BATCH;
   w->rx_cap = w->udp_gro ? GRO_BUF : e->slot;
   w->tun_buf = malloc(w->tun_arena);
+  w->stubs = w->vnet ? malloc(STUB_BYTES) : NULL;
   w->udp_buf = malloc((size_t)w->rx_n * w->rx_cap);
   w->gro = w->tun_gro ? malloc(sizeof(*w->gro)) : NULL;
-  if (w->tun_buf == NULL || w->udp_buf == NULL || (w->tun_gro && w->gro == NULL)) {
+  if (w->tun_buf == NULL || w->udp_buf == NULL || (w->tun_gro && w->gro == NULL) || (w->vnet && w->stubs == NULL)) {
     free(w->tun_buf);
+    free(w->stubs);
     free(w->udp_buf);
     free(w->gro);
     free(w);
@@ -963,7 +200,7 @@ static int worker_init(struct worker **out, struct ovl_engine *e, uint32_t q, co
   for (uint32_t i = 0; i < TXMAX; i++) {
     w->tx_to[i].v4 = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(e->port)};
     w->tx_msgs[i].msg_hdr = (struct msghdr){
-        .msg_name = &w->tx_to[i], .msg_namelen = sizeof(struct sockaddr_in), .msg_iov = &w->tx_iov[i], .msg_iovlen = 1};
+        .msg_name = &w->tx_to[i], .msg_namelen = sizeof(struct sockaddr_in), .msg_iov = w->tx_iov, .msg_iovlen = 0};
   }
   for (uint32_t i = 0; i < w->rx_n; i++) {
     w->rx_iov[i] = (struct iovec){.iov_base = w->udp_buf + (size_t)i * w->rx_cap, .iov_len = w->rx_cap};
@@ -977,6 +214,7 @@ static int worker_init(struct worker **out, struct ovl_engine *e, uint32_t q, co
 static void worker_free(struct worker *w) {
   if (w == NULL) return;
   free(w->tun_buf);
+  free(w->stubs);
   free(w->udp_buf);
   free(w->gro);
   free(w);

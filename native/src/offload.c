@@ -23,7 +23,14 @@
 #include <errno.h>
 #include <string.h>
 
+/* Byte 0 of an IP header: the version in the high nibble (RFC 791, RFC 8200) */
+#define IP_VERSION_SHIFT 4u
+#define IP_V4 4u
+#define IP_V6 6u
+/* The largest IPv4 total length and IPv6 payload length (16-bit fields) */
+#define IP_LEN_MAX 65535u
 /* IPv4 header (RFC 791): byte offsets */
+#define IP4_VER_IHL 0u /* version and header length */
 #define IP4_TOS 1u
 #define IP4_TOTLEN 2u
 #define IP4_ID 4u
@@ -58,6 +65,11 @@
 #define TCP_CSUM 16u
 #define TCP_URP 18u
 #define TCP_OPTS 20u
+#define TCP_DOFF_SHIFT 4u /* the data offset is the high nibble, in 32-bit words */
+#define TCP_DOFF_UNIT 4u
+#define CSUM_LEN 2u /* bytes of a checksum field */
+#define FIELD16 2u  /* bytes of a 16-bit field (IPv4 flags/fragment word, TCP window, urgent pointer) */
+#define FIELD32 4u  /* bytes of a 32-bit field (TCP sequence and acknowledgment numbers) */
 
 #define TCP_FIN 0x01u
 #define TCP_SYN 0x02u
@@ -82,8 +94,9 @@ _Static_assert(OVL_IPV6_HEADER + OVL_TCP_MAX_HEADER <= OVL_IPV4_MAX_HEADER + OVL
 _Static_assert(OVL_TCP_MIN_HEADER == TCP_OPTS, "TCP options follow the 20 fixed bytes");
 _Static_assert(OVL_GRO_FLOWS_MAX >= 1 && OVL_GRO_FLOWS_MAX <= 64, "a small table, scanned per packet");
 
-static size_t tcp_header_len(const uint8_t *th) { return (size_t)(th[TCP_DOFF] >> 4) * 4; }
-static bool is_v6(const uint8_t *pkt) { return (pkt[0] >> 4) == 6; }
+static size_t tcp_header_len(const uint8_t *th) { return (size_t)(th[TCP_DOFF] >> TCP_DOFF_SHIFT) * TCP_DOFF_UNIT; }
+static unsigned ip_version(const uint8_t *pkt) { return pkt[0] >> IP_VERSION_SHIFT; }
+static bool is_v6(const uint8_t *pkt) { return ip_version(pkt) == IP_V6; }
 
 /* Folded one's-complement sum of the IPv4 pseudo header (src, dst, proto, l4 length). */
 static uint32_t pseudo_sum(const uint8_t *ip, uint32_t proto, uint32_t l4len) {
@@ -116,7 +129,7 @@ static bool tcp_checksum_ok(const uint8_t *pkt, size_t len, size_t iphl) {
 int ovl_vnet_csum_finish(uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h) {
   if (!(h->flags & OVL_VNET_F_NEEDS_CSUM)) return 0;
   size_t start = h->csum_start, off = (size_t)h->csum_start + h->csum_offset;
-  if (start >= len || off + 2 > len) return -EINVAL;
+  if (start >= len || off + CSUM_LEN > len) return -EINVAL;
   /* the field holds the pseudo-header sum: the sum from csum_start on covers it */
   uint16_t c = ovl_inet_checksum(pkt + start, len - start);
   /* A computed 0 is stored as 0xffff, as Linux's skb_checksum_help does (CSUM_MANGLED_0):
@@ -127,7 +140,7 @@ int ovl_vnet_csum_finish(uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h)
 
 /* Checks an IPv4/TCP header chain; returns the header bytes (IP + TCP) or 0. */
 static size_t tcp4_headers(const uint8_t *pkt, size_t len) {
-  if (len < OVL_IPV4_MIN_HEADER + OVL_TCP_MIN_HEADER || (pkt[0] >> 4) != 4 || pkt[IP4_PROTO] != OVL_PROTO_TCP) return 0;
+  if (len < OVL_IPV4_MIN_HEADER + OVL_TCP_MIN_HEADER || ip_version(pkt) != IP_V4 || pkt[IP4_PROTO] != OVL_PROTO_TCP) return 0;
   size_t ihl = ovl_ipv4_header_len(pkt);
   if (ihl < OVL_IPV4_MIN_HEADER || ihl + OVL_TCP_MIN_HEADER > len) return 0;
   size_t thl = tcp_header_len(pkt + ihl);
@@ -139,86 +152,117 @@ static size_t tcp4_headers(const uint8_t *pkt, size_t len) {
  * with extension headers are refused: the kernel's own TSO6 path does not make them for a
  * TUN's TCP); returns the header bytes (40 + TCP) or 0. */
 static size_t tcp6_headers(const uint8_t *pkt, size_t len) {
-  if (len < OVL_IPV6_HEADER + OVL_TCP_MIN_HEADER || (pkt[0] >> 4) != 6 || pkt[6] != OVL_PROTO_TCP) return 0;
-  size_t thl = (size_t)(pkt[OVL_IPV6_HEADER + 12] >> 4) * 4;
-  if (thl < OVL_TCP_MIN_HEADER || OVL_IPV6_HEADER + thl > len) return 0;
-  return OVL_IPV6_HEADER + thl;
+  if (len < IP6_HEADER + OVL_TCP_MIN_HEADER || !is_v6(pkt) || pkt[IP6_NEXT] != OVL_PROTO_TCP) return 0;
+  size_t thl = tcp_header_len(pkt + IP6_HEADER);
+  if (thl < OVL_TCP_MIN_HEADER || IP6_HEADER + thl > len) return 0;
+  return IP6_HEADER + thl;
 }
 
-/* ovl_gso_segment of an IPv6/TCP super-packet: payload length per segment, the TCP
- * fields as for IPv4, the TCP checksum with the IPv6 pseudo header. */
-static int gso_segment6(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
-                        uint32_t *seg_lens, uint32_t max_segs) {
-  size_t hdr = tcp6_headers(pkt, len);
-  if (hdr == 0 || len > 65535 + OVL_IPV6_HEADER || h->gso_size == 0) return -EINVAL;
-  size_t mss = h->gso_size, payload = len - hdr;
-  size_t nseg = payload == 0 ? 1 : (payload + mss - 1) / mss;
-  if (nseg > max_segs) return -E2BIG;
-  if (payload + nseg * hdr > out_cap) return -ENOBUFS;
-  const size_t th_off = OVL_IPV6_HEADER;
-  uint32_t seq = ovl_be32(pkt + th_off + 4);
-  uint8_t flags = pkt[th_off + 13];
-  size_t o = 0;
-  for (size_t i = 0; i < nseg; i++) {
-    size_t plen = i + 1 < nseg ? mss : payload - i * mss;
-    uint8_t *s = out + o;
-    memcpy(s, pkt, hdr);
-    memcpy(s + hdr, pkt + hdr + i * mss, plen);
-    size_t slen = hdr + plen;
-    put16(s + 4, (uint32_t)(slen - OVL_IPV6_HEADER));
-    uint8_t *th = s + th_off;
-    put32(th + 4, seq + (uint32_t)(i * mss));
-    uint8_t f = flags;
-    if (i + 1 < nseg) f &= (uint8_t)~(TCP_FIN | TCP_PSH);
-    if (i > 0) f &= (uint8_t)~TCP_CWR;
-    th[13] = f;
-    put16(th + 16, 0);
-    uint32_t l4 = (uint32_t)(slen - th_off);
-    put16(th + 16, ~ovl_ones_sum(th, l4, ovl_ipv6_pseudo_sum(s, OVL_PROTO_TCP, l4)) & 0xffffu);
-    seg_lens[i] = (uint32_t)slen;
-    o += slen;
+/* How a super-packet is cut (gso_plan), shared by the copying and the zero-copy cut. */
+struct gso_plan {
+  bool v6;
+  size_t iphl, hdr, mss, payload, nseg;
+  uint32_t id, seq; /* IPv4 id and TCP sequence number of the first segment */
+  uint8_t flags;    /* TCP flags of the super-packet */
+};
+
+/* Checks the super-packet and plans its cut; 0 or the negative errno of ovl_gso_segment. */
+static int gso_plan(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint32_t max_segs,
+                    struct gso_plan *c) {
+  uint8_t type = (uint8_t)(h->gso_type & ~OVL_VNET_GSO_ECN);
+  if (type == OVL_VNET_GSO_TCPV6) {
+    c->v6 = true;
+    c->hdr = tcp6_headers(pkt, len);
+    if (c->hdr == 0 || len > IP_LEN_MAX + IP6_HEADER || h->gso_size == 0) return -EINVAL;
+    c->iphl = IP6_HEADER;
+    c->id = 0;
+  } else if (type == OVL_VNET_GSO_TCPV4) {
+    c->v6 = false;
+    c->hdr = tcp4_headers(pkt, len);
+    if (c->hdr == 0 || len > IP_LEN_MAX || h->gso_size == 0) return -EINVAL;
+    c->iphl = ovl_ipv4_header_len(pkt);
+    c->id = be16(pkt + IP4_ID);
+  } else {
+    return -EPROTONOSUPPORT;
   }
-  return (int)nseg;
+  c->mss = h->gso_size;
+  c->payload = len - c->hdr;
+  c->nseg = c->payload == 0 ? 1 : (c->payload + c->mss - 1) / c->mss;
+  if (c->nseg > max_segs) return -E2BIG;
+  c->seq = ovl_be32(pkt + c->iphl + TCP_SEQ);
+  c->flags = pkt[c->iphl + TCP_FLAGS];
+  return 0;
 }
+
+/* Payload bytes of segment i. */
+static size_t gso_plen(const struct gso_plan *c, size_t i) { return i + 1 < c->nseg ? c->mss : c->payload - i * c->mss; }
+
+/* Writes segment i's headers (c->hdr bytes) into s, from the super-packet's pkt: lengths,
+ * IPv4 id + i and header checksum, TCP seq + i * MSS, FIN/PSH only on the last segment,
+ * CWR only on the first, and the TCP checksum summed over s's TCP header and then the
+ * segment's payload where it lies (payload, plen bytes: in the super-packet or a copy;
+ * c->hdr is even, so the two sums chain). s may not overlap pkt's headers. */
+static void gso_header(const uint8_t *pkt, const struct gso_plan *c, size_t i, uint8_t *s, const uint8_t *payload,
+                       size_t plen) {
+  memcpy(s, pkt, c->hdr);
+  size_t slen = c->hdr + plen;
+  if (c->v6) {
+    put16(s + IP6_PLEN, (uint32_t)(slen - IP6_HEADER));
+  } else {
+    put16(s + IP4_TOTLEN, (uint32_t)slen);
+    put16(s + IP4_ID, (c->id + (uint32_t)i) & 0xffffu);
+    put16(s + IP4_CSUM, 0);
+    put16(s + IP4_CSUM, ovl_ipv4_header_checksum(s, c->iphl));
+  }
+  uint8_t *th = s + c->iphl;
+  put32(th + TCP_SEQ, c->seq + (uint32_t)(i * c->mss));
+  uint8_t f = c->flags;
+  if (i + 1 < c->nseg) f &= (uint8_t)~(TCP_FIN | TCP_PSH);
+  if (i > 0) f &= (uint8_t)~TCP_CWR;
+  th[TCP_FLAGS] = f;
+  put16(th + TCP_CSUM, 0);
+  size_t thl = c->hdr - c->iphl;
+  uint32_t l4 = (uint32_t)(slen - c->iphl);
+  uint32_t ps = c->v6 ? pseudo_sum6(s, OVL_PROTO_TCP, l4) : pseudo_sum(s, OVL_PROTO_TCP, l4);
+  uint32_t sum = ovl_ones_sum(payload, plen, ovl_ones_sum(th, thl, ps));
+  put16(th + TCP_CSUM, ~sum & 0xffffu);
+}
+
+_Static_assert(OVL_IPV4_MIN_HEADER % 2 == 0 && OVL_TCP_MIN_HEADER % 2 == 0,
+               "IP and TCP header lengths are whole 32-bit words: the header sum chains into the payload's");
 
 int ovl_gso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
                     uint32_t *seg_lens, uint32_t max_segs) {
-  if ((h->gso_type & ~OVL_VNET_GSO_ECN) == OVL_VNET_GSO_TCPV6)
-    return gso_segment6(pkt, len, h, out, out_cap, seg_lens, max_segs);
-  if ((h->gso_type & ~OVL_VNET_GSO_ECN) != OVL_VNET_GSO_TCPV4) return -EPROTONOSUPPORT;
-  size_t hdr = tcp4_headers(pkt, len);
-  if (hdr == 0 || len > 65535 || h->gso_size == 0) return -EINVAL;
-  size_t ihl = ovl_ipv4_header_len(pkt);
-  size_t mss = h->gso_size, payload = len - hdr;
-  size_t nseg = payload == 0 ? 1 : (payload + mss - 1) / mss;
-  if (nseg > max_segs) return -E2BIG;
-  if (payload + nseg * hdr > out_cap) return -ENOBUFS;
-  uint32_t id = be16(pkt + IP4_ID), seq = ovl_be32(pkt + ihl + TCP_SEQ);
-  uint8_t flags = pkt[ihl + TCP_FLAGS];
+  struct gso_plan c;
+  int err = gso_plan(pkt, len, h, max_segs, &c);
+  if (err) return err;
+  if (c.payload + c.nseg * c.hdr > out_cap) return -ENOBUFS;
   size_t o = 0;
-  for (size_t i = 0; i < nseg; i++) {
-    size_t plen = i + 1 < nseg ? mss : payload - i * mss;
+  for (size_t i = 0; i < c.nseg; i++) {
+    size_t plen = gso_plen(&c, i);
     uint8_t *s = out + o;
-    memcpy(s, pkt, hdr);
-    memcpy(s + hdr, pkt + hdr + i * mss, plen);
-    size_t slen = hdr + plen;
-    put16(s + IP4_TOTLEN, (uint32_t)slen);
-    put16(s + IP4_ID, (id + (uint32_t)i) & 0xffffu);
-    put16(s + IP4_CSUM, 0);
-    put16(s + IP4_CSUM, ovl_ipv4_header_checksum(s, ihl));
-    uint8_t *th = s + ihl;
-    put32(th + TCP_SEQ, seq + (uint32_t)(i * mss));
-    uint8_t f = flags;
-    if (i + 1 < nseg) f &= (uint8_t)~(TCP_FIN | TCP_PSH);
-    if (i > 0) f &= (uint8_t)~TCP_CWR;
-    th[TCP_FLAGS] = f;
-    put16(th + TCP_CSUM, 0);
-    uint32_t l4 = (uint32_t)(slen - ihl);
-    put16(th + TCP_CSUM, ~ovl_ones_sum(th, l4, pseudo_sum(s, OVL_PROTO_TCP, l4)) & 0xffffu);
-    seg_lens[i] = (uint32_t)slen;
-    o += slen;
+    memcpy(s + c.hdr, pkt + c.hdr + i * c.mss, plen);
+    gso_header(pkt, &c, i, s, s + c.hdr, plen);
+    seg_lens[i] = (uint32_t)(c.hdr + plen);
+    o += c.hdr + plen;
   }
-  return (int)nseg;
+  return (int)c.nseg;
+}
+
+int ovl_gso_cut(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *stubs, size_t stubs_cap,
+                struct ovl_gso_seg *segs, uint32_t max_segs) {
+  struct gso_plan c;
+  int err = gso_plan(pkt, len, h, max_segs, &c);
+  if (err) return err;
+  if (c.nseg * c.hdr > stubs_cap) return -ENOBUFS;
+  for (size_t i = 0; i < c.nseg; i++) {
+    size_t plen = gso_plen(&c, i);
+    const uint8_t *payload = pkt + c.hdr + i * c.mss;
+    uint8_t *s = stubs + i * c.hdr;
+    gso_header(pkt, &c, i, s, payload, plen);
+    segs[i] = (struct ovl_gso_seg){.hdr = s, .hdr_len = (uint32_t)c.hdr, .payload = payload, .payload_len = (uint32_t)plen};
+  }
+  return (int)c.nseg;
 }
 
 /* ---------------------------------------------------------------- GRO ------------------ */
@@ -233,7 +277,7 @@ void ovl_gro_init(struct ovl_gro *g) {
  * header (40) followed directly by TCP, len holding the IP header; else 0. */
 static size_t gro_ip_header(const uint8_t *pkt, size_t len) {
   if (len < OVL_IPV4_MIN_HEADER) return 0;
-  if ((pkt[0] >> 4) == 4)
+  if (ip_version(pkt) == IP_V4)
     return ovl_ipv4_header_len(pkt) == OVL_IPV4_MIN_HEADER && pkt[IP4_PROTO] == OVL_PROTO_TCP ? OVL_IPV4_MIN_HEADER : 0;
   if (is_v6(pkt) && len >= IP6_HEADER && pkt[IP6_NEXT] == OVL_PROTO_TCP) return IP6_HEADER;
   return 0;
@@ -241,7 +285,7 @@ static size_t gro_ip_header(const uint8_t *pkt, size_t len) {
 
 bool ovl_gro_eligible(const uint8_t *pkt, size_t len) {
   size_t iphl = gro_ip_header(pkt, len); /* no IPv4 options, no IPv6 extension headers */
-  if (iphl == 0 || len > 65535u || iphl + OVL_TCP_MIN_HEADER > len) return false;
+  if (iphl == 0 || len > IP_LEN_MAX || iphl + OVL_TCP_MIN_HEADER > len) return false;
   const uint8_t *th = pkt + iphl;
   size_t hdr = iphl + tcp_header_len(th);
   if (hdr < iphl + OVL_TCP_MIN_HEADER || hdr >= len) return false; /* bad offset, or no payload */
@@ -279,7 +323,7 @@ static bool ip_headers_match(const uint8_t *a, const uint8_t *b, size_t iphl) {
     return memcmp(a, b, IP6_FIRST_WORD) == 0 && a[IP6_NEXT] == b[IP6_NEXT] && a[IP6_HLIM] == b[IP6_HLIM] &&
            memcmp(a + IP6_ADDRS, b + IP6_ADDRS, IP6_ADDRS_LEN) == 0;
   /* version/IHL, TOS, flags/fragment word, TTL, protocol, addresses (the id is free: DF) */
-  return a[0] == b[0] && a[IP4_TOS] == b[IP4_TOS] && memcmp(a + IP4_FRAG, b + IP4_FRAG, 2) == 0 &&
+  return a[IP4_VER_IHL] == b[IP4_VER_IHL] && a[IP4_TOS] == b[IP4_TOS] && memcmp(a + IP4_FRAG, b + IP4_FRAG, FIELD16) == 0 &&
          a[IP4_TTL] == b[IP4_TTL] && a[IP4_PROTO] == b[IP4_PROTO] &&
          memcmp(a + IP4_ADDRS, b + IP4_ADDRS, IP4_ADDRS_LEN) == 0;
 }
@@ -294,16 +338,16 @@ bool ovl_gro_add(struct ovl_gro *g, uint8_t *pkt, size_t len) {
   const uint8_t *a = g->segs[0];
   size_t hdr = g->hdr, plen = len - hdr;
   if (g->closed || g->nseg >= OVL_GRO_SEGS_MAX || iphl != g->iphl || len <= hdr || plen > g->gso_size ||
-      (size_t)g->len + plen > 65535u)
+      (size_t)g->len + plen > IP_LEN_MAX)
     return false;
   const uint8_t *ta = a + iphl, *tb = pkt + iphl;
   if (iphl + tcp_header_len(tb) != hdr) return false;
   if (!ip_headers_match(a, pkt, iphl)) return false;
   /* TCP: ports, ack, data offset + flags (PSH aside) + window, urgent pointer (meaningless
    * without URG, but cutting the super-packet must give back every byte), options */
-  if (memcmp(ta + TCP_PORTS, tb + TCP_PORTS, TCP_PORTS_LEN) != 0 || memcmp(ta + TCP_ACKNO, tb + TCP_ACKNO, 4) != 0 ||
+  if (memcmp(ta + TCP_PORTS, tb + TCP_PORTS, TCP_PORTS_LEN) != 0 || memcmp(ta + TCP_ACKNO, tb + TCP_ACKNO, FIELD32) != 0 ||
       ta[TCP_DOFF] != tb[TCP_DOFF] || (ta[TCP_FLAGS] & ~TCP_PSH) != (tb[TCP_FLAGS] & ~TCP_PSH) ||
-      memcmp(ta + TCP_WIN, tb + TCP_WIN, 2) != 0 || memcmp(ta + TCP_URP, tb + TCP_URP, 2) != 0 ||
+      memcmp(ta + TCP_WIN, tb + TCP_WIN, FIELD16) != 0 || memcmp(ta + TCP_URP, tb + TCP_URP, FIELD16) != 0 ||
       memcmp(ta + TCP_OPTS, tb + TCP_OPTS, hdr - iphl - TCP_OPTS) != 0)
     return false;
   if (ovl_be32(tb + TCP_SEQ) != g->next_seq) return false;
@@ -366,7 +410,7 @@ void ovl_gro_table_init(struct ovl_gro_table *t) {
 int ovl_gro_table_find(const struct ovl_gro_table *t, const uint8_t *pkt, size_t len) {
   size_t iphl, addrs, alen;
   if (len < OVL_IPV4_MIN_HEADER) return OVL_GRO_FIND_NONE;
-  if ((pkt[0] >> 4) == 4) {
+  if (ip_version(pkt) == IP_V4) {
     if (pkt[IP4_PROTO] != OVL_PROTO_TCP) return OVL_GRO_FIND_NONE;
     iphl = ovl_ipv4_header_len(pkt);
     if ((be16(pkt + IP4_FRAG) & IP4_OFFSET) != 0) return OVL_GRO_FIND_ALL; /* not the first fragment: no ports */
@@ -388,7 +432,7 @@ int ovl_gro_table_find(const struct ovl_gro_table *t, const uint8_t *pkt, size_t
     if (g->nseg == 0) continue;
     const uint8_t *a = g->segs[0];
     /* the run's headers may be edited (finish) only when it is being written: not here */
-    if ((a[0] >> 4) == (pkt[0] >> 4) && memcmp(a + addrs, pkt + addrs, alen) == 0 &&
+    if (ip_version(a) == ip_version(pkt) && memcmp(a + addrs, pkt + addrs, alen) == 0 &&
         memcmp(a + g->iphl + TCP_PORTS, pkt + iphl + TCP_PORTS, TCP_PORTS_LEN) == 0)
       return (int)i;
   }

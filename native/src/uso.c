@@ -31,8 +31,8 @@
 /* The largest IPv4 packet; an IPv6 packet's payload length is 16 bits as well. */
 #define IP_LEN_MAX 65535u
 
-/* engine.c's arena reserves OVL_IPV4_MAX_HEADER + OVL_TCP_MAX_HEADER bytes per segment for
- * the copied headers: a UDP segment's (IPv4 with options or IPv6, + 8) fits that reserve. */
+/* The engine reserves OVL_IPV4_MAX_HEADER + OVL_TCP_MAX_HEADER stub bytes per segment
+ * (engine_int.h STUB_HDR_MAX): a UDP segment's headers (IPv4 with options or IPv6, + 8) fit. */
 _Static_assert(OVL_IPV4_MAX_HEADER + UDP_HEADER <= OVL_IPV4_MAX_HEADER + OVL_TCP_MAX_HEADER &&
                    OVL_IPV6_HEADER + UDP_HEADER <= OVL_IPV4_MAX_HEADER + OVL_TCP_MAX_HEADER,
                "a UDP segment's headers fit the per-segment header reserve");
@@ -66,45 +66,93 @@ static size_t uso_headers(const uint8_t *pkt, size_t len, const struct ovl_vnet_
   return iphl;
 }
 
-int ovl_uso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
-                    uint32_t *seg_lens, uint32_t max_segs) {
+/* What one cut needs: the checked super-packet's geometry. */
+struct uso_plan {
+  size_t iphl, hdr, mss, payload, nseg;
+  bool v6;
+  uint32_t id; /* the IPv4 id of the super-packet (segment i gets id + i) */
+};
+
+/* Checks the super-packet and plans its cut; 0 or the negative errno of ovl_uso_segment. */
+static int uso_plan(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint32_t max_segs,
+                    struct uso_plan *c) {
   if ((h->gso_type & ~OVL_VNET_GSO_ECN) != OVL_VNET_GSO_UDP_L4) return -EPROTONOSUPPORT;
   if (h->gso_type & OVL_VNET_GSO_ECN) return -EINVAL; /* ECN is TCP's (CWR) only */
-  size_t iphl = uso_headers(pkt, len, h);
-  if (iphl == 0 || h->gso_size == 0) return -EINVAL;
-  const bool v6 = (pkt[0] >> 4) == 6;
-  const size_t hdr = iphl + UDP_HEADER, mss = h->gso_size, payload = len - hdr;
-  const size_t nseg = payload == 0 ? 1 : (payload + mss - 1) / mss;
-  if (nseg > max_segs) return -E2BIG;
-  if (payload + nseg * hdr > out_cap) return -ENOBUFS;
-  const uint32_t id = be16(pkt + IP4_ID);
-  size_t o = 0;
-  for (size_t i = 0; i < nseg; i++) {
-    const size_t plen = i + 1 < nseg ? mss : payload - i * mss;
-    const size_t slen = hdr + plen;
-    uint8_t *s = out + o;
-    memcpy(s, pkt, hdr);
-    memcpy(s + hdr, pkt + hdr + i * mss, plen);
-    uint8_t *uh = s + iphl;
-    const uint32_t l4 = (uint32_t)(slen - iphl);
-    uint32_t ps;
-    if (v6) {
-      put16(s + IP6_PLEN, (uint32_t)(slen - OVL_IPV6_HEADER));
-      ps = ovl_ipv6_pseudo_sum(s, OVL_PROTO_UDP, l4);
-    } else {
-      put16(s + IP4_TOTLEN, (uint32_t)slen);
-      put16(s + IP4_ID, id + (uint32_t)i);
-      put16(s + IP4_CSUM, 0);
-      put16(s + IP4_CSUM, ovl_inet_checksum(s, iphl));
-      uint32_t pl = OVL_PROTO_UDP + l4; /* folded: ovl_ones_sum takes 0..0xffff */
-      ps = ovl_ones_sum(s + IP4_ADDRS, IP4_ADDRS_LEN, (pl & 0xffffu) + (pl >> 16));
-    }
-    put16(uh + UDP_LEN, l4);
-    put16(uh + UDP_CSUM, 0);
-    uint32_t c = ~ovl_ones_sum(uh, l4, ps) & 0xffffu;
-    put16(uh + UDP_CSUM, c == 0 ? 0xffffu : c);
-    seg_lens[i] = (uint32_t)slen;
-    o += slen;
+  c->iphl = uso_headers(pkt, len, h);
+  if (c->iphl == 0 || h->gso_size == 0) return -EINVAL;
+  c->v6 = (pkt[0] >> 4) == 6;
+  c->hdr = c->iphl + UDP_HEADER;
+  c->mss = h->gso_size;
+  c->payload = len - c->hdr;
+  c->nseg = c->payload == 0 ? 1 : (c->payload + c->mss - 1) / c->mss;
+  c->id = c->v6 ? 0 : be16(pkt + IP4_ID);
+  if (c->nseg > max_segs) return -E2BIG;
+  return 0;
+}
+
+/* Payload bytes of segment i. */
+static size_t uso_plen(const struct uso_plan *c, size_t i) {
+  return i + 1 < c->nseg ? c->mss : c->payload - i * c->mss;
+}
+
+/* Writes segment i's headers into s (c->hdr bytes, copied from pkt and fixed up) with the
+ * UDP checksum summed over them and its payload (plen bytes at payload, read in place). */
+static void uso_header(const uint8_t *pkt, const struct uso_plan *c, size_t i, uint8_t *s, const uint8_t *payload,
+                       size_t plen) {
+  memcpy(s, pkt, c->hdr);
+  uint8_t *uh = s + c->iphl;
+  const size_t slen = c->hdr + plen;
+  const uint32_t l4 = (uint32_t)(slen - c->iphl);
+  uint32_t ps;
+  if (c->v6) {
+    put16(s + IP6_PLEN, (uint32_t)(slen - OVL_IPV6_HEADER));
+    ps = ovl_ipv6_pseudo_sum(s, OVL_PROTO_UDP, l4);
+  } else {
+    put16(s + IP4_TOTLEN, (uint32_t)slen);
+    put16(s + IP4_ID, c->id + (uint32_t)i);
+    put16(s + IP4_CSUM, 0);
+    put16(s + IP4_CSUM, ovl_inet_checksum(s, c->iphl));
+    uint32_t pl = OVL_PROTO_UDP + l4; /* folded: ovl_ones_sum takes 0..0xffff */
+    ps = ovl_ones_sum(s + IP4_ADDRS, IP4_ADDRS_LEN, (pl & 0xffffu) + (pl >> 16));
   }
-  return (int)nseg;
+  put16(uh + UDP_LEN, l4);
+  put16(uh + UDP_CSUM, 0);
+  /* UDP_HEADER is even: the sum over the header then the payload is the sum over both */
+  uint32_t c16 = ~ovl_ones_sum(payload, plen, ovl_ones_sum(uh, UDP_HEADER, ps)) & 0xffffu;
+  put16(uh + UDP_CSUM, c16 == 0 ? 0xffffu : c16);
+}
+_Static_assert(UDP_HEADER % 2u == 0u, "the header sum continues over the payload");
+
+int ovl_uso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *out, size_t out_cap,
+                    uint32_t *seg_lens, uint32_t max_segs) {
+  struct uso_plan c;
+  int err = uso_plan(pkt, len, h, max_segs, &c);
+  if (err) return err;
+  if (c.payload + c.nseg * c.hdr > out_cap) return -ENOBUFS;
+  size_t o = 0;
+  for (size_t i = 0; i < c.nseg; i++) {
+    const size_t plen = uso_plen(&c, i);
+    uint8_t *s = out + o;
+    memcpy(s + c.hdr, pkt + c.hdr + i * c.mss, plen);
+    uso_header(pkt, &c, i, s, s + c.hdr, plen);
+    seg_lens[i] = (uint32_t)(c.hdr + plen);
+    o += c.hdr + plen;
+  }
+  return (int)c.nseg;
+}
+
+int ovl_uso_cut(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *stubs, size_t stubs_cap,
+                struct ovl_gso_seg *segs, uint32_t max_segs) {
+  struct uso_plan c;
+  int err = uso_plan(pkt, len, h, max_segs, &c);
+  if (err) return err;
+  if (c.nseg * c.hdr > stubs_cap) return -ENOBUFS;
+  for (size_t i = 0; i < c.nseg; i++) {
+    const size_t plen = uso_plen(&c, i);
+    const uint8_t *payload = pkt + c.hdr + i * c.mss;
+    uint8_t *s = stubs + i * c.hdr;
+    uso_header(pkt, &c, i, s, payload, plen);
+    segs[i] = (struct ovl_gso_seg){.hdr = s, .hdr_len = (uint32_t)c.hdr, .payload = payload, .payload_len = (uint32_t)plen};
+  }
+  return (int)c.nseg;
 }

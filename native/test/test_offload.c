@@ -170,6 +170,7 @@ static void check_segment(const char *what, unsigned ihl, size_t plen, uint16_t 
   tap_ok(ok_flags, "%s: PSH/FIN on the last segment only, CWR on the first only", what);
   tap_ok(ok_l4, "%s: every TCP checksum verifies by full recomputation", what);
   tap_ok(ok_payload && ok_hdr, "%s: payload in order, other header bytes copied", what);
+  tap_ok(tp_cut_matches(super, len, &h, out, lens, n), "%s: ovl_gso_cut = header stubs + slices of the same bytes", what);
 }
 
 static void test_segment(void) {

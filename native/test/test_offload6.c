@@ -61,6 +61,8 @@ static void test_cut(unsigned tcp_hl, size_t payload, unsigned mss) {
   }
   tap_ok(ok && done == payload, "TCPV6 %zu payload bytes, TCP header %u, MSS %u: %d segments, fields and checksums right", payload,
          tcp_hl, mss, n);
+  tap_ok(ok && tp_cut_matches(p, len, &h, out, lens, n), "TCPV6 %zu payload bytes, MSS %u: ovl_gso_cut = header stubs + slices of the same bytes",
+         payload, mss);
 }
 
 static void test_refusals(void) {

@@ -64,4 +64,33 @@ TP_FN void expect_forwarded(uint8_t *p) {
   wr16(p + 10, ref_header_checksum(p, (size_t)(p[0] & 0xf) * 4));
 }
 
+#ifdef OVERLAYD_H
+#include <errno.h>
+/* The zero-copy cut (ovl_gso_cut) of the super-packet pkt gives exactly the n segments the
+ * copying cut wrote back to back into out (lengths lens[]): each header stub followed by
+ * its payload slice equals the copied segment byte for byte (checksums included), every
+ * slice lies inside pkt's payload, and pkt is not written. 1 when all holds. */
+TP_FN int tp_cut_matches(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, const uint8_t *out,
+                         const uint32_t *lens, int n) {
+  static uint8_t before[70000], stubs[OVL_GSO_SEGS_MAX * 120];
+  static struct ovl_gso_seg segs[OVL_GSO_SEGS_MAX];
+  if (len > sizeof(before)) return 0;
+  memcpy(before, pkt, len);
+  int m = ovl_gso_cut(pkt, len, h, stubs, sizeof(stubs), segs, OVL_GSO_SEGS_MAX);
+  if (m != n || memcmp(before, pkt, len) != 0) return 0;
+  size_t o = 0;
+  for (int i = 0; i < n; i++) {
+    const struct ovl_gso_seg *s = &segs[i];
+    if (s->hdr_len + s->payload_len != lens[i] || memcmp(s->hdr, out + o, s->hdr_len) != 0 ||
+        memcmp(s->payload, out + o + s->hdr_len, s->payload_len) != 0)
+      return 0;
+    if (s->payload < pkt + s->hdr_len || s->payload + s->payload_len > pkt + len) return 0;
+    if (s->hdr < stubs || s->hdr + s->hdr_len > stubs + sizeof(stubs)) return 0;
+    o += lens[i];
+  }
+  /* stubs too small: the error of the copying cut's output too small */
+  return ovl_gso_cut(pkt, len, h, stubs, (size_t)n * segs[0].hdr_len - 1, segs, OVL_GSO_SEGS_MAX) == -ENOBUFS;
+}
+#endif
+
 #endif
