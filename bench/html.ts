@@ -33,6 +33,7 @@ export const TWO_NODE_METRICS: readonly Metric[] = [
   { title: 'daemons cores per Gbit/s, TCP 1 stream', unit: 'cores/(Gbit/s)', digits: 3, better: 'lower', value: (s) => s.tcp1DaemonCoresPerGbps, daemonOnly: true },
   { title: 'daemons cores per Gbit/s, TCP 4 streams', unit: 'cores/(Gbit/s)', digits: 3, better: 'lower', value: (s) => s.tcp4DaemonCoresPerGbps, daemonOnly: true },
   { title: 'daemons CPU per UDP packet received', unit: 'us', digits: 2, better: 'lower', value: (s) => s.udpDaemonCpuUsPerPacket, daemonOnly: true },
+  { title: 'daemon idle CPU, no traffic (busier daemon, self + children)', unit: '% of a core', digits: 2, better: 'lower', value: (s) => s.idleCpuPct, daemonOnly: true },
   { title: 'whole-VM CPU-s per GB, TCP 1 stream', unit: 'CPU-s/GB', digits: 2, better: 'lower', value: (s) => s.tcp1HostCpuSPerGB },
   { title: 'whole-VM CPU-s per GB, TCP 4 streams', unit: 'CPU-s/GB', digits: 2, better: 'lower', value: (s) => s.tcp4HostCpuSPerGB },
 ];

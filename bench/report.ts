@@ -74,6 +74,7 @@ export function checkTargets(t: TwoNodeResults): TargetCheck[] {
       add('native (offloads) CPU of both daemons <= 0.3 core per Gbit/s (TCP 1 stream)', me?.tcp1DaemonCoresPerGbps, 0.3, 'cores/(Gbit/s)', true, need('native'));
       add('native (offloads) CPU of both daemons <= 0.3 core per Gbit/s (TCP 4 streams)', me?.tcp4DaemonCoresPerGbps, 0.3, 'cores/(Gbit/s)', true, need('native'));
     }
+    if (engine === 'native') add('native daemon idle (no traffic) <= 1% of a core, self + children', me?.idleCpuPct, 1, '% of a core', true, need('native'));
     const mem = setupRes?.rss10k?.mem?.rssMB;
     add(`${engine} daemon RSS <= 80 MB with 10,000 routes (after traffic)`, mem, 80, 'MB', true, setupRes?.rss10k?.error ? `10k-route run failed: ${headline(setupRes.rss10k.error)}` : need(engine));
   }
@@ -124,6 +125,7 @@ export function formatTwoNode(t: TwoNodeResults, ratios: Ratios, targets: Target
     ['daemons CPU us per UDP packet received', ...daemonOnly((s) => fmt(s.udpDaemonCpuUsPerPacket, 2))],
     ['whole-VM CPU-s per GB, TCP 1 stream (*)', ...col((s) => fmt(s.tcp1HostCpuSPerGB, 2))],
     ['whole-VM CPU-s per GB, TCP 4 streams (*)', ...col((s) => fmt(s.tcp4HostCpuSPerGB, 2))],
+    ['daemon idle CPU, no traffic, % of a core (busier daemon, self + children)', ...daemonOnly((s) => fmt(s.idleCpuPct, 2))],
     ['daemon RSS at the end of a round (max), MB (n1, n2)', ...daemonOnly((_s, r) => r.daemonMem.map((m) => fmt(m.rssMB, 1)).join(', ') || 'n/a')],
     ['daemon RSS with 10,000 routes, idle, MB', ...daemonOnly((_s, r) => (r.rss10k?.memIdle ? fmt(r.rss10k.memIdle.rssMB, 1) : r.rss10k?.error ? 'error' : 'n/a'))],
     ['daemon RSS with 10,000 routes, after traffic, MB', ...daemonOnly((_s, r) => (r.rss10k?.mem ? fmt(r.rss10k.mem.rssMB, 1) : r.rss10k?.error ? 'error' : 'n/a'))],

@@ -20,6 +20,7 @@ import * as path from 'node:path';
 import { startDaemon, stopDaemon, OVERLAYD_BIN, PORT, type DaemonHandle, type Topology } from '../src/lab/topology';
 import { hostCpu, processCpuSeconds, processMemory, processName, type MemInfo } from './procfs';
 import { median, percentile } from './stats';
+import { idleCpu, type IdleCpu } from './idle';
 import type { Janitor } from './janitor';
 import { daemonArgs, type Availability, type Setup } from './engines';
 import { OVERLAYD_RT_PROTO } from '../src/net/direct-routes';
@@ -33,6 +34,8 @@ const VXLAN_MTU = 1450;
 const PING_COUNT = 200;
 const PING_INTERVAL_S = 0.01;
 const ROUTES_10K = 10_000;
+/** window of the idle-CPU measurement after the last round's runs, s (issue 13: >= 10 s of no traffic) */
+const IDLE_SECONDS = 12;
 
 export interface TwoNodeOptions {
   readonly rounds: number;
@@ -103,6 +106,8 @@ export interface RoundResult {
   readonly tcp1: TcpResult | Failure;
   readonly tcp4: TcpResult | Failure;
   readonly udp64: UdpResult | Failure;
+  /** CPU of each daemon (n1, n2) with no traffic after the runs; last round only, overlayd setups */
+  readonly idle?: IdleCpu[] | Failure;
 }
 
 export interface Summary {
@@ -122,6 +127,8 @@ export interface Summary {
   readonly tcp1HostCpuSPerGB?: number;
   readonly tcp4HostCpuSPerGB?: number;
   readonly udpDaemonCpuUsPerPacket?: number;
+  /** the busier daemon's idle CPU (self + children), % of one core (median over the rounds that measured it) */
+  readonly idleCpuPct?: number;
 }
 
 export interface Rss10k {
@@ -398,6 +405,7 @@ function summarize(rounds: RoundResult[]): Summary {
     tcp1HostCpuSPerGB: median(tcp1.map((x) => x.hostCpuSPerGB)),
     tcp4HostCpuSPerGB: median(tcp4.map((x) => x.hostCpuSPerGB)),
     udpDaemonCpuUsPerPacket: median(udp.map((x) => x.daemonCpuUsPerPacket)),
+    idleCpuPct: median(ok(rounds.map((r) => r.idle ?? { error: 'not measured' })).map((d) => Math.max(...d.map((x) => x.totalPct)))),
   };
   for (const k of Object.keys(s)) if (s[k] === undefined) delete s[k];
   return s as Summary;
@@ -475,7 +483,7 @@ async function rss10k(o: TwoNodeOptions, engine: Exclude<Setup, 'vxlan'>): Promi
 }
 
 /** One round of one setup: bring it up, measure, take it down. Throws when it cannot come up. */
-async function runRound(o: TwoNodeOptions, setup: Setup): Promise<{ round: RoundResult; mem: MemInfo[] }> {
+async function runRound(o: TwoNodeOptions, setup: Setup, measureIdle: boolean): Promise<{ round: RoundResult; mem: MemInfo[] }> {
   const { topo } = o;
   flushPodRouteCaches(topo);
   let pids: number[] = [];
@@ -510,7 +518,9 @@ async function runRound(o: TwoNodeOptions, setup: Setup): Promise<{ round: Round
     await sleep(300);
     const udp64 = await attempt(() => accounted(topo, daemon, () => udpRun(topo, pids, o.seconds)));
     const mem = daemons.map((d) => processMemory(d.pid)).filter((m): m is MemInfo => m !== undefined);
-    return { round: { ping, tcp1, tcp4, udp64 }, mem };
+    // no traffic any more (the iperf3 server waits): what the daemons cost when nothing flows
+    const idle = measureIdle && pids.length > 0 ? await attempt(async () => { await sleep(1000); return Promise.all(pids.map((p) => idleCpu(p, IDLE_SECONDS))); }) : undefined;
+    return { round: { ping, tcp1, tcp4, udp64, ...(idle !== undefined && { idle }) }, mem };
   } finally {
     await stopServer?.();
     await teardown();
@@ -532,6 +542,7 @@ function describeRound(r: RoundResult): string {
     `tcp1 ${f(r.tcp1, (t: TcpResult) => `${t.gbps.toFixed(2)} Gbit/s`)}`,
     `tcp4 ${f(r.tcp4, (t: TcpResult) => `${t.gbps.toFixed(2)} Gbit/s`)}`,
     `udp64 ${f(r.udp64, (u: UdpResult) => `${(u.rxPps / 1e3).toFixed(0)} kpps rx, ${u.lossPct.toFixed(1)}% loss`)}`,
+    ...(r.idle === undefined ? [] : [`idle ${f(r.idle, (d: IdleCpu[]) => d.map((x) => `${x.totalPct.toFixed(2)}% (self ${x.selfPct.toFixed(2)} + children ${x.childrenPct.toFixed(2)})`).join(' / '))} of a core`]),
   ].join(', ');
 }
 
@@ -551,7 +562,7 @@ export async function runTwoNode(o: TwoNodeOptions): Promise<TwoNodeResults> {
     for (const st of state) {
       if (st.reason !== undefined) continue;
       try {
-        const { round, mem } = await runRound(o, st.setup);
+        const { round, mem } = await runRound(o, st.setup, r === o.rounds);
         st.rounds.push(round);
         st.mem.push(mem);
         log(`  round ${r}/${o.rounds} ${st.setup.padEnd(6)}: ${describeRound(round)}`);
