@@ -49,10 +49,10 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`  thread ${tid} ${a.name.padEnd(16)} ${b === undefined ? 'new' : `${a.utime - b.utime} utime + ${a.stime - b.stime} stime ticks`}\n`);
     }
     if (own.includes('--strace')) {
-      // the main thread's system calls over 3 s (tid == pid), timestamps
+      // every thread's system calls over --strace-seconds (default 11), timestamps
       const { spawnSync } = await import('node:child_process');
-      const r = spawnSync('timeout', ['-s', 'INT', '11', 'strace', '-f', '-tt', '-e', 'trace=!futex,mprotect,mmap,munmap,rt_sigprocmask,madvise', '-p', String(pid)], { encoding: 'utf8' });
-      process.stdout.write(r.stderr.split('\n').slice(0, 200).join('\n') + '\n');
+      const r = spawnSync('timeout', ['-s', 'INT', String(num('--strace-seconds', 11)), 'strace', '-f', '-tt', '-e', 'trace=!futex,mprotect,mmap,munmap,rt_sigprocmask,madvise', '-p', String(pid)], { encoding: 'utf8' });
+      process.stdout.write(r.stderr + '\n');
     }
     return 0;
   } finally {
