@@ -30,6 +30,7 @@ export const TWO_NODE_METRICS: readonly Metric[] = [
   { title: 'UDP 64 B loss', unit: '%', digits: 1, better: 'lower', value: (s) => s.udpLossPct },
   { title: 'ping RTT p50', unit: 'us', digits: 0, better: 'lower', value: (s) => s.pingP50Us },
   { title: 'ping RTT p99', unit: 'us', digits: 0, better: 'lower', value: (s) => s.pingP99Us },
+  { title: 'ping RTT average', unit: 'us', digits: 0, better: 'lower', value: (s) => s.pingAvgUs },
   { title: 'daemons cores per Gbit/s, TCP 1 stream', unit: 'cores/(Gbit/s)', digits: 3, better: 'lower', value: (s) => s.tcp1DaemonCoresPerGbps, daemonOnly: true },
   { title: 'daemons cores per Gbit/s, TCP 4 streams', unit: 'cores/(Gbit/s)', digits: 3, better: 'lower', value: (s) => s.tcp4DaemonCoresPerGbps, daemonOnly: true },
   { title: 'daemons CPU per UDP packet received', unit: 'us', digits: 2, better: 'lower', value: (s) => s.udpDaemonCpuUsPerPacket, daemonOnly: true },

@@ -74,7 +74,8 @@ export function checkTargets(t: TwoNodeResults): TargetCheck[] {
       add('native (offloads) CPU of both daemons <= 0.3 core per Gbit/s (TCP 1 stream)', me?.tcp1DaemonCoresPerGbps, 0.3, 'cores/(Gbit/s)', true, need('native'));
       add('native (offloads) CPU of both daemons <= 0.3 core per Gbit/s (TCP 4 streams)', me?.tcp4DaemonCoresPerGbps, 0.3, 'cores/(Gbit/s)', true, need('native'));
     }
-    if (engine === 'native') add('native daemon idle (no traffic) <= 1% of a core, self + children', me?.idleCpuPct, 1, '% of a core', true, need('native'));
+    if (engine === 'native') add('native ping average RTT <= kernel VXLAN\'s + 50 us (issue 13)', me?.pingAvgUs !== undefined && vx?.pingAvgUs !== undefined ? me.pingAvgUs - vx.pingAvgUs : undefined, 50, 'us more than VXLAN', true, need('native', 'vxlan'));
+    if (engine === 'native') add('native daemon idle (no traffic) <= 1% of a core, self + children (issue 13)', me?.idleCpuPct, 1, '% of a core', true, need('native'));
     const mem = setupRes?.rss10k?.mem?.rssMB;
     add(`${engine} daemon RSS <= 80 MB with 10,000 routes (after traffic)`, mem, 80, 'MB', true, setupRes?.rss10k?.error ? `10k-route run failed: ${headline(setupRes.rss10k.error)}` : need(engine));
   }
@@ -118,6 +119,7 @@ export function formatTwoNode(t: TwoNodeResults, ratios: Ratios, targets: Target
     ['UDP 64 B loss, %', ...col((s) => fmt(s.udpLossPct, 1))],
     ['ping RTT p50, us', ...col((s) => fmt(s.pingP50Us, 0))],
     ['ping RTT p99, us', ...col((s) => fmt(s.pingP99Us, 0))],
+    ['ping RTT average, us', ...col((s) => fmt(s.pingAvgUs, 0))],
     ['daemons CPU-s per GB, TCP 1 stream', ...daemonOnly((s) => fmt(s.tcp1DaemonCpuSPerGB, 2))],
     ['daemons cores per Gbit/s, TCP 1 stream', ...daemonOnly((s) => fmt(s.tcp1DaemonCoresPerGbps, 3))],
     ['daemons CPU-s per GB, TCP 4 streams', ...daemonOnly((s) => fmt(s.tcp4DaemonCpuSPerGB, 2))],

@@ -97,6 +97,8 @@ export interface PingResult {
   readonly received: number;
   readonly p50Us: number;
   readonly p99Us: number;
+  /** mean RTT, us (issue 13's ping target is on the average) */
+  readonly avgUs: number;
   readonly minUs: number;
   readonly maxUs: number;
 }
@@ -120,6 +122,7 @@ export interface Summary {
   readonly udpLossPct?: number;
   readonly pingP50Us?: number;
   readonly pingP99Us?: number;
+  readonly pingAvgUs?: number;
   readonly tcp1DaemonCpuSPerGB?: number;
   readonly tcp1DaemonCoresPerGbps?: number;
   readonly tcp4DaemonCpuSPerGB?: number;
@@ -369,7 +372,7 @@ function pingRun(topo: Topology, count = PING_COUNT): PingResult {
   if (times.length === 0) throw new Error(`ping: no replies (exit ${r.status}): ${(r.stdout + r.stderr).trim().slice(-300)}`);
   return {
     sent: count, received: times.length,
-    p50Us: percentile(times, 50)!, p99Us: percentile(times, 99)!,
+    p50Us: percentile(times, 50)!, p99Us: percentile(times, 99)!, avgUs: times.reduce((a, b) => a + b, 0) / times.length,
     minUs: Math.min(...times), maxUs: Math.max(...times),
   };
 }
@@ -398,6 +401,7 @@ function summarize(rounds: RoundResult[]): Summary {
     udpLossPct: median(udp.map((x) => x.lossPct)),
     pingP50Us: median(ping.map((x) => x.p50Us)),
     pingP99Us: median(ping.map((x) => x.p99Us)),
+    pingAvgUs: median(ping.map((x) => x.avgUs)),
     tcp1DaemonCpuSPerGB: median(tcp1.map((x) => x.daemonCpuSPerGB)),
     tcp1DaemonCoresPerGbps: median(tcp1.map((x) => x.daemonCoresPerGbps)),
     tcp4DaemonCpuSPerGB: median(tcp4.map((x) => x.daemonCpuSPerGB)),
@@ -538,7 +542,7 @@ export function headline(err: string): string {
 function describeRound(r: RoundResult): string {
   const f = (x: unknown, g: (v: never) => string) => (isFailure(x) ? `ERROR(${x.error.slice(0, 80)})` : g(x as never));
   return [
-    `ping p50 ${f(r.ping, (p: PingResult) => `${p.p50Us.toFixed(0)} us`)}`,
+    `ping p50 ${f(r.ping, (p: PingResult) => `${p.p50Us.toFixed(0)} us, avg ${p.avgUs.toFixed(0)} us`)}`,
     `tcp1 ${f(r.tcp1, (t: TcpResult) => `${t.gbps.toFixed(2)} Gbit/s`)}`,
     `tcp4 ${f(r.tcp4, (t: TcpResult) => `${t.gbps.toFixed(2)} Gbit/s`)}`,
     `udp64 ${f(r.udp64, (u: UdpResult) => `${(u.rxPps / 1e3).toFixed(0)} kpps rx, ${u.lossPct.toFixed(1)}% loss`)}`,
