@@ -34,8 +34,9 @@
  * check() re-detects and repairs (a firewall reload, a Docker restart), logging each repair;
  * stop() removes ours where it put them, leaving the host's rules and policies untouched.
  *
- * The periodic check is cheap while nothing changes: it first takes a fingerprint of the
- * whole firewall (rulesetFingerprint: one `nft -j -s list ruleset`, plus
+ * The periodic check is cheap while nothing changes: where a forward site was found (the full
+ * check then runs several commands per site, each iptables-nft one reading its whole table),
+ * it first takes a fingerprint of the whole firewall (rulesetFingerprint: one `nft -j -s list ruleset`, plus
  * `iptables-legacy-save -t filter` where a legacy filter table exists), and runs the full
  * detection (several commands per site) only when the fingerprint differs from the one taken
  * before the last full check that found everything in place and changed nothing; and at the
@@ -471,11 +472,15 @@ export class Firewall {
    * rejects (errors are logged and kept for status).
    */
   async check(): Promise<void> {
+    // without a forward site the full check is one or two small listings already: no digest
+    // (the ruleset dump could cost more than those on a host with a large nat table)
     let fingerprint: string | undefined;
-    try {
-      fingerprint = await rulesetFingerprint(this.sys, this.opts.ipv6 !== undefined);
-    } catch {
-      fingerprint = undefined;
+    if (this.sites.length > 0) {
+      try {
+        fingerprint = await rulesetFingerprint(this.sys, this.opts.ipv6 !== undefined);
+      } catch {
+        fingerprint = undefined;
+      }
     }
     if (fingerprint !== undefined && fingerprint === this.verified && this.sinceFull + 1 < FULL_CHECK_EVERY) {
       this.sinceFull++;

@@ -399,6 +399,17 @@ t.test('Firewall: an unchanged firewall is checked with one listing per backend,
   await fw.stop();
 });
 
+t.test('Firewall: no forward site: the full check (one listing) without a digest', async (t) => {
+  const { sys, calls } = fakeSystem((line) => (line.startsWith('nft -j list chains') ? { stdout: '{"nftables":[]}' } : undefined));
+  const fw = new Firewall({ forwardRules: true, ipMasq: false, fullyRandom: true, resyncSeconds: 3600, network: NET, subnet: SUB, logger: memLogger().logger, sys });
+  await fw.start();
+  const before = calls.length;
+  await fw.check();
+  await fw.check();
+  t.same(calls.slice(before), ['nft -j list chains', 'nft -j list chains'], 'one listing per check, no ruleset dump');
+  await fw.stop();
+});
+
 t.test('Firewall: no fingerprint (nft fails): every check is a full one', async (t) => {
   const host = legacyHost();
   const sys: FirewallSystem = {
