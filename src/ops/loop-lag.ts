@@ -101,7 +101,6 @@ export class LoopLag {
 export function defaultMetrics(registry: Registry, prefix: string, idleMs?: number): LoopLag {
   for (const name of collectDefaultMetrics.metricsList) {
     if (name === 'eventLoopLag') continue;
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     const register = require(`prom-client/lib/metrics/${name}`) as DefaultMetricModule;
     register(registry, { prefix });
   }
