@@ -96,13 +96,19 @@ export class LoopLag {
 
 /**
  * prom-client's default metrics into `registry` with `prefix`, the event-loop delay as
- * LoopLag (above) instead of prom-client's always-on sampler. Returns the LoopLag.
+ * LoopLag (above) instead of prom-client's always-on sampler. Returns the LoopLag; undefined
+ * when prom-client's per-metric modules cannot be loaded (then its collectDefaultMetrics()).
  */
-export function defaultMetrics(registry: Registry, prefix: string, idleMs?: number): LoopLag {
-  for (const name of collectDefaultMetrics.metricsList) {
-    if (name === 'eventLoopLag') continue;
-    const register = require(`prom-client/lib/metrics/${name}`) as DefaultMetricModule;
-    register(registry, { prefix });
+export function defaultMetrics(registry: Registry, prefix: string, idleMs?: number): LoopLag | undefined {
+  let modules: DefaultMetricModule[];
+  try {
+    modules = collectDefaultMetrics.metricsList.filter((name) => name !== 'eventLoopLag')
+      .map((name) => require(`prom-client/lib/metrics/${name}`) as DefaultMetricModule);
+  } catch {
+    // a prom-client whose files moved: its own collector, always-on sampler included
+    collectDefaultMetrics({ register: registry, prefix });
+    return undefined;
   }
+  for (const register of modules) register(registry, { prefix });
   return new LoopLag(registry, prefix, idleMs);
 }

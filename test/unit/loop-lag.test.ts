@@ -10,6 +10,7 @@ t.test("the same default metrics as prom-client's (names, types, help texts)", a
   collectDefaultMetrics({ register: theirs, prefix: 'x_' });
   const ours = new Registry();
   const lag = defaultMetrics(ours, 'x_');
+  if (lag === undefined) throw new Error('prom-client modules not found');
   t.same(describe(ours), describe(theirs));
   t.ok(describe(ours).some((d) => d.startsWith('x_nodejs_eventloop_lag_p99_seconds ')), 'the lag percentiles are there');
   lag.stop();
@@ -18,6 +19,7 @@ t.test("the same default metrics as prom-client's (names, types, help texts)", a
 t.test('the event-loop delay is sampled only once read, and stops when nobody reads', async (t) => {
   const reg = new Registry();
   const lag = defaultMetrics(reg, 'y_', 200);
+  if (lag === undefined) throw new Error('prom-client modules not found');
   t.notOk(lag.sampling, 'no sampling before the first scrape');
   const value = async (name: string) => Number(parsePrometheusTextFormat(await reg.metrics()).find((f) => f.name === name)?.metrics[0]?.value);
   t.equal(await value('y_nodejs_eventloop_lag_max_seconds'), 0, 'first scrape: nothing sampled yet, 0');
