@@ -22,6 +22,15 @@ async function main(argv: string[]): Promise<number> {
   const topo = new Topology({ nodes: 2, podsPerNode: 1, tag: 'ovidle' });
   const etcd = new NsEtcd(topo.underlayNs, '10.99.0.254', path.join(topo.tmp, 'etcd'));
   const daemons: DaemonHandle[] = [];
+  let torn: Promise<void> | undefined;
+  const teardown = () => (torn ??= (async () => {
+    for (const d of daemons) await stopDaemon(d);
+    await etcd.stop();
+    topo.cleanup();
+  })());
+  // a closed stdout (`| head`) or a signal must not skip the teardown: daemons, etcd and namespaces by pid/name
+  process.stdout.on('error', () => undefined);
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => { void teardown().then(() => process.exit(130)); });
   try {
     const src: string[][] = [];
     if (isStatic) {
@@ -56,9 +65,7 @@ async function main(argv: string[]): Promise<number> {
     }
     return 0;
   } finally {
-    for (const d of daemons) await stopDaemon(d);
-    await etcd.stop();
-    topo.cleanup();
+    await teardown();
   }
 }
 
