@@ -33,9 +33,11 @@ export const TWO_NODE_METRICS: readonly Metric[] = [
   { title: 'UDP 1400 B datagrams, UDP_SEGMENT writes (USO)', unit: 'Gbit/s', digits: 3, better: 'higher', value: (s) => s.udpGsoGbps },
   { title: 'ping RTT p50', unit: 'us', digits: 0, better: 'lower', value: (s) => s.pingP50Us },
   { title: 'ping RTT p99', unit: 'us', digits: 0, better: 'lower', value: (s) => s.pingP99Us },
+  { title: 'ping RTT average', unit: 'us', digits: 0, better: 'lower', value: (s) => s.pingAvgUs },
   { title: 'daemons cores per Gbit/s, TCP 1 stream', unit: 'cores/(Gbit/s)', digits: 3, better: 'lower', value: (s) => s.tcp1DaemonCoresPerGbps, daemonOnly: true },
   { title: 'daemons cores per Gbit/s, TCP 4 streams', unit: 'cores/(Gbit/s)', digits: 3, better: 'lower', value: (s) => s.tcp4DaemonCoresPerGbps, daemonOnly: true },
   { title: 'daemons CPU per UDP packet received', unit: 'us', digits: 2, better: 'lower', value: (s) => s.udpDaemonCpuUsPerPacket, daemonOnly: true },
+  { title: 'daemon idle CPU, no traffic (busier daemon, self + children)', unit: '% of a core', digits: 2, better: 'lower', value: (s) => s.idleCpuPct, daemonOnly: true },
   { title: 'whole-VM CPU-s per GB, TCP 1 stream', unit: 'CPU-s/GB', digits: 2, better: 'lower', value: (s) => s.tcp1HostCpuSPerGB },
   { title: 'whole-VM CPU-s per GB, TCP 4 streams', unit: 'CPU-s/GB', digits: 2, better: 'lower', value: (s) => s.tcp4HostCpuSPerGB },
 ];

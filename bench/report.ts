@@ -80,6 +80,8 @@ export function checkTargets(t: TwoNodeResults): TargetCheck[] {
     if (t.ipv6) { // issue 12: IPv6 through the same daemons, in the same rounds
       add(`${engine} IPv6 TCP 1 stream >= 0.9 x its IPv4 TCP 1 stream (same daemons, same rounds)`, me?.tcp1v6PerV4, 0.9, 'x', false, need(engine));
     }
+    if (engine === 'native') add('native ping average RTT <= kernel VXLAN\'s + 50 us (issue 13)', me?.pingAvgUs !== undefined && vx?.pingAvgUs !== undefined ? me.pingAvgUs - vx.pingAvgUs : undefined, 50, 'us more than VXLAN', true, need('native', 'vxlan'));
+    if (engine === 'native') add('native daemon idle (no traffic) <= 1% of a core, self + children (issue 13)', me?.idleCpuPct, 1, '% of a core', true, need('native'));
     const mem = setupRes?.rss10k?.mem?.rssMB;
     add(`${engine} daemon RSS <= 80 MB with 10,000 routes (after traffic)`, mem, 80, 'MB', true, setupRes?.rss10k?.error ? `10k-route run failed: ${headline(setupRes.rss10k.error)}` : need(engine));
   }
@@ -129,6 +131,7 @@ export function formatTwoNode(t: TwoNodeResults, ratios: Ratios, targets: Target
     ['UDP 1400 B datagrams (USO) loss, %', ...col((s) => fmt(s.udpGsoLossPct, 1))],
     ['ping RTT p50, us', ...col((s) => fmt(s.pingP50Us, 0))],
     ['ping RTT p99, us', ...col((s) => fmt(s.pingP99Us, 0))],
+    ['ping RTT average, us', ...col((s) => fmt(s.pingAvgUs, 0))],
     ['daemons CPU-s per GB, TCP 1 stream', ...daemonOnly((s) => fmt(s.tcp1DaemonCpuSPerGB, 2))],
     ['daemons cores per Gbit/s, TCP 1 stream', ...daemonOnly((s) => fmt(s.tcp1DaemonCoresPerGbps, 3))],
     ['daemons CPU-s per GB, TCP 4 streams', ...daemonOnly((s) => fmt(s.tcp4DaemonCpuSPerGB, 2))],
@@ -137,6 +140,7 @@ export function formatTwoNode(t: TwoNodeResults, ratios: Ratios, targets: Target
     ['daemons cores per Gbit/s, UDP 1400 B (USO)', ...daemonOnly((s) => fmt(s.udpGsoDaemonCoresPerGbps, 3))],
     ['whole-VM CPU-s per GB, TCP 1 stream (*)', ...col((s) => fmt(s.tcp1HostCpuSPerGB, 2))],
     ['whole-VM CPU-s per GB, TCP 4 streams (*)', ...col((s) => fmt(s.tcp4HostCpuSPerGB, 2))],
+    ['daemon idle CPU, no traffic, % of a core (busier daemon, self + children)', ...daemonOnly((s) => fmt(s.idleCpuPct, 2))],
     ['daemon RSS at the end of a round (max), MB (n1, n2)', ...daemonOnly((_s, r) => r.daemonMem.map((m) => fmt(m.rssMB, 1)).join(', ') || 'n/a')],
     ['daemon RSS with 10,000 routes, idle, MB', ...daemonOnly((_s, r) => (r.rss10k?.memIdle ? fmt(r.rss10k.memIdle.rssMB, 1) : r.rss10k?.error ? 'error' : 'n/a'))],
     ['daemon RSS with 10,000 routes, after traffic, MB', ...daemonOnly((_s, r) => (r.rss10k?.mem ? fmt(r.rss10k.mem.rssMB, 1) : r.rss10k?.error ? 'error' : 'n/a'))],

@@ -26,6 +26,7 @@ import * as path from 'node:path';
 import { startDaemon, stopDaemon, OVERLAYD_BIN, PORT, type DaemonHandle, type Topology } from '../src/lab/topology';
 import { hostCpu, processCpuSeconds, processMemory, processName, type MemInfo } from './procfs';
 import { median, percentile } from './stats';
+import { idleCpu, type IdleCpu } from './idle';
 import type { Janitor } from './janitor';
 import { daemonArgs, isKernelSetup, type Availability, type DaemonSetup, type Setup } from './engines';
 import { OVERLAYD_RT_PROTO } from '../src/net/direct-routes';
@@ -41,6 +42,8 @@ const VXLAN6_MTU = 1430;
 const PING_COUNT = 200;
 const PING_INTERVAL_S = 0.01;
 const ROUTES_10K = 10_000;
+/** window of the idle-CPU measurement after the last round's runs, s (issue 13: >= 10 s of no traffic) */
+const IDLE_SECONDS = 12;
 
 export interface TwoNodeOptions {
   readonly rounds: number;
@@ -125,6 +128,8 @@ export interface PingResult {
   readonly received: number;
   readonly p50Us: number;
   readonly p99Us: number;
+  /** mean RTT, us (issue 13's ping target is on the average) */
+  readonly avgUs: number;
   readonly minUs: number;
   readonly maxUs: number;
 }
@@ -138,6 +143,8 @@ export interface RoundResult {
   readonly tcp1v6?: TcpResult | Failure;
   /** absent in results written before this row existed */
   readonly udpGso?: UdpGsoResult | Failure;
+  /** CPU of each daemon (n1, n2) with no traffic after the runs; last round only, overlayd setups */
+  readonly idle?: IdleCpu[] | Failure;
 }
 
 export interface Summary {
@@ -150,6 +157,7 @@ export interface Summary {
   readonly udpLossPct?: number;
   readonly pingP50Us?: number;
   readonly pingP99Us?: number;
+  readonly pingAvgUs?: number;
   readonly tcp1DaemonCpuSPerGB?: number;
   readonly tcp1DaemonCoresPerGbps?: number;
   readonly tcp4DaemonCpuSPerGB?: number;
@@ -164,6 +172,8 @@ export interface Summary {
   readonly udpGsoGbps?: number;
   readonly udpGsoLossPct?: number;
   readonly udpGsoDaemonCoresPerGbps?: number;
+  /** the busier daemon's idle CPU (self + children), % of one core (median over the rounds that measured it) */
+  readonly idleCpuPct?: number;
 }
 
 export interface Rss10k {
@@ -468,7 +478,7 @@ function pingRun(topo: Topology, count = PING_COUNT): PingResult {
   if (times.length === 0) throw new Error(`ping: no replies (exit ${r.status}): ${(r.stdout + r.stderr).trim().slice(-300)}`);
   return {
     sent: count, received: times.length,
-    p50Us: percentile(times, 50)!, p99Us: percentile(times, 99)!,
+    p50Us: percentile(times, 50)!, p99Us: percentile(times, 99)!, avgUs: times.reduce((a, b) => a + b, 0) / times.length,
     minUs: Math.min(...times), maxUs: Math.max(...times),
   };
 }
@@ -499,6 +509,7 @@ function summarize(rounds: RoundResult[]): Summary {
     udpLossPct: median(udp.map((x) => x.lossPct)),
     pingP50Us: median(ping.map((x) => x.p50Us)),
     pingP99Us: median(ping.map((x) => x.p99Us)),
+    pingAvgUs: median(ping.map((x) => x.avgUs)),
     tcp1DaemonCpuSPerGB: median(tcp1.map((x) => x.daemonCpuSPerGB)),
     tcp1DaemonCoresPerGbps: median(tcp1.map((x) => x.daemonCoresPerGbps)),
     tcp4DaemonCpuSPerGB: median(tcp4.map((x) => x.daemonCpuSPerGB)),
@@ -512,6 +523,7 @@ function summarize(rounds: RoundResult[]): Summary {
     udpGsoGbps: median(gso.map((x) => x.gbps)),
     udpGsoLossPct: median(gso.map((x) => x.lossPct)),
     udpGsoDaemonCoresPerGbps: median(gso.map((x) => x.daemonCoresPerGbps)),
+    idleCpuPct: median(ok(rounds.map((r) => r.idle ?? { error: 'not measured' })).map((d) => Math.max(...d.map((x) => x.totalPct)))),
   };
   for (const k of Object.keys(s)) if (s[k] === undefined) delete s[k];
   return s as Summary;
@@ -594,7 +606,7 @@ async function rss10k(o: TwoNodeOptions, engine: DaemonSetup): Promise<Rss10k> {
 }
 
 /** One round of one setup: bring it up, measure, take it down. Throws when it cannot come up. */
-async function runRound(o: TwoNodeOptions, setup: Setup): Promise<{ round: RoundResult; mem: MemInfo[] }> {
+async function runRound(o: TwoNodeOptions, setup: Setup, measureIdle: boolean): Promise<{ round: RoundResult; mem: MemInfo[] }> {
   const { topo } = o;
   flushPodRouteCaches(topo);
   let pids: number[] = [];
@@ -633,7 +645,9 @@ async function runRound(o: TwoNodeOptions, setup: Setup): Promise<{ round: Round
     await sleep(300);
     const udpGso = await attempt(() => accounted(topo, daemon, () => udpGsoRun(topo, pids, o.seconds)));
     const mem = daemons.map((d) => processMemory(d.pid)).filter((m): m is MemInfo => m !== undefined);
-    return { round: { ping, tcp1, tcp4, udp64, udpGso, ...(tcp1v6 !== undefined ? { tcp1v6 } : {}) }, mem };
+    // no traffic any more (the iperf3 server waits): what the daemons cost when nothing flows
+    const idle = measureIdle && pids.length > 0 ? await attempt(async () => { await sleep(1000); return Promise.all(pids.map((p) => idleCpu(p, IDLE_SECONDS))); }) : undefined;
+    return { round: { ping, tcp1, tcp4, udp64, udpGso, ...(tcp1v6 !== undefined ? { tcp1v6 } : {}), ...(idle !== undefined && { idle }) }, mem };
   } finally {
     await stopServer?.();
     await teardown();
@@ -651,12 +665,13 @@ export function headline(err: string): string {
 function describeRound(r: RoundResult): string {
   const f = (x: unknown, g: (v: never) => string) => (isFailure(x) ? `ERROR(${x.error.slice(0, 80)})` : g(x as never));
   return [
-    `ping p50 ${f(r.ping, (p: PingResult) => `${p.p50Us.toFixed(0)} us`)}`,
+    `ping p50 ${f(r.ping, (p: PingResult) => `${p.p50Us.toFixed(0)} us, avg ${p.avgUs.toFixed(0)} us`)}`,
     `tcp1 ${f(r.tcp1, (t: TcpResult) => `${t.gbps.toFixed(2)} Gbit/s`)}`,
     ...(r.tcp1v6 !== undefined ? [`tcp1 IPv6 ${f(r.tcp1v6, (t: TcpResult) => `${t.gbps.toFixed(2)} Gbit/s`)}`] : []),
     `tcp4 ${f(r.tcp4, (t: TcpResult) => `${t.gbps.toFixed(2)} Gbit/s`)}`,
     `udp64 ${f(r.udp64, (u: UdpResult) => `${(u.rxPps / 1e3).toFixed(0)} kpps rx, ${u.lossPct.toFixed(1)}% loss`)}`,
     `udp-gso ${r.udpGso === undefined ? '-' : f(r.udpGso, (u: UdpGsoResult) => `${u.gbps.toFixed(2)} Gbit/s rx, ${u.lossPct.toFixed(1)}% loss`)}`,
+    ...(r.idle === undefined ? [] : [`idle ${f(r.idle, (d: IdleCpu[]) => d.map((x) => `${x.totalPct.toFixed(2)}% (self ${x.selfPct.toFixed(2)} + children ${x.childrenPct.toFixed(2)})`).join(' / '))} of a core`]),
   ].join(', ');
 }
 
@@ -676,7 +691,7 @@ export async function runTwoNode(o: TwoNodeOptions): Promise<TwoNodeResults> {
     for (const st of state) {
       if (st.reason !== undefined) continue;
       try {
-        const { round, mem } = await runRound(o, st.setup);
+        const { round, mem } = await runRound(o, st.setup, r === o.rounds);
         st.rounds.push(round);
         st.mem.push(mem);
         log(`  round ${r}/${o.rounds} ${st.setup.padEnd(6)}: ${describeRound(round)}`);

@@ -2,7 +2,8 @@
  * Prometheus metrics (prom-client), computed at scrape time from the engine's counters and
  * the route source's state: nothing is updated per packet here.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { defaultMetrics } from './loop-lag';
 import { sumCounters, type EngineCounters, type OffloadState } from '../dataplane/engine';
 import type { StatusCounters, StatusOffloads } from './status-types';
 
@@ -51,7 +52,8 @@ const DROPS: Partial<Record<keyof EngineCounters, string>> = {
 export function createMetrics(src: MetricsSource): Registry {
   const registry = new Registry();
   // prom-client's default metrics are named process_* / nodejs_*: the prefix makes overlayd_process_*
-  collectDefaultMetrics({ register: registry, prefix: 'overlayd_' });
+  // (the event-loop delay sampled only while scraped: loop-lag.ts)
+  defaultMetrics(registry, 'overlayd_');
   const perEngine = (c: Counter<string>, map: Partial<Record<keyof EngineCounters, string>>, label: string) => {
     c.reset();
     const queues = src.queueCounters();
