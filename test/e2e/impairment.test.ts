@@ -14,10 +14,9 @@
  * offloads.test.ts and the fuzz target.
  */
 import t from 'tap';
-import * as path from 'node:path';
-import { isRoot, run } from '../helpers/exec';
-import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, type DaemonHandle } from '../helpers/topology';
-import { flatCounters, type StatusDoc } from '../../src/ops/status-types';
+import { isRoot } from '../helpers/exec';
+import { OFFLOADS_OFF as OFF, checkNoNamespacesLeft, nodePair, startNodeDaemons, statusOf } from '../helpers/node-pair';
+import { flatCounters } from '../../src/ops/status-types';
 import { tcpTransfer, type TransferResult } from '../helpers/transfer';
 import { impairUnderlay, relayRules, type RelayReport } from '../../src/lab/relay-path';
 import type { LinkCounts } from '../../src/lab/relay';
@@ -26,7 +25,6 @@ import { decide, type ImpairRules } from '../../src/lab/impair';
 const SEED = Number(process.env['OVERLAYD_TEST_SEED'] || 10) >>> 0;
 const RULES: ImpairRules = { drop: 0.005, duplicate: 0.01, reorder: 0.02, reorderDepth: 3, reorderHoldMs: 20, delayMs: 1, jitterMs: 2 };
 const BYTES = 12 * 1024 * 1024;
-const OFF = ['--tun-offload', 'false', '--udp-gso', 'false', '--udp-gro', 'false'];
 
 interface Case { readonly name: string; readonly args: readonly string[]; readonly offloads: boolean }
 const CASES: readonly Case[] = [
@@ -55,16 +53,11 @@ if (!isRoot) {
   let port = 5300;
   for (const c of CASES) {
     t.test(c.name, async (t) => {
-      const topo = new Topology({ nodes: 2, podsPerNode: 1 });
-      t.teardown(() => topo.cleanup());
-      prefixes.push(topo.netns.prefix);
+      const topo = nodePair(t, prefixes);
       const relay = await impairUnderlay(topo, { seed: SEED, rules: RULES });
       t.teardown(async () => { await relay.stop().catch(() => undefined); });
-      const daemons: DaemonHandle[] = [];
-      t.teardown(async () => { for (const d of daemons) await stopDaemon(d); });
-      for (const k of [1, 2]) {
-        daemons.push(await startDaemon(topo.node(k).ns, [...c.args, '--iface', 'eth0', '--static-config', topo.staticConfig(k), '--subnet-file', path.join(topo.tmp, `n${k}.env`)]));
-      }
+      const args = [...c.args, '--iface', 'eth0'];
+      await startNodeDaemons(t, topo, [args, args]);
       const [n1, n2] = [topo.node(1), topo.node(2)];
       const [p1, p2] = [n1.pods[0]!, n2.pods[0]!];
 
@@ -89,8 +82,7 @@ if (!isRoot) {
           `${dir}: every rule fired on the data (${d.received} datagrams: ${d.dropped} dropped, ${d.duplicated} duplicated, ${d.reordered} reordered, ${d.delayed} delayed)`);
       }
 
-      const statusOf = (ns: string) => JSON.parse(topo.netns.exec(ns, process.execPath, [OVERLAYD_BIN, 'status', '--json'], 30_000)) as StatusDoc;
-      const [s1, s2] = [statusOf(n1.ns), statusOf(n2.ns)];
+      const [s1, s2] = [statusOf(topo, n1.ns, 30_000), statusOf(topo, n2.ns, 30_000)];
       const nft = relayRules(topo);
       const report: RelayReport = await relay.stop();
       const [l12, l21] = [report.links['1->2']!, report.links['2->1']!];
@@ -138,9 +130,5 @@ if (!isRoot) {
     t.notOk(table.some((l) => l.endsWith('FAILED')), 'every transfer intact');
   });
 
-  t.test('no namespace left behind', async (t) => {
-    const names = run('ip', ['netns', 'list']).stdout.split('\n').map((l) => l.split(' ')[0] ?? '');
-    t.ok(prefixes.length > 0);
-    for (const prefix of prefixes) t.same(names.filter((n) => n.startsWith(`${prefix}-`)), [], `none of ${prefix}-*`);
-  });
+  checkNoNamespacesLeft(prefixes);
 }

@@ -9,17 +9,12 @@
  * too) echoed and compared; and the status/metrics show what is on and that it was used.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { isRoot, run } from '../helpers/exec';
-import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, PORT, type DaemonHandle } from '../helpers/topology';
+import { isRoot } from '../helpers/exec';
+import { Topology, PORT } from '../helpers/topology';
+import { OFFLOADS_OFF as OFF, checkNoNamespacesLeft, nodePair, startListening, startNodeDaemons, statusOf } from '../helpers/node-pair';
 
 const FIXTURES = path.resolve(__dirname, 'fixtures');
-const OFF = ['--tun-offload', 'false', '--udp-gso', 'false', '--udp-gro', 'false'];
-
-import type { StatusDoc } from '../../src/ops/status-types';
-
-type Status = StatusDoc;
 
 interface Case {
   readonly name: string;
@@ -42,25 +37,13 @@ const CASES: readonly Case[] = [
 
 const prefixes: string[] = [];
 
-function statusOf(topo: Topology, ns: string): Status {
-  return JSON.parse(topo.netns.exec(ns, process.execPath, [OVERLAYD_BIN, 'status', '--json'], 10_000)) as Status;
-}
-
 function metricsOf(topo: Topology, ns: string): string {
   return topo.netns.exec(ns, process.execPath, ['-e', "fetch('http://127.0.0.1:9285/metrics').then((r) => r.text()).then((s) => process.stdout.write(s))"], 10_000);
 }
 
-/** Starts a fixture server in ns and waits (bounded) until it says it listens. */
-async function serve(ns: string, args: string[]): Promise<{ out: () => string; done: Promise<number | null> }> {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  const done = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${args.join(' ')}: did not listen within 30 s`)); }, 30_000);
-    child.stderr.on('data', (d: Buffer) => { if (d.toString().includes('listening')) { clearTimeout(timer); resolve(); } });
-  });
-  return { out: () => out, done };
+/** Starts a node fixture server in ns and waits (bounded) until it says it listens. */
+function serve(ns: string, args: string[]): ReturnType<typeof startListening> {
+  return startListening(ns, [process.execPath, ...args]);
 }
 
 if (!isRoot) {
@@ -69,9 +52,7 @@ if (!isRoot) {
   let port = 5100;
   for (const c of CASES) {
     t.test(c.name, async (t) => {
-      const topo = new Topology({ nodes: 2, podsPerNode: 1 });
-      t.teardown(() => topo.cleanup());
-      prefixes.push(topo.netns.prefix);
+      const topo = nodePair(t, prefixes);
       const [n1, n2] = [topo.node(1), topo.node(2)];
       const [p1, p2] = [n1.pods[0]!, n2.pods[0]!];
       if (c.lossPercent !== undefined) {
@@ -86,11 +67,8 @@ if (!isRoot) {
         ].join('\n');
         topo.netns.exec(n1.ns, 'sh', ['-c', `printf '%s\\n' "${rules}" | nft -f -`]);
       }
-      const daemons: DaemonHandle[] = [];
-      t.teardown(async () => { for (const d of daemons) await stopDaemon(d); });
       const common = ['--iface', 'eth0', '--log-level', 'info'];
-      daemons.push(await startDaemon(n1.ns, [...common, ...c.node1, '--static-config', topo.staticConfig(1), '--subnet-file', path.join(topo.tmp, 'n1.env')]));
-      daemons.push(await startDaemon(n2.ns, [...common, ...c.node2, '--static-config', topo.staticConfig(2), '--subnet-file', path.join(topo.tmp, 'n2.env')]));
+      await startNodeDaemons(t, topo, [[...common, ...c.node1], [...common, ...c.node2]]);
 
       t.test('status and /metrics show which offloads are on', async (t) => {
         for (const [ns, on] of [[n1.ns, c.on1], [n2.ns, c.on2]] as const) {
@@ -177,9 +155,5 @@ if (!isRoot) {
       });
     });
   }
-  t.test('no namespace left behind', async (t) => {
-    const names = run('ip', ['netns', 'list']).stdout.split('\n').map((l) => l.split(' ')[0] ?? '');
-    t.ok(prefixes.length > 0);
-    for (const prefix of prefixes) t.same(names.filter((n) => n.startsWith(`${prefix}-`)), [], `none of ${prefix}-*`);
-  });
+  checkNoNamespacesLeft(prefixes);
 }

@@ -8,32 +8,17 @@
  * on node 1: the kernel cuts them before the TUN, and tun_uso_reads stays 0.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { isRoot, run } from '../helpers/exec';
-import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, type DaemonHandle } from '../helpers/topology';
-import type { StatusDoc } from '../../src/ops/status-types';
+import { isRoot } from '../helpers/exec';
+import { checkNoNamespacesLeft, nodePair, startListening, startNodeDaemons, statusOf } from '../helpers/node-pair';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const USO_UDP = path.join(ROOT, 'test', 'e2e', 'fixtures', 'uso-udp.py');
 const GSO_SIZE = 1400; /* + 28 bytes of headers: under the TUN MTU (1472) */
 
-function statusOf(topo: Topology, ns: string): StatusDoc {
-  return JSON.parse(topo.netns.exec(ns, process.execPath, [OVERLAYD_BIN, 'status', '--json'], 10_000)) as StatusDoc;
-}
-
 /** Starts the receiver in ns and waits (bounded) until it says it listens. */
-async function receiver(ns: string, port: number, bytes: number): Promise<{ out: () => string; done: Promise<number | null> }> {
-  const child = spawn('ip', ['netns', 'exec', ns, 'python3', USO_UDP, 'recv', String(port), String(bytes), '120'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  const done = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`uso-udp recv: did not listen within 30 s (${err})`)); }, 30_000);
-    child.stderr.on('data', (d: Buffer) => { err += d.toString(); if (err.includes('listening')) { clearTimeout(timer); resolve(); } });
-  });
-  return { out: () => out, done };
+function receiver(ns: string, port: number, bytes: number): ReturnType<typeof startListening> {
+  return startListening(ns, ['python3', USO_UDP, 'recv', String(port), String(bytes), '120']);
 }
 
 const CASES = [
@@ -48,16 +33,11 @@ if (!isRoot) {
   let port = 5300;
   for (const c of CASES) {
     t.test(c.name, async (t) => {
-      const topo = new Topology({ nodes: 2, podsPerNode: 1 });
-      t.teardown(() => topo.cleanup());
-      prefixes.push(topo.netns.prefix);
+      const topo = nodePair(t, prefixes);
       const [n1, n2] = [topo.node(1), topo.node(2)];
       const [p1, p2] = [n1.pods[0]!, n2.pods[0]!];
-      const daemons: DaemonHandle[] = [];
-      t.teardown(async () => { for (const d of daemons) await stopDaemon(d); });
       const common = ['--iface', 'eth0', '--log-level', 'info'];
-      daemons.push(await startDaemon(n1.ns, [...common, ...c.node1, '--static-config', topo.staticConfig(1), '--subnet-file', path.join(topo.tmp, 'n1.env')]));
-      daemons.push(await startDaemon(n2.ns, [...common, '--static-config', topo.staticConfig(2), '--subnet-file', path.join(topo.tmp, 'n2.env')]));
+      await startNodeDaemons(t, topo, [[...common, ...c.node1], common]);
       t.equal(statusOf(topo, n1.ns).offloads?.tun, c.uso, `node 1: TUN offloads ${c.uso ? 'on' : 'off'}`);
 
       const p = port++;
@@ -86,9 +66,5 @@ if (!isRoot) {
       }
     });
   }
-  t.test('no namespace left behind', async (t) => {
-    const names = run('ip', ['netns', 'list']).stdout.split('\n').map((l) => l.split(' ')[0] ?? '');
-    t.ok(prefixes.length > 0);
-    for (const prefix of prefixes) t.same(names.filter((n) => n.startsWith(`${prefix}-`)), [], `none of ${prefix}-*`);
-  });
+  checkNoNamespacesLeft(prefixes);
 }

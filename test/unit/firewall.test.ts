@@ -4,41 +4,21 @@
  */
 import t from 'tap';
 import pino from 'pino';
-import type { CommandResult, FirewallSystem } from '../../src/net/fwexec';
+import type { FirewallSystem } from '../../src/net/fwexec';
 import { detectForwardDrops, forwardPresent, installForward, iptablesForwardRules, iptablesTerminal, nftForwardRules, removeAllForward, Firewall, FULL_CHECK_EVERY, type ForwardSite } from '../../src/net/firewall';
 import { installMasq, masqRules, masqScript, masqPresent } from '../../src/net/masq';
 import { parsePrefix } from '../../src/net/addr';
 import { parseDaemonArgs, type Config } from '../../src/config';
+import { chains, fakeSystem } from '../helpers/fake-firewall';
 
 const NET = parsePrefix('10.244.0.0/16')!;
 const SUB = parsePrefix('10.244.3.0/24')!;
-
-type Handler = (line: string, stdin?: string) => Partial<CommandResult> | undefined;
-
-/** Records every command as one line; `handler` answers (undefined: exit 0, no output). */
-function fakeSystem(handler: Handler = () => undefined, files: Record<string, string> = {}): { sys: FirewallSystem; calls: string[] } {
-  const calls: string[] = [];
-  const sys: FirewallSystem = {
-    async run(cmd, args, stdin) {
-      const line = [cmd, ...args].join(' ');
-      calls.push(line);
-      const r = handler(line, stdin) ?? {};
-      return { code: r.code ?? 0, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
-    },
-    async readFile(path) {
-      return files[path];
-    },
-  };
-  return { sys, calls };
-}
 
 function memLogger(): { logger: pino.Logger; lines: Array<Record<string, unknown>> } {
   const lines: Array<Record<string, unknown>> = [];
   const logger = pino({ level: 'info' }, { write: (s: string) => { lines.push(JSON.parse(s) as Record<string, unknown>); } });
   return { logger, lines };
 }
-
-const chains = (...cs: object[]) => JSON.stringify({ nftables: [{ metainfo: { json_schema_version: 1 } }, ...cs.map((c) => ({ chain: c }))] });
 
 t.test("masquerade: flanneld's rule set, in its order", async (t) => {
   t.same(masqRules({ network: NET, subnet: SUB, fullyRandom: true }), [

@@ -5,39 +5,20 @@
  */
 import t from 'tap';
 import pino from 'pino';
-import type { CommandResult, FirewallSystem } from '../../src/net/fwexec';
 import {
   detectForwardDrops, iptablesForwardRules, nftForwardRules, removeAllForward, Firewall, NFT_FWD_COMMENT6, type ForwardSite,
 } from '../../src/net/firewall';
 import { masqRules, masqScript } from '../../src/net/masq';
 import { parsePrefix } from '../../src/net/addr';
 import { parsePrefix6 } from '../../src/net/addr6';
+import { chains, fakeSystem } from '../helpers/fake-firewall';
 
 const NET = parsePrefix('10.244.0.0/16')!;
 const SUB = parsePrefix('10.244.3.0/24')!;
 const NET6 = parsePrefix6('fd00:10:244::/56')!;
 const SUB6 = parsePrefix6('fd00:10:244:3::/64')!;
 
-type Handler = (line: string, stdin?: string) => Partial<CommandResult> | undefined;
-
-function fakeSystem(handler: Handler = () => undefined, files: Record<string, string> = {}): { sys: FirewallSystem; calls: string[] } {
-  const calls: string[] = [];
-  const sys: FirewallSystem = {
-    async run(cmd, args, stdin) {
-      const line = [cmd, ...args].join(' ');
-      calls.push(line);
-      const r = handler(line, stdin) ?? {};
-      return { code: r.code ?? 0, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
-    },
-    async readFile(path) {
-      return files[path];
-    },
-  };
-  return { sys, calls };
-}
-
 const silent = pino({ level: 'silent' });
-const chains = (...cs: object[]) => JSON.stringify({ nftables: [{ metainfo: { json_schema_version: 1 } }, ...cs.map((c) => ({ chain: c }))] });
 
 t.test("masquerade: flanneld's masqIP6Rules, in its order, in table ip6 overlayd", async (t) => {
   t.same(masqRules({ family: 'ip6', network: NET6, subnet: SUB6, fullyRandom: true }), [

@@ -1,19 +1,11 @@
 import t from 'tap';
-import { DEFAULT_ROUTE_CACHE_SIZE, RouteTable } from '../../src/dataplane/route-table';
+import { RouteTable } from '../../src/dataplane/route-table';
 import type { Route } from '../../src/dataplane/types';
 import { formatIp, formatPrefix, maskOf, parseIp, parsePrefix, type Prefix } from '../../src/net/addr';
-import { Rng } from '../helpers/packets';
+import { checkPeelOff, checkRandomTables, mustParse } from '../helpers/route-table-ref';
 
-function ip(s: string): number {
-  const n = parseIp(s);
-  if (n === undefined) throw new Error(`bad test address ${s}`);
-  return n;
-}
-function pfx(s: string): Prefix {
-  const p = parsePrefix(s);
-  if (p === undefined) throw new Error(`bad test prefix ${s}`);
-  return p;
-}
+const ip = mustParse(parseIp, 'address');
+const pfx = mustParse(parsePrefix, 'prefix');
 function route(subnet: string, peer: string): Route {
   return { subnet: pfx(subnet), publicIp: ip(peer) };
 }
@@ -48,12 +40,10 @@ t.test('longest-prefix match with overlapping prefixes', async (t) => {
 
   // peel off from the most specific: each lookup falls back one level (and the cache
   // entries from above must not survive)
-  const dst = ip('10.1.2.3');
-  const expect = ['10.1.2.0/24 via 192.0.2.24', '10.1.0.0/16 via 192.0.2.16', '10.0.0.0/8 via 192.0.2.8', '0.0.0.0/0 via 192.0.2.100', 'none'];
-  for (const [i, s] of ['10.1.2.3/32', '10.1.2.0/24', '10.1.0.0/16', '10.0.0.0/8', '0.0.0.0/0'].entries()) {
-    t.equal(rt.remove(pfx(s)), true, `remove ${s}`);
-    t.equal(show(rt.lookup(dst)), expect[i], `after removing ${s}`);
-  }
+  checkPeelOff(t, rt, ip('10.1.2.3'), pfx, show, [
+    ['10.1.2.3/32', '10.1.2.0/24 via 192.0.2.24'], ['10.1.2.0/24', '10.1.0.0/16 via 192.0.2.16'],
+    ['10.1.0.0/16', '10.0.0.0/8 via 192.0.2.8'], ['10.0.0.0/8', '0.0.0.0/0 via 192.0.2.100'], ['0.0.0.0/0', 'none'],
+  ]);
   t.equal(rt.size, 0);
 });
 
@@ -74,64 +64,25 @@ t.test('no default route: unknown destinations miss', async (t) => {
 });
 
 t.test('random tables against a brute-force reference', async (t) => {
-  const rng = new Rng(0x1b3e);
-  let checks = 0;
-  let hits = 0;
-  for (let table = 0; table < 60; table++) {
-    // small caches evict, 0 disables; the default exercises the normal path
-    const cacheSize = rng.pick([0, 1, 8, DEFAULT_ROUTE_CACHE_SIZE]);
-    const rt = new RouteTable({ cacheSize });
-    const ref = new Map<string, Route>();
-    // addresses clustered under a few bases so prefixes overlap a lot
-    const bases = [rng.u32(), rng.u32(), ip('10.244.0.0')];
-    const randAddr = (): number => (rng.pick(bases) ^ (rng.u32() >>> rng.int(0, 31))) >>> 0;
-    const randPrefix = (): Prefix => {
-      const len = rng.pick([0, 8, 16, 24, 32, rng.int(0, 32), rng.int(12, 28)]);
-      return { addr: (randAddr() & maskOf(len)) >>> 0, len };
-    };
-    const probes: number[] = [];
-    for (let i = 0; i < 40; i++) probes.push(randAddr());
-    const steps = rng.int(10, 80);
-    for (let step = 0; step < steps; step++) {
-      const op = rng.int(0, 9);
-      if (op < 6 || ref.size === 0) {
-        const r: Route = { subnet: randPrefix(), publicIp: rng.int(1, 6) };
-        rt.upsert(r);
-        ref.set(formatPrefix(r.subnet), r);
-      } else if (op < 9) {
-        const keys = [...ref.keys()];
-        const k = rng.pick(keys);
-        if (!rt.remove(ref.get(k)!.subnet)) { t.fail(`remove of existing ${k} returned false`); return; }
-        ref.delete(k);
-      } else {
-        // a random prefix: usually absent, sometimes present
-        const p = randPrefix();
-        const existed = ref.delete(formatPrefix(p));
-        if (rt.remove(p) !== existed) { t.fail(`remove(${formatPrefix(p)}) != ${existed}`); return; }
-      }
-      const refRoutes = [...ref.values()];
-      // each probe twice: once filling the cache, once served from it
-      for (let pass = 0; pass < 2; pass++) {
-        for (const dst of probes) {
-          const got = rt.lookup(dst);
-          const want = bruteForce(refRoutes, dst);
-          checks++;
-          if (want !== undefined) hits++;
-          if (got?.publicIp !== want?.publicIp || (got !== undefined && formatPrefix(got.subnet) !== formatPrefix(want!.subnet))) {
-            t.fail(`seed ${rng.seed} table ${table} step ${step} cache ${cacheSize}: ${formatIp(dst)} -> ${show(got)}, want ${show(want)}`);
-            return;
-          }
-        }
-      }
-      if (rt.size !== ref.size) { t.fail(`size ${rt.size} != ${ref.size}`); return; }
-    }
-    // the peer set equals the reference's
-    for (let peer = 1; peer <= 6; peer++) {
-      const want = [...ref.values()].some((r) => r.publicIp === peer);
-      if (rt.isKnownPeer(peer) !== want) { t.fail(`table ${table}: isKnownPeer(${peer}) ${!want}`); return; }
-    }
-  }
-  t.ok(hits > checks / 4 && hits < checks, `${checks} lookups agree with the reference (${hits} routed)`);
+  checkRandomTables(t, {
+    seed: 0x1b3e, tables: 60, probes: 40, minSteps: 10, maxSteps: 80,
+    make: (cacheSize) => new RouteTable({ cacheSize }),
+    family: (rng) => {
+      // addresses clustered under a few bases so prefixes overlap a lot
+      const bases = [rng.u32(), rng.u32(), ip('10.244.0.0')];
+      const addr = (): number => (rng.pick(bases) ^ (rng.u32() >>> rng.int(0, 31))) >>> 0;
+      const prefix = (): Prefix => {
+        const len = rng.pick([0, 8, 16, 24, 32, rng.int(0, 32), rng.int(12, 28)]);
+        return { addr: (addr() & maskOf(len)) >>> 0, len };
+      };
+      return { addr, prefix, route: (): Route => ({ subnet: prefix(), publicIp: rng.int(1, 6) }) };
+    },
+    bruteForce, show, formatPrefix, formatIp,
+    peerMismatch: (rt, routes, peer) => {
+      const want = routes.some((r) => r.publicIp === peer);
+      return rt.isKnownPeer(peer) === want ? undefined : `isKnownPeer(${peer}) ${!want}`;
+    },
+  });
 });
 
 t.test('cache invalidation', async (t) => {

@@ -1,20 +1,11 @@
 import t from 'tap';
-import { DEFAULT_ROUTE_CACHE_SIZE } from '../../src/dataplane/route-table';
 import { RouteTable6 } from '../../src/dataplane/route-table6';
 import type { Route6 } from '../../src/dataplane/types';
 import { MAX_IP6, formatIp6, formatPrefix6, maskOf6, parseIp6, parsePrefix6, type Prefix6 } from '../../src/net/addr6';
-import { Rng } from '../helpers/packets';
+import { checkPeelOff, checkRandomTables, mustParse } from '../helpers/route-table-ref';
 
-function ip6(s: string): bigint {
-  const v = parseIp6(s);
-  if (v === undefined) throw new Error(`bad test address ${s}`);
-  return v;
-}
-function pfx(s: string): Prefix6 {
-  const p = parsePrefix6(s);
-  if (p === undefined) throw new Error(`bad test prefix ${s}`);
-  return p;
-}
+const ip6 = mustParse(parseIp6, 'address');
+const pfx = mustParse(parsePrefix6, 'prefix');
 function route(subnet: string, peer: number, peer6?: string): Route6 {
   return peer6 === undefined ? { subnet: pfx(subnet), publicIp: peer } : { subnet: pfx(subnet), publicIp: peer, publicIpv6: ip6(peer6) };
 }
@@ -52,12 +43,10 @@ t.test('longest-prefix match with overlapping prefixes', async (t) => {
   t.equal(rt.isKnownPeer4(64), true);
   t.equal(rt.isKnownPeer6(ip6('2001:db8::64')), true);
   t.equal(rt.isKnownPeer6(ip6('2001:db8::65')), false);
-  const dst = ip6('fd00:10:244:3::7');
-  const expect = ['fd00:10:244:3::/64 via 64/2001:db8::64', 'fd00:10:244::/48 via 48', 'fd00::/8 via 8/2001:db8::8', '::/0 via 100', 'none'];
-  for (const [i, s] of ['fd00:10:244:3::7/128', 'fd00:10:244:3::/64', 'fd00:10:244::/48', 'fd00::/8', '::/0'].entries()) {
-    t.equal(rt.remove(pfx(s)), true, `remove ${s}`);
-    t.equal(show(rt.lookup(dst)), expect[i], `after removing ${s}`);
-  }
+  checkPeelOff(t, rt, ip6('fd00:10:244:3::7'), pfx, show, [
+    ['fd00:10:244:3::7/128', 'fd00:10:244:3::/64 via 64/2001:db8::64'], ['fd00:10:244:3::/64', 'fd00:10:244::/48 via 48'],
+    ['fd00:10:244::/48', 'fd00::/8 via 8/2001:db8::8'], ['fd00::/8', '::/0 via 100'], ['::/0', 'none'],
+  ]);
   t.equal(rt.size, 0);
   t.equal(rt.isKnownPeer6(ip6('2001:db8::64')), false, 'peer forgotten with its route');
   t.equal(rt.remove(pfx('fd00::/8')), false);
@@ -99,55 +88,28 @@ t.test('invalid routes are refused', async (t) => {
 });
 
 t.test('random tables against a brute-force reference', async (t) => {
-  const rng = new Rng(0x6b3e);
-  let checks = 0;
-  let hits = 0;
-  const rand128 = (): bigint => (BigInt(rng.u32()) << 96n) | (BigInt(rng.u32()) << 64n) | (BigInt(rng.u32()) << 32n) | BigInt(rng.u32());
-  for (let table = 0; table < 40; table++) {
-    const cacheSize = rng.pick([0, 1, 8, DEFAULT_ROUTE_CACHE_SIZE]);
-    const rt = new RouteTable6({ cacheSize });
-    const ref = new Map<string, Route6>();
-    const bases = [rand128(), rand128(), ip6('fd00:10:244::')];
-    const randAddr = (): bigint => rng.pick(bases) ^ (rand128() >> BigInt(rng.int(0, 127)));
-    const randPrefix = (): Prefix6 => {
-      const len = rng.pick([0, 48, 56, 64, 128, rng.int(0, 128), rng.int(40, 80)]);
-      return { addr: randAddr() & maskOf6(len), len };
-    };
-    const probes: bigint[] = [];
-    for (let i = 0; i < 30; i++) probes.push(randAddr());
-    const steps = rng.int(10, 60);
-    for (let step = 0; step < steps; step++) {
-      const op = rng.int(0, 9);
-      if (op < 6 || ref.size === 0) {
+  checkRandomTables(t, {
+    seed: 0x6b3e, tables: 40, probes: 30, minSteps: 10, maxSteps: 60,
+    make: (cacheSize) => new RouteTable6({ cacheSize }),
+    family: (rng) => {
+      const rand128 = (): bigint => (BigInt(rng.u32()) << 96n) | (BigInt(rng.u32()) << 64n) | (BigInt(rng.u32()) << 32n) | BigInt(rng.u32());
+      const bases = [rand128(), rand128(), ip6('fd00:10:244::')];
+      const addr = (): bigint => rng.pick(bases) ^ (rand128() >> BigInt(rng.int(0, 127)));
+      const prefix = (): Prefix6 => {
+        const len = rng.pick([0, 48, 56, 64, 128, rng.int(0, 128), rng.int(40, 80)]);
+        return { addr: addr() & maskOf6(len), len };
+      };
+      const route = (): Route6 => {
         const p6 = rng.int(0, 1) === 0 ? undefined : BigInt(rng.int(1, 4));
-        const r: Route6 = p6 === undefined ? { subnet: randPrefix(), publicIp: rng.int(1, 6) } : { subnet: randPrefix(), publicIp: rng.int(1, 6), publicIpv6: p6 };
-        rt.upsert(r);
-        ref.set(formatPrefix6(r.subnet), r);
-      } else {
-        const k = rng.pick([...ref.keys()]);
-        if (!rt.remove(ref.get(k)!.subnet)) { t.fail(`remove of existing ${k} returned false`); return; }
-        ref.delete(k);
-      }
-      const refRoutes = [...ref.values()];
-      for (let pass = 0; pass < 2; pass++) {
-        for (const dst of probes) {
-          const got = rt.lookup(dst);
-          const want = bruteForce(refRoutes, dst);
-          checks++;
-          if (want !== undefined) hits++;
-          if (show(got) !== show(want)) {
-            t.fail(`seed ${rng.seed} table ${table} step ${step} cache ${cacheSize}: ${formatIp6(dst)} -> ${show(got)}, want ${show(want)}`);
-            return;
-          }
-        }
-      }
-      if (rt.size !== ref.size) { t.fail(`size ${rt.size} != ${ref.size}`); return; }
-    }
-    for (let peer = 1; peer <= 6; peer++) {
-      const want4 = [...ref.values()].some((r) => r.publicIp === peer);
-      const want6 = [...ref.values()].some((r) => r.publicIpv6 === BigInt(peer));
-      if (rt.isKnownPeer4(peer) !== want4 || rt.isKnownPeer6(BigInt(peer)) !== want6) { t.fail(`table ${table}: peer ${peer} known-ness wrong`); return; }
-    }
-  }
-  t.ok(hits > checks / 4 && hits < checks, `${checks} lookups agree with the reference (${hits} routed)`);
+        return p6 === undefined ? { subnet: prefix(), publicIp: rng.int(1, 6) } : { subnet: prefix(), publicIp: rng.int(1, 6), publicIpv6: p6 };
+      };
+      return { addr, prefix, route };
+    },
+    bruteForce, show, formatPrefix: formatPrefix6, formatIp: formatIp6,
+    peerMismatch: (rt, routes, peer) => {
+      const want4 = routes.some((r) => r.publicIp === peer);
+      const want6 = routes.some((r) => r.publicIpv6 === BigInt(peer));
+      return rt.isKnownPeer4(peer) === want4 && rt.isKnownPeer6(BigInt(peer)) === want6 ? undefined : `peer ${peer} known-ness wrong`;
+    },
+  });
 });
