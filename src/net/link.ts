@@ -66,9 +66,6 @@ export const TUN_IPV6_SYSCTLS: readonly (readonly [string, string])[] = [
   ['dad_transmits', '0'],
   ['router_solicitations', '0'],
   ['disable_ipv6', '0'],
-  // host (not router) behaviour on the TUN: no ff02::2 join, so no MLD report into the
-  // tunnel; forwarding itself follows net.ipv6.conf.all.forwarding (ip6_forward), not this
-  ['forwarding', '0'],
 ];
 
 export interface TunLinkPlan {

@@ -75,7 +75,6 @@ t.test('dual-stack: IPv6 sysctls before link up, /128 nodad, IPv6Network route; 
     'sysctl net/ipv6/conf/flannel0/dad_transmits=0',
     'sysctl net/ipv6/conf/flannel0/router_solicitations=0',
     'sysctl net/ipv6/conf/flannel0/disable_ipv6=0',
-    'sysctl net/ipv6/conf/flannel0/forwarding=0',
     'ip addr replace 10.244.3.0/32 dev flannel0',
     'ip -6 addr replace fd00:10:244:3::/128 dev flannel0 nodad',
     'ip link set dev flannel0 mtu 1472 up',
