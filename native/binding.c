@@ -1004,7 +1004,12 @@ static napi_value engine_start(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* Reads a Uint32Array of [net, len, peer] triples (uint32 host order) of function `fn` into
+/* The second word of a route triple: the prefix length in the low byte, OVL_ROUTE_* flags
+ * above it (native-engine.ts ROUTE_FLAGS_SHIFT). */
+#define ROUTE_LEN_MASK 0xffu
+#define ROUTE_FLAGS_SHIFT 8u
+
+/* Reads a Uint32Array of [net, len | flags << 8, peer] triples (uint32 host order) of function `fn` into
  * a malloc'd array (*n routes; the caller frees it), checking each is a valid prefix.
  * Returns NULL with an exception pending (TypeError, RangeError naming the route). */
 static struct ovl_route *get_routes(napi_env env, napi_value v, const char *fn, size_t *n) {
@@ -1028,13 +1033,19 @@ static struct ovl_route *get_routes(napi_env env, napi_value v, const char *fn, 
     return NULL;
   }
   for (size_t i = 0; i < *n; i++) {
-    uint32_t net = w[3 * i], plen = w[3 * i + 1];
-    if (plen > 32 || (plen < 32 && (net & (UINT32_MAX >> plen)) != 0)) {
+    uint32_t net = w[3 * i], plen = w[3 * i + 1] & ROUTE_LEN_MASK, flags = w[3 * i + 1] >> ROUTE_FLAGS_SHIFT;
+    if ((flags & ~OVL_ROUTE_FLAGS) != 0) {
+      free(r);
+      throw_range(env, "%s: route %zu has unknown flags %#x", fn, i, flags);
+      return NULL;
+    }
+    if (w[3 * i + 1] > (OVL_ROUTE_FLAGS << ROUTE_FLAGS_SHIFT | ROUTE_LEN_MASK) || plen > 32 ||
+        (plen < 32 && (net & (UINT32_MAX >> plen)) != 0)) {
       free(r);
       throw_range(env, "%s: route %zu is not a valid prefix (%#x/%u)", fn, i, net, plen);
       return NULL;
     }
-    r[i] = (struct ovl_route){.net = net, .len = (uint8_t)plen, .peer = w[3 * i + 2]};
+    r[i] = (struct ovl_route){.net = net, .len = (uint8_t)plen, .peer = w[3 * i + 2], .flags = (uint8_t)flags};
   }
   return r;
 }

@@ -441,7 +441,23 @@ struct ovl_gso_seg {
  * written. Lifetime: segs[] point into pkt and stubs, so both must stay unchanged for as
  * long as the segments are used (the engine: until the sendmmsg of its burst returned). */
 int ovl_gso_cut(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *stubs, size_t stubs_cap,
-                struct ovl_gso_seg *segs, uint32_t max_segs);
+                struct ovl_gso_seg *segs, uint32_t max_segs, unsigned flags);
+/* flags of ovl_gso_cut / ovl_uso_cut: leave each segment's TCP/UDP checksum partial (the
+ * pseudo-header sum, as the kernel hands it to a virtio device) instead of summing the
+ * segment: only toward a peer that takes partial checksums (ovl_csum_partial). */
+#define OVL_CUT_PARTIAL_CSUM 1u
+
+/* Partial checksums between overlayd peers. A TCP or UDP packet (IPv4 not a fragment,
+ * total length = len; or IPv6 with TCP/UDP right after the fixed header, payload length =
+ * len - 40) whose checksum field holds exactly its pseudo-header sum: true, and *h =
+ * NEEDS_CSUM for it (csum_start = the L4 offset, csum_offset 16 or 6, no GSO), the header
+ * to write it into a TUN with (the pod's stack or the kernel finishes the sum). Safe for
+ * every sender: a packet with a valid full checksum whose field happens to equal the
+ * pseudo-header sum (1 in 65535) gets the same checksum when finished. */
+bool ovl_csum_partial(const uint8_t *pkt, size_t len, struct ovl_vnet_hdr *h);
+/* A packet read with virtio header h may be sent as it is to a peer that takes partial
+ * checksums: NEEDS_CSUM, and ovl_csum_partial recognises it with the same offsets. */
+bool ovl_vnet_csum_is_partial(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h);
 
 /* uso.c: cuts the UDP super-packet pkt (len bytes, gso_type UDP_L4, gso_size = payload
  * bytes per datagram) into datagrams written back to back into out (out_cap bytes),
@@ -461,7 +477,7 @@ int ovl_uso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h
  * slice of pkt, the UDP checksum summed over both in place; same segments, bytes and errors
  * (-ENOBUFS: the stubs do not fit). Same lifetime rule as ovl_gso_cut. */
 int ovl_uso_cut(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *stubs, size_t stubs_cap,
-                struct ovl_gso_seg *segs, uint32_t max_segs);
+                struct ovl_gso_seg *segs, uint32_t max_segs, unsigned flags);
 
 /* One flow being coalesced (userspace GRO on TUN writes). Owned by one thread. */
 struct ovl_gro {
@@ -596,7 +612,12 @@ struct ovl_route {
   uint32_t net;  /* host order; host bits must be zero */
   uint32_t peer; /* host order */
   uint8_t len;   /* 0..32 */
+  uint8_t flags; /* OVL_ROUTE_*: what the peer's node advertised (its lease) */
 };
+/* The peer takes TCP/UDP checksums left partial (ovl_csum_partial): an overlayd native
+ * engine that advertised it. A peer has it when any of its routes has it. */
+#define OVL_ROUTE_PARTIAL_CSUM 1u
+#define OVL_ROUTE_FLAGS 1u /* every flag defined */
 
 /* An immutable table: routes plus the set of their peers. Built by one thread, then
  * read by any number of threads without synchronization (it never changes). */
@@ -611,6 +632,9 @@ void ovl_rtable_free(struct ovl_rtable *t); /* NULL ok */
 bool ovl_rtable_lookup(const struct ovl_rtable *t, uint32_t addr, uint32_t *peer);
 /* True when some route points at `ip` (the inbound "known peer" check). */
 bool ovl_rtable_is_peer(const struct ovl_rtable *t, uint32_t ip);
+/* The OVL_ROUTE_* flags of peer `ip` (the OR over the routes that point at it); 0 for an
+ * unknown peer. */
+uint32_t ovl_rtable_peer_flags(const struct ovl_rtable *t, uint32_t ip);
 size_t ovl_rtable_size(const struct ovl_rtable *t); /* routes */
 
 /* A small direct-mapped cache of recent lookups (hits and misses) in front of one table;

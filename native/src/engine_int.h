@@ -173,7 +173,7 @@ OVL_HIDDEN void set_fatal(struct worker *w, int err, const char *syscall);
 
 /* ---- tunside.c */
 /* One packet written into the TUN as it is (counted: tun_tx, or the write error). */
-OVL_HIDDEN void tun_write(struct worker *w, const uint8_t *pkt, size_t len);
+OVL_HIDDEN void tun_write(struct worker *w, uint8_t *pkt, size_t len);
 /* An inbound packet that passed the policy: into its flow's run in the GRO table, or
  * written. pkt must stay unchanged until gro_flush. */
 OVL_HIDDEN void deliver(struct worker *w, uint8_t *pkt, size_t len);
@@ -189,6 +189,10 @@ OVL_HIDDEN bool tun_burst(struct worker *w, const struct ovl_rtable *t);
 /* js-engine.ts outbound(): one packet read from the TUN (len bytes, all in its buffer),
  * queued for its peer or dropped. Returns the verdict, and *d when it is OVL_EC_TX. */
 OVL_HIDDEN verdict_t outbound(struct worker *w, const struct ovl_rtable *t, uint8_t *pkt, size_t len, struct dest *d);
+/* The peer that the route of pkt's destination (len bytes, IPv4 or IPv6) points at takes
+ * partial TCP/UDP checksums (its route carries OVL_ROUTE_PARTIAL_CSUM). False without a
+ * route, or for a packet too short to hold a destination. */
+OVL_HIDDEN bool peer_takes_partial(struct worker *w, const struct ovl_rtable *t, const uint8_t *pkt, size_t len);
 /* A segment cut from the super-packet whose first segment outbound() judged (v, d). */
 OVL_HIDDEN void outbound_same(struct worker *w, const struct ovl_gso_seg *s, verdict_t v, const struct dest *d);
 /* js-engine.ts inbound(): one datagram of len bytes (the buffer holds min(len, slot)) from

@@ -43,6 +43,7 @@
 #define IP4_DF 0x4000u        /* in the IP4_FRAG word */
 #define IP4_FRAG_OTHER 0xbfffu /* in the IP4_FRAG word: reserved, MF, offset */
 #define IP4_OFFSET 0x1fffu     /* in the IP4_FRAG word: the fragment offset */
+#define IP4_MF_OFFSET 0x3fffu  /* in the IP4_FRAG word: MF and the offset (a fragment) */
 /* IPv6 header (RFC 8200): byte offsets; the fixed header is the whole header GRO takes */
 #define IP6_HEADER 40u
 #define IP6_PLEN 4u /* payload length */
@@ -68,6 +69,7 @@
 #define TCP_DOFF_SHIFT 4u /* the data offset is the high nibble, in 32-bit words */
 #define TCP_DOFF_UNIT 4u
 #define CSUM_LEN 2u /* bytes of a checksum field */
+#define UDP_CSUM_OFF 6u /* UDP header (RFC 768): the checksum's byte offset */
 #define FIELD16 2u  /* bytes of a 16-bit field (IPv4 flags/fragment word, TCP window, urgent pointer) */
 #define FIELD32 4u  /* bytes of a 32-bit field (TCP sequence and acknowledgment numbers) */
 
@@ -119,11 +121,44 @@ bool ovl_l4_checksum_ok(const uint8_t *pkt, size_t len) {
   return s == 0xffffu;
 }
 
-/* The TCP checksum of an IPv4 (IHL 5 or more) or IPv6 (fixed header) packet verifies. */
-static bool tcp_checksum_ok(const uint8_t *pkt, size_t len, size_t iphl) {
+bool ovl_csum_partial(const uint8_t *pkt, size_t len, struct ovl_vnet_hdr *h) {
+  size_t iphl;
+  uint32_t proto;
+  if (len < OVL_IPV4_MIN_HEADER || len > IP_LEN_MAX + IP6_HEADER) return false;
+  if (ip_version(pkt) == IP_V4) {
+    iphl = ovl_ipv4_header_len(pkt);
+    if (iphl < OVL_IPV4_MIN_HEADER || iphl > len || be16(pkt + IP4_TOTLEN) != len) return false;
+    if (be16(pkt + IP4_FRAG) & IP4_MF_OFFSET) return false; /* MF or an offset: a fragment */
+    proto = pkt[IP4_PROTO];
+  } else if (is_v6(pkt) && len >= IP6_HEADER) {
+    iphl = IP6_HEADER;
+    if (be16(pkt + IP6_PLEN) != len - IP6_HEADER) return false; /* a jumbogram or padding */
+    proto = pkt[IP6_NEXT];
+  } else {
+    return false;
+  }
+  size_t off;
+  if (proto == OVL_PROTO_TCP)
+    off = TCP_CSUM;
+  else if (proto == OVL_PROTO_UDP)
+    off = UDP_CSUM_OFF;
+  else
+    return false;
+  if (iphl + off + CSUM_LEN > len || (proto == OVL_PROTO_TCP && iphl + OVL_TCP_MIN_HEADER > len)) return false;
   uint32_t l4 = (uint32_t)(len - iphl);
-  uint32_t ps = is_v6(pkt) ? pseudo_sum6(pkt, OVL_PROTO_TCP, l4) : pseudo_sum(pkt, OVL_PROTO_TCP, l4);
-  return ovl_ones_sum(pkt + iphl, l4, ps) == 0xffffu;
+  uint32_t ps = iphl == IP6_HEADER ? pseudo_sum6(pkt, proto, l4) : pseudo_sum(pkt, proto, l4);
+  if (be16(pkt + iphl + off) != ps) return false;
+  memset(h, 0, sizeof(*h));
+  h->flags = OVL_VNET_F_NEEDS_CSUM;
+  h->csum_start = (uint16_t)iphl;
+  h->csum_offset = (uint16_t)off;
+  return true;
+}
+
+bool ovl_vnet_csum_is_partial(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h) {
+  struct ovl_vnet_hdr p;
+  return (h->flags & OVL_VNET_F_NEEDS_CSUM) && ovl_csum_partial(pkt, len, &p) && p.csum_start == h->csum_start &&
+         p.csum_offset == h->csum_offset;
 }
 
 int ovl_vnet_csum_finish(uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h) {
@@ -161,6 +196,7 @@ static size_t tcp6_headers(const uint8_t *pkt, size_t len) {
 /* How a super-packet is cut (gso_plan), shared by the copying and the zero-copy cut. */
 struct gso_plan {
   bool v6;
+  bool partial; /* leave each segment's TCP checksum partial (OVL_CUT_PARTIAL_CSUM) */
   size_t iphl, hdr, mss, payload, nseg;
   uint32_t id, seq; /* IPv4 id and TCP sequence number of the first segment */
   uint8_t flags;    /* TCP flags of the super-packet */
@@ -224,6 +260,10 @@ static void gso_header(const uint8_t *pkt, const struct gso_plan *c, size_t i, u
   size_t thl = c->hdr - c->iphl;
   uint32_t l4 = (uint32_t)(slen - c->iphl);
   uint32_t ps = c->v6 ? pseudo_sum6(s, OVL_PROTO_TCP, l4) : pseudo_sum(s, OVL_PROTO_TCP, l4);
+  if (c->partial) { /* the pseudo-header sum, as the kernel leaves it: the receiver finishes */
+    put16(th + TCP_CSUM, ps);
+    return;
+  }
   uint32_t sum = ovl_ones_sum(payload, plen, ovl_ones_sum(th, thl, ps));
   put16(th + TCP_CSUM, ~sum & 0xffffu);
 }
@@ -237,6 +277,7 @@ int ovl_gso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h
   int err = gso_plan(pkt, len, h, max_segs, &c);
   if (err) return err;
   if (c.payload + c.nseg * c.hdr > out_cap) return -ENOBUFS;
+  c.partial = false;
   size_t o = 0;
   for (size_t i = 0; i < c.nseg; i++) {
     size_t plen = gso_plen(&c, i);
@@ -250,11 +291,12 @@ int ovl_gso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h
 }
 
 int ovl_gso_cut(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *stubs, size_t stubs_cap,
-                struct ovl_gso_seg *segs, uint32_t max_segs) {
+                struct ovl_gso_seg *segs, uint32_t max_segs, unsigned flags) {
   struct gso_plan c;
   int err = gso_plan(pkt, len, h, max_segs, &c);
   if (err) return err;
   if (c.nseg * c.hdr > stubs_cap) return -ENOBUFS;
+  c.partial = (flags & OVL_CUT_PARTIAL_CSUM) != 0;
   for (size_t i = 0; i < c.nseg; i++) {
     size_t plen = gso_plen(&c, i);
     const uint8_t *payload = pkt + c.hdr + i * c.mss;
@@ -298,7 +340,12 @@ bool ovl_gro_eligible(const uint8_t *pkt, size_t len) {
   }
   uint8_t f = th[TCP_FLAGS];
   if (!(f & TCP_ACK) || (f & ~(TCP_ACK | TCP_PSH | TCP_ECE))) return false;
-  return tcp_checksum_ok(pkt, len, iphl);
+  /* a checksum left partial by the sending peer has nothing to verify (see
+   * ovl_csum_partial): the run is written with NEEDS_CSUM either way */
+  uint32_t l4 = (uint32_t)(len - iphl);
+  uint32_t ps = iphl == IP6_HEADER ? pseudo_sum6(pkt, OVL_PROTO_TCP, l4) : pseudo_sum(pkt, OVL_PROTO_TCP, l4);
+  if (be16(th + TCP_CSUM) == ps) return true;
+  return ovl_ones_sum(pkt + iphl, l4, ps) == 0xffffu;
 }
 
 static void gro_start(struct ovl_gro *g, uint8_t *pkt, size_t len, size_t iphl) {

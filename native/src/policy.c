@@ -122,6 +122,21 @@ verdict_t outbound(struct worker *w, const struct ovl_rtable *t, uint8_t *pkt, s
   return OVL_EC_TX;
 }
 
+bool peer_takes_partial(struct worker *w, const struct ovl_rtable *t, const uint8_t *pkt, size_t len) {
+  uint32_t peer;
+  if (len >= OVL_IPV6_HEADER && (pkt[0] >> 4) == 6) {
+    if (!w->e->ipv6) return false;
+    const struct ovl_route6 *r = ovl_rtable6_lookup(table6(w), ovl_ipv6_dst(pkt));
+    if (r == NULL) return false;
+    peer = r->peer;
+  } else if (len >= OVL_IPV4_MIN_HEADER && (pkt[0] >> 4) == 4) {
+    if (!ovl_rcache_lookup(&w->cache, t, ovl_ipv4_dst(pkt), &peer)) return false;
+  } else {
+    return false;
+  }
+  return (ovl_rtable_peer_flags(t, peer) & OVL_ROUTE_PARTIAL_CSUM) != 0;
+}
+
 /* A segment cut from the same super-packet as one outbound() already judged (`v`, `d`):
  * the same addresses, TTL and header fields (ovl_gso_cut wrote valid lengths and
  * checksums), so the same verdict; counted per segment like outbound(), but no second

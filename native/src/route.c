@@ -152,7 +152,7 @@ struct ovl_rtable {
   struct level levels[33]; /* longest length first */
   int8_t level_of[33];     /* prefix length -> index in levels, -1 when absent */
   uint32_t *blocks; /* NULL, or [INDEX_BLOCKS]: bit L-1 set when a /L route (L >= 1) overlaps the block */
-  struct hmap peers;       /* key: peer address; val: unused */
+  struct hmap peers;       /* key: peer address; val: OVL_ROUTE_* flags of its routes */
   uint64_t retired_at;     /* writer only: the epoch it was retired at */
   struct ovl_rtable *next_retired; /* writer only */
 };
@@ -208,6 +208,15 @@ int ovl_rtable_build(struct ovl_rtable **out, const struct ovl_route *routes, si
       for (uint32_t b = 0; b < count; b++) t->blocks[first + b] |= 1u << (len - 1);
     }
   }
+  /* The peers' flags, from the routes that survived (the one in the map has this peer) */
+  for (size_t i = 0; i < n; i++) {
+    const struct ovl_route *r = &routes[i];
+    if (r->flags == 0) continue;
+    const struct slot *s = hmap_get(&t->levels[t->level_of[r->len]].map, r->net);
+    if (s == NULL || s->val != r->peer) continue;
+    struct slot *p = (struct slot *)hmap_get(&t->peers, r->peer); /* the table is still private */
+    if (p != NULL) p->val |= r->flags & OVL_ROUTE_FLAGS;
+  }
   *out = t;
   return 0;
 nomem:
@@ -242,6 +251,11 @@ bool ovl_rtable_lookup(const struct ovl_rtable *t, uint32_t addr, uint32_t *peer
 }
 
 bool ovl_rtable_is_peer(const struct ovl_rtable *t, uint32_t ip) { return hmap_get(&t->peers, ip) != NULL; }
+
+uint32_t ovl_rtable_peer_flags(const struct ovl_rtable *t, uint32_t ip) {
+  const struct slot *s = hmap_get(&t->peers, ip);
+  return s ? s->val : 0;
+}
 
 size_t ovl_rtable_size(const struct ovl_rtable *t) { return t->routes; }
 

@@ -37,8 +37,16 @@ static void count_write_error(struct worker *w, int err, uint64_t n) {
     w->acc[OVL_EC_TUN_WRITE_ERRORS] += n;
 }
 
-void tun_write(struct worker *w, const uint8_t *pkt, size_t len) {
-  int err = tun_write_raw(w, NULL, pkt, len);
+void tun_write(struct worker *w, uint8_t *pkt, size_t len) {
+  /* a checksum the peer left partial: NEEDS_CSUM for the kernel, or finished here when
+   * the queue writes without a virtio header */
+  struct ovl_vnet_hdr h;
+  bool partial = ovl_csum_partial(pkt, len, &h);
+  if (partial && !w->vnet) {
+    (void)ovl_vnet_csum_finish(pkt, len, &h); /* offsets within len: ovl_csum_partial checked */
+    partial = false;
+  }
+  int err = tun_write_raw(w, partial ? &h : NULL, pkt, len);
   if (err == 0)
     w->acc[OVL_EC_TUN_TX]++;
   else
@@ -128,7 +136,10 @@ static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const st
       w->acc[OVL_EC_DROP_TUN_OVERSIZE]++;
       return;
     }
-    if (ovl_vnet_csum_finish(pkt, len, h) != 0) {
+    /* a partial checksum goes out as it is to a peer that takes them (the pseudo-header
+     * sum the kernel left is what that peer recognises), else it is finished here */
+    bool keep = ovl_vnet_csum_is_partial(pkt, len, h) && peer_takes_partial(w, t, pkt, len);
+    if (!keep && ovl_vnet_csum_finish(pkt, len, h) != 0) {
       w->acc[OVL_EC_TUN_RX]++;
       w->acc[OVL_EC_DROP_MALFORMED]++;
       return;
@@ -140,8 +151,9 @@ static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const st
   struct ovl_gso_seg *sg = w->segs;
   /* UDP super-packets (gso_type UDP_L4, TUN_F_USO4/6) are cut by uso.c, TCP ones by offload.c */
   const bool uso = (h->gso_type & ~OVL_VNET_GSO_ECN) == OVL_VNET_GSO_UDP_L4;
+  const unsigned cut = peer_takes_partial(w, t, pkt, len) ? OVL_CUT_PARTIAL_CSUM : 0;
   int n = (uso ? ovl_uso_cut : ovl_gso_cut)(pkt, len, h, w->stubs + w->stub_used, STUB_BYTES - w->stub_used, sg,
-                                            OVL_GSO_SEGS_MAX);
+                                            OVL_GSO_SEGS_MAX, cut);
   if (n < 0) {
     w->acc[OVL_EC_TUN_RX]++;
     w->acc[n == -E2BIG || n == -ENOBUFS ? OVL_EC_DROP_TUN_OVERSIZE : OVL_EC_DROP_MALFORMED]++;

@@ -70,6 +70,7 @@ static size_t uso_headers(const uint8_t *pkt, size_t len, const struct ovl_vnet_
 struct uso_plan {
   size_t iphl, hdr, mss, payload, nseg;
   bool v6;
+  bool partial; /* leave each datagram's UDP checksum partial (OVL_CUT_PARTIAL_CSUM) */
   uint32_t id; /* the IPv4 id of the super-packet (segment i gets id + i) */
 };
 
@@ -116,6 +117,10 @@ static void uso_header(const uint8_t *pkt, const struct uso_plan *c, size_t i, u
     ps = ovl_ones_sum(s + IP4_ADDRS, IP4_ADDRS_LEN, (pl & 0xffffu) + (pl >> 16));
   }
   put16(uh + UDP_LEN, l4);
+  if (c->partial) { /* the pseudo-header sum (folded, never 0): the receiver finishes it */
+    put16(uh + UDP_CSUM, ps);
+    return;
+  }
   put16(uh + UDP_CSUM, 0);
   /* UDP_HEADER is even: the sum over the header then the payload is the sum over both */
   uint32_t c16 = ~ovl_ones_sum(payload, plen, ovl_ones_sum(uh, UDP_HEADER, ps)) & 0xffffu;
@@ -129,6 +134,7 @@ int ovl_uso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h
   int err = uso_plan(pkt, len, h, max_segs, &c);
   if (err) return err;
   if (c.payload + c.nseg * c.hdr > out_cap) return -ENOBUFS;
+  c.partial = false;
   size_t o = 0;
   for (size_t i = 0; i < c.nseg; i++) {
     const size_t plen = uso_plen(&c, i);
@@ -142,11 +148,12 @@ int ovl_uso_segment(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h
 }
 
 int ovl_uso_cut(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, uint8_t *stubs, size_t stubs_cap,
-                struct ovl_gso_seg *segs, uint32_t max_segs) {
+                struct ovl_gso_seg *segs, uint32_t max_segs, unsigned flags) {
   struct uso_plan c;
   int err = uso_plan(pkt, len, h, max_segs, &c);
   if (err) return err;
   if (c.nseg * c.hdr > stubs_cap) return -ENOBUFS;
+  c.partial = (flags & OVL_CUT_PARTIAL_CSUM) != 0;
   for (size_t i = 0; i < c.nseg; i++) {
     const size_t plen = uso_plen(&c, i);
     const uint8_t *payload = pkt + c.hdr + i * c.mss;

@@ -76,7 +76,7 @@ TP_FN int tp_cut_matches(const uint8_t *pkt, size_t len, const struct ovl_vnet_h
   static struct ovl_gso_seg segs[OVL_GSO_SEGS_MAX];
   if (len > sizeof(before)) return 0;
   memcpy(before, pkt, len);
-  int m = ovl_gso_cut(pkt, len, h, stubs, sizeof(stubs), segs, OVL_GSO_SEGS_MAX);
+  int m = ovl_gso_cut(pkt, len, h, stubs, sizeof(stubs), segs, OVL_GSO_SEGS_MAX, 0);
   if (m != n || memcmp(before, pkt, len) != 0) return 0;
   size_t o = 0;
   for (int i = 0; i < n; i++) {
@@ -89,7 +89,7 @@ TP_FN int tp_cut_matches(const uint8_t *pkt, size_t len, const struct ovl_vnet_h
     o += lens[i];
   }
   /* stubs too small: the error of the copying cut's output too small */
-  return ovl_gso_cut(pkt, len, h, stubs, (size_t)n * segs[0].hdr_len - 1, segs, OVL_GSO_SEGS_MAX) == -ENOBUFS;
+  return ovl_gso_cut(pkt, len, h, stubs, (size_t)n * segs[0].hdr_len - 1, segs, OVL_GSO_SEGS_MAX, 0) == -ENOBUFS;
 }
 #endif
 
