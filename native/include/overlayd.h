@@ -498,8 +498,15 @@ void ovl_gro_init(struct ovl_gro *g);
  * after the IP header: IPv4 with IHL 5, DF, no fragment bits, total length = len; IPv6
  * with next header TCP (no extension headers), payload length = len - 40. Flags ACK with
  * optional PSH/ECE only, payload > 0, TCP checksum (with the family's pseudo header)
- * verified in full. */
+ * verified in full, or left partial (the field = the pseudo-header sum: nothing to verify,
+ * the run is written with NEEDS_CSUM; see ovl_csum_partial). */
 bool ovl_gro_eligible(const uint8_t *pkt, size_t len);
+/* ovl_gro_eligible, telling how: 0 not eligible, OVL_GRO_VERIFIED (its full TCP checksum
+ * verified) or OVL_GRO_PARTIAL (its checksum field holds the pseudo-header sum: left
+ * partial by the sending peer, see ovl_csum_partial). */
+#define OVL_GRO_VERIFIED 1
+#define OVL_GRO_PARTIAL 2
+int ovl_gro_check(const uint8_t *pkt, size_t len);
 /* Appends an eligible packet to the flow (it starts the flow when empty). False when it
  * does not continue the flow: other family/addresses/ports/ack/window/urgent pointer/
  * options, IPv4 TOS/TTL/flags, IPv6 version-class-label word/next header/hop limit,
@@ -787,6 +794,10 @@ enum ovl_engine_counter {
   OVL_EC_TUN_GRO_REENABLE,  /* TUN GRO back on after its back-off */
   OVL_EC_TUN_USO_READS,     /* of tun_gso_reads: UDP super-packets (USO, gso_type UDP_L4)
                                cut into datagrams by ovl_uso_segment */
+  OVL_EC_CSUM_PARTIAL_SENT, /* datagrams sent with their TCP/UDP checksum left partial (to
+                               peers that take them: OVL_ROUTE_PARTIAL_CSUM) */
+  OVL_EC_CSUM_PARTIAL_RECEIVED, /* packets from peers written into the TUN whose checksum
+                                   was partial (NEEDS_CSUM, or finished here) */
   OVL_EC_COUNT
 };
 /* uint64 words per queue in the counter block (OVL_EC_COUNT rounded up to 64 bytes). */

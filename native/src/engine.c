@@ -67,6 +67,8 @@ const char *const ovl_engine_counter_names[OVL_EC_COUNT] = {
     [OVL_EC_UDP_GSO_REENABLE] = "udp_gso_reenable",
     [OVL_EC_TUN_GRO_REENABLE] = "tun_gro_reenable",
     [OVL_EC_TUN_USO_READS] = "tun_uso_reads",
+    [OVL_EC_CSUM_PARTIAL_SENT] = "csum_partial_sent",
+    [OVL_EC_CSUM_PARTIAL_RECEIVED] = "csum_partial_received",
 };
 
 #ifndef OVL_ENGINE_MONO_NS

@@ -325,27 +325,29 @@ static size_t gro_ip_header(const uint8_t *pkt, size_t len) {
   return 0;
 }
 
-bool ovl_gro_eligible(const uint8_t *pkt, size_t len) {
+bool ovl_gro_eligible(const uint8_t *pkt, size_t len) { return ovl_gro_check(pkt, len) != 0; }
+
+int ovl_gro_check(const uint8_t *pkt, size_t len) {
   size_t iphl = gro_ip_header(pkt, len); /* no IPv4 options, no IPv6 extension headers */
-  if (iphl == 0 || len > IP_LEN_MAX || iphl + OVL_TCP_MIN_HEADER > len) return false;
+  if (iphl == 0 || len > IP_LEN_MAX || iphl + OVL_TCP_MIN_HEADER > len) return 0;
   const uint8_t *th = pkt + iphl;
   size_t hdr = iphl + tcp_header_len(th);
-  if (hdr < iphl + OVL_TCP_MIN_HEADER || hdr >= len) return false; /* bad offset, or no payload */
+  if (hdr < iphl + OVL_TCP_MIN_HEADER || hdr >= len) return 0; /* bad offset, or no payload */
   if (iphl == IP6_HEADER) {
-    if (be16(pkt + IP6_PLEN) != len - IP6_HEADER) return false; /* a jumbogram or padding */
+    if (be16(pkt + IP6_PLEN) != len - IP6_HEADER) return 0; /* a jumbogram or padding */
   } else {
-    if ((be16(pkt + IP4_FRAG) & IP4_FRAG_OTHER) != 0) return false; /* MF, offset or reserved bit */
-    if (!(be16(pkt + IP4_FRAG) & IP4_DF)) return false;              /* DF clear: ids matter, keep them */
-    if (be16(pkt + IP4_TOTLEN) != len) return false;
+    if ((be16(pkt + IP4_FRAG) & IP4_FRAG_OTHER) != 0) return 0; /* MF, offset or reserved bit */
+    if (!(be16(pkt + IP4_FRAG) & IP4_DF)) return 0;              /* DF clear: ids matter, keep them */
+    if (be16(pkt + IP4_TOTLEN) != len) return 0;
   }
   uint8_t f = th[TCP_FLAGS];
-  if (!(f & TCP_ACK) || (f & ~(TCP_ACK | TCP_PSH | TCP_ECE))) return false;
+  if (!(f & TCP_ACK) || (f & ~(TCP_ACK | TCP_PSH | TCP_ECE))) return 0;
   /* a checksum left partial by the sending peer has nothing to verify (see
    * ovl_csum_partial): the run is written with NEEDS_CSUM either way */
   uint32_t l4 = (uint32_t)(len - iphl);
   uint32_t ps = iphl == IP6_HEADER ? pseudo_sum6(pkt, OVL_PROTO_TCP, l4) : pseudo_sum(pkt, OVL_PROTO_TCP, l4);
-  if (be16(th + TCP_CSUM) == ps) return true;
-  return ovl_ones_sum(pkt + iphl, l4, ps) == 0xffffu;
+  if (be16(th + TCP_CSUM) == ps) return OVL_GRO_PARTIAL;
+  return ovl_ones_sum(pkt + iphl, l4, ps) == 0xffffu ? OVL_GRO_VERIFIED : 0;
 }
 
 static void gro_start(struct ovl_gro *g, uint8_t *pkt, size_t len, size_t iphl) {

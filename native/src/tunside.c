@@ -37,21 +37,27 @@ static void count_write_error(struct worker *w, int err, uint64_t n) {
     w->acc[OVL_EC_TUN_WRITE_ERRORS] += n;
 }
 
-void tun_write(struct worker *w, uint8_t *pkt, size_t len) {
+/* tun_write; `counted`: a partial checksum of this packet is already counted (deliver()
+ * counted it when it joined a GRO run). */
+static void tun_write_one(struct worker *w, uint8_t *pkt, size_t len, bool counted) {
   /* a checksum the peer left partial: NEEDS_CSUM for the kernel, or finished here when
    * the queue writes without a virtio header */
   struct ovl_vnet_hdr h;
   bool partial = ovl_csum_partial(pkt, len, &h);
   if (partial && !w->vnet) {
     (void)ovl_vnet_csum_finish(pkt, len, &h); /* offsets within len: ovl_csum_partial checked */
-    partial = false;
+    if (!counted) w->acc[OVL_EC_CSUM_PARTIAL_RECEIVED]++;
   }
-  int err = tun_write_raw(w, partial ? &h : NULL, pkt, len);
-  if (err == 0)
+  int err = tun_write_raw(w, partial && w->vnet ? &h : NULL, pkt, len);
+  if (err == 0) {
     w->acc[OVL_EC_TUN_TX]++;
-  else
+    if (partial && w->vnet && !counted) w->acc[OVL_EC_CSUM_PARTIAL_RECEIVED]++;
+  } else {
     count_write_error(w, err, 1);
+  }
 }
+
+void tun_write(struct worker *w, uint8_t *pkt, size_t len) { tun_write_one(w, pkt, len, false); }
 
 /* Writes one run of the GRO table, if it holds one: one super-packet, or its one packet
  * plainly; then the flow is empty. A TUN that refuses the GSO write (EINVAL) gets the
@@ -60,7 +66,7 @@ void tun_write(struct worker *w, uint8_t *pkt, size_t len) {
 static void flush_flow(struct worker *w, struct ovl_gro *g) {
   if (g->nseg == 0) return;
   if (g->nseg == 1 || !w->tun_gro) {
-    for (uint32_t i = 0; i < g->nseg; i++) tun_write(w, g->segs[i], g->seg_lens[i]);
+    for (uint32_t i = 0; i < g->nseg; i++) tun_write_one(w, g->segs[i], g->seg_lens[i], true);
   } else {
     struct ovl_vnet_hdr h;
     struct iovec iov[1 + OVL_GRO_SEGS_MAX];
@@ -80,7 +86,7 @@ static void flush_flow(struct worker *w, struct ovl_gro *g) {
       if (ovl_offload_gate_fail(&w->gro_gate, mono_ns())) w->acc[OVL_EC_TUN_GRO_FALLBACK]++;
       w->tun_gro = false;
       ovl_gro_restore(g);
-      for (uint32_t i = 0; i < g->nseg; i++) tun_write(w, g->segs[i], g->seg_lens[i]);
+      for (uint32_t i = 0; i < g->nseg; i++) tun_write_one(w, g->segs[i], g->seg_lens[i], true);
     } else {
       count_write_error(w, err, g->nseg);
     }
@@ -106,15 +112,20 @@ void deliver(struct worker *w, uint8_t *pkt, size_t len) {
     return;
   }
   int f = ovl_gro_table_find(t, pkt, len);
-  if (w->tun_gro && ovl_gro_eligible(pkt, len)) { /* eligible: TCP with ports, never FIND_ALL */
+  int how = w->tun_gro ? ovl_gro_check(pkt, len) : 0;
+  if (how != 0) { /* eligible: TCP with ports, never FIND_ALL */
+    if (f >= 0 && ovl_gro_add(&t->flows[f], pkt, len)) {
+      if (how == OVL_GRO_PARTIAL) w->acc[OVL_EC_CSUM_PARTIAL_RECEIVED]++;
+      return;
+    }
     if (f >= 0) {
-      if (ovl_gro_add(&t->flows[f], pkt, len)) return;
       flush_flow(w, &t->flows[f]);
     } else {
       f = (int)ovl_gro_table_slot(t);
       flush_flow(w, &t->flows[f]); /* a victim when the table is full; else empty */
     }
     (void)ovl_gro_add(&t->flows[f], pkt, len); /* an empty flow takes any eligible packet */
+    if (how == OVL_GRO_PARTIAL) w->acc[OVL_EC_CSUM_PARTIAL_RECEIVED]++;
     return;
   }
   if (f == OVL_GRO_FIND_ALL)
@@ -145,7 +156,7 @@ static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const st
       return;
     }
     struct dest d;
-    (void)outbound(w, t, pkt, len, &d);
+    if (outbound(w, t, pkt, len, &d) == OVL_EC_TX && keep) w->acc[OVL_EC_CSUM_PARTIAL_SENT]++;
     return;
   }
   struct ovl_gso_seg *sg = w->segs;
@@ -176,6 +187,7 @@ static void outbound_vnet(struct worker *w, const struct ovl_rtable *t, const st
   struct dest d = {0};
   verdict_t v = outbound(w, t, pkt, len0, &d);
   for (int i = 1; i < n; i++) outbound_same(w, &sg[i], v, &d);
+  if (v == OVL_EC_TX && cut) w->acc[OVL_EC_CSUM_PARTIAL_SENT] += (uint64_t)n;
 }
 
 bool tun_burst(struct worker *w, const struct ovl_rtable *t) {

@@ -501,7 +501,8 @@ static void test_config(void) {
              strcmp(ovl_engine_counter_names[OVL_EC_DROP_ICMP_RATELIMIT], "drop_icmp_ratelimit") == 0 &&
              strcmp(ovl_engine_counter_names[OVL_EC_UDP_GSO_REENABLE], "udp_gso_reenable") == 0 &&
              strcmp(ovl_engine_counter_names[OVL_EC_TUN_GRO_REENABLE], "tun_gro_reenable") == 0 &&
-             strcmp(ovl_engine_counter_names[OVL_EC_COUNT - 1], "tun_uso_reads") == 0,
+             strcmp(ovl_engine_counter_names[OVL_EC_TUN_USO_READS], "tun_uso_reads") == 0 &&
+             strcmp(ovl_engine_counter_names[OVL_EC_COUNT - 1], "csum_partial_received") == 0,
          "counter names");
   bool named = true;
   for (uint32_t i = 0; i < OVL_EC_COUNT; i++) named &= ovl_engine_counter_names[i] != NULL;
