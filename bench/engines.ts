@@ -1,7 +1,7 @@
 /** Which forwarding setups the two-node benchmark can run, and why not when it cannot. */
 import { parseDaemonArgs } from '../src/config';
 
-export const ALL_SETUPS = ['vxlan', 'vxlan6', 'direct-routing', 'native', 'native-q2', 'native-nooff', 'js'] as const;
+export const ALL_SETUPS = ['vxlan', 'vxlan6', 'direct-routing', 'native', 'native-pc', 'native-q2', 'native-nooff', 'js'] as const;
 export type Setup = (typeof ALL_SETUPS)[number];
 /** the in-kernel references: VXLAN over the IPv4 underlay, and over the IPv6 underlay (dual-stack runs) */
 export type KernelSetup = 'vxlan' | 'vxlan6';
@@ -13,7 +13,8 @@ export const OFFLOADS_OFF = ['--tun-offload', 'false', '--udp-gso', 'false', '--
 
 /**
  * The daemon flags of an overlayd setup: native = the native engine as configured by
- * default (offloads on), native-q2 = the same with --queues 2 (two forwarding threads, two
+ * default (offloads on), native-pc = the same with --partial-checksums on both nodes (each
+ * advertised to the other in the static config), native-q2 = the same as native with --queues 2 (two forwarding threads, two
  * TUN queues, two sockets), native-nooff = the native engine with every offload off, js;
  * direct-routing = the native engine with Backend.DirectRouting in the static config (the
  * two nodes share a link: pod traffic takes kernel routes, the daemon only installs them).
@@ -21,6 +22,7 @@ export const OFFLOADS_OFF = ['--tun-offload', 'false', '--udp-gso', 'false', '--
 export function daemonArgs(setup: DaemonSetup): string[] {
   switch (setup) {
     case 'native': return ['--engine', 'native'];
+    case 'native-pc': return ['--engine', 'native', '--partial-checksums'];
     case 'native-q2': return ['--engine', 'native', '--queues', '2'];
     case 'direct-routing': return ['--engine', 'native'];
     case 'native-nooff': return ['--engine', 'native', ...OFFLOADS_OFF];

@@ -44,7 +44,7 @@ export const TWO_NODE_METRICS: readonly Metric[] = [
 
 /** A fixed colour per tunnel, so one tunnel has one colour in every chart. */
 const COLOURS: Record<string, string> = {
-  'vxlan': '#4e79a7', 'vxlan6': '#76b7b2', 'direct-routing': '#59a14f', 'native': '#f28e2b', 'native-q2': '#edc948', 'native-nooff': '#e15759', 'js': '#b07aa1',
+  'vxlan': '#4e79a7', 'vxlan6': '#76b7b2', 'direct-routing': '#59a14f', 'native': '#f28e2b', 'native-pc': '#ff9da7', 'native-q2': '#edc948', 'native-nooff': '#e15759', 'js': '#b07aa1',
 };
 const OTHER_COLOURS = ['#76b7b2', '#ff9da7', '#9c755f', '#bab0ac'];
 

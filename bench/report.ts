@@ -30,7 +30,7 @@ function summaryOf(t: TwoNodeResults, setup: string): Summary | undefined {
 
 export function computeRatios(t: TwoNodeResults): Ratios {
   const out: Record<string, Ratios[string]> = {};
-  for (const [a, b] of [['direct-routing', 'vxlan'], ['native', 'vxlan'], ['native-q2', 'vxlan'], ['native-q2', 'native'], ['native-nooff', 'vxlan'], ['js', 'vxlan'], ['native', 'vxlan6'], ['vxlan6', 'vxlan'], ['native', 'native-nooff'], ['native', 'js']] as const) {
+  for (const [a, b] of [['direct-routing', 'vxlan'], ['native', 'vxlan'], ['native-pc', 'vxlan'], ['native-pc', 'native'], ['native-q2', 'vxlan'], ['native-q2', 'native'], ['native-nooff', 'vxlan'], ['js', 'vxlan'], ['native', 'vxlan6'], ['vxlan6', 'vxlan'], ['native', 'native-nooff'], ['native', 'js']] as const) {
     const x = summaryOf(t, a), y = summaryOf(t, b);
     if (!x || !y) continue;
     const r: Record<string, number | undefined> = {
@@ -84,6 +84,21 @@ export function checkTargets(t: TwoNodeResults): TargetCheck[] {
     if (engine === 'native') add('native daemon idle (no traffic) <= 1% of a core, self + children (issue 13)', me?.idleCpuPct, 1, '% of a core', true, need('native'));
     const mem = setupRes?.rss10k?.mem?.rssMB;
     add(`${engine} daemon RSS <= 80 MB with 10,000 routes (after traffic)`, mem, 80, 'MB', true, setupRes?.rss10k?.error ? `10k-route run failed: ${headline(setupRes.rss10k.error)}` : need(engine));
+  }
+  // issue 13's throughput and CPU targets, for the default native engine and with --partial-checksums
+  for (const setup of ['native', 'native-pc'] as const) {
+    const me = summaryOf(t, setup);
+    if (me === undefined && setup === 'native-pc') continue; // optional setup: no row when not run
+    const need = [setup, 'vxlan'].filter((s) => !summaryOf(t, s)).map(reasonOf).join('; ');
+    const add = (target: string, measured: number | undefined, threshold: number, unit: string, atMost: boolean) => {
+      const pass = measured === undefined ? null : atMost ? measured <= threshold : measured >= threshold;
+      const margin = measured === undefined || pass ? '' : atMost ? `over by ${fmt(measured - threshold)} ${unit} (${fmt(measured / threshold)}x the limit)` : `short by ${fmt(threshold - measured, 3)} ${unit} (${fmt((100 * measured) / threshold, 0)}% of the target)`;
+      out.push({ target, engine: 'native', informative: false, ...(measured !== undefined ? { measured } : {}), threshold, unit, pass, note: measured === undefined ? need : margin });
+    };
+    add(`${setup} TCP 1 stream >= 0.9 x kernel VXLAN (issue 13)`, ratio(me?.tcp1Gbps, vx?.tcp1Gbps), 0.9, 'x', false);
+    add(`${setup} TCP 4 streams >= 0.9 x kernel VXLAN (issue 13)`, ratio(me?.tcp4Gbps, vx?.tcp4Gbps), 0.9, 'x', false);
+    add(`${setup} UDP 64 B packets/s received >= 0.8 x kernel VXLAN (issue 13)`, ratio(me?.udpRxPps, vx?.udpRxPps), 0.8, 'x', false);
+    add(`${setup} CPU of both daemons <= 0.12 core per Gbit/s, TCP 1 stream (issue 13)`, me?.tcp1DaemonCoresPerGbps, 0.12, 'cores/(Gbit/s)', true);
   }
   return out;
 }

@@ -4,7 +4,7 @@
  * PASS/MISS; `--json FILE` writes everything as JSON. See bench/README.md.
  *
  *   npm run bench -- [--only micro|two-node] [--rounds N] [--seconds S] [--ipv6 on|off]
- *                    [--engines vxlan,vxlan6,direct-routing,native,native-q2,native-nooff,js] [--micro-time S] [--json FILE]
+ *                    [--engines vxlan,vxlan6,direct-routing,native,native-pc,native-q2,native-nooff,js] [--micro-time S] [--json FILE]
  *                    [--html FILE]
  */
 import { parseArgs } from 'node:util';

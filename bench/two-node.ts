@@ -8,6 +8,7 @@
  *   direct-routing  overlayd --engine native with Backend.DirectRouting: the nodes share the
  *           link, so each routes the other's pod subnet via its underlay address (≈ underlay)
  *   native  overlayd --engine native on both nodes (when the daemon accepts it)
+ *   native-pc  the same with --partial-checksums on both nodes
  *   native-q2  the same with --queues 2
  *   js      overlayd --engine js on both nodes
  * Dual-stack runs (opts.ipv6: the lab's IPv6 underlay, pods with v6 addresses, the daemons'
@@ -617,7 +618,7 @@ async function runRound(o: TwoNodeOptions, setup: Setup, measureIdle: boolean): 
     teardown = o.janitor.add('vxlan devices', undo);
   } else {
     const backend = setup === 'direct-routing' ? { DirectRouting: true } : {};
-    const pair = await startPair(o, setup, (k) => topo.staticConfig(k, [], backend));
+    const pair = await startPair(o, setup, (k) => topo.staticConfig(k, [], backend, setup === 'native-pc' ? [1, 2] : []));
     daemons = pair.daemons;
     pids = daemons.map((d) => d.pid);
     teardown = pair.stop;
@@ -707,7 +708,7 @@ export async function runTwoNode(o: TwoNodeOptions): Promise<TwoNodeResults> {
       continue;
     }
     let big: Rss10k | undefined;
-    if (!isKernelSetup(st.setup) && st.setup !== 'native-nooff' && st.setup !== 'native-q2' && st.setup !== 'direct-routing') { // the 10k-route run once per engine
+    if (!isKernelSetup(st.setup) && st.setup !== 'native-nooff' && st.setup !== 'native-q2' && st.setup !== 'native-pc' && st.setup !== 'direct-routing') { // the 10k-route run once per engine
       big = await rss10k(o, st.setup);
       log(`  ${st.setup} with ${ROUTES_10K} routes: ${big.error ? `ERROR ${headline(big.error)}` : `started in ${big.startMs} ms, RSS idle ${big.memIdle?.rssMB.toFixed(1)} MB, after traffic ${big.mem?.rssMB.toFixed(1)} MB (peak ${big.mem?.hwmMB.toFixed(1)}), ping ${big.pingReceived}/20, TCP ${big.tcpGbps?.toFixed(2) ?? 'n/a'} Gbit/s`}`);
     }

@@ -62,6 +62,7 @@ export const FLAGS = {
   'icmp-ratelimit-rate': { type: 'string', default: '1000', help: 'ICMP errors (net unreachable, time exceeded) the engine may send per second, all queues together, after its burst; 0 = no limit (like net.ipv4.icmp_msgs_per_sec)' },
   'icmp-ratelimit-burst': { type: 'string', default: '50', help: 'ICMP errors the engine may send at once before --icmp-ratelimit-rate applies, at least 1 (like net.ipv4.icmp_msgs_burst)' },
   'udp-gro': { type: 'string', default: 'true', help: 'native engine: receive with UDP_GRO (several datagrams per receive, split here) (true/false)' },
+  'partial-checksums': { type: 'boolean', default: 'false', help: 'native engine: between overlayd nodes that both run with this on, leave inner TCP/UDP checksums partial on the wire (the receiving kernel finishes them; the outer UDP checksum covers the bytes), advertised as BackendData {"PartialChecksums":true} in the lease; flannel and js-engine peers always get full checksums' },
   'static-config': { type: 'string', help: 'JSON file with Network, this node\'s Subnet/PublicIP and its Peers; replaces etcd' },
   'etcd-endpoints': { type: 'string', default: 'http://127.0.0.1:2379', flanneld: true, help: 'comma-separated etcd endpoints' },
   'etcd-prefix': { type: 'string', default: '/coreos.com/network', flanneld: true, help: 'etcd key prefix of the network config and leases' },
@@ -155,6 +156,11 @@ export interface Config extends UnderlaySelection {
   readonly engine: EngineKind;
   /** native engine offloads (the js engine has none) */
   readonly offloads: OffloadConfig;
+  /**
+   * --partial-checksums: advertise (lease BackendData) and use partial inner checksums with
+   * peers that advertise them too; native engine only
+   */
+  readonly partialChecksums: boolean;
   /** forwarding threads of the native engine (1 for js) */
   readonly queues: number;
   /** ICMP error token bucket of the engine: rate per second (0 = no limit) and burst (>= 1) */
@@ -360,6 +366,10 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
   const queues = /^\d{1,3}$/.test(queuesText) ? Number(queuesText) : NaN;
   if (!(queues >= 1 && queues <= QUEUES_MAX)) throw new ConfigError(`--queues: "${queuesText}" is not a number of threads in 1..${QUEUES_MAX}`);
   if (queues > 1 && engine !== 'native') throw new ConfigError(`--queues ${queues}: only the native engine has more than one forwarding thread (--engine native)`);
+  const partialChecksums = getBool('partial-checksums');
+  if (partialChecksums && engine !== 'native') {
+    throw new ConfigError(`${setting('partial-checksums').label}: only the native engine takes partial checksums from peers (--engine native); the js engine always sends and expects full ones`);
+  }
 
   // --log-level and -v are two spellings of one setting: the higher source wins, --log-level on a tie
   const levelSetting = setting('log-level');
@@ -441,6 +451,7 @@ export function parseDaemonArgs(argv: readonly string[], env: NodeJS.ProcessEnv 
     queues,
     icmpRateLimit,
     offloads: { tun: getOnOff('tun-offload'), udpGso: getOnOff('udp-gso'), udpGro: getOnOff('udp-gro') },
+    partialChecksums,
     staticConfig: getOpt('static-config'),
     etcd: {
       endpoints,

@@ -137,7 +137,7 @@ export class Daemon {
       ? new StaticRouteSource(c.staticConfig, c.ipv6Underlay)
       : new EtcdRouteSource({
         etcd: c.etcd, publicIp, subnetFile: c.subnetFile, leaseTtlSeconds: c.subnetLeaseTtl, logger: this.logger, onPhase: (p) => this.setPhase(p),
-        ...(publicIpv6 !== undefined ? { publicIpv6 } : {}), ipv6Underlay: c.ipv6Underlay,
+        ...(publicIpv6 !== undefined ? { publicIpv6 } : {}), ipv6Underlay: c.ipv6Underlay, partialChecksums: c.partialChecksums,
         renewIntervalMs: leaseRenewIntervalMs(c), resyncIntervalMs: c.etcdResyncInterval * 1000,
       });
     this.source = source;
@@ -170,7 +170,7 @@ export class Daemon {
       throw new ConfigError(`underlay ${underlay.name} MTU ${underlay.mtu} is too small for EnableIPv6 (TUN MTU would be ${this.tunMtu} < ${IPV6_MIN_MTU})`);
     }
     const engine = createEngine(c.engine, {
-      tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger, queues: c.queues, offloads: c.offloads, icmpRateLimit: c.icmpRateLimit,
+      tunName: c.tunName, tunAddress: lease.subnet.addr, tunMtu: this.tunMtu, network: netConfig, lease, logger: this.logger, queues: c.queues, offloads: c.offloads, partialChecksums: c.partialChecksums, icmpRateLimit: c.icmpRateLimit,
       bindAddress: bindIp === undefined ? undefined : parseIp(bindIp),
       ...(ipv6 ? { ipv6 } : {}),
     });

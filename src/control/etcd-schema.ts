@@ -94,9 +94,23 @@ export function parseSubnetKeyName6(name: string): Prefix6 | undefined {
  * The lease value exactly as flannel writes it (json.Marshal of LeaseAttrs, PublicIP then
  * PublicIPv6, null when the node has none; the udp backend writes no BackendType).
  */
-export function formatLeaseValue(publicIp: number, publicIpv6?: bigint): string {
-  return `{"PublicIP":"${formatIp(publicIp)}","PublicIPv6":${publicIpv6 === undefined ? 'null' : `"${formatIp6(publicIpv6)}"`}}`;
+export function formatLeaseValue(publicIp: number, publicIpv6?: bigint, backend?: LeaseBackendData): string {
+  const data = backend?.partialChecksums ? `,"BackendData":${PARTIAL_CHECKSUMS_DATA}` : '';
+  return `{"PublicIP":"${formatIp(publicIp)}","PublicIPv6":${publicIpv6 === undefined ? 'null' : `"${formatIp6(publicIpv6)}"`}${data}}`;
 }
+
+/**
+ * What an overlayd node advertises in its lease's BackendData (flannel's LeaseAttrs field
+ * for backend specifics, json.RawMessage, after PublicIPv6; flannel's udp backend writes
+ * none and ignores it, so a lease without it is a peer that takes full checksums only).
+ */
+export interface LeaseBackendData {
+  /** --partial-checksums: this node takes inner TCP/UDP checksums left partial */
+  readonly partialChecksums?: boolean;
+}
+
+/** The BackendData of a node with --partial-checksums, exactly. */
+export const PARTIAL_CHECKSUMS_DATA = '{"PartialChecksums":true}';
 
 export interface LeaseValue {
   /** the holder's underlay IPv4 address, uint32 */
@@ -107,13 +121,15 @@ export interface LeaseValue {
   readonly badIpv6?: string;
   /** flannel's BackendType when present (other backends write one), else undefined */
   readonly backendType?: string;
+  /** BackendData.PartialChecksums is true: the holder takes partial inner checksums */
+  readonly partialChecksums?: true;
 }
 
 export type LeaseValueParse = { ok: true; value: LeaseValue } | { ok: false; reason: string };
 
 /**
  * Parses a lease value written by overlayd or any flannel backend. Extra fields
- * (BackendData, BackendV6Data) are ignored. A PublicIPv6 that is not an IPv6 address is
+ * (BackendV6Data, and BackendData other than overlayd's PartialChecksums) are ignored. A PublicIPv6 that is not an IPv6 address is
  * reported in badIpv6 and leaves the IPv4 part usable (an IPv4-only network never looks at it).
  */
 export function parseLeaseValue(text: string): LeaseValueParse {
@@ -136,6 +152,9 @@ export function parseLeaseValue(text: string): LeaseValueParse {
     const a = typeof ip6 === 'string' ? parseIp6(ip6) : undefined;
     v6 = a === undefined ? { badIpv6: `PublicIPv6 ${JSON.stringify(ip6)} is not an IPv6 address` } : { publicIpv6: a };
   }
-  if (!v6 && typeof bt !== 'string') return { ok: true, value: { publicIp } };
-  return { ok: true, value: { publicIp, ...v6, ...(typeof bt === 'string' ? { backendType: bt } : {}) } };
+  const bd = rec['BackendData'];
+  // only the udp backend's peers (no BackendType) are forwarded to; the flag is exact: true
+  const partial = typeof bd === 'object' && bd !== null && !Array.isArray(bd) && (bd as Record<string, unknown>)['PartialChecksums'] === true;
+  if (!v6 && typeof bt !== 'string' && !partial) return { ok: true, value: { publicIp } };
+  return { ok: true, value: { publicIp, ...v6, ...(typeof bt === 'string' ? { backendType: bt } : {}), ...(partial ? { partialChecksums: true as const } : {}) } };
 }

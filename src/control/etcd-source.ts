@@ -36,6 +36,8 @@ export interface EtcdSourceOptions {
   publicIpv6?: string;
   /** --ipv6-underlay (default auto): whether inner IPv6 may ride the IPv6 underlay */
   ipv6Underlay?: Ipv6UnderlayMode;
+  /** --partial-checksums: advertised in the lease's BackendData */
+  partialChecksums?: boolean;
   /** previous subnet file to read for reuse (the daemon writes the new one) */
   subnetFile: string;
   /** --subnet-lease-ttl, default 86400 */
@@ -189,6 +191,8 @@ export class EtcdRouteSource implements RouteSource {
     const { subnet: previousSubnet, subnet6: previousSubnet6 } = await this.previousSubnets();
     // PublicIPv6 goes into the value only in a dual-stack network (else null, as before)
     const leaseIpv6 = config.ipv6 ? publicIpv6 : undefined;
+    // BackendData only with --partial-checksums: without it the value is flannel's udp backend's, byte for byte
+    const backend = this.o.partialChecksums === true ? { partialChecksums: true } : undefined;
     const acquired = await this.retrying('acquiring the subnet lease', () =>
       acquireLease({
         client,
@@ -196,6 +200,7 @@ export class EtcdRouteSource implements RouteSource {
         config,
         publicIp,
         ...(leaseIpv6 !== undefined ? { publicIpv6: leaseIpv6 } : {}),
+        ...(backend ? { backend } : {}),
         ...(previousSubnet6 ? { previousSubnet6 } : {}),
         ttlSeconds: ttl,
         logger: this.log,
@@ -216,6 +221,7 @@ export class EtcdRouteSource implements RouteSource {
       ...(acquired.subnet6 ? { subnet6: acquired.subnet6 } : {}),
       publicIp,
       ...(leaseIpv6 !== undefined ? { publicIpv6: leaseIpv6 } : {}),
+      ...(backend ? { backend } : {}),
       ttlSeconds: ttl,
       leaseId: acquired.leaseId,
       logger: this.log,

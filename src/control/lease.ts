@@ -11,7 +11,7 @@ import { formatPrefix6, type Prefix6 } from '../net/addr6';
 import { TakenSubnets, TakenSubnets6, chooseFreeSubnet, chooseFreeSubnet6, exhaustedMessage, exhaustedMessage6, isSubnet6InRange, isSubnetInRange } from './allocator';
 import { Backoff, Stopper, withTimeout } from './backoff';
 import { etcdErrorText } from './etcd-client';
-import { formatLeaseValue, parseLeaseValue, parseSubnetKey, parseSubnetKey6, subnetKey, subnetsPrefix } from './etcd-schema';
+import { formatLeaseValue, parseLeaseValue, type LeaseBackendData, parseSubnetKey, parseSubnetKey6, subnetKey, subnetsPrefix } from './etcd-schema';
 import type { NetworkConfig } from './source';
 import { listPrefix, toKvEntry, type KvEntry } from './watch';
 
@@ -29,6 +29,8 @@ export interface AcquireOptions {
   readonly publicIp: number;
   /** this node's underlay IPv6 (PublicIPv6 of the value); used only when the config has EnableIPv6 */
   readonly publicIpv6?: bigint;
+  /** what the value advertises in BackendData (--partial-checksums); none by default, as flannel's udp backend */
+  readonly backend?: LeaseBackendData;
   /** the subnet named by the previous subnet file, if any */
   readonly previousSubnet?: Prefix;
   /** the IPv6 subnet named by the previous subnet file (FLANNEL_IPV6_SUBNET), if any */
@@ -92,7 +94,7 @@ async function listLeases(client: Etcd3, prefix: string): Promise<Listed[]> {
 export async function acquireLease(o: AcquireOptions): Promise<AcquireResult> {
   const { client, prefix, config, publicIp, logger } = o;
   const v6 = config.ipv6;
-  const value = formatLeaseValue(publicIp, v6 ? o.publicIpv6 : undefined);
+  const value = formatLeaseValue(publicIp, v6 ? o.publicIpv6 : undefined, o.backend);
   const maxAttempts = o.maxAttempts ?? DEFAULT_ACQUIRE_ATTEMPTS;
   let leaseId: string | undefined;
   const grant = async (): Promise<string> => {
@@ -366,6 +368,8 @@ export interface LeaseKeeperOptions {
   readonly publicIp: number;
   /** PublicIPv6 written in the value (dual-stack, when this node has one) */
   readonly publicIpv6?: bigint;
+  /** BackendData written in the value (as acquireLease wrote it) */
+  readonly backend?: LeaseBackendData;
   readonly ttlSeconds: number;
   /** the etcd lease the key is attached to now; "0" for a reservation (key without TTL) */
   readonly leaseId: string;
@@ -427,7 +431,7 @@ export class LeaseKeeper {
     this.restoreBackoff = new Backoff({ initialMs: 250, maxMs: 5000 }, o.random);
     this.leaseId = o.leaseId;
     this.key = subnetKey(o.prefix, o.subnet, o.subnet6);
-    this.value = formatLeaseValue(o.publicIp, o.publicIpv6);
+    this.value = formatLeaseValue(o.publicIp, o.publicIpv6, o.backend);
     this.st = o.leaseId === '0' ? 'reserved' : 'held';
     this.history.push(this.st);
     if (this.st === 'held') this.expires = this.clock.now() + o.ttlSeconds * 1000;

@@ -21,9 +21,14 @@ export interface RouteDiff {
   readonly removes: Prefix[];
 }
 
+/** Same subnet, same peer, same advertised capability. */
+export function sameRoute(a: Route, b: Route): boolean {
+  return a.publicIp === b.publicIp && a.partialChecksums === b.partialChecksums && prefixEquals(a.subnet, b.subnet);
+}
+
 /**
  * What to do to turn the routes in force into the desired ones: upsert every route that is
- * new or whose peer changed, remove every route no longer desired. Unchanged routes appear
+ * new or whose peer (or what the peer advertises) changed, remove every route no longer desired. Unchanged routes appear
  * in neither list.
  */
 export function diffRoutes<K>(inForce: ReadonlyMap<K, Route>, desired: ReadonlyMap<K, Route>): RouteDiff {
@@ -32,7 +37,7 @@ export function diffRoutes<K>(inForce: ReadonlyMap<K, Route>, desired: ReadonlyM
   for (const [k, r] of inForce) if (!desired.has(k)) removes.push(r.subnet);
   for (const [k, r] of desired) {
     const cur = inForce.get(k);
-    if (!cur || cur.publicIp !== r.publicIp || !prefixEquals(cur.subnet, r.subnet)) upserts.push(r);
+    if (!cur || !sameRoute(cur, r)) upserts.push(r);
   }
   return { upserts, removes };
 }
@@ -79,18 +84,21 @@ interface Held {
   /** dual-stack only: the key's IPv6 part, and the value's PublicIPv6 */
   readonly subnet6?: Prefix6;
   readonly publicIpv6?: bigint;
+  /** the value's BackendData advertises partial checksums */
+  readonly partialChecksums?: true;
 }
 
 function hold(prefix: string, e: KvEntry, dual: boolean): Held {
   const subnet = parseSubnetKey(prefix, e.key);
   const v = parseLeaseValue(e.value);
   if (!v.ok) return { subnet, modRevision: e.modRevision, publicIp: undefined, bad: { reason: v.reason, value: e.value.slice(0, 200) } };
-  if (!dual) return { subnet, modRevision: e.modRevision, publicIp: v.value.publicIp };
+  const pc = v.value.partialChecksums ? { partialChecksums: true as const } : {};
+  if (!dual) return { subnet, modRevision: e.modRevision, publicIp: v.value.publicIp, ...pc };
   const subnet6 = parseSubnetKey6(prefix, e.key);
   const publicIpv6 = v.value.publicIpv6;
   return {
     subnet, modRevision: e.modRevision, publicIp: v.value.publicIp,
-    ...(subnet6 ? { subnet6 } : {}), ...(publicIpv6 !== undefined ? { publicIpv6 } : {}),
+    ...(subnet6 ? { subnet6 } : {}), ...(publicIpv6 !== undefined ? { publicIpv6 } : {}), ...pc,
   };
 }
 
@@ -187,7 +195,7 @@ export class RouteSync implements MirrorConsumer {
       this.warnOnce(key, h.modRevision, `another subnet held by this node's own PublicIP ${formatIp(h.publicIp)}`);
       return undefined;
     }
-    return { subnet, publicIp: h.publicIp };
+    return h.partialChecksums ? { subnet, publicIp: h.publicIp, partialChecksums: true } : { subnet, publicIp: h.publicIp };
   }
 
   /** The IPv6 route the lease at `key` asks for: only when its IPv4 route is asked for too (one node, one lease). */
@@ -307,7 +315,7 @@ export class RouteSync implements MirrorConsumer {
     const cur = this.inForce.get(k);
     if (!want) {
       if (cur) this.remove(subnet);
-    } else if (!cur || cur.publicIp !== want.publicIp) {
+    } else if (!cur || !sameRoute(cur, want)) {
       this.upsert(want);
     }
   }

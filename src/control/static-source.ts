@@ -12,6 +12,8 @@
  *     "IPv6Subnet": "fd00:10:244:1::/64", "PublicIPv6": "2001:db8::1",
  *     "Peers": [ { "Subnet": "10.244.2.0/24", "PublicIP": "10.99.0.2",
  *                  "IPv6Subnet": "fd00:10:244:2::/64", "PublicIPv6": "2001:db8::2" } ] }
+ * A peer may carry "BackendData": {"PartialChecksums": true}, as its lease value would
+ * (it runs with --partial-checksums).
  * The file is overlayd's own: a key not listed in STATIC_KEYS is refused (naming the nearest
  * known one), so a typo cannot silently drop the peers or the address.
  */
@@ -44,7 +46,9 @@ export const STATIC_KEYS = {
     'EnableIPv4', 'EnableIPv6', 'IPv6Network', 'IPv6SubnetLen', 'IPv6SubnetMin', 'IPv6SubnetMax', 'IPv6Subnet', 'PublicIPv6',
   ],
   backend: ['Type', 'Port', 'DirectRouting'],
-  peer: ['Subnet', 'PublicIP', 'IPv6Subnet', 'PublicIPv6'],
+  peer: ['Subnet', 'PublicIP', 'IPv6Subnet', 'PublicIPv6', 'BackendData'],
+  /** a peer's BackendData: what it advertises, as in its lease value (see etcd-schema.ts) */
+  backendData: ['PartialChecksums'],
 } as const;
 
 /** Refuses a key of `obj` not in `known`: `unknown key "Peers[0].PublicIp" in FILE: did you mean "Peers[0].PublicIP"?`. */
@@ -137,7 +141,16 @@ export function parseStaticCluster(text: string, file: string): StaticClusterFil
     if (other !== undefined) throw new ConfigError(`${file}: ${field}.Subnet: ${formatPrefix(subnet)} is already used by ${other}`);
     seen.set(prefixKey(subnet), field);
     if (publicIp === lease.publicIp) throw new ConfigError(`${file}: ${field}.PublicIP: equals this node's PublicIP`);
-    peers.push({ subnet, publicIp });
+    const bd = peer['BackendData'];
+    let partial = false;
+    if (bd !== undefined) {
+      if (!isObject(bd)) throw new ConfigError(`${file}: ${field}.BackendData: must be an object like {"PartialChecksums": true}`);
+      checkKeys(bd, STATIC_KEYS.backendData, `${field}.BackendData.`, file);
+      const pc = bd['PartialChecksums'];
+      if (pc !== undefined && typeof pc !== 'boolean') throw new ConfigError(`${file}: ${field}.BackendData.PartialChecksums: ${JSON.stringify(pc)} is not true or false`);
+      partial = pc === true;
+    }
+    peers.push(partial ? { subnet, publicIp, partialChecksums: true } : { subnet, publicIp });
     const peerSubnet6 = subnet6In(`${field}.IPv6Subnet`, peer['IPv6Subnet']);
     const peerIpv6 = ip6In(`${field}.PublicIPv6`, peer['PublicIPv6']);
     if (peerIpv6 !== undefined && !peerSubnet6) throw new ConfigError(`${file}: ${field}.PublicIPv6: given without ${field}.IPv6Subnet`);

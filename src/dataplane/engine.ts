@@ -55,6 +55,11 @@ export interface EngineOptions {
   readonly icmpRateLimit?: { readonly rate: number; readonly burst: number };
   /** offloads the native engine should use (default none); the js engine has none */
   readonly offloads?: { readonly tun: boolean; readonly udpGso: boolean; readonly udpGro: boolean };
+  /**
+   * native engine: leave inner TCP/UDP checksums partial toward peers whose route has
+   * partialChecksums (--partial-checksums; default false: full checksums to every peer)
+   */
+  readonly partialChecksums?: boolean;
   /** the underlay address the UDP socket(s) bind to (uint32; undefined = 0.0.0.0), so datagrams leave with the source peers expect */
   readonly bindAddress?: number;
   /** IPv6 in the overlay (a dual-stack lease); undefined = IPv4 only, today's behaviour byte for byte */
@@ -88,10 +93,16 @@ export interface OffloadState {
   readonly reenables: { readonly udpGso: number; readonly tunGro: number };
   /** how much they did: super-packets read from / written to the TUN, UDP_SEGMENT sends, UDP_GRO receives of several datagrams */
   readonly activity: { readonly tunGsoReads: number; readonly tunUsoReads: number; readonly tunGroWrites: number; readonly udpGsoSends: number; readonly udpGroRecvs: number };
+  /**
+   * --partial-checksums: on here, datagrams sent with the inner checksum left partial (to
+   * peers that advertise it), packets received so and written for the kernel to finish
+   */
+  readonly partialChecksums: { readonly enabled: boolean; readonly sent: number; readonly received: number };
 }
 
 export const NO_OFFLOADS: OffloadState = {
   tun: false, udpGso: false, udpGro: false, fallbacks: { udpGso: 0, tunGro: 0 }, reenables: { udpGso: 0, tunGro: 0 }, activity: { tunGsoReads: 0, tunUsoReads: 0, tunGroWrites: 0, udpGsoSends: 0, udpGroRecvs: 0 },
+  partialChecksums: { enabled: false, sent: 0, received: 0 },
 };
 
 /**

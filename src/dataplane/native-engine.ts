@@ -26,6 +26,11 @@ import { ENGINE_COUNTERS, zeroCounters, sumCounters, type Engine, type EngineCou
 import { NO_OFFLOADS, type OffloadState } from './engine';
 import { RouteTable } from './route-table';
 import type { Route, Route6 } from './types';
+
+/** Route triples' second word: the prefix length in the low byte, flags above (binding.c get_routes). */
+const ROUTE_FLAGS_SHIFT = 8;
+/** OVL_ROUTE_PARTIAL_CSUM (overlayd.h): the peer takes partial checksums. */
+const ROUTE_PARTIAL_CSUM = 1;
 import { MAX_IP6, maskOf6, prefix6Key, type Prefix6 } from '../net/addr6';
 
 /**
@@ -200,6 +205,7 @@ export class NativeEngine implements Engine {
     return {
       tun: o.tun && fallbacks.tunGro === reenables.tunGro, udpGso: o.udpGso && fallbacks.udpGso === reenables.udpGso, udpGro: o.udpGro,
       fallbacks, reenables, activity,
+      partialChecksums: { enabled: this.opts.partialChecksums === true, sent: n['csum_partial_sent'] ?? 0, received: n['csum_partial_received'] ?? 0 },
     };
   }
 
@@ -236,9 +242,11 @@ export class NativeEngine implements Engine {
     this.dirty4 = false;
     const routes = this.mirror.routes();
     const triples = new Uint32Array(routes.length * 3);
+    const partial = this.opts.partialChecksums === true;
     routes.forEach((r, i) => {
       triples[3 * i] = r.subnet.addr;
-      triples[3 * i + 1] = r.subnet.len;
+      // the length in the low byte, OVL_ROUTE_* flags above it (binding.c ROUTE_FLAGS_SHIFT)
+      triples[3 * i + 1] = r.subnet.len | (partial && r.partialChecksums ? ROUTE_PARTIAL_CSUM << ROUTE_FLAGS_SHIFT : 0);
       triples[3 * i + 2] = r.publicIp;
     });
     try {

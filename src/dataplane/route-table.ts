@@ -27,6 +27,12 @@ export class RouteTable extends PrefixTable<number, Route> {
 
   protected freeze(route: Route): Route {
     const { subnet, publicIp } = route;
-    return Object.freeze({ subnet: Object.freeze({ addr: subnet.addr, len: subnet.len }), publicIp });
+    const s = Object.freeze({ addr: subnet.addr, len: subnet.len });
+    return Object.freeze(route.partialChecksums === true ? { subnet: s, publicIp, partialChecksums: true as const } : { subnet: s, publicIp });
+  }
+
+  /** The same peer, advertising the same (a changed capability is a change to publish). */
+  protected override samePeers(a: Route, b: Route): boolean {
+    return a.publicIp === b.publicIp && a.partialChecksums === b.partialChecksums;
   }
 }

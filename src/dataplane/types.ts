@@ -6,6 +6,11 @@ export interface Route {
   readonly subnet: Prefix;
   /** the peer node's underlay address, uint32 */
   readonly publicIp: number;
+  /**
+   * the peer advertised partial inner checksums (lease BackendData PartialChecksums); a
+   * native engine with --partial-checksums then leaves them partial toward it
+   */
+  readonly partialChecksums?: true;
 }
 
 /**

@@ -209,9 +209,10 @@ export class Topology {
    * Writes a static cluster file for node k (all other nodes as peers); returns its path.
    * `backend`: extra Backend fields, e.g. { DirectRouting: true }. In a dual-stack lab whose
    * pods have v6 subnets, the file is dual-stack too (flannel's EnableIPv6 fields, each node's
-   * IPv6Subnet and, when it has an IPv6 underlay, PublicIPv6).
+   * IPv6Subnet and, when it has an IPv6 underlay, PublicIPv6). `partialPeers`: the nodes (indices)
+   * that run with --partial-checksums: their peer entries carry that BackendData.
    */
-  staticConfig(k: number, extraPeers: { Subnet: string; PublicIP: string }[] = [], backend: Record<string, unknown> = {}): string {
+  staticConfig(k: number, extraPeers: { Subnet: string; PublicIP: string }[] = [], backend: Record<string, unknown> = {}, partialPeers: readonly number[] = []): string {
     const me = this.node(k);
     const file = path.join(this.tmp, `static-n${k}.json`);
     const dual = this.opts.ipv6 === true && me.subnet6 !== '';
@@ -224,7 +225,13 @@ export class Topology {
       Subnet: me.subnet,
       PublicIP: me.underlayIp,
       ...v6(me),
-      Peers: [...this.nodes.filter((n) => n !== me).map((n) => ({ Subnet: n.subnet, PublicIP: n.underlayIp, ...v6(n) })), ...extraPeers],
+      Peers: [
+        ...this.nodes.filter((n) => n !== me).map((n) => ({
+          Subnet: n.subnet, PublicIP: n.underlayIp, ...v6(n),
+          ...(partialPeers.includes(this.nodes.indexOf(n) + 1) ? { BackendData: { PartialChecksums: true } } : {}),
+        })),
+        ...extraPeers,
+      ],
     };
     writeFileSync(file, JSON.stringify(doc, null, 2));
     return file;

@@ -119,6 +119,18 @@ export function createMetrics(src: MetricsSource): Registry {
   });
   offloadCounter('overlayd_offload_fallbacks_total', 'Times the kernel refused an offload at run time (that queue went on without it)', 'fallbacks');
   offloadCounter('overlayd_offload_reenables_total', 'Times an offload refused at run time came back on after its back-off', 'reenables');
+  new Counter({
+    name: 'overlayd_partial_checksums_total',
+    help: 'Inner TCP/UDP checksums left partial between overlayd peers (--partial-checksums): datagrams sent so, packets received so',
+    labelNames: ['direction'], registers: [registry],
+    collect() {
+      this.reset();
+      const p = src.offloads?.()?.partialChecksums;
+      if (p === undefined) return;
+      this.inc({ direction: 'sent' }, p.sent);
+      this.inc({ direction: 'received' }, p.received);
+    },
+  });
   new Gauge({
     name: 'overlayd_routes', help: 'Peer routes installed in the data plane', registers: [registry],
     collect() { this.set(src.routeCount()); },
@@ -188,5 +200,6 @@ export function statusOffloads(o: OffloadState): StatusOffloads {
     tun: o.tun, udp_gso: o.udpGso, udp_gro: o.udpGro, fallbacks: { udp_gso: o.fallbacks.udpGso, tun_gro: o.fallbacks.tunGro },
     reenables: { udp_gso: o.reenables.udpGso, tun_gro: o.reenables.tunGro },
     activity: { tun_gso_reads: a.tunGsoReads, tun_uso_reads: a.tunUsoReads, tun_gro_writes: a.tunGroWrites, udp_gso_sends: a.udpGsoSends, udp_gro_recvs: a.udpGroRecvs },
+    partial_checksums: { ...o.partialChecksums },
   };
 }

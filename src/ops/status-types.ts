@@ -53,6 +53,8 @@ export interface StatusOffloads {
   reenables: { udp_gso: number; tun_gro: number };
   /** how much they did (no metric): super-packets read from / written to the TUN, UDP_SEGMENT sends, UDP_GRO receives of several datagrams */
   activity: { tun_gso_reads: number; tun_uso_reads: number; tun_gro_writes: number; udp_gso_sends: number; udp_gro_recvs: number };
+  /** --partial-checksums on here; datagrams sent with the inner checksum partial, and packets received so (overlayd_partial_checksums_total{direction}) */
+  partial_checksums: { enabled: boolean; sent: number; received: number };
 }
 
 /**
@@ -149,6 +151,11 @@ export const STATUS_LINES: readonly StatusLine[] = [
   ['etcd', (s) => s.etcd && `${s.etcd.connected ? 'connected' : 'NOT CONNECTED'}${s.etcd.leader === false ? ', MEMBER HAS NO LEADER' : ''} (${s.etcd.endpoints.join(',')}), resyncs ${s.etcd.resyncs}${s.etcd.lastResync ? `, last re-list ${s.etcd.lastResync}` : ''}`],
   ['tun', (s) => s.tun && `${s.tun.name} ${s.tun.address}/32 mtu ${s.tun.mtu}`],
   ['offloads', (s) => s.offloads && `tun ${yesNo(s.offloads.tun)}, udp_gso ${yesNo(s.offloads.udp_gso)}, udp_gro ${yesNo(s.offloads.udp_gro)}; fallbacks ${kv(s.offloads.fallbacks)}; reenables ${kv(s.offloads.reenables)}`],
+  ['csum', (s) => {
+    const p = s.offloads?.partial_checksums;
+    // an older daemon's status has no such field
+    return p ? `partial ${yesNo(p.enabled)}; sent ${p.sent}, received ${p.received}` : null;
+  }],
   ['firewall', (s) => s.firewall && `forward rules ${s.firewall.forwardRules ? (s.firewall.forward.length === 0 ? 'on (no FORWARD drop found)' : s.firewall.forward.map((f) => `${f.backend} ${f.chain} ${f.present ? 'ok' : 'MISSING'}`).join(', ')) : 'off'}; masquerade ${s.firewall.masq.enabled ? (s.firewall.masq.present ? 'on' : 'MISSING') : 'off'}; repairs ${s.firewall.repairs}${s.firewall.lastError ? `; last error: ${s.firewall.lastError}` : ''}`],
   ['packets', (s) => s.counters && kv(s.counters.packets)],
   ['bytes', (s) => s.counters && kv(s.counters.bytes)],

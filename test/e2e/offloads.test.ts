@@ -25,7 +25,11 @@ interface Case {
   readonly on2: boolean;
   /** share of node 1's tunnel datagrams dropped (sent and received), percent */
   readonly lossPercent?: number;
+  /** --partial-checksums: which nodes send inner checksums partial (to a peer that advertises them) */
+  readonly partialSenders?: readonly (1 | 2)[];
 }
+
+const PC = '--partial-checksums';
 
 const CASES: readonly Case[] = [
   { name: 'offloads on both nodes (the default)', node1: [], node2: [], on1: true, on2: true },
@@ -33,6 +37,11 @@ const CASES: readonly Case[] = [
   { name: 'offloads off on both nodes', node1: OFF, node2: OFF, on1: false, on2: false },
   { name: 'node 1 native with offloads, node 2 --engine js', node1: [], node2: ['--engine', 'js'], on1: true, on2: false },
   { name: 'offloads on both, 1% of the tunnel datagrams lost each way', node1: [], node2: [], on1: true, on2: true, lossPercent: 1 },
+  // partial inner checksums (--partial-checksums): every mixed pairing
+  { name: 'partial checksums on both nodes', node1: [PC], node2: [PC], on1: true, on2: true, partialSenders: [1, 2] },
+  { name: 'partial checksums on node 1 only: node 2 (like a flannel peer) advertises nothing and gets full ones', node1: [PC], node2: [], on1: true, on2: true, partialSenders: [] },
+  { name: 'partial checksums on both, node 2 without offloads (finishes them in software)', node1: [PC], node2: [PC, ...OFF], on1: true, on2: false, partialSenders: [1] },
+  { name: 'partial checksums on node 1, node 2 --engine js (always full checksums)', node1: [PC], node2: ['--engine', 'js'], on1: true, on2: false, partialSenders: [] },
 ];
 
 const prefixes: string[] = [];
@@ -152,6 +161,21 @@ if (!isRoot) {
           t.ok((a1?.udp_gro_recvs ?? 0) > 0, `node 1 received several datagrams per receive (${a1?.udp_gro_recvs})`);
         }
         if (!c.on2) t.same(a2, { tun_gso_reads: 0, tun_uso_reads: 0, tun_gro_writes: 0, udp_gso_sends: 0, udp_gro_recvs: 0 }, 'node 2 used no offload');
+        // partial checksums: sent only where both ends run with the flag (and the sender's TUN hands it partial
+        // ones: offloads on); each one sent arrives as one received partial (the counts can differ by chance:
+        // a full checksum equal to its pseudo-header sum, 1 in 65535, also counts as received partial)
+        const senders = c.partialSenders ?? [];
+        for (const [k, s, peer] of [[1, s1, s2], [2, s2, s1]] as const) {
+          const pc = s.offloads?.partial_checksums;
+          const nodeHasFlag = (k === 1 ? c.node1 : c.node2).includes(PC);
+          if (s.engine === 'native') t.equal(pc?.enabled, nodeHasFlag, `node ${k}: partial checksums ${nodeHasFlag ? 'on' : 'off'} in its status`);
+          if (senders.includes(k)) {
+            t.ok((pc?.sent ?? 0) > 1000, `node ${k} sent datagrams with partial checksums (${pc?.sent})`);
+            t.ok((peer.offloads?.partial_checksums.received ?? 0) > 1000, `its peer received them partial and had them finished (${peer.offloads?.partial_checksums.received})`);
+          } else {
+            t.equal(pc?.sent ?? 0, 0, `node ${k} sent no partial checksum`);
+          }
+        }
       });
     });
   }

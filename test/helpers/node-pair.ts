@@ -28,14 +28,16 @@ export function nodePair(t: Test, prefixes: string[]): Topology {
 /**
  * Starts overlayd on nodes 1..args.length of `topo`, in order, each waited for: node k runs
  * with args[k-1] followed by its static config and the subnet file <topo.tmp>/n<k>.env.
+ * A node whose args hold --partial-checksums is advertised so in every static config.
  * Every daemon started (also when a later one fails to start) is stopped when `t` ends.
  */
 export async function startNodeDaemons(t: Test, topo: Topology, args: readonly (readonly string[])[]): Promise<DaemonHandle[]> {
   const daemons: DaemonHandle[] = [];
   t.teardown(async () => { for (const d of daemons) await stopDaemon(d); });
+  const partial = args.flatMap((a, i) => (a.includes('--partial-checksums') ? [i + 1] : []));
   for (const [i, a] of args.entries()) {
     const k = i + 1;
-    daemons.push(await startDaemon(topo.node(k).ns, [...a, '--static-config', topo.staticConfig(k), '--subnet-file', path.join(topo.tmp, `n${k}.env`)]));
+    daemons.push(await startDaemon(topo.node(k).ns, [...a, '--static-config', topo.staticConfig(k, [], {}, partial), '--subnet-file', path.join(topo.tmp, `n${k}.env`)]));
   }
   return daemons;
 }

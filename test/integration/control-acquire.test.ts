@@ -11,6 +11,7 @@ import { NetworkConfigError } from '../../src/control/network-config';
 import { writeSubnetFile } from '../../src/control/subnet-file';
 import { ConfigError, LeaseError } from '../../src/errors';
 import { formatIp, formatPrefix } from '../../src/net/addr';
+import type { Route } from '../../src/dataplane/types';
 import { silentLogger } from '../../src/ops/log';
 import { EtcdCluster, flannelLeaseValue, memoryLogger, startEtcd, waitFor } from '../helpers/etcd';
 
@@ -253,4 +254,31 @@ t.test('close() while waiting for the config ends start() promptly', async (t) =
   // ended by close(), not by running out its startTimeoutMs (that would be another error)
   t.match(err, { message: /closed during start-up/ }, 'because of close()');
   t.comment(`start() ended ${Date.now() - t0} ms after close()`);
+});
+
+t.test('--partial-checksums: BackendData in our value, seen by a peer; a restart without it rewrites the value flannel\'s way', async (t) => {
+  const etcd = await startEtcd(t);
+  const admin = await etcd.admin();
+  await admin.put(`${PREFIX}/config`).value('{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":8285}}');
+  const a = source(etcd, { publicIp: '192.0.2.7', partialChecksums: true });
+  const first = await a.start();
+  const key = `${SUBNETS}${formatPrefix(first.lease.subnet).replace('/', '-')}`;
+  t.equal(await admin.get(key).string(), '{"PublicIP":"192.0.2.7","PublicIPv6":null,"BackendData":{"PartialChecksums":true}}');
+  // a peer reads the advertisement into its route
+  const b = source(etcd, { publicIp: '192.0.2.8' });
+  t.teardown(() => b.close());
+  await b.start();
+  const routes: Route[] = [];
+  await b.sync({ upsert: (r) => { routes.push(r); }, remove: () => undefined });
+  t.same(routes.map((r) => [formatPrefix(r.subnet), formatIp(r.publicIp), r.partialChecksums]), [[formatPrefix(first.lease.subnet), '192.0.2.7', true]]);
+  await a.close();
+  // restarted without the flag: the same subnet (by PublicIP), the value without BackendData
+  const again = source(etcd, { publicIp: '192.0.2.7' });
+  t.teardown(() => again.close());
+  const second = await again.start();
+  t.equal(formatPrefix(second.lease.subnet), formatPrefix(first.lease.subnet), 'same subnet');
+  t.equal(await admin.get(key).string(), flannelLeaseValue('192.0.2.7'), 'flannel\'s udp value again');
+  // the peer's watch turns its route into a full-checksum one (polled, bounded)
+  for (let i = 0; i < 100 && routes.at(-1)?.partialChecksums === true; i++) await new Promise((r) => setTimeout(r, 100));
+  t.same(routes.at(-1) && [formatIp(routes.at(-1)?.publicIp ?? 0), routes.at(-1)?.partialChecksums], ['192.0.2.7', undefined], 'the peer upserted the route without it');
 });

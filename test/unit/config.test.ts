@@ -105,3 +105,12 @@ t.test('offload switches: on by default, each off by flag or environment, boolea
   t.throws(() => daemonConfig(['--udp-gso', 'maybe']), ConfigError);
   t.throws(() => daemonConfig([], { OVERLAYD_TUN_OFFLOAD: '2' }), /OVERLAYD_TUN_OFFLOAD.*not a boolean/);
 });
+
+t.test('--partial-checksums: off by default, on by flag or OVERLAYD_PARTIAL_CHECKSUMS, native engine only', async (t) => {
+  t.equal(daemonConfig([]).partialChecksums, false, 'off by default: leases stay flannel\'s udp values');
+  t.equal(daemonConfig(['--partial-checksums']).partialChecksums, true);
+  t.equal(daemonConfig([], { OVERLAYD_PARTIAL_CHECKSUMS: 'true' }).partialChecksums, true);
+  t.throws(() => daemonConfig(['--partial-checksums', '--engine', 'js']), /--partial-checksums: only the native engine/);
+  t.throws(() => daemonConfig(['--engine', 'js'], { OVERLAYD_PARTIAL_CHECKSUMS: '1' }), /\(OVERLAYD_PARTIAL_CHECKSUMS\): only the native engine/);
+  t.throws(() => daemonConfig([], { OVERLAYD_PARTIAL_CHECKSUMS: 'maybe' }), /OVERLAYD_PARTIAL_CHECKSUMS.*not a boolean/);
+});

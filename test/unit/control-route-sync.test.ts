@@ -120,3 +120,24 @@ t.test('dual-stack keys name the same subnet: the newest wins, deleting one keep
   s.delete(dual.key);
   t.same(sink.calls, ['+10.244.7.0/24>192.0.2.7', '+10.244.7.0/24>192.0.2.77', '+10.244.7.0/24>192.0.2.7']);
 });
+
+t.test('a peer advertising partial checksums (BackendData) gets routes that say so; a change of it alone is re-upserted', async (t) => {
+  const s = makeSync();
+  const got: Route[] = [];
+  const sink: RouteSink = { upsert: (r) => { got.push(r); }, remove: () => undefined };
+  const adv = (subnet: string, ip: string) => kv(subnet, `{"PublicIP":"${ip}","PublicIPv6":null,"BackendData":{"PartialChecksums":true}}`);
+  s.snapshot(snap(adv('10.244.2.0/24', '192.0.2.2'), lease('10.244.3.0/24', '192.0.2.3')), 1, true);
+  s.attach(sink);
+  const by = (sub: string) => got.filter((r) => formatPrefix(r.subnet) === sub);
+  t.same(by('10.244.2.0/24').map((r) => r.partialChecksums), [true], 'the advertising peer');
+  t.same(by('10.244.3.0/24').map((r) => r.partialChecksums), [undefined], 'a peer without BackendData (flannel\'s udp backend): full checksums');
+  got.length = 0;
+  s.put(adv('10.244.2.0/24', '192.0.2.2')); // rewritten, same advertisement
+  t.same(got, [], 'same peer, same advertisement: no upsert');
+  s.put(lease('10.244.2.0/24', '192.0.2.2')); // restarted without --partial-checksums
+  t.same(got.map((r) => [formatPrefix(r.subnet), r.partialChecksums]), [['10.244.2.0/24', undefined]], 'advertisement withdrawn: upserted without it');
+  got.length = 0;
+  s.put(adv('10.244.3.0/24', '192.0.2.3'));
+  t.same(got.map((r) => [formatPrefix(r.subnet), r.partialChecksums]), [['10.244.3.0/24', true]], 'advertisement added: upserted with it');
+  t.same(diffRoutes(new Map([[1, { subnet: P('10.244.4.0/24'), publicIp: IP('192.0.2.4') }]]), new Map([[1, { subnet: P('10.244.4.0/24'), publicIp: IP('192.0.2.4'), partialChecksums: true as const }]])).upserts.length, 1, 'diffRoutes: a capability change is a difference');
+});

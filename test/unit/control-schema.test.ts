@@ -79,3 +79,24 @@ t.test('lease values from any flannel backend parse; bad ones say why', async (t
     if (!r.ok) t.match(r.reason, why, v);
   }
 });
+
+t.test('BackendData {"PartialChecksums":true}: written only when asked, read exactly', async (t) => {
+  const ip = parseIp('192.0.2.7') ?? 0;
+  t.equal(formatLeaseValue(ip, undefined, {}), '{"PublicIP":"192.0.2.7","PublicIPv6":null}', 'nothing asked: flannel\'s udp value');
+  t.equal(formatLeaseValue(ip, undefined, { partialChecksums: false }), '{"PublicIP":"192.0.2.7","PublicIPv6":null}', 'false: no BackendData');
+  const v = formatLeaseValue(ip, undefined, { partialChecksums: true });
+  t.equal(v, '{"PublicIP":"192.0.2.7","PublicIPv6":null,"BackendData":{"PartialChecksums":true}}', 'after PublicIPv6, in flannel\'s LeaseAttrs field order');
+  t.same(parseLeaseValue(v), { ok: true, value: { publicIp: ip, partialChecksums: true } }, 'read back');
+  const v6 = formatLeaseValue(ip, 0xfd00n << 112n, { partialChecksums: true });
+  t.equal(v6, '{"PublicIP":"192.0.2.7","PublicIPv6":"fd00::","BackendData":{"PartialChecksums":true}}');
+  for (const other of [
+    '{"PublicIP":"192.0.2.7","BackendData":{"PartialChecksums":"true"}}',
+    '{"PublicIP":"192.0.2.7","BackendData":{"PartialChecksums":1}}',
+    '{"PublicIP":"192.0.2.7","BackendData":{"partialChecksums":true}}',
+    '{"PublicIP":"192.0.2.7","BackendData":[true]}',
+    '{"PublicIP":"192.0.2.7","BackendData":null}',
+    '{"PublicIP":"192.0.2.7","PartialChecksums":true}',
+  ]) {
+    t.same(parseLeaseValue(other), { ok: true, value: { publicIp: ip } }, `not advertised: ${other}`);
+  }
+});

@@ -68,7 +68,7 @@ t.test('process metrics carry one prefix: overlayd_process_*, never overlayd_pro
 t.test('status counters and offloads use the words of the /metrics labels', async (t) => {
   const q0 = { ...zeroCounters(), tx: 5, tun_rx: 6, rx_bytes: 100, drop_spoofed: 1, icmp_sent: 2, tx_error: 3 };
   const q1 = { ...zeroCounters(), tx: 7, drop_spoofed: 4 };
-  const offloads = { tun: true, udpGso: false, udpGro: true, fallbacks: { udpGso: 1, tunGro: 0 }, reenables: { udpGso: 1, tunGro: 0 }, activity: { tunGsoReads: 0, tunUsoReads: 0, tunGroWrites: 0, udpGsoSends: 0, udpGroRecvs: 0 } };
+  const offloads = { tun: true, udpGso: false, udpGro: true, fallbacks: { udpGso: 1, tunGro: 0 }, reenables: { udpGso: 1, tunGro: 0 }, activity: { tunGsoReads: 0, tunUsoReads: 0, tunGroWrites: 0, udpGsoSends: 0, udpGroRecvs: 0 }, partialChecksums: { enabled: true, sent: 9, received: 4 } };
   const fams = await families(source([q0, q1], { offloads: () => offloads }));
   const labels = (name: string, label: string) => new Set(fams.find((f) => f.name === name)?.metrics.map((m) => m.labels?.[label]));
   const c = statusCounters([q0, q1]);
@@ -83,11 +83,13 @@ t.test('status counters and offloads use the words of the /metrics labels', asyn
   t.equal(c.tx_errors, 3);
   t.ok(fams.some((f) => f.name === 'overlayd_icmp_errors_sent_total') && fams.some((f) => f.name === 'overlayd_tx_errors_total'), 'the metric names of the two scalars');
   const o = statusOffloads(offloads);
-  const { fallbacks, reenables, activity: _activity, ...enabled } = o;
+  const { fallbacks, reenables, activity: _activity, partial_checksums: _partial, ...enabled } = o;
   t.same(new Set(Object.keys(enabled)), labels('overlayd_offload_enabled', 'offload'), 'offloads: the offload labels');
   t.same(new Set(Object.keys(fallbacks)), labels('overlayd_offload_fallbacks_total', 'offload'), 'fallbacks: the offload labels');
   t.same(new Set(Object.keys(reenables)), labels('overlayd_offload_reenables_total', 'offload'), 'reenables: the offload labels');
-  t.same(o, { tun: true, udp_gso: false, udp_gro: true, fallbacks: { udp_gso: 1, tun_gro: 0 }, reenables: { udp_gso: 1, tun_gro: 0 }, activity: { tun_gso_reads: 0, tun_uso_reads: 0, tun_gro_writes: 0, udp_gso_sends: 0, udp_gro_recvs: 0 } });
+  t.same(o, { tun: true, udp_gso: false, udp_gro: true, fallbacks: { udp_gso: 1, tun_gro: 0 }, reenables: { udp_gso: 1, tun_gro: 0 }, activity: { tun_gso_reads: 0, tun_uso_reads: 0, tun_gro_writes: 0, udp_gso_sends: 0, udp_gro_recvs: 0 }, partial_checksums: { enabled: true, sent: 9, received: 4 } });
+  const pc = fams.find((f) => f.name === 'overlayd_partial_checksums_total')?.metrics ?? [];
+  t.same(pc.map((m) => [m.labels?.['direction'], m.value]).sort(), [['received', '4'], ['sent', '9']], 'overlayd_partial_checksums_total{direction}: the status figures');
 });
 
 t.test('overlayd_routes6{underlay}: only in a dual-stack network', async (t) => {

@@ -149,3 +149,14 @@ t.test('dual-stack static source: the underlay rule (--ipv6-underlay, both ends 
   t.same(await run({ ...base, PublicIPv6: '2001:db8::1' }, 'ipv4'), ['4 10.244.2.0/24 10.99.0.2', '6 fd00:10:244:2::/64 10.99.0.2 via-ipv4']);
   t.same(await run(base, 'auto'), ['4 10.244.2.0/24 10.99.0.2', '6 fd00:10:244:2::/64 10.99.0.2 via-ipv4'], 'this node has no PublicIPv6');
 });
+
+t.test('a peer\'s BackendData: {"PartialChecksums": true} marks its route; anything else is refused naming the field', async (t) => {
+  const doc = (bd: unknown) => JSON.stringify({ ...good, Peers: [{ Subnet: '10.244.2.0/24', PublicIP: '10.99.0.2', BackendData: bd }, { Subnet: '10.244.3.0/24', PublicIP: '10.99.0.3' }] });
+  const c = parseStaticCluster(doc({ PartialChecksums: true }), '/etc/x.json');
+  t.same(c.peers.map((p) => [formatPrefix(p.subnet), p.partialChecksums]), [['10.244.2.0/24', true], ['10.244.3.0/24', undefined]]);
+  t.same(parseStaticCluster(doc({ PartialChecksums: false }), '/etc/x.json').peers.map((p) => p.partialChecksums), [undefined, undefined], 'false: not advertised');
+  t.same(parseStaticCluster(doc({}), '/etc/x.json').peers.map((p) => p.partialChecksums), [undefined, undefined], 'empty: not advertised');
+  t.throws(() => parseStaticCluster(doc({ PartialChecksums: 'yes' }), '/etc/x.json'), /x\.json: Peers\[0\]\.BackendData\.PartialChecksums: "yes" is not true or false/);
+  t.throws(() => parseStaticCluster(doc({ PartialChecksum: true }), '/etc/x.json'), /unknown key "Peers\[0\]\.BackendData\.PartialChecksum".*did you mean "Peers\[0\]\.BackendData\.PartialChecksums"/);
+  t.throws(() => parseStaticCluster(doc(true), '/etc/x.json'), /Peers\[0\]\.BackendData: must be an object/);
+});

@@ -8,7 +8,7 @@ const base: StatusDoc = {
   etcd: { endpoints: ['http://10.99.0.254:2379'], connected: true, resyncs: 2 },
   tun: { name: 'flannel0', address: '10.244.3.0', mtu: 1472 },
   engine: 'native',
-  offloads: { tun: true, udp_gso: true, udp_gro: false, fallbacks: { udp_gso: 0, tun_gro: 1 }, reenables: { udp_gso: 0, tun_gro: 1 }, activity: { tun_gso_reads: 0, tun_uso_reads: 0, tun_gro_writes: 0, udp_gso_sends: 0, udp_gro_recvs: 0 } },
+  offloads: { tun: true, udp_gso: true, udp_gro: false, fallbacks: { udp_gso: 0, tun_gro: 1 }, reenables: { udp_gso: 0, tun_gro: 1 }, activity: { tun_gso_reads: 0, tun_uso_reads: 0, tun_gro_writes: 0, udp_gso_sends: 0, udp_gro_recvs: 0 }, partial_checksums: { enabled: true, sent: 12, received: 3 } },
   routes: [{ subnet: '10.244.4.0/24', publicIp: '10.99.0.4', ageSeconds: 5 }],
   counters: { packets: { tun_read: 1, udp_sent: 2 }, bytes: { udp_sent: 300 }, drops: { no_route: 4 }, icmp_errors_sent: 5, tx_errors: 6 },
   memory: { rss: 1, heapTotal: 1, heapUsed: 1, external: 1, arrayBuffers: 1 },
@@ -23,6 +23,7 @@ t.test('healthy: health, phase, lease expiry, etcd, resyncs, offloads, counters 
   const cut = formatStatus({ ...base, etcd: { endpoints: ['http://10.99.0.254:2379'], connected: true, leader: false, resyncs: 3, lastResync: '2026-11-29T15:00:00.000Z' } });
   t.match(cut, /^etcd:\s+connected, MEMBER HAS NO LEADER \(http:\/\/10\.99\.0\.254:2379\), resyncs 3, last re-list 2026-11-29T15:00:00\.000Z$/m, 'a member cut off from its cluster is shown');
   t.match(s, /^offloads:\s+tun yes, udp_gso yes, udp_gro no; fallbacks udp_gso 0, tun_gro 1; reenables udp_gso 0, tun_gro 1$/m);
+  t.match(s, /^csum:\s+partial yes; sent 12, received 3$/m);
   t.match(s, /^packets:\s+tun_read 1, udp_sent 2$/m);
   t.match(s, /^drops:\s+no_route 4$/m);
   t.match(s, /^errors:\s+icmp_errors_sent 5, tx_errors 6$/m);
