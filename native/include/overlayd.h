@@ -487,6 +487,7 @@ struct ovl_gro {
   uint16_t iphl;     /* IP header bytes: 20 (IPv4) or 40 (IPv6) */
   uint16_t hdr;      /* IP + TCP header bytes */
   uint16_t gso_size; /* payload of the first segment: the most any later one may carry */
+  uint8_t proto;     /* OVL_PROTO_TCP or OVL_PROTO_UDP (a run of datagrams: gso_type UDP_L4) */
   bool closed;       /* PSH or a short segment seen: nothing more may join */
   bool edited;       /* ovl_gro_finish rewrote the first segment's headers */
   uint8_t *segs[OVL_GRO_SEGS_MAX]; /* the segments, where they were received (no copy) */

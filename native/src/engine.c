@@ -176,6 +176,7 @@ static int worker_init(struct worker **out, struct ovl_engine *e, uint32_t q, co
   ovl_rcache_init(&w->cache);
   w->vnet = cfg->tun_vnet_hdr;
   w->tun_gro = cfg->tun_vnet_hdr && cfg->tun_gro;
+  w->udp_runs = w->tun_gro;
   w->udp_gso = cfg->udp_gso;
   w->udp_gro = cfg->udp_gro;
   ovl_offload_gate_init(&w->gro_gate, w->tun_gro); /* not taken at start: off for good */

@@ -107,6 +107,8 @@ struct worker {
   bool vnet, tun_gro, udp_gso, udp_gro; /* offloads in force on this queue now: tun_gro and
                                            udp_gso mirror "gate ON" of their gates */
   struct ovl_offload_gate gro_gate, gso_gate; /* run-time refusals: back-off, then on again */
+  bool udp_runs; /* UDP datagrams coalesce too (gso_type UDP_L4 writes); off for good once
+                    the TUN refuses one */
   /* Lifetime: queued messages point into tun_buf and stubs (no copy); both are reused
    * only by the next tun_burst, after udp_flush sent (or gave up on) every message. */
   uint8_t *tun_buf;  /* arena of tun_arena bytes: packets read from the TUN, back to back,

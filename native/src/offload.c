@@ -69,7 +69,10 @@
 #define TCP_DOFF_SHIFT 4u /* the data offset is the high nibble, in 32-bit words */
 #define TCP_DOFF_UNIT 4u
 #define CSUM_LEN 2u /* bytes of a checksum field */
-#define UDP_CSUM_OFF 6u /* UDP header (RFC 768): the checksum's byte offset */
+/* UDP header (RFC 768): its length, and the byte offsets of its length and checksum */
+#define UDP_HEADER 8u
+#define UDP_LEN_OFF 4u
+#define UDP_CSUM_OFF 6u
 #define FIELD16 2u  /* bytes of a 16-bit field (IPv4 flags/fragment word, TCP window, urgent pointer) */
 #define FIELD32 4u  /* bytes of a 32-bit field (TCP sequence and acknowledgment numbers) */
 
@@ -316,30 +319,55 @@ void ovl_gro_init(struct ovl_gro *g) {
 }
 
 /* The IP header length GRO would take this packet with: IPv4 IHL 5 (20) or the IPv6 fixed
- * header (40) followed directly by TCP, len holding the IP header; else 0. */
-static size_t gro_ip_header(const uint8_t *pkt, size_t len) {
+ * header (40) followed directly by TCP or UDP (*proto), len holding the IP header; else 0. */
+static size_t gro_ip_header(const uint8_t *pkt, size_t len, uint8_t *proto) {
   if (len < OVL_IPV4_MIN_HEADER) return 0;
-  if (ip_version(pkt) == IP_V4)
-    return ovl_ipv4_header_len(pkt) == OVL_IPV4_MIN_HEADER && pkt[IP4_PROTO] == OVL_PROTO_TCP ? OVL_IPV4_MIN_HEADER : 0;
-  if (is_v6(pkt) && len >= IP6_HEADER && pkt[IP6_NEXT] == OVL_PROTO_TCP) return IP6_HEADER;
-  return 0;
+  if (ip_version(pkt) == IP_V4) {
+    *proto = pkt[IP4_PROTO];
+    return ovl_ipv4_header_len(pkt) == OVL_IPV4_MIN_HEADER && (*proto == OVL_PROTO_TCP || *proto == OVL_PROTO_UDP)
+               ? OVL_IPV4_MIN_HEADER
+               : 0;
+  }
+  if (!is_v6(pkt) || len < IP6_HEADER) return 0;
+  *proto = pkt[IP6_NEXT];
+  return *proto == OVL_PROTO_TCP || *proto == OVL_PROTO_UDP ? IP6_HEADER : 0;
+}
+
+/* ovl_gro_check of a UDP datagram (IP header iphl bytes, checked by ovl_gro_check): a UDP
+ * length equal to the rest of the packet, payload > 0, and a checksum (never 0: "none" in
+ * IPv4 would have to be computed to coalesce) verified in full or left partial. */
+static int gro_check_udp(const uint8_t *pkt, size_t len, size_t iphl) {
+  if (iphl + UDP_HEADER >= len) return 0; /* no payload */
+  const uint8_t *uh = pkt + iphl;
+  uint32_t l4 = (uint32_t)(len - iphl);
+  if (be16(uh + UDP_LEN_OFF) != l4) return 0;
+  uint16_t field = (uint16_t)be16(uh + UDP_CSUM_OFF);
+  if (field == 0) return 0;
+  uint32_t ps = iphl == IP6_HEADER ? pseudo_sum6(pkt, OVL_PROTO_UDP, l4) : pseudo_sum(pkt, OVL_PROTO_UDP, l4);
+  if (field == ps) return OVL_GRO_PARTIAL;
+  return ovl_ones_sum(uh, l4, ps) == 0xffffu ? OVL_GRO_VERIFIED : 0;
 }
 
 bool ovl_gro_eligible(const uint8_t *pkt, size_t len) { return ovl_gro_check(pkt, len) != 0; }
 
 int ovl_gro_check(const uint8_t *pkt, size_t len) {
-  size_t iphl = gro_ip_header(pkt, len); /* no IPv4 options, no IPv6 extension headers */
-  if (iphl == 0 || len > IP_LEN_MAX || iphl + OVL_TCP_MIN_HEADER > len) return 0;
-  const uint8_t *th = pkt + iphl;
-  size_t hdr = iphl + tcp_header_len(th);
-  if (hdr < iphl + OVL_TCP_MIN_HEADER || hdr >= len) return 0; /* bad offset, or no payload */
+  uint8_t proto = 0;
+  size_t iphl = gro_ip_header(pkt, len, &proto); /* no IPv4 options, no IPv6 extension headers */
+  if (iphl == 0 || len > IP_LEN_MAX || iphl + UDP_HEADER > len) return 0;
   if (iphl == IP6_HEADER) {
     if (be16(pkt + IP6_PLEN) != len - IP6_HEADER) return 0; /* a jumbogram or padding */
   } else {
     if ((be16(pkt + IP4_FRAG) & IP4_FRAG_OTHER) != 0) return 0; /* MF, offset or reserved bit */
-    if (!(be16(pkt + IP4_FRAG) & IP4_DF)) return 0;              /* DF clear: ids matter, keep them */
     if (be16(pkt + IP4_TOTLEN) != len) return 0;
+    /* DF clear: ids matter; UDP runs keep them (consecutive ids only: ovl_gro_add), TCP's
+     * are not taken */
+    if (!(be16(pkt + IP4_FRAG) & IP4_DF) && proto != OVL_PROTO_UDP) return 0;
   }
+  if (proto == OVL_PROTO_UDP) return gro_check_udp(pkt, len, iphl);
+  if (iphl + OVL_TCP_MIN_HEADER > len) return 0;
+  const uint8_t *th = pkt + iphl;
+  size_t hdr = iphl + tcp_header_len(th);
+  if (hdr < iphl + OVL_TCP_MIN_HEADER || hdr >= len) return 0; /* bad offset, or no payload */
   uint8_t f = th[TCP_FLAGS];
   if (!(f & TCP_ACK) || (f & ~(TCP_ACK | TCP_PSH | TCP_ECE))) return 0;
   /* a checksum left partial by the sending peer has nothing to verify (see
@@ -350,17 +378,19 @@ int ovl_gro_check(const uint8_t *pkt, size_t len) {
   return ovl_ones_sum(pkt + iphl, l4, ps) == 0xffffu ? OVL_GRO_VERIFIED : 0;
 }
 
-static void gro_start(struct ovl_gro *g, uint8_t *pkt, size_t len, size_t iphl) {
+static void gro_start(struct ovl_gro *g, uint8_t *pkt, size_t len, size_t iphl, uint8_t proto) {
   const uint8_t *th = pkt + iphl;
-  size_t hdr = iphl + tcp_header_len(th);
+  const bool udp = proto == OVL_PROTO_UDP;
+  size_t hdr = iphl + (udp ? UDP_HEADER : tcp_header_len(th));
   g->len = (uint32_t)len;
   g->edited = false;
+  g->proto = proto;
   g->iphl = (uint16_t)iphl;
   g->hdr = (uint16_t)hdr;
   g->gso_size = (uint16_t)(len - hdr);
-  g->next_seq = ovl_be32(th + TCP_SEQ) + (uint32_t)(len - hdr);
+  g->next_seq = udp ? 0 : ovl_be32(th + TCP_SEQ) + (uint32_t)(len - hdr);
   g->nseg = 1;
-  g->closed = (th[TCP_FLAGS] & TCP_PSH) != 0;
+  g->closed = !udp && (th[TCP_FLAGS] & TCP_PSH) != 0;
   g->segs[0] = pkt;
   g->seg_lens[0] = (uint32_t)len;
 }
@@ -378,18 +408,35 @@ static bool ip_headers_match(const uint8_t *a, const uint8_t *b, size_t iphl) {
 }
 
 bool ovl_gro_add(struct ovl_gro *g, uint8_t *pkt, size_t len) {
-  size_t iphl = gro_ip_header(pkt, len); /* eligible packets only: headers fit saved[] */
+  uint8_t proto = 0;
+  size_t iphl = gro_ip_header(pkt, len, &proto); /* eligible packets only: headers fit saved[] */
   if (iphl == 0) return false;
   if (g->nseg == 0) {
-    gro_start(g, pkt, len, iphl);
+    gro_start(g, pkt, len, iphl, proto);
     return true;
   }
   const uint8_t *a = g->segs[0];
   size_t hdr = g->hdr, plen = len - hdr;
-  if (g->closed || g->nseg >= OVL_GRO_SEGS_MAX || iphl != g->iphl || len <= hdr || plen > g->gso_size ||
-      (size_t)g->len + plen > IP_LEN_MAX)
+  if (g->closed || g->nseg >= OVL_GRO_SEGS_MAX || proto != g->proto || iphl != g->iphl || len <= hdr ||
+      plen > g->gso_size || (size_t)g->len + plen > IP_LEN_MAX)
     return false;
   const uint8_t *ta = a + iphl, *tb = pkt + iphl;
+  if (proto == OVL_PROTO_UDP) {
+    /* UDP: the same addresses and IP fields, the same ports; each datagram stays whole
+     * (the kernel cuts the super-packet at gso_size, the first one's payload: a shorter
+     * datagram is the last of a run) */
+    if (!ip_headers_match(a, pkt, iphl) || memcmp(ta + TCP_PORTS, tb + TCP_PORTS, TCP_PORTS_LEN) != 0) return false;
+    /* IPv4 without DF: datagram i must have id first + i, the ids the kernel gives the
+     * datagrams it cuts from the super-packet (so every id comes back as received) */
+    if (iphl != IP6_HEADER && !(be16(a + IP4_FRAG) & IP4_DF) && be16(pkt + IP4_ID) != ((be16(a + IP4_ID) + g->nseg) & 0xffffu))
+      return false;
+    g->len += (uint32_t)plen;
+    g->segs[g->nseg] = pkt;
+    g->seg_lens[g->nseg] = (uint32_t)len;
+    g->nseg++;
+    if (plen < g->gso_size) g->closed = true;
+    return true;
+  }
   if (iphl + tcp_header_len(tb) != hdr) return false;
   if (!ip_headers_match(a, pkt, iphl)) return false;
   /* TCP: ports, ack, data offset + flags (PSH aside) + window, urgent pointer (meaningless
@@ -422,24 +469,28 @@ size_t ovl_gro_finish(struct ovl_gro *g, struct ovl_vnet_hdr *h, struct iovec *i
   uint8_t *p = g->segs[0], *th = p + iphl;
   memcpy(g->saved, p, g->hdr);
   g->edited = true;
-  if (g->segs[g->nseg - 1][iphl + TCP_FLAGS] & TCP_PSH) th[TCP_FLAGS] |= TCP_PSH;
+  const bool udp = g->proto == OVL_PROTO_UDP;
+  if (!udp && (g->segs[g->nseg - 1][iphl + TCP_FLAGS] & TCP_PSH)) th[TCP_FLAGS] |= TCP_PSH;
   uint32_t l4 = (uint32_t)(len - iphl);
+  if (udp) put16(th + UDP_LEN_OFF, l4);
+  const size_t csum = udp ? UDP_CSUM_OFF : TCP_CSUM;
+  /* the checksum partial (the pseudo-header sum over the whole): the kernel finishes it */
   if (iphl == IP6_HEADER) {
     put16(p + IP6_PLEN, l4);
-    put16(th + TCP_CSUM, pseudo_sum6(p, OVL_PROTO_TCP, l4)); /* partial: the kernel finishes it */
-    h->gso_type = OVL_VNET_GSO_TCPV6;
+    put16(th + csum, pseudo_sum6(p, g->proto, l4));
+    h->gso_type = udp ? OVL_VNET_GSO_UDP_L4 : OVL_VNET_GSO_TCPV6;
   } else {
     put16(p + IP4_TOTLEN, (uint32_t)len);
     put16(p + IP4_CSUM, 0);
     put16(p + IP4_CSUM, ovl_ipv4_header_checksum(p, iphl));
-    put16(th + TCP_CSUM, pseudo_sum(p, OVL_PROTO_TCP, l4)); /* partial: the kernel finishes it */
-    h->gso_type = OVL_VNET_GSO_TCPV4;
+    put16(th + csum, pseudo_sum(p, g->proto, l4));
+    h->gso_type = udp ? OVL_VNET_GSO_UDP_L4 : OVL_VNET_GSO_TCPV4;
   }
   h->flags = OVL_VNET_F_NEEDS_CSUM;
   h->hdr_len = g->hdr;
   h->gso_size = g->gso_size;
   h->csum_start = (uint16_t)iphl;
-  h->csum_offset = TCP_CSUM;
+  h->csum_offset = (uint16_t)csum;
   return len;
 }
 
@@ -459,16 +510,19 @@ void ovl_gro_table_init(struct ovl_gro_table *t) {
 int ovl_gro_table_find(const struct ovl_gro_table *t, const uint8_t *pkt, size_t len) {
   size_t iphl, addrs, alen;
   if (len < OVL_IPV4_MIN_HEADER) return OVL_GRO_FIND_NONE;
+  uint8_t proto;
   if (ip_version(pkt) == IP_V4) {
-    if (pkt[IP4_PROTO] != OVL_PROTO_TCP) return OVL_GRO_FIND_NONE;
+    proto = pkt[IP4_PROTO];
+    if (proto != OVL_PROTO_TCP && proto != OVL_PROTO_UDP) return OVL_GRO_FIND_NONE;
     iphl = ovl_ipv4_header_len(pkt);
-    if ((be16(pkt + IP4_FRAG) & IP4_OFFSET) != 0) return OVL_GRO_FIND_ALL; /* not the first fragment: no ports */
+    if ((be16(pkt + IP4_FRAG) & IP4_OFFSET) != 0) /* not the first fragment: no ports */
+      return proto == OVL_PROTO_TCP ? OVL_GRO_FIND_ALL : OVL_GRO_FIND_NONE; /* UDP: its first fragment flushed the run */
     addrs = IP4_ADDRS;
     alen = IP4_ADDRS_LEN;
   } else if (is_v6(pkt) && len >= IP6_HEADER) {
-    uint8_t nh = pkt[IP6_NEXT];
-    if (nh == OVL_PROTO_UDP || nh == PROTO_ICMP6 || nh == PROTO_NONE6) return OVL_GRO_FIND_NONE;
-    if (nh != OVL_PROTO_TCP) return OVL_GRO_FIND_ALL; /* an extension header (or unknown): TCP may follow */
+    proto = pkt[IP6_NEXT];
+    if (proto == PROTO_ICMP6 || proto == PROTO_NONE6) return OVL_GRO_FIND_NONE;
+    if (proto != OVL_PROTO_TCP && proto != OVL_PROTO_UDP) return OVL_GRO_FIND_ALL; /* an extension header (or unknown): TCP may follow */
     iphl = IP6_HEADER;
     addrs = IP6_ADDRS;
     alen = IP6_ADDRS_LEN;
@@ -481,7 +535,7 @@ int ovl_gro_table_find(const struct ovl_gro_table *t, const uint8_t *pkt, size_t
     if (g->nseg == 0) continue;
     const uint8_t *a = g->segs[0];
     /* the run's headers may be edited (finish) only when it is being written: not here */
-    if (ip_version(a) == ip_version(pkt) && memcmp(a + addrs, pkt + addrs, alen) == 0 &&
+    if (g->proto == proto && ip_version(a) == ip_version(pkt) && memcmp(a + addrs, pkt + addrs, alen) == 0 &&
         memcmp(a + g->iphl + TCP_PORTS, pkt + iphl + TCP_PORTS, TCP_PORTS_LEN) == 0)
       return (int)i;
   }

@@ -82,6 +82,12 @@ static void flush_flow(struct worker *w, struct ovl_gro *g) {
     if (err == 0) {
       w->acc[OVL_EC_TUN_TX] += g->nseg;
       w->acc[OVL_EC_TUN_GRO_WRITES]++;
+    } else if (err == EINVAL && g->proto == OVL_PROTO_UDP) {
+      /* a TUN without UDP_L4 writes (before Linux 6.2): datagrams are written one by one
+       * from now on, on this queue; TCP runs are not affected */
+      w->udp_runs = false;
+      ovl_gro_restore(g);
+      for (uint32_t i = 0; i < g->nseg; i++) tun_write_one(w, g->segs[i], g->seg_lens[i], true);
     } else if (err == EINVAL) { /* off for a back-off (a transient path MTU drop does this too) */
       if (ovl_offload_gate_fail(&w->gro_gate, mono_ns())) w->acc[OVL_EC_TUN_GRO_FALLBACK]++;
       w->tun_gro = false;
@@ -102,8 +108,11 @@ void gro_flush(struct worker *w) {
   ovl_gro_table_init(t);
 }
 
+/* IPv4 or IPv6 with UDP right after the fixed header (a packet ovl_gro_check took). */
+static bool is_udp(const uint8_t *pkt) { return (pkt[0] >> 4) == 4 ? pkt[9] == OVL_PROTO_UDP : pkt[6] == OVL_PROTO_UDP; }
+
 /* An inbound packet (IPv4 or IPv6) that passed every check: into the run of its TCP flow
- * in the GRO table, or written. Per flow the order is kept: a packet that does not join
+ * or UDP flow in the GRO table, or written. Per flow the order is kept: a packet that does not join
  * its flow's run goes after that run (and one whose flow cannot be told, after all runs). */
 void deliver(struct worker *w, uint8_t *pkt, size_t len) {
   struct ovl_gro_table *t = w->gro;
@@ -113,6 +122,7 @@ void deliver(struct worker *w, uint8_t *pkt, size_t len) {
   }
   int f = ovl_gro_table_find(t, pkt, len);
   int how = w->tun_gro ? ovl_gro_check(pkt, len) : 0;
+  if (how != 0 && !w->udp_runs && is_udp(pkt)) how = 0;
   if (how != 0) { /* eligible: TCP with ports, never FIND_ALL */
     if (f >= 0 && ovl_gro_add(&t->flows[f], pkt, len)) {
       if (how == OVL_GRO_PARTIAL) w->acc[OVL_EC_CSUM_PARTIAL_RECEIVED]++;

@@ -5,7 +5,9 @@
  * a pod on node 1 to a pod on node 2, the receiver puts them back in sequence order and
  * the sha256 must match; node 1's offloads.activity.tun_uso_reads shows super-packets were
  * read and cut, and nothing was malformed. Then the same (1 MB) with --tun-offload false
- * on node 1: the kernel cuts them before the TUN, and tun_uso_reads stays 0.
+ * on node 1: the kernel cuts them before the TUN, and tun_uso_reads stays 0. In both,
+ * node 2 writes runs of same-flow datagrams into its TUN as UDP super-packets
+ * (tun_gro_writes), which the kernel cuts again before the pod's socket.
  */
 import t from 'tap';
 import * as path from 'node:path';
@@ -64,6 +66,12 @@ if (!isRoot) {
       } else {
         t.equal(uso, 0, 'node 1 read no UDP super-packet (TUN offloads off)');
       }
+      // node 2 (offloads on in every case) wrote runs of the datagrams into its TUN as UDP
+      // super-packets (gso_type UDP_L4): fewer TUN writes than datagrams
+      const groWrites = s2.offloads?.activity.tun_gro_writes ?? 0;
+      const written = s2.counters?.packets['tun_written'] ?? 0;
+      t.ok(groWrites > 0, `node 2 coalesced datagrams into UDP super-packets (tun_gro_writes ${groWrites}, tun_written ${written})`);
+      t.same(s2.offloads?.fallbacks, { udp_gso: 0, tun_gro: 0 }, 'node 2: no TUN write refused');
     });
   }
   checkNoNamespacesLeft(prefixes);
