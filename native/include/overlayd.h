@@ -500,7 +500,9 @@ void ovl_gro_init(struct ovl_gro *g);
  * with next header TCP (no extension headers), payload length = len - 40. Flags ACK with
  * optional PSH/ECE only, payload > 0, TCP checksum (with the family's pseudo header)
  * verified in full, or left partial (the field = the pseudo-header sum: nothing to verify,
- * the run is written with NEEDS_CSUM; see ovl_csum_partial). */
+ * the run is written with NEEDS_CSUM; see ovl_csum_partial). Or UDP directly after the
+ * same IP headers (IPv4 with or without DF, no fragment bits), UDP length = the rest of
+ * the packet, payload > 0, checksum not 0 and verified in full or left partial. */
 bool ovl_gro_eligible(const uint8_t *pkt, size_t len);
 /* ovl_gro_eligible, telling how: 0 not eligible, OVL_GRO_VERIFIED (its full TCP checksum
  * verified) or OVL_GRO_PARTIAL (its checksum field holds the pseudo-header sum: left
@@ -512,7 +514,10 @@ int ovl_gro_check(const uint8_t *pkt, size_t len);
  * does not continue the flow: other family/addresses/ports/ack/window/urgent pointer/
  * options, IPv4 TOS/TTL/flags, IPv6 version-class-label word/next header/hop limit,
  * sequence not the next one, payload larger than the first's, the flow closed (PSH, short
- * segment) or full; the caller then writes the flow and starts a new one with it. Nothing
+ * segment) or full; the caller then writes the flow and starts a new one with it. A UDP
+ * run takes datagrams with the same IP fields, addresses and ports, payload at most the
+ * first's (a shorter one ends the run), and without DF the next IPv4 id (first + i, as the
+ * kernel numbers the datagrams it cuts from a UDP_L4 super-packet). Nothing
  * is copied: pkt must stay valid (and writable: finish edits the first one) until the flow
  * is written. */
 bool ovl_gro_add(struct ovl_gro *g, uint8_t *pkt, size_t len);
@@ -521,7 +526,9 @@ bool ovl_gro_add(struct ovl_gro *g, uint8_t *pkt, size_t len);
  * as it came. More: the first segment's headers become the super-packet's (IPv4 total
  * length and header checksum, or IPv6 payload length; PSH of the last segment; TCP
  * checksum field = the pseudo-header sum) and *h = {NEEDS_CSUM, TCPV4 or TCPV6, hdr_len,
- * gso_size, csum_start = IP header length, csum_offset 16}. Returns the total length.
+ * gso_size, csum_start = IP header length, csum_offset 16}; a UDP run: the UDP length
+ * too, and *h = {NEEDS_CSUM, UDP_L4, hdr_len = IP + 8, gso_size, csum_offset 6}. Returns
+ * the total length.
  * Then: ovl_gro_init (written), or ovl_gro_restore (not written). */
 size_t ovl_gro_finish(struct ovl_gro *g, struct ovl_vnet_hdr *h, struct iovec *iov, uint32_t *iovcnt);
 /* Puts the first segment's headers back as received (after finish, for writing the
@@ -531,7 +538,7 @@ void ovl_gro_restore(struct ovl_gro *g);
 /* The flows of one batch of received packets (wireguard-go's tcpGROTable, without
  * allocation): up to OVL_GRO_FLOWS_MAX flows coalesce side by side, each into its own
  * super-packet, so that TCP streams interleaved in one UDP GRO receive still coalesce.
- * Per flow (IP version, addresses, TCP ports) the table holds at most one run, and the
+ * Per flow (IP version, protocol TCP or UDP, addresses, ports) the table holds at most one run, and the
  * caller keeps the order of each flow: a packet of a flow that does not join its run is
  * written only after that run; a packet whose flow cannot be told (see find) only after
  * every run. The caller writes every run at the end of the batch. One thread. */
@@ -543,7 +550,7 @@ struct ovl_gro_table {
 /* Empties the table (after its runs were written or abandoned). */
 void ovl_gro_table_init(struct ovl_gro_table *t);
 /* ovl_gro_table_find results other than an index. */
-#define OVL_GRO_FIND_NONE (-1) /* not TCP (UDP, ICMP, ...), or no run of its flow */
+#define OVL_GRO_FIND_NONE (-1) /* not TCP or UDP (ICMP, ...), a later UDP fragment, or no run of its flow */
 #define OVL_GRO_FIND_ALL (-2)  /* TCP whose ports cannot be read here (an IPv4 fragment, IPv6
                                   extension headers, unknown next header): after every run */
 /* The run of the packet's flow: its index in flows[], or OVL_GRO_FIND_NONE/ALL. Reads only

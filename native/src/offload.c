@@ -13,7 +13,9 @@
  *    without extension headers; flags ACK[/PSH]; every segment's TCP checksum verified
  *    in full first) into one super-packet written with gso_type TCPV4 or TCPV6 and a
  *    partial checksum; the kernel (or the pod's stack) cuts or consumes it. Anything else
- *    is written plainly. ovl_gro_table_* keep up to OVL_GRO_FLOWS_MAX such flows side by
+ *    is written plainly. UDP datagrams of one flow coalesce the same way into a UDP_L4
+ *    super-packet (each datagram whole; the kernel cuts it again before the pod's socket).
+ *    ovl_gro_table_* keep up to OVL_GRO_FLOWS_MAX such flows side by
  *    side over one batch of receives (TCP streams between two nodes arrive interleaved).
  * Pure functions over caller buffers: no allocation, no globals, any thread.
  */
