@@ -123,11 +123,12 @@ static void set_routes(struct fx *f, uint32_t peer_for_a) {
   TAP_ASSERT(ovl_routes_set(f->routes, r, 3) == 0, "routes set");
 }
 
-static void fx_start_opts(struct fx *f, uint32_t queues, bool offloads);
-static void fx_start(struct fx *f, uint32_t queues) { fx_start_opts(f, queues, false); }
+static void fx_start_opts(struct fx *f, uint32_t queues, bool offloads, uint32_t icmp_rate, uint32_t icmp_burst);
+static void fx_start(struct fx *f, uint32_t queues) { fx_start_opts(f, queues, false, 0, 0); }
 
-/* offloads: the TUN stand-ins carry a virtio_net_hdr both ways, TUN GRO, UDP GSO and GRO. */
-static void fx_start_opts(struct fx *f, uint32_t queues, bool offloads) {
+/* offloads: the TUN stand-ins carry a virtio_net_hdr both ways, TUN GRO, UDP GSO and GRO.
+ * icmp_rate / icmp_burst: the engine's ICMP rate limit (0 = no limit). */
+static void fx_start_opts(struct fx *f, uint32_t queues, bool offloads, uint32_t icmp_rate, uint32_t icmp_burst) {
   memset(f, 0, sizeof(*f));
   f->queues = queues;
   for (uint32_t q = 0; q < queues; q++) {
@@ -169,6 +170,8 @@ static void fx_start_opts(struct fx *f, uint32_t queues, bool offloads) {
       .tun_gro = offloads,
       .udp_gso = offloads,
       .udp_gro = offloads,
+      .icmp_rate = icmp_rate,
+      .icmp_burst = icmp_burst,
   };
   for (uint32_t q = 0; q < queues && offloads; q++)
     TAP_REQUIRE(ovl_udp_gso_probe(f->udp[q]) && ovl_udp_gro_enable(f->udp[q]), "UDP_SEGMENT and UDP_GRO taken");
@@ -444,6 +447,35 @@ static void test_inbound_frag_needed(struct fx *f) {
          "nothing more to A, nothing into the TUN");
 }
 
+/* Fragmentation needed through the shared ICMP rate limit (1 token, refilled at 1 per
+ * second): of 3 DF too-big datagrams each is drop_too_big and either answered (icmp_sent,
+ * one datagram to A) or drop_icmp_ratelimit; at most burst + rate * elapsed are answered,
+ * elapsed measured by the test around it all (an over-estimate of the engine's: a bound,
+ * not a speed). A gets exactly icmp_sent datagrams. */
+static void test_frag_needed_ratelimit(void) {
+  struct fx f;
+  fx_start_opts(&f, 1, false, 1, 1);
+  static uint8_t p[MTU + 1], got[4096];
+  double t0 = now_sec();
+  for (int i = 0; i < 3; i++) {
+    make_pkt(p, sizeof(p), 5, 17, 64, POD_A, LOCAL_POD);
+    send_from(f.peer_a, f.port, p, sizeof(p));
+  }
+  int settled = ctr_is(&f, OVL_EC_DROP_TOO_BIG, 3);
+  uint64_t sent = ctr(&f, OVL_EC_ICMP_SENT), limited = ctr(&f, OVL_EC_DROP_ICMP_RATELIMIT);
+  double elapsed = now_sec() - t0;
+  tap_ok(settled && sent + limited == 3 && sent >= 1, "3 DF too-big: drop_too_big 3, icmp_sent %llu + drop_icmp_ratelimit %llu == 3",
+         (unsigned long long)sent, (unsigned long long)limited);
+  tap_ok((double)sent <= 1.0 + elapsed, "at most burst + rate * elapsed answered (%llu in %.2f s)", (unsigned long long)sent, elapsed);
+  uint64_t n = 0;
+  struct sockaddr_in from;
+  for (uint64_t i = 0; i < sent; i++) n += recv_within(f.peer_a, got, sizeof(got), WAIT_MS, &from) > 0 && got[20] == 3 && got[21] == 4;
+  tap_ok(n == sent && ctr(&f, OVL_EC_TX) == sent && recv_within(f.peer_a, got, sizeof(got), 100, NULL) < 0,
+         "A got exactly the %llu answered (tx %llu); nothing for the suppressed", (unsigned long long)sent,
+         (unsigned long long)ctr(&f, OVL_EC_TX));
+  (void)fx_stop(&f);
+}
+
 /* ---------------------------------------------------------------- routes, idle --------- */
 
 static void test_route_change(struct fx *f) {
@@ -604,7 +636,7 @@ static size_t tcp_seg(uint8_t *p, uint32_t src, uint32_t dst, uint32_t seq, cons
 
 static void test_offloads(void) {
   struct fx f;
-  fx_start_opts(&f, 1, true);
+  fx_start_opts(&f, 1, true, 0, 0);
   static uint8_t data[20000], pkt[70000], got[70000];
   for (size_t i = 0; i < sizeof(data); i++) data[i] = (uint8_t)rnd();
 
@@ -697,7 +729,7 @@ static void test_offloads(void) {
  * ICMP time exceeded, one without a route ONE net unreachable; every segment is counted. */
 static void test_super_policy(void) {
   struct fx f;
-  fx_start_opts(&f, 1, true);
+  fx_start_opts(&f, 1, true, 0, 0);
   static uint8_t data[65536], pkt[70000], got[2048];
   const size_t mss = 1360, plen = 48 * mss;
   struct ovl_vnet_hdr h = {.flags = OVL_VNET_F_NEEDS_CSUM, .gso_type = OVL_VNET_GSO_TCPV4, .hdr_len = 40,
@@ -745,6 +777,7 @@ int main(void) {
   test_idle(&f);
   double dt = fx_stop(&f);
   tap_ok(dt < STOP_MAX_SEC, "stopped and joined in %.3f s", dt);
+  test_frag_needed_ratelimit();
   test_multi_queue();
   test_fatal();
   return tap_done();
