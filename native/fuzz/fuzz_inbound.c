@@ -15,8 +15,9 @@
  *
  * Checked on every input, besides what ASan/UBSan catch: the packet ends as exactly one
  * outcome (one drop reason, or written into the TUN / queued for sending), ICMP errors
- * adding one TUN write or one datagram each (a packet too big goes back to the peer over
- * UDP: its sendto on a closed fd counts tx_error); anything else aborts (a finding).
+ * adding one TUN write or one datagram each (a packet too big or a fragmentation needed
+ * goes back to the peer over UDP: its sendto on a closed fd counts tx_error); anything else
+ * aborts (a finding).
  */
 #include "../src/engine.c"
 #include "../src/tunside.c"
@@ -61,7 +62,7 @@ static void setup(void) {
   memcpy(eng.tun_address6, sub6, 16);
   memset(eng.subnet6_mask, 0xff, 8);
   wk.t6 = table6_; /* table6() returns it: no route domain here */
-  wk.udp_fd = -1;  /* a packet too big back to the peer: sendto fails, tx_error */
+  wk.udp_fd = -1;  /* a packet too big / fragmentation needed back to the peer: sendto fails, tx_error */
   wk.udp6_fd = -1;
   eng.queues = 1;
   eng.slot = SLOT;
@@ -120,7 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     inbound(&wk, table, buf, len, &from, fl);
     if (wk.acc[OVL_EC_RX] != 1 || wk.acc[OVL_EC_RX_BYTES] != len) abort();
   }
-  /* exactly one end per packet; each ICMP error adds one TUN write */
+  /* exactly one end per packet; each ICMP error adds one TUN write or one datagram */
   if (outcomes() != 1 + wk.acc[OVL_EC_ICMP_SENT]) {
     fprintf(stderr, "fuzz_inbound: %llu outcomes, %llu icmp\n", (unsigned long long)outcomes(), (unsigned long long)wk.acc[OVL_EC_ICMP_SENT]);
     abort();

@@ -257,6 +257,8 @@ static inline uint32_t ovl_be32(const uint8_t *p) {
 static inline uint32_t ovl_ipv4_src(const uint8_t *pkt) { return ovl_be32(pkt + 12); }
 static inline uint32_t ovl_ipv4_dst(const uint8_t *pkt) { return ovl_be32(pkt + 16); }
 static inline size_t ovl_ipv4_header_len(const uint8_t *pkt) { return (size_t)(pkt[0] & 0x0fu) << 2; }
+/* The DF (don't fragment) flag (the twin of ipv4DontFragment). */
+static inline bool ovl_ipv4_dont_fragment(const uint8_t *pkt) { return (pkt[6] & 0x40u) != 0; }
 
 /* Folded (not complemented) one's-complement sum of len bytes, added to `initial` (a
  * previous folded sum, 0..0xffff); a trailing odd byte is padded with a zero low byte.

@@ -216,7 +216,7 @@ OVL_HIDDEN void udp_flush(struct worker *w);
 /* Forgets the queued messages without sending them (a test, a fuzz target). */
 OVL_HIDDEN void tx_reset(struct worker *w);
 /* One datagram (buf, n bytes) straight back to `from` on the socket of its family: a
- * packet too big toward a peer. Counted tx / tx_error. */
+ * packet too big or a fragmentation needed toward a peer. Counted tx / tx_error. */
 OVL_HIDDEN void udp_reply(struct worker *w, const union ovl_sa *from, const uint8_t *buf, size_t n);
 /* Peers -> policy, from socket fd (the IPv4 or the IPv6 one): one recvmmsg. What it
  * delivered points into udp_buf: gro_flush before the next udp_burst. Returns true when

@@ -14,18 +14,26 @@
 
 #include <string.h>
 
-/* The js engine's icmpError(): only where RFC 1812 allows and the engine's rate limit has
- * a token (else counted as drop_icmp_ratelimit), counted, written into the TUN. */
-static void icmp_error(struct worker *w, const uint8_t *pkt, size_t len, uint8_t type, uint8_t code) {
-  if (!ovl_icmp_may_respond(pkt, len)) return;
+/* The js engine's icmp4(): an ICMP error about pkt (`len` bytes present) from our TUN's
+ * IPv4 address (next_hop_mtu for fragmentation needed), only where RFC 1812 allows and the
+ * shared rate limit has a token (else counted as drop_icmp_ratelimit); built in w->icmp.
+ * Returns its length, 0 when none is to be sent. Counts icmp_sent. */
+static size_t icmp_build(struct worker *w, const uint8_t *pkt, size_t len, uint8_t type, uint8_t code,
+                         uint16_t next_hop_mtu) {
+  if (!ovl_icmp_may_respond(pkt, len)) return 0;
   if (!ovl_ratelimit_take(&w->e->icmp_limit, mono_ns())) {
     w->acc[OVL_EC_DROP_ICMP_RATELIMIT]++;
-    return;
+    return 0;
   }
   w->acc[OVL_EC_ICMP_SENT]++;
   uint16_t id = (uint16_t)atomic_fetch_add_explicit(&w->e->icmp_id, 1, memory_order_relaxed);
-  size_t n = ovl_icmp_error_build(w->icmp, type, code, w->e->tun_address, pkt, len, 0, id);
-  tun_write(w, w->icmp, n);
+  return ovl_icmp_error_build(w->icmp, type, code, w->e->tun_address, pkt, len, next_hop_mtu, id);
+}
+
+/* The js engine's icmpError(): icmp_build, written into the TUN. */
+static void icmp_error(struct worker *w, const uint8_t *pkt, size_t len, uint8_t type, uint8_t code) {
+  size_t n = icmp_build(w, pkt, len, type, code, 0);
+  if (n) tun_write(w, w->icmp, n);
 }
 
 /* The TTL step of both directions: decrements the TTL (packet.c's rule), or counts the
@@ -244,10 +252,19 @@ void inbound(struct worker *w, const struct ovl_rtable *t, uint8_t *pkt, size_t 
     w->acc[OVL_EC_DROP_WRONG_DST]++;
     return;
   }
-  if (len > e->tun_mtu) { /* from here on the whole packet is in the buffer: tun_mtu <= slot */
+  if (len > e->tun_mtu) {
     w->acc[OVL_EC_DROP_TOO_BIG]++;
+    /* path MTU discovery (RFC 1191) with DF set: fragmentation needed (next-hop MTU = our
+     * TUN MTU) back over UDP to the peer it came from, as ptb_to_peer for inner IPv6;
+     * quotes only the min(len, slot) bytes present. Without DF dropped silently. */
+    if (ovl_ipv4_dont_fragment(pkt)) {
+      size_t n = icmp_build(w, pkt, len < e->slot ? len : e->slot, OVL_ICMP_DEST_UNREACH, OVL_ICMP_FRAG_NEEDED,
+                            (uint16_t)e->tun_mtu);
+      if (n) udp_reply(w, from, w->icmp, n);
+    }
     return;
   }
+  /* from here on the whole packet is in the buffer: len <= tun_mtu <= slot */
   if (!ttl_step(w, pkt, len)) return;
   deliver(w, pkt, len);
 }

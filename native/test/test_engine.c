@@ -123,11 +123,12 @@ static void set_routes(struct fx *f, uint32_t peer_for_a) {
   TAP_ASSERT(ovl_routes_set(f->routes, r, 3) == 0, "routes set");
 }
 
-static void fx_start_opts(struct fx *f, uint32_t queues, bool offloads);
-static void fx_start(struct fx *f, uint32_t queues) { fx_start_opts(f, queues, false); }
+static void fx_start_opts(struct fx *f, uint32_t queues, bool offloads, uint32_t icmp_rate, uint32_t icmp_burst);
+static void fx_start(struct fx *f, uint32_t queues) { fx_start_opts(f, queues, false, 0, 0); }
 
-/* offloads: the TUN stand-ins carry a virtio_net_hdr both ways, TUN GRO, UDP GSO and GRO. */
-static void fx_start_opts(struct fx *f, uint32_t queues, bool offloads) {
+/* offloads: the TUN stand-ins carry a virtio_net_hdr both ways, TUN GRO, UDP GSO and GRO.
+ * icmp_rate / icmp_burst: the engine's ICMP rate limit (0 = no limit). */
+static void fx_start_opts(struct fx *f, uint32_t queues, bool offloads, uint32_t icmp_rate, uint32_t icmp_burst) {
   memset(f, 0, sizeof(*f));
   f->queues = queues;
   for (uint32_t q = 0; q < queues; q++) {
@@ -169,6 +170,8 @@ static void fx_start_opts(struct fx *f, uint32_t queues, bool offloads) {
       .tun_gro = offloads,
       .udp_gso = offloads,
       .udp_gro = offloads,
+      .icmp_rate = icmp_rate,
+      .icmp_burst = icmp_burst,
   };
   for (uint32_t q = 0; q < queues && offloads; q++)
     TAP_REQUIRE(ovl_udp_gso_probe(f->udp[q]) && ovl_udp_gro_enable(f->udp[q]), "UDP_SEGMENT and UDP_GRO taken");
@@ -203,6 +206,15 @@ static int icmp_ok(const uint8_t *o, ssize_t n, uint8_t type, uint8_t code, cons
   return n == (ssize_t)(28 + quote) && o[0] == 0x45 && o[1] == 0xc0 && o[8] == 64 && o[9] == 1 &&
          rd32(o + 12) == TUN_ADDR && rd32(o + 16) == rd32(off + 12) && ref_sum(o, 20) == 0xffff &&
          ref_sum(o + 20, (size_t)n - 20) == 0xffff && o[20] == type && o[21] == code && memcmp(o + 28, off, quote) == 0;
+}
+
+/* Checks a fragmentation needed (type 3 code 4) received by a peer over UDP (`from`): sent
+ * from the engine's socket (127.0.0.1:P), icmp_ok's checks, DF clear, bytes 4-5 of the
+ * ICMP header zero and bytes 6-7 the next-hop MTU = the TUN MTU (RFC 1191). */
+static int frag_needed_ok(const struct fx *f, const uint8_t *o, ssize_t n, const struct sockaddr_in *from,
+                          const uint8_t *off, size_t off_len) {
+  return n >= 28 && ntohl(from->sin_addr.s_addr) == NODE && ntohs(from->sin_port) == f->port &&
+         icmp_ok(o, n, 3, 4, off, off_len) && rd16(o + 6) == 0 && rd16(o + 24) == 0 && rd16(o + 26) == MTU;
 }
 
 /* ---------------------------------------------------------------- outbound ------------- */
@@ -349,6 +361,8 @@ static void test_inbound_drops(struct fx *f) {
   SEND(f->peer_a, p, 64);
   make_pkt(p, MTU + 1, 5, 17, 64, POD_A, LOCAL_POD); /* one byte over the TUN MTU */
   SEND(f->peer_a, p, MTU + 1);
+  uint8_t big1[MTU + 1];
+  memcpy(big1, p, sizeof(big1));
   make_pkt(p, 3000, 5, 17, 64, POD_A, LOCAL_POD); /* larger than the receive buffer too */
   SEND(f->peer_a, p, 3000);
   uint8_t ttl1[64];
@@ -359,7 +373,7 @@ static void test_inbound_drops(struct fx *f) {
 
   /* Wait for every counter to reach its expected value (a turn's counters are published
    * one after the other), then read them all. */
-  const uint64_t expect[NW] = {(uint64_t)sent, 2, 4, 2, 1, 2, 1, 1, 2, bytes};
+  const uint64_t expect[NW] = {(uint64_t)sent, 2, 4, 2, 1, 2, 1, 3, 2, bytes};
   int arrived = 1;
   for (int i = 0; i < NW; i++) arrived &= wait_ctr(f, watch[i], before[i] + expect[i]);
   uint64_t d[NW];
@@ -373,7 +387,7 @@ static void test_inbound_drops(struct fx *f) {
   tap_ok(d[3] == 2, "drop_spoofed 2 (another peer's source; a source without route): %llu", (unsigned long long)d[3]);
   tap_ok(d[4] == 1, "drop_wrong_dst 1: %llu", (unsigned long long)d[4]);
   tap_ok(d[5] == 2, "drop_too_big 2 (MTU+1; 3000 bytes, truncated on receive): %llu", (unsigned long long)d[5]);
-  tap_ok(d[6] == 1 && d[7] == 1, "drop_ttl 1, icmp_sent 1");
+  tap_ok(d[6] == 1 && d[7] == 3, "drop_ttl 1, icmp_sent 3 (time exceeded; two fragmentation needed)");
   tap_ok(d[8] == 2, "tun_tx 2: the ICMP error and the legitimate packet");
   /* Both are in the TUN, in the order the datagrams were processed. */
   int seen_icmp = 0, seen_good = 0;
@@ -384,6 +398,82 @@ static void test_inbound_drops(struct fx *f) {
     else if (icmp_ok(got, n, 11, 0, ttl1, sizeof(ttl1))) seen_icmp++;
   }
   tap_ok(seen_icmp == 1 && seen_good == 1, "the TUN got the time exceeded (to peer A's pod) and the good packet");
+  /* the two too-big ones (DF set by make_pkt): fragmentation needed back to A, in order */
+  struct sockaddr_in from;
+  ssize_t n = recv_within(f->peer_a, got, sizeof(got), WAIT_MS, &from);
+  int ok = frag_needed_ok(f, got, n, &from, big1, sizeof(big1));
+  n = recv_within(f->peer_a, got, sizeof(got), WAIT_MS, &from);
+  ok &= frag_needed_ok(f, got, n, &from, p, 3000);
+  tap_ok(ok, "peer A got fragmentation needed (MTU %u) for the MTU+1 and the truncated 3000-byte datagram", MTU);
+}
+
+/* Inbound IPv4 longer than the TUN MTU: with DF, fragmentation needed (RFC 1191, next-hop
+ * MTU = the TUN MTU) back over UDP to the peer it came from, counted icmp_sent and tx; no
+ * answer without DF, about an ICMP error, or for a non-first fragment (RFC 1812). Each
+ * silent case is followed by a DF marker whose answer must be the next datagram A gets
+ * (the engine handles one socket's datagrams in order), so "nothing" is proven, not timed. */
+static void test_inbound_frag_needed(struct fx *f) {
+  static uint8_t p[MTU + 100], marker[MTU + 1], got[4096];
+  struct sockaddr_in from;
+  uint64_t tb0 = ctr(f, OVL_EC_DROP_TOO_BIG), icmp0 = ctr(f, OVL_EC_ICMP_SENT), tx0 = ctr(f, OVL_EC_TX),
+           tun_tx0 = ctr(f, OVL_EC_TUN_TX);
+  make_pkt(p, MTU + 100, 5, 17, 64, POD_A, LOCAL_POD);
+  send_from(f->peer_a, f->port, p, MTU + 100);
+  ssize_t n = recv_within(f->peer_a, got, sizeof(got), WAIT_MS, &from);
+  tap_ok(frag_needed_ok(f, got, n, &from, p, MTU + 100) && rd32(got + 16) == POD_A,
+         "DF, %u bytes from A: one fragmentation needed (MTU %u) from 10.244.1.0 to A's pod, header + 8 bytes quoted",
+         MTU + 100, MTU);
+  tap_ok(ctr_is(f, OVL_EC_DROP_TOO_BIG, tb0 + 1) && ctr_is(f, OVL_EC_ICMP_SENT, icmp0 + 1) && ctr_is(f, OVL_EC_TX, tx0 + 1),
+         "drop_too_big +1, icmp_sent +1, tx +1 (the answer)");
+
+  int cases = 0, quiet = 1;
+  for (int c = 0; c < 3; c++) {
+    make_pkt(p, MTU + 100, 5, c == 1 ? 1 : 17, 64, POD_A, LOCAL_POD);
+    if (c == 0) wr16(p + 6, 0); /* no DF */
+    if (c == 1) p[20] = 3;      /* an ICMP destination unreachable (an error itself) */
+    if (c == 2) wr16(p + 6, 0x4000 | 100); /* DF, but a non-first fragment */
+    wr16(p + 10, ref_header_checksum(p, 20));
+    send_from(f->peer_a, f->port, p, MTU + 100);
+    make_pkt(marker, sizeof(marker), 5, 17, 64, POD_A, LOCAL_POD);
+    send_from(f->peer_a, f->port, marker, sizeof(marker));
+    n = recv_within(f->peer_a, got, sizeof(got), WAIT_MS, &from);
+    quiet &= frag_needed_ok(f, got, n, &from, marker, sizeof(marker));
+    cases++;
+  }
+  tap_ok(quiet, "no answer without DF, about an ICMP error, or for a non-first fragment (the next is the marker's)");
+  tap_ok(ctr_is(f, OVL_EC_DROP_TOO_BIG, tb0 + 1 + 2 * (uint64_t)cases) && ctr_is(f, OVL_EC_ICMP_SENT, icmp0 + 1 + (uint64_t)cases),
+         "each still counted drop_too_big; icmp_sent only for the markers");
+  tap_ok(recv_within(f->peer_a, got, sizeof(got), 100, NULL) < 0 && ctr(f, OVL_EC_TUN_TX) == tun_tx0,
+         "nothing more to A, nothing into the TUN");
+}
+
+/* Fragmentation needed through the shared ICMP rate limit (1 token, refilled at 1 per
+ * second): of 3 DF too-big datagrams each is drop_too_big and either answered (icmp_sent,
+ * one datagram to A) or drop_icmp_ratelimit; at most burst + rate * elapsed are answered,
+ * elapsed measured by the test around it all (an over-estimate of the engine's: a bound,
+ * not a speed). A gets exactly icmp_sent datagrams. */
+static void test_frag_needed_ratelimit(void) {
+  struct fx f;
+  fx_start_opts(&f, 1, false, 1, 1);
+  static uint8_t p[MTU + 1], got[4096];
+  double t0 = now_sec();
+  for (int i = 0; i < 3; i++) {
+    make_pkt(p, sizeof(p), 5, 17, 64, POD_A, LOCAL_POD);
+    send_from(f.peer_a, f.port, p, sizeof(p));
+  }
+  int settled = ctr_is(&f, OVL_EC_DROP_TOO_BIG, 3);
+  uint64_t sent = ctr(&f, OVL_EC_ICMP_SENT), limited = ctr(&f, OVL_EC_DROP_ICMP_RATELIMIT);
+  double elapsed = now_sec() - t0;
+  tap_ok(settled && sent + limited == 3 && sent >= 1, "3 DF too-big: drop_too_big 3, icmp_sent %llu + drop_icmp_ratelimit %llu == 3",
+         (unsigned long long)sent, (unsigned long long)limited);
+  tap_ok((double)sent <= 1.0 + elapsed, "at most burst + rate * elapsed answered (%llu in %.2f s)", (unsigned long long)sent, elapsed);
+  uint64_t n = 0;
+  struct sockaddr_in from;
+  for (uint64_t i = 0; i < sent; i++) n += recv_within(f.peer_a, got, sizeof(got), WAIT_MS, &from) > 0 && got[20] == 3 && got[21] == 4;
+  tap_ok(n == sent && ctr(&f, OVL_EC_TX) == sent && recv_within(f.peer_a, got, sizeof(got), 100, NULL) < 0,
+         "A got exactly the %llu answered (tx %llu); nothing for the suppressed", (unsigned long long)sent,
+         (unsigned long long)ctr(&f, OVL_EC_TX));
+  (void)fx_stop(&f);
 }
 
 /* ---------------------------------------------------------------- routes, idle --------- */
@@ -546,7 +636,7 @@ static size_t tcp_seg(uint8_t *p, uint32_t src, uint32_t dst, uint32_t seq, cons
 
 static void test_offloads(void) {
   struct fx f;
-  fx_start_opts(&f, 1, true);
+  fx_start_opts(&f, 1, true, 0, 0);
   static uint8_t data[20000], pkt[70000], got[70000];
   for (size_t i = 0; i < sizeof(data); i++) data[i] = (uint8_t)rnd();
 
@@ -639,7 +729,7 @@ static void test_offloads(void) {
  * ICMP time exceeded, one without a route ONE net unreachable; every segment is counted. */
 static void test_super_policy(void) {
   struct fx f;
-  fx_start_opts(&f, 1, true);
+  fx_start_opts(&f, 1, true, 0, 0);
   static uint8_t data[65536], pkt[70000], got[2048];
   const size_t mss = 1360, plen = 48 * mss;
   struct ovl_vnet_hdr h = {.flags = OVL_VNET_F_NEEDS_CSUM, .gso_type = OVL_VNET_GSO_TCPV4, .hdr_len = 40,
@@ -682,10 +772,12 @@ int main(void) {
   test_outbound_drops(&f);
   test_inbound(&f);
   test_inbound_drops(&f);
+  test_inbound_frag_needed(&f);
   test_route_change(&f);
   test_idle(&f);
   double dt = fx_stop(&f);
   tap_ok(dt < STOP_MAX_SEC, "stopped and joined in %.3f s", dt);
+  test_frag_needed_ratelimit();
   test_multi_queue();
   test_fatal();
   return tap_done();

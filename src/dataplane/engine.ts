@@ -14,14 +14,14 @@ export const ENGINE_COUNTERS = [
   'rx', //               datagrams received on the UDP socket (all, before checks)
   'rx_bytes', //         payload bytes received
   'tun_tx', //           packets written into the TUN (forwarded inbound + ICMP errors)
-  'icmp_sent', //        ICMP errors generated (net unreachable, time exceeded)
+  'icmp_sent', //        ICMP errors generated (net unreachable, time exceeded, fragmentation needed / packet too big)
   'drop_no_route', //    outbound: no route for the destination
   'drop_ttl', //         TTL would reach 0
   'drop_malformed', //   not a well-formed IPv4 packet (either direction)
   'drop_unknown_peer', // inbound: sender is not a known peer's PublicIP:port
   'drop_spoofed', //     inbound: inner source not inside the sending peer's subnet
   'drop_wrong_dst', //   inbound: inner destination not inside this node's subnet
-  'drop_too_big', //     inbound: packet larger than the TUN MTU
+  'drop_too_big', //     inbound: packet larger than the TUN MTU (with DF / IPv6: answered over UDP)
   'drop_ring_full', //   the TUN-bound ring was full
   'tx_error', //         UDP send failed
   'drop_icmp_ratelimit', // ICMP errors not sent: the engine's rate limit (icmp-ratelimit-rate/-burst)

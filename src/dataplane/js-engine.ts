@@ -12,10 +12,11 @@
 import * as dgram from 'node:dgram';
 import { formatIp, parseIp, prefixContains, type Prefix } from '../net/addr';
 import {
-  IPV4_OK, validateIpv4, ipv4Dst, ipv4Src, decrementTtl,
+  IPV4_OK, validateIpv4, ipv4Dst, ipv4Src, ipv4DontFragment, decrementTtl,
 } from '../net/ipv4';
 import {
-  buildIcmpError, mayRespondWithIcmpError, ICMP_DEST_UNREACH, ICMP_NET_UNREACH, ICMP_TIME_EXCEEDED, ICMP_TTL_EXCEEDED,
+  buildIcmpError, mayRespondWithIcmpError, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_NET_UNREACH, ICMP_TIME_EXCEEDED,
+  ICMP_TTL_EXCEEDED,
   IcmpRateLimiter, ICMP_RATELIMIT_BURST, ICMP_RATELIMIT_RATE,
 } from '../net/icmp';
 import {
@@ -306,6 +307,12 @@ export class JsEngine implements Engine {
     }
     if (msg.length > this.opts.tunMtu) {
       s.drop_too_big++;
+      // path MTU discovery (RFC 1191) with DF set: fragmentation needed back through the
+      // tunnel it came by, as packet too big for inner IPv6; without DF dropped silently
+      if (ipv4DontFragment(msg)) {
+        const err = this.icmp4(msg, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, this.opts.tunMtu);
+        if (err !== undefined) this.sendTo(this.socket, err, rinfo.address);
+      }
       return;
     }
     if (!decrementTtl(msg)) {
@@ -389,15 +396,25 @@ export class JsEngine implements Engine {
     if (err !== undefined) this.queueTun(err);
   }
 
-  // ---- into the TUN ----
-  private icmpError(pkt: Buffer, type: number, code: number): void {
-    if (!mayRespondWithIcmpError(pkt, pkt.length)) return;
+  /**
+   * The ICMP error about `pkt` from the TUN's IPv4 address (`nextHopMtu` for fragmentation
+   * needed), or undefined when RFC 1812 forbids one or the shared rate limit suppresses it
+   * (counted). Counts icmp_sent.
+   */
+  private icmp4(pkt: Buffer, type: number, code: number, nextHopMtu = 0): Buffer | undefined {
+    if (!mayRespondWithIcmpError(pkt, pkt.length)) return undefined;
     if (!this.icmpLimit.take()) {
       this.stats.drop_icmp_ratelimit++;
-      return;
+      return undefined;
     }
     this.stats.icmp_sent++;
-    this.queueTun(buildIcmpError(type, code, this.opts.tunAddress, pkt, pkt.length));
+    return buildIcmpError(type, code, this.opts.tunAddress, pkt, pkt.length, nextHopMtu);
+  }
+
+  // ---- into the TUN ----
+  private icmpError(pkt: Buffer, type: number, code: number): void {
+    const err = this.icmp4(pkt, type, code);
+    if (err !== undefined) this.queueTun(err);
   }
 
   /** `pkt` must stay unmodified until flushed (it is owned by the queue). */

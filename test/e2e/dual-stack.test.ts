@@ -11,7 +11,8 @@
  *     20 bytes larger than n1's) and an IPv4-only node n4 (a lease without a v6 part, as an
  *     older flannel writes it; its daemon runs from a static IPv4 config):
  *     ping6 between every dual-stack pod pair; path MTU discovery across the overlay (n1's
- *     packet-too-big is what makes a 1,500-byte ping from n3 work); n4's IPv4 works and no
+ *     packet-too-big is what makes a 1,500-byte ping from n3 work; for IPv4 its fragmentation
+ *     needed teaches p3 the path MTU); n4's IPv4 works and no
  *     node has a v6 route to it; every IPv6 drop reason, provoked by pods (no route, hop
  *     limit) and by datagrams crafted from a hand-written peer lease in the underlay namespace.
  */
@@ -231,6 +232,21 @@ if (!isRoot) {
         t.match(r.stdout, new RegExp(`From ${net6(n1.subnet6)} icmp_seq=\\d+ Packet too big: mtu=1452`), 'packet too big from n1\'s TUN address', { output: r.stdout + r.stderr });
         t.match(r.stdout, /1460 bytes from .* icmp_seq=[2-5] /, 'a later one is answered');
         t.match(topo.netns.tryExec(p3.ns, 'ip', ['-6', 'route', 'get', p1.ip6!]).stdout, /mtu 1452/, 'p3 learned the path MTU');
+        const c1 = counters(topo, n1);
+        t.ok((c1['drops.too_big'] ?? 0) > (c0['drops.too_big'] ?? 0), 'n1 counted drops.too_big');
+        t.ok((c1['icmp_errors_sent'] ?? 0) > (c0['icmp_errors_sent'] ?? 0), 'n1 counted icmp_errors_sent');
+      });
+
+      await t.test('path MTU over IPv4: a 1,472-byte DF ping from n3 (TUN 1472) to n1 (TUN 1452) gets n1\'s fragmentation needed; one that fits is answered', async (t) => {
+        topo.netns.tryExec(p3.ns, 'ip', ['route', 'flush', 'cache']);
+        const c0 = counters(topo, n1);
+        // 1444 bytes of data + 8 ICMP + 20 IPv4 = 1472: fits p3's and n3's MTU, not n1's TUN
+        const r = ping(topo, p3, p1.ip, ['-M', 'do', '-s', '1444'], 2);
+        const n1Tun = n1.subnet.split('/')[0]!;
+        t.match(r.stdout, new RegExp(`From ${n1Tun.replace(/\./g, '\\.')} icmp_seq=\\d+ Frag needed and DF set \\(mtu = 1452\\)`), 'fragmentation needed from n1\'s TUN address', { output: r.stdout + r.stderr });
+        t.match(topo.netns.tryExec(p3.ns, 'ip', ['route', 'get', p1.ip]).stdout, /mtu 1452/, 'p3 learned the path MTU');
+        const fits = ping(topo, p3, p1.ip, ['-M', 'do', '-s', '1424'], 1);
+        t.equal(fits.status, 0, `1452 bytes with DF are answered: ${fits.stdout}${fits.stderr}`);
         const c1 = counters(topo, n1);
         t.ok((c1['drops.too_big'] ?? 0) > (c0['drops.too_big'] ?? 0), 'n1 counted drops.too_big');
         t.ok((c1['icmp_errors_sent'] ?? 0) > (c0['icmp_errors_sent'] ?? 0), 'n1 counted icmp_errors_sent');

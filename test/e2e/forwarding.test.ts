@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { isRoot, run } from '../helpers/exec';
 import { Topology, startDaemon, stopDaemon, OVERLAYD_BIN, PORT, type DaemonHandle } from '../helpers/topology';
-import { buildIpv4 } from '../helpers/packets';
+import { buildIcmp, buildIpv4, decodeIcmpError } from '../helpers/packets';
 import { parseIp } from '../../src/net/addr';
 import type { StatusCounters } from '../../src/ops/status-types';
 import * as path from 'node:path';
@@ -152,6 +152,48 @@ if (!isRoot) {
         t.equal(dp('tun_written'), 1, 'the legitimate one went into the TUN');
         const again = ping(topo, p1.ns, p2.ip);
         t.equal(again.status, 0, 'forwarding goes on');
+      });
+
+      t.test('inbound longer than the TUN MTU: with DF, fragmentation needed back to the peer over UDP', async (t) => {
+        // 1,500 inner bytes from the fake peer (its datagram is fragmented on the underlay and
+        // reassembled by node 2's kernel); node 2's TUN MTU is 1472
+        const src = parseIp('10.244.200.5');
+        /** A 1,500-byte packet from the fake peer's pod to p2 (the bytes after the IP header are not read). */
+        const big = (df: boolean, proto = 17, fragOffset = 0, payload = Buffer.alloc(1480, 7)): Buffer =>
+          buildIpv4({ src, dst: parseIp(p2.ip), df, proto, fragOffset, payload });
+        /** Sends `pkts` from the fake peer's PORT and returns the first `want` datagrams it gets back (fewer: 15 s passed). */
+        const ask = (want: number, ...pkts: Buffer[]): { from: string; msg: Buffer }[] => {
+          const r = topo.netns.tryExec(topo.underlayNs, process.execPath, [path.join(FIXTURES, 'udp-ask.js'), FAKE_PEER, String(PORT), n2.underlayIp, String(PORT), String(want), '15000', ...pkts.map((p) => p.toString('hex'))], 30_000);
+          t.equal(r.status, 0, r.stderr);
+          return r.stdout.trim().split('\n').filter((l) => l !== '').map((l) => {
+            const [from, hex] = l.split(' ');
+            return { from: from ?? '', msg: Buffer.from(hex ?? '', 'hex') };
+          });
+        };
+        const before = statusOf(topo, n2.ns).counters;
+        const df = big(true);
+        const [reply] = ask(1, df);
+        t.equal(reply?.from, `${n2.underlayIp}:${PORT}`, 'from node 2\'s UDP port');
+        const e = decodeIcmpError(reply?.msg ?? Buffer.alloc(28));
+        t.match(e, { version: 4, proto: 1, df: false, type: 3, code: 4, unused: 0, mtu: 1472, ipChecksumOk: true, icmpChecksumOk: true },
+          'ICMP fragmentation needed, next-hop MTU 1472, both checksums valid');
+        t.equal(e.src, parseIp('10.244.2.0'), 'from node 2\'s TUN address');
+        t.equal(e.dst, src, 'to the inner source');
+        t.same(e.quote, df.subarray(0, 28), 'quoting the offending header and 8 bytes');
+        // no answer without DF, about an ICMP error, or for a non-first fragment: the first
+        // answer is the DF marker's, sent last (one peer's datagrams are handled in order)
+        const icmpErr = big(true, 1, 0, Buffer.concat([buildIcmp(3, 1), Buffer.alloc(1472)]));
+        const marker = big(true, 17, 0, Buffer.alloc(1480, 9));
+        const [first] = ask(1, big(false), icmpErr, big(true, 6, 100), marker);
+        t.same(decodeIcmpError(first?.msg ?? Buffer.alloc(28)).quote, marker.subarray(0, 28), 'the first answer is about the marker');
+        let after = statusOf(topo, n2.ns).counters;
+        for (const t0 = Date.now(); (after.drops['too_big'] ?? 0) - (before.drops['too_big'] ?? 0) < 5 && Date.now() - t0 < 30_000;) {
+          await new Promise((r) => setTimeout(r, 50));
+          after = statusOf(topo, n2.ns).counters;
+        }
+        t.equal((after.drops['too_big'] ?? 0) - (before.drops['too_big'] ?? 0), 5, 'drops.too_big +5');
+        t.equal(after.icmp_errors_sent - before.icmp_errors_sent, 2, 'icmp_errors_sent +2');
+        t.equal((after.packets['tun_written'] ?? 0) - (before.packets['tun_written'] ?? 0), 0, 'nothing into the TUN');
       });
 
       t.test('status reports routes and MTU', async (t) => {

@@ -3,9 +3,11 @@
  * (truncated headers, wrong version, IHL < 5, total length larger or smaller than the
  * datagram, bad checksums, garbage, fragments, options, TTL 0/1, broadcast and multicast
  * destinations, sources outside the peer's subnet, a non-peer sender, a peer's address on
- * another port, packets above the TUN MTU) at node 2's daemon while pod-to-pod traffic runs.
- * No crash; every datagram the kernel delivered is counted under its one drop reason or
- * forwarded; RSS ends within 5 MB of where it started; the pod traffic loses nothing.
+ * another port, packets above the TUN MTU, half of them with DF) at node 2's daemon while
+ * pod-to-pod traffic runs. No crash; every datagram the kernel delivered is counted under its
+ * one drop reason or forwarded; every ICMP error is written into the TUN or, fragmentation
+ * needed, sent back to the fake peer (counted there by the fuzzer); RSS ends within 5 MB of
+ * where it started; the pod traffic loses nothing.
  * OVERLAYD_FUZZ_COUNT overrides the count (default 1,000,000).
  */
 import t from 'tap';
@@ -107,18 +109,22 @@ if (!isRoot) {
 
       const fz = fuzz(7, FUZZ_COUNT);
       t.equal(fz.status, 0, 'fuzzer ran', { stderr: fz.stderr });
-      const report = JSON.parse(fz.stdout) as { sent: Record<string, number>; total: number; seconds: number; statusConnections: number };
+      const report = JSON.parse(fz.stdout) as {
+        sent: Record<string, number>; total: number; seconds: number; statusConnections: number;
+        tooBigDf: number; tooBigDfAnswerable: number; fragNeeded: number; fragNeededBad: number;
+      };
       t.comment(`sent ${report.total} in ${report.seconds.toFixed(1)} s: ${JSON.stringify(report.sent)}`);
 
       await Promise.all([clientDone, serverDone, pingDone]);
       // settle: poll (bounded, 120 s) until every fuzz datagram is counted under its reason and
-      // nothing is in flight inside the engine (rx + icmp_sent == outcomes); then assert. Not
+      // nothing is in flight inside the engine (rx + icmp_sent == outcomes + the fragmentation
+      // needed the fuzzer got back); then assert. Not
       // "rx stopped moving for 500 ms": a daemon that a loaded machine stalls that long is not done.
       const reasons = ['unknown_peer', 'malformed', 'spoofed', 'wrong_dst', 'too_big', 'ttl'] as const;
       let c1 = counters(topo, n2);
       let d = (k: string) => (c1[k] ?? 0) - (c0[k] ?? 0);
       const outcomes = () => d('drops.unknown_peer') + d('drops.malformed') + d('drops.spoofed') + d('drops.wrong_dst') + d('drops.too_big') + d('drops.ttl') + d('packets.tun_written') + d('drops.ring_full');
-      const settled = () => reasons.every((r) => d(`drops.${r}`) >= (report.sent[r] ?? 0)) && d('packets.udp_received') + d('icmp_errors_sent') === outcomes();
+      const settled = () => reasons.every((r) => d(`drops.${r}`) >= (report.sent[r] ?? 0)) && d('packets.udp_received') + d('icmp_errors_sent') === outcomes() + report.fragNeeded;
       const settleStart = Date.now();
       while (!settled() && Date.now() - settleStart < 120_000) {
         await sleep(500);
@@ -136,8 +142,15 @@ if (!isRoot) {
       t.equal(d('drops.too_big'), report.sent['too_big'], 'too big');
       t.equal(d('drops.ttl'), report.sent['ttl'], 'TTL expired');
       t.equal(d('drops.ring_full'), 0, 'no ring overflow');
-      // every datagram ends as one drop or one packet into the TUN (ICMP errors add to the TUN side)
-      t.equal(d('packets.udp_received') + d('icmp_errors_sent'), outcomes(), 'rx + icmp_sent == drops + written into the TUN');
+      // every datagram ends as one drop or one packet into the TUN; every ICMP error sent goes
+      // into the TUN or (fragmentation needed) back over UDP, where the fuzzer counted it
+      t.equal(d('packets.udp_received') + d('icmp_errors_sent'), outcomes() + report.fragNeeded,
+        'rx + icmp_sent == drops + written into the TUN + fragmentation needed received by the peer');
+      t.equal(report.fragNeededBad, 0, 'every fragmentation needed carries next-hop MTU 1472');
+      t.ok(report.fragNeeded > 0 && report.fragNeeded <= report.tooBigDfAnswerable,
+        `fragmentation needed only for answerable DF too-big packets (${report.fragNeeded} of ${report.tooBigDfAnswerable}; ${report.tooBigDf} with DF)`);
+      t.ok(report.fragNeeded + d('drops.icmp_ratelimit') >= report.tooBigDfAnswerable,
+        'each answerable one was answered or suppressed by the rate limit (counted)');
       t.ok(d('packets.udp_received') >= report.total, `rx moved by at least the fuzz count (${d('packets.udp_received')})`);
 
       const [sentN, sentHash] = sentX.trim().split(' ');
