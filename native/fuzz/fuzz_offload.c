@@ -199,7 +199,17 @@ static bool rip6_ok(const uint8_t *p, size_t len) { return len >= 40 && (p[0] >>
  * not a fragment, total length = len; IPv6 payload length = len - 40), the whole L4 header
  * there, and the checksum field = the pseudo-header sum. Returns the L4 offset (0: no) and
  * the field's offset in it. */
+static size_t rl4hdr(const uint8_t *p, size_t len, size_t *coff, uint8_t *l4proto);
 static size_t rpartial(const uint8_t *p, size_t len, size_t *coff) {
+  uint8_t proto;
+  size_t iphl = rl4hdr(p, len, coff, &proto);
+  if (iphl == 0) return 0;
+  uint32_t ps = iphl == 40 ? rpseudo6(p, proto, len - 40) : rpseudo(p, proto, len - iphl);
+  return rd16(p + iphl + *coff) == ps ? iphl : 0;
+}
+/* The structure rpartial asks for (not the field): the L4 offset or 0, the field's offset
+ * and the protocol. */
+static size_t rl4hdr(const uint8_t *p, size_t len, size_t *coff, uint8_t *l4proto) {
   size_t iphl;
   uint8_t proto;
   if (len < 20 || len > 65535 + 40) return 0;
@@ -216,9 +226,8 @@ static size_t rpartial(const uint8_t *p, size_t len, size_t *coff) {
   }
   size_t off = proto == 6 ? 16 : proto == 17 ? 6 : 0, l4h = proto == 6 ? 20 : 8;
   if (off == 0 || iphl + l4h > len) return 0;
-  uint32_t ps = iphl == 40 ? rpseudo6(p, proto, len - 40) : rpseudo(p, proto, len - iphl);
-  if (rd16(p + iphl + off) != ps) return 0;
   *coff = off;
+  *l4proto = proto;
   return iphl;
 }
 /* Finishes the partial checksum of p (rpartial gave iphl/off): 0 is stored as 0xffff. */
@@ -620,12 +629,15 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
         }
         if (h.gso_type != OVL_VNET_GSO_NONE || in_l4) {
           /* toward a peer that takes them: the checksum left partial (the field = the
-           * segment's pseudo-header sum); else a valid full checksum */
+           * segment's pseudo-header sum) where the peer recognises one (not an IPv4
+           * fragment, ...: rl4hdr); else a valid full checksum */
           size_t coff;
-          if (to_partial ? rpartial(p, l, &coff) == 0 : !rl4_ok(p, l))
+          uint8_t l4p;
+          const bool want_partial = to_partial && rl4hdr(p, l, &coff, &l4p) != 0;
+          if (want_partial ? rpartial(p, l, &coff) == 0 : !rl4_ok(p, l))
             FAIL("%s: checksum %#x not %s", h.gso_type != OVL_VNET_GSO_NONE ? "segment of a super-packet" : "a partial read",
                  rd16(p + (v6 ? 40 : (size_t)(p[0] & 15) * 4) + (uso || (v6 ? p[6] : p[9]) == 17 ? 6 : 16)),
-                 to_partial ? "partial (the pseudo-header sum)" : "valid");
+                 want_partial ? "partial (the pseudo-header sum)" : "valid");
         }
         if (uso) { /* a datagram cut from a UDP super-packet: its part of the payload, in order */
           size_t iphl = uso_hdr - 8;

@@ -233,6 +233,11 @@ seeds.update({
     'partial-read-to-1': rec(2, vnet(0, 0, 0, 20, 16) + tcp(OWN_POD, POD_1, 1, pay(300)), flags=3 | 8),
     'full-routes': rec(1, b'', flags=1) + super_packet(20000, 1400) + uso4(5000, 1000) + rec(2, vnet(0, 0, 0, 20, 6) + udp_out, flags=3 | 8)
                    + super6(5000, 1200),
+    # an IPv4 TSO super-packet with fragment bits: cut with full checksums (a receiver
+    # never takes a fragment's checksum as partial)
+    'partial-tso-fragment': b''.join(rec(2, vnet(1, 52, 1000, 20, 16) + p[:6] + frag + p[8:], flags=3)
+                                     for p in [tcp(OWN_POD, PEER_POD, 5, pay(3000), partial=True)]
+                                     for frag in [b'\x41\x00', b'\x20\x00']),
     'partial-both-peers': rec(1, b'', flags=1 | 2 | 4) + super_packet(20000, 1400, dst=POD_1) + uso4(5000, 1000, dst=POD_1)
                           + rec(2, vnet(0, 0, 0, 20, 16) + tcp(OWN_POD, POD_1, 1, pay(300)), flags=3 | 8),
 })

@@ -296,7 +296,8 @@ int ovl_gso_cut(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, ui
   int err = gso_plan(pkt, len, h, max_segs, &c);
   if (err) return err;
   if (c.nseg * c.hdr > stubs_cap) return -ENOBUFS;
-  c.partial = (flags & OVL_CUT_PARTIAL_CSUM) != 0;
+  /* partial only where the peer recognises it (ovl_csum_partial): never on an IPv4 fragment */
+  c.partial = (flags & OVL_CUT_PARTIAL_CSUM) != 0 && (c.v6 || (be16(pkt + IP4_FRAG) & IP4_MF_OFFSET) == 0);
   for (size_t i = 0; i < c.nseg; i++) {
     size_t plen = gso_plen(&c, i);
     const uint8_t *payload = pkt + c.hdr + i * c.mss;

@@ -26,48 +26,6 @@ static uint8_t p[70000], q[70000], out[140000], stubs[OVL_GSO_SEGS_MAX * 120];
 static uint32_t lens[OVL_GSO_SEGS_MAX];
 static struct ovl_gso_seg segs[OVL_GSO_SEGS_MAX];
 
-static size_t iphl_of(const uint8_t *s) { return (s[0] >> 4) == 6 ? 40u : (size_t)(s[0] & 15) * 4u; }
-static size_t csum_off(uint8_t proto) { return proto == TCP ? 16u : 6u; }
-static uint8_t proto_of(const uint8_t *s) { return (s[0] >> 4) == 6 ? s[6] : s[9]; }
-
-/* The folded sum of the pseudo header of s (len bytes), built byte by byte. */
-static uint32_t ref_pseudo(const uint8_t *s, size_t len) {
-  uint8_t ph[40];
-  size_t iphl = iphl_of(s), l4 = len - iphl;
-  if ((s[0] >> 4) == 6) {
-    memcpy(ph, s + 8, 32);
-    wr32(ph + 32, (uint32_t)l4);
-    ph[36] = ph[37] = ph[38] = 0;
-    ph[39] = s[6];
-    return ref_sum(ph, 40);
-  }
-  memcpy(ph, s + 12, 8);
-  ph[8] = 0;
-  ph[9] = s[9];
-  wr16(ph + 10, (uint32_t)l4);
-  return ref_sum(ph, 12);
-}
-
-/* The full TCP/UDP checksum of s verifies (pseudo header + L4 bytes sum to 0xffff). */
-static int ref_l4_ok(const uint8_t *s, size_t len) {
-  size_t iphl = iphl_of(s);
-  uint64_t x = (uint64_t)ref_pseudo(s, len) + ref_sum(s + iphl, len - iphl);
-  while (x >> 16) x = (x & 0xffff) + (x >> 16);
-  return x == 0xffff;
-}
-
-/* Writes the full checksum of s (field 0 summed, complemented; 0 stored as 0xffff). */
-static void set_full(uint8_t *s, size_t len) {
-  size_t iphl = iphl_of(s), off = iphl + csum_off(proto_of(s));
-  wr16(s + off, 0);
-  uint64_t x = (uint64_t)ref_pseudo(s, len) + ref_sum(s + iphl, len - iphl);
-  while (x >> 16) x = (x & 0xffff) + (x >> 16);
-  uint32_t c = ~x & 0xffff;
-  wr16(s + off, c == 0 ? 0xffff : c);
-}
-
-static void set_partial(uint8_t *s, size_t len) { wr16(s + iphl_of(s) + csum_off(proto_of(s)), ref_pseudo(s, len)); }
-
 /* A packet of len bytes at s: IPv4 (IHL ihl, DF) or IPv6, TCP (data offset 5, ACK) or UDP
  * (length right), random addresses, ports and payload; checksum field not set. */
 static size_t make(uint8_t *s, int v6, unsigned ihl, uint8_t proto, size_t len) {
@@ -80,7 +38,7 @@ static size_t make(uint8_t *s, int v6, unsigned ihl, uint8_t proto, size_t len) 
   } else {
     make_pkt(s, len, ihl, proto, 64, rnd(), rnd());
   }
-  size_t iphl = iphl_of(s);
+  size_t iphl = tp_iphl(s);
   if (proto == TCP && len >= iphl + 20) {
     s[iphl + 12] = 0x50;
     s[iphl + 13] = 0x10;
@@ -96,13 +54,13 @@ static const char *pname(uint8_t proto) { return proto == TCP ? "TCP" : "UDP"; }
 
 static void test_true(int v6, unsigned ihl, uint8_t proto) {
   size_t len = make(p, v6, ihl, proto, 300 + rnd() % 200);
-  set_partial(p, len);
+  tp_set_partial(p, len);
   struct ovl_vnet_hdr h;
   memset(&h, 0xa5, sizeof(h));
-  size_t iphl = iphl_of(p);
+  size_t iphl = tp_iphl(p);
   bool r = ovl_csum_partial(p, len, &h);
   tap_ok(r && h.flags == OVL_VNET_F_NEEDS_CSUM && h.gso_type == OVL_VNET_GSO_NONE && h.hdr_len == 0 && h.gso_size == 0 &&
-             h.csum_start == iphl && h.csum_offset == csum_off(proto),
+             h.csum_start == iphl && h.csum_offset == tp_csum_off(proto),
          "%s (header %zu) %s, field = pseudo sum: partial, NEEDS_CSUM at %u/%u, no GSO", fam(v6), iphl, pname(proto),
          h.csum_start, h.csum_offset);
   tap_ok(ovl_vnet_csum_is_partial(p, len, &h), "%s %s: ovl_vnet_csum_is_partial with that header", fam(v6), pname(proto));
@@ -118,7 +76,7 @@ static void test_true(int v6, unsigned ihl, uint8_t proto) {
          "%s %s: ovl_vnet_csum_is_partial false without NEEDS_CSUM, at another offset or start", fam(v6), pname(proto));
   /* finished, it verifies */
   memcpy(q, p, len);
-  tap_ok(ovl_vnet_csum_finish(q, len, &h) == 0 && ref_l4_ok(q, len) && memcmp(q, p, iphl) == 0,
+  tap_ok(ovl_vnet_csum_finish(q, len, &h) == 0 && tp_l4_ok(q, len) && memcmp(q, p, iphl) == 0,
          "%s %s: finished with that header, the full checksum verifies", fam(v6), pname(proto));
 }
 
@@ -131,7 +89,7 @@ static bool partial(const uint8_t *s, size_t len) {
 
 static void test_false(void) {
   size_t len = make(p, 0, 5, TCP, 400);
-  set_partial(p, len);
+  tp_set_partial(p, len);
   TAP_ASSERT(partial(p, len), "the base packet is partial");
   wr16(p + 6, 0x2000); /* MF */
   refuse(!partial(p, len), "IPv4 MF set");
@@ -144,30 +102,30 @@ static void test_false(void) {
   wr16(p + 2, (uint32_t)len);
   refuse(!partial(p, len - 1), "IPv4 buffer shorter than the total length");
   p[9] = 1; /* ICMP; its bytes at 6 and 16 hold the pseudo sum for proto 1 */
-  wr16(p + 20 + 6, ref_pseudo(p, len));
-  wr16(p + 20 + 16, ref_pseudo(p, len));
+  wr16(p + 20 + 6, tp_pseudo(p, len));
+  wr16(p + 20 + 16, tp_pseudo(p, len));
   refuse(!partial(p, len), "IPv4 ICMP");
   p[9] = TCP;
-  set_partial(p, len);
-  set_full(p, len);
-  TAP_ASSERT(rd16(p + 36) != ref_pseudo(p, len), "the full checksum differs from the pseudo sum");
-  refuse(!partial(p, len) && ref_l4_ok(p, len), "IPv4 TCP with a valid full checksum");
+  tp_set_partial(p, len);
+  tp_set_full(p, len);
+  TAP_ASSERT(rd16(p + 36) != tp_pseudo(p, len), "the full checksum differs from the pseudo sum");
+  refuse(!partial(p, len) && tp_l4_ok(p, len), "IPv4 TCP with a valid full checksum");
   /* too short for the L4 header */
   len = make(p, 0, 5, TCP, 39); /* field at 36..37 inside, the 20-byte TCP header not */
-  set_partial(p, len);
+  tp_set_partial(p, len);
   refuse(!partial(p, len), "IPv4 TCP of 39 bytes (19 of the TCP header)");
   len = make(p, 0, 5, UDP, 27);
   refuse(!partial(p, len), "IPv4 UDP of 27 bytes (7 of the UDP header)");
   len = make(p, 0, 5, UDP, 28); /* an empty datagram: 8 bytes of UDP header is enough */
-  set_partial(p, len);
+  tp_set_partial(p, len);
   tap_ok(partial(p, len), "partial: IPv4 UDP of 28 bytes (an empty datagram)");
   wr16(p + 26, 0);
   refuse(!partial(p, len), "IPv4 UDP checksum 0 (no checksum)");
   len = make(p, 0, 5, UDP, 200);
-  set_full(p, len);
-  refuse(!partial(p, len) && ref_l4_ok(p, len), "IPv4 UDP with a valid full checksum");
+  tp_set_full(p, len);
+  refuse(!partial(p, len) && tp_l4_ok(p, len), "IPv4 UDP with a valid full checksum");
   len = make(p, 0, 5, UDP, 200);
-  set_partial(p, len);
+  tp_set_partial(p, len);
   p[0] = 0x44;
   refuse(!partial(p, len), "IPv4 IHL 4");
   p[0] = 0x55;
@@ -176,7 +134,7 @@ static void test_false(void) {
   refuse(!partial(p, 19), "19 bytes");
   /* IPv6 */
   len = make(p, 1, 0, TCP, 500);
-  set_partial(p, len);
+  tp_set_partial(p, len);
   TAP_ASSERT(partial(p, len), "the base IPv6 packet is partial");
   wr16(p + 4, (uint32_t)(len - 41));
   refuse(!partial(p, len), "IPv6 payload length != len - 40");
@@ -186,24 +144,24 @@ static void test_false(void) {
   for (unsigned k = 0; k < 4; k++) {
     static const uint8_t ext[] = {0, 43, 44, 60}; /* hop-by-hop, routing, fragment, destination options */
     p[6] = ext[k];
-    wr16(p + 40 + 16, ref_pseudo(p, len)); /* its pseudo sum where TCP's field would be */
+    wr16(p + 40 + 16, tp_pseudo(p, len)); /* its pseudo sum where TCP's field would be */
     refuse(!partial(p, len), k == 0 ? "IPv6 hop-by-hop header" : k == 1 ? "IPv6 routing header"
                              : k == 2 ? "IPv6 fragment header" : "IPv6 destination options header");
   }
   p[6] = 58;
-  wr16(p + 40 + 2, ref_pseudo(p, len));
+  wr16(p + 40 + 2, tp_pseudo(p, len));
   refuse(!partial(p, len), "IPv6 ICMPv6");
   len = make(p, 1, 0, TCP, 59);
-  set_partial(p, len);
+  tp_set_partial(p, len);
   refuse(!partial(p, len), "IPv6 TCP of 59 bytes");
   len = make(p, 1, 0, UDP, 47);
   wr16(p + 44, 7);
   refuse(!partial(p, len), "IPv6 UDP of 47 bytes");
   refuse(!partial(p, 39), "IPv6 of 39 bytes");
   len = make(p, 1, 0, UDP, 300);
-  set_full(p, len);
-  refuse(!partial(p, len) && ref_l4_ok(p, len), "IPv6 UDP with a valid full checksum");
-  set_partial(p, len);
+  tp_set_full(p, len);
+  refuse(!partial(p, len) && tp_l4_ok(p, len), "IPv6 UDP with a valid full checksum");
+  tp_set_partial(p, len);
   p[len - 1] ^= 1; /* a payload byte: the pseudo sum does not cover it, still partial */
   tap_ok(partial(p, len), "partial: IPv6 UDP with a changed payload byte (the payload is not summed)");
   p[8] ^= 1; /* a source address byte: the pseudo sum is another */
@@ -223,12 +181,12 @@ static void test_safety(void) {
     size_t iphl = v6 ? 40 : ihl * 4u, l4h = proto == TCP ? 20 : 8;
     size_t len = make(p, v6, ihl, proto, iphl + l4h + 2 + rnd() % 1500);
     size_t w = iphl + l4h + 2 * (rnd() % ((len - iphl - l4h) / 2)); /* an even L4 offset, inside */
-    set_partial(p, len);
+    tp_set_partial(p, len);
     wr16(p + w, 0);
-    uint64_t x = (uint64_t)ref_pseudo(p, len) + ref_sum(p + iphl, len - iphl);
+    uint64_t x = (uint64_t)tp_pseudo(p, len) + ref_sum(p + iphl, len - iphl);
     while (x >> 16) x = (x & 0xffff) + (x >> 16);
     wr16(p + w, ~x & 0xffff);
-    if (!ref_l4_ok(p, len) || rd16(p + iphl + csum_off(proto)) != ref_pseudo(p, len)) continue;
+    if (!tp_l4_ok(p, len) || rd16(p + iphl + tp_csum_off(proto)) != tp_pseudo(p, len)) continue;
     made++;
     struct ovl_vnet_hdr h;
     if (!ovl_csum_partial(p, len, &h)) continue;
@@ -252,13 +210,13 @@ static int partial_seg_ok(const struct ovl_gso_seg *s, const uint8_t *full, size
   if (len != flen) return 0;
   memcpy(q, s->hdr, s->hdr_len);
   memcpy(q + s->hdr_len, s->payload, s->payload_len);
-  size_t iphl = iphl_of(q), off = iphl + csum_off(proto);
+  size_t iphl = tp_iphl(q), off = iphl + tp_csum_off(proto);
   for (size_t i = 0; i < len; i++)
     if (q[i] != full[i] && i != off && i != off + 1) return 0;
-  if (rd16(q + off) != ref_pseudo(q, len)) return 0;
+  if (rd16(q + off) != tp_pseudo(q, len)) return 0;
   struct ovl_vnet_hdr h;
-  if (!ovl_csum_partial(q, len, &h) || h.csum_start != iphl || h.csum_offset != csum_off(proto)) return 0;
-  if (ovl_vnet_csum_finish(q, len, &h) != 0 || !ref_l4_ok(q, len)) return 0;
+  if (!ovl_csum_partial(q, len, &h) || h.csum_start != iphl || h.csum_offset != tp_csum_off(proto)) return 0;
+  if (ovl_vnet_csum_finish(q, len, &h) != 0 || !tp_l4_ok(q, len)) return 0;
   if (memcmp(q, full, len) == 0) return 1;
   return proto == TCP && rd16(full + off) == 0 && rd16(q + off) == 0xffff && memcmp(q, full, off) == 0 &&
          memcmp(q + off + 2, full + off + 2, len - off - 2) == 0;
@@ -268,7 +226,7 @@ static void test_gso_partial(int v6, unsigned tcp_hl, size_t payload, unsigned m
   size_t iphl = v6 ? 40 : 20, hdr = iphl + tcp_hl, len = make(p, v6, 5, TCP, hdr + payload);
   p[iphl + 12] = (uint8_t)((tcp_hl / 4) << 4);
   p[iphl + 13] = 0x18 | 0x01; /* ACK PSH FIN */
-  set_partial(p, len);        /* as the kernel hands a TSO super-packet over */
+  tp_set_partial(p, len);        /* as the kernel hands a TSO super-packet over */
   struct ovl_vnet_hdr h = {.flags = OVL_VNET_F_NEEDS_CSUM, .gso_type = (uint8_t)(v6 ? OVL_VNET_GSO_TCPV6 : OVL_VNET_GSO_TCPV4),
                            .hdr_len = (uint16_t)hdr, .gso_size = (uint16_t)mss, .csum_start = (uint16_t)iphl, .csum_offset = 16};
   memcpy(q, p, len);
@@ -289,7 +247,7 @@ static void test_gso_partial(int v6, unsigned tcp_hl, size_t payload, unsigned m
 
 static void test_uso_partial(int v6, unsigned ihl, size_t payload, unsigned gso) {
   size_t iphl = v6 ? 40 : ihl * 4u, hdr = iphl + 8, len = make(p, v6, ihl, UDP, hdr + payload);
-  set_partial(p, len);
+  tp_set_partial(p, len);
   struct ovl_vnet_hdr h = {.flags = OVL_VNET_F_NEEDS_CSUM, .gso_type = OVL_VNET_GSO_UDP_L4, .hdr_len = (uint16_t)hdr,
                            .gso_size = (uint16_t)gso, .csum_start = (uint16_t)iphl, .csum_offset = 6};
   memcpy(q, p, len);
@@ -317,7 +275,7 @@ static void test_uso_partial(int v6, unsigned ihl, size_t payload, unsigned gso)
 /* A TCP super-packet cut with and without the flag: only the checksum fields differ. */
 static void test_gso_flag_only_checksums(void) {
   size_t len = make(p, 0, 5, TCP, 40 + 5000);
-  set_partial(p, len);
+  tp_set_partial(p, len);
   struct ovl_vnet_hdr h = {.flags = OVL_VNET_F_NEEDS_CSUM, .gso_type = OVL_VNET_GSO_TCPV4, .hdr_len = 40, .gso_size = 1448,
                            .csum_start = 20, .csum_offset = 16};
   static struct ovl_gso_seg full[OVL_GSO_SEGS_MAX];
@@ -333,6 +291,23 @@ static void test_gso_flag_only_checksums(void) {
   tap_ok(ok, "TSO cut with and without OVL_CUT_PARTIAL_CSUM: same slices, same headers but the TCP checksum");
   tap_ok(ovl_gso_cut(p, len, &h, stubs, 4 * 40 - 1, segs, OVL_GSO_SEGS_MAX, OVL_CUT_PARTIAL_CSUM) == -ENOBUFS,
          "partial TSO cut: stubs one byte short: -ENOBUFS");
+  /* an IPv4 super-packet with fragment bits (MF, an offset) is cut with full checksums
+   * even when asked for partial ones: the receiver never takes a fragment as partial */
+  for (int k = 0; k < 2; k++) {
+    wr16(p + 6, k ? 0x4100u : 0x2000u);
+    wr16(p + 10, ref_header_checksum(p, 20));
+    n = ovl_gso_cut(p, len, &h, stubs2, sizeof(stubs2), full, OVL_GSO_SEGS_MAX, 0);
+    m = ovl_gso_cut(p, len, &h, stubs, sizeof(stubs), segs, OVL_GSO_SEGS_MAX, OVL_CUT_PARTIAL_CSUM);
+    ok = n == 4 && m == 4;
+    for (int i = 0; ok && i < n; i++) {
+      memcpy(q, segs[i].hdr, segs[i].hdr_len);
+      memcpy(q + segs[i].hdr_len, segs[i].payload, segs[i].payload_len);
+      ok &= memcmp(full[i].hdr, segs[i].hdr, 40) == 0 && tp_l4_ok(q, segs[i].hdr_len + segs[i].payload_len) &&
+            !partial(q, segs[i].hdr_len + segs[i].payload_len);
+    }
+    tap_ok(ok, "TSO cut of an IPv4 super-packet with %s, partial asked: full checksums (as without the flag)",
+           k ? "a fragment offset" : "MF");
+  }
 }
 
 /* ---------------------------------------------------------------- GRO ------------------ */
@@ -371,9 +346,9 @@ static size_t flow_seg(uint8_t *s, int v6, uint32_t k, size_t mss, bool part) {
   wr16(th + 14, 500);
   for (size_t i = 0; i < mss; i++) th[20 + i] = (uint8_t)rnd();
   if (part)
-    set_partial(s, len);
+    tp_set_partial(s, len);
   else
-    set_full(s, len);
+    tp_set_full(s, len);
   return len;
 }
 
@@ -383,7 +358,7 @@ static void test_gro(int v6) {
   for (uint32_t k = 0; k < 4; k++) l[k] = flow_seg(seg[k], v6, k, 1000, k != 2); /* segment 2 full, others partial */
   int elig = 1, invalid = 1;
   for (int k = 0; k < 4; k++) elig &= ovl_gro_eligible(seg[k], l[k]);
-  for (int k = 0; k < 4; k++) invalid &= (k == 2) == ref_l4_ok(seg[k], l[k]);
+  for (int k = 0; k < 4; k++) invalid &= (k == 2) == tp_l4_ok(seg[k], l[k]);
   tap_ok(elig && invalid, "%s GRO: partial segments (full checksum not valid) and a full one are all eligible", fam(v6));
   struct ovl_gro g;
   ovl_gro_init(&g);
@@ -401,11 +376,11 @@ static void test_gro(int v6) {
   size_t iphl = v6 ? 40 : 20;
   /* the super-packet, finished and cut, gives the 4 segments with valid checksums */
   int ok = added && o == len && len == iphl + 20 + 4000 && h.gso_size == 1000 && h.flags == OVL_VNET_F_NEEDS_CSUM &&
-           rd16(p + iphl + 16) == ref_pseudo(p, len);
+           rd16(p + iphl + 16) == tp_pseudo(p, len);
   int cut = ovl_gso_segment(p, len, &h, out, sizeof(out), lens, OVL_GSO_SEGS_MAX);
   o = 0;
   for (int i = 0; ok && i < cut; i++) {
-    ok &= lens[i] == l[i] && ref_l4_ok(out + o, lens[i]) && memcmp(out + o + iphl + 20, seg[i] + iphl + 20, 1000) == 0;
+    ok &= lens[i] == l[i] && tp_l4_ok(out + o, lens[i]) && memcmp(out + o + iphl + 20, seg[i] + iphl + 20, 1000) == 0;
     o += lens[i];
   }
   tap_ok(ok && cut == 4, "%s GRO: the 4 segments (3 partial, 1 full) coalesce; the super-packet is partial and cuts into "
@@ -417,7 +392,7 @@ static void test_gro(int v6) {
   int bad_full = !ovl_gro_eligible(seg[0], k);
   k = flow_seg(seg[0], v6, 0, 1000, true);
   wr16(seg[0] + iphl + 16, rd16(seg[0] + iphl + 16) ^ 0x0100);
-  int bad_partial = !ovl_gro_eligible(seg[0], k) && !ref_l4_ok(seg[0], k);
+  int bad_partial = !ovl_gro_eligible(seg[0], k) && !tp_l4_ok(seg[0], k);
   k = flow_seg(seg[0], v6, 0, 1000, true);
   seg[0][v6 ? 9 : 13] ^= 1; /* a source address byte after the sum */
   if (!v6) wr16(seg[0] + 10, ref_header_checksum(seg[0], 20));
