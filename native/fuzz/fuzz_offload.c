@@ -204,7 +204,7 @@ static size_t rpartial(const uint8_t *p, size_t len, size_t *coff) {
   uint8_t proto;
   size_t iphl = rl4hdr(p, len, coff, &proto);
   if (iphl == 0) return 0;
-  uint32_t ps = iphl == 40 ? rpseudo6(p, proto, len - 40) : rpseudo(p, proto, len - iphl);
+  uint32_t ps = is6(p, len) ? rpseudo6(p, proto, len - 40) : rpseudo(p, proto, len - iphl); /* IHL 10 is 40 bytes too */
   return rd16(p + iphl + *coff) == ps ? iphl : 0;
 }
 /* The structure rpartial asks for (not the field): the L4 offset or 0, the field's offset
@@ -575,10 +575,10 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
     if (type == 2 && (flags & 4)) repair_uso(arena, len, &h);
     if (type == 2 && (flags & 8)) { /* a partial checksum as the kernel leaves it */
       size_t iphl = is6(arena, len) ? 40 : len >= 20 ? (size_t)(arena[0] & 15) * 4 : 0;
-      uint8_t proto = iphl == 40 ? arena[6] : iphl ? arena[9] : 0;
+      uint8_t proto = is6(arena, len) ? arena[6] : iphl ? arena[9] : 0;
       size_t off = proto == 6 ? 16 : proto == 17 ? 6 : 0;
       if (off && iphl >= 20 && iphl + off + 2 <= len) {
-        wr16(arena + iphl + off, iphl == 40 ? rpseudo6(arena, proto, len - 40) : rpseudo(arena, proto, len - iphl));
+        wr16(arena + iphl + off, is6(arena, len) ? rpseudo6(arena, proto, len - 40) : rpseudo(arena, proto, len - iphl));
         h.flags = OVL_VNET_F_NEEDS_CSUM;
         h.csum_start = (uint16_t)iphl;
         h.csum_offset = (uint16_t)off;

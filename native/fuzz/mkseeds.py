@@ -80,7 +80,10 @@ for name, pkt in [('in-udp', ip(peer, own, 17, udp)), ('in-tcp', ip(peer, own, 6
                   ('in6-udp', ip6(peer6, own6, 17, udp)), ('in6-tcp', ip6(peer6, own6, 6, ack))]:
     seeds['partial-' + name] = bytes([0x10]) + pkt
     seeds['partial-' + name + '-vnet'] = bytes([0x30]) + pkt
-for name, pkt in [('out-udp', ip(own, peer, 17, udp)), ('out-tcp', ip(own, peer, 6, ack)),
+opts20 = b'\x01' * 19 + b'\x00'  # a 40-byte IPv4 header, as long as IPv6's
+seeds['partial-in-ihl10-vnet'] = bytes([0x30]) + ip(peer, own, 17, udp, options=opts20)
+seeds['partial-in-ihl10'] = bytes([0x10]) + ip(peer, own, 6, ack, options=opts20)
+for name, pkt in [('out-ihl10', ip(own, peer, 17, udp, options=opts20)), ('out-udp', ip(own, peer, 17, udp)), ('out-tcp', ip(own, peer, 6, ack)),
                   ('out-tcp-245', ip(own, [10, 245, 3, 3], 6, ack)), ('out-to-1', ip(own, other, 6, ack)),
                   ('out6-udp', ip6(own6, peer6, 17, udp)), ('out6-tcp-to-1', ip6(own6, other6, 6, ack))]:
     seeds['partial-' + name + '-routes'] = bytes([0x3b]) + pkt

@@ -238,6 +238,11 @@ seeds.update({
     'partial-tso-fragment': b''.join(rec(2, vnet(1, 52, 1000, 20, 16) + p[:6] + frag + p[8:], flags=3)
                                      for p in [tcp(OWN_POD, PEER_POD, 5, pay(3000), partial=True)]
                                      for frag in [b'\x41\x00', b'\x20\x00']),
+    # IPv4 with 20 bytes of options: a 40-byte header, as long as IPv6's
+    'partial-in-ihl10': rec(0, ip(PEER_POD, OWN_POD, 17, struct.pack('!HHHH', 53, 5000, 108, 0) + pay(100),
+                                  options=b'\x01' * 19 + b'\x00'), arg=P) + rec(1, b''),
+    'partial-read-ihl10': rec(2, vnet(0, 0, 0, 40, 6) + ip(OWN_POD, PEER_POD, 17, struct.pack('!HHHH', 5000, 53, 108, 0)
+                                                            + pay(100), options=b'\x01' * 19 + b'\x00'), flags=3 | 8),
     'partial-both-peers': rec(1, b'', flags=1 | 2 | 4) + super_packet(20000, 1400, dst=POD_1) + uso4(5000, 1000, dst=POD_1)
                           + rec(2, vnet(0, 0, 0, 20, 16) + tcp(OWN_POD, POD_1, 1, pay(300)), flags=3 | 8),
 })

@@ -177,7 +177,7 @@ static void test_safety(void) {
   for (int k = 0; k < rounds; k++) {
     int v6 = (int)(rnd() & 1);
     uint8_t proto = (rnd() & 1) ? TCP : UDP;
-    unsigned ihl = v6 ? 0 : 5 + rnd() % 3;
+    unsigned ihl = v6 ? 0 : 5 + rnd() % 11; /* IHL 10 included: 40 bytes, as IPv6's header */
     size_t iphl = v6 ? 40 : ihl * 4u, l4h = proto == TCP ? 20 : 8;
     size_t len = make(p, v6, ihl, proto, iphl + l4h + 2 + rnd() % 1500);
     size_t w = iphl + l4h + 2 * (rnd() % ((len - iphl - l4h) / 2)); /* an even L4 offset, inside */
@@ -466,6 +466,8 @@ int main(void) {
   }
   test_true(0, 6, TCP);
   test_true(0, 15, UDP);
+  test_true(0, 10, TCP); /* a 40-byte IPv4 header: as long as IPv6's, still IPv4's pseudo header */
+  test_true(0, 10, UDP);
   test_false();
   test_safety();
   for (int v6 = 0; v6 <= 1; v6++) {
