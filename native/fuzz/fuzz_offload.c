@@ -13,16 +13,24 @@
  *           ICMP rate limit runs as in production, OVL_ICMP_RATELIMIT_RATE/_BURST, on this
  *           fake clock, which starts at the same time in both runs) and the offloads whose
  *           back-off is over come back (as at the start of a thread's turn); flags bit 6:
- *           the TUN refuses the next super-packet write with EINVAL (gro_flush's fallback)
+ *           the TUN refuses the next super-packet write with EINVAL (gro_flush's fallback);
+ *           flags bit 0: the routes are replaced by those whose peers take partial
+ *           checksums as bits 1 (the peer 10.99.0.200) and 2 (10.99.0.1) say
+ *           (OVL_ROUTE_PARTIAL_CSUM; a run starts with 10.99.0.200 taking them, 10.99.0.1 not)
  *   type 2  a TUN read: 10 bytes of struct virtio_net_hdr (any gso_type, gso_size, hdr_len,
  *           csum_start/offset, flags), then the packet (outbound_vnet(): cut, finished);
  *           flags bit 2 with gso_type 5 (UDP_L4, USO): the UDP length and the virtio
- *           header's csum_start/csum_offset/hdr_len are made consistent with the packet
+ *           header's csum_start/csum_offset/hdr_len are made consistent with the packet;
+ *           flags bit 3: a TCP/UDP packet's checksum field is set to its pseudo-header sum
+ *           and the header to NEEDS_CSUM at its L4 offset (a partial checksum, as the
+ *           kernel hands it over)
  *   type 3  a TUN read without offload fields (an all-zero virtio_net_hdr)
  *
  * Flags of types 0/2/3 repair what random bytes rarely get right, so that the fuzzer
  * reaches the checks behind them: bit 0 IPv4 total length = the packet's length, bit 1 the
- * IPv4 header checksum, bit 2 the TCP/UDP checksum (type 0; each datagram of a receive);
+ * IPv4 header checksum, bit 2 the TCP/UDP checksum (type 0; each datagram of a receive;
+ * left partial, the pseudo-header sum, when bit 15 of the argument is set: the segment
+ * size is the low 15 bits);
  * bits 4-5 of type 0 pick the sender (0 the peer, 1 the peer from another port, 2 a
  * stranger) or, 3, the peer over the IPv6 underlay ([2001:db8::200]:8285). Bits 6-7 of
  * type 0 pick one of FLOW_SLOTS flow slots: a single datagram (no segment size) is
@@ -48,8 +56,14 @@
  *    run without GRO: per TCP flow the same packets in the same order (all bytes but the
  *    IPv4 id and the checksums, which are checked for validity instead), so the same byte
  *    stream; and the same for everything else written (ICMP errors, other protocols).
+ *  - A packet written without GSO carries NEEDS_CSUM exactly when its checksum field holds
+ *    its pseudo-header sum (an independent reference of ovl_csum_partial), at its L4
+ *    offset; it is compared finished (by the reference) between the runs.
  *  - Every segment cut from a TUN super-packet and queued for a peer is a valid IPv4/TCP
- *    packet, no larger than the TUN MTU, with correct IPv4 and TCP checksums. From a UDP
+ *    packet, no larger than the TUN MTU, with correct IPv4 and TCP checksums, or, when
+ *    the routes say its peer takes partial checksums, the TCP/UDP checksum field = the
+ *    segment's pseudo-header sum. A packet read with a partial checksum (NEEDS_CSUM at its
+ *    L4 offset) and queued goes out as it is toward such a peer, finished (valid) else. From a UDP
  *    super-packet (USO): valid IPv4 or IPv6 UDP datagrams, no larger than the MTU nor than
  *    headers + gso_size, UDP length right, UDP checksum correct and not 0, the ports of the
  *    super-packet, and together exactly its payload, in order.
@@ -105,7 +119,10 @@ static ssize_t fuzz_writev(int fd, const struct iovec *iov, int n) {
 static struct ovl_engine eng;
 static struct worker wk;
 static struct ovl_gro_table grobuf;
-static struct ovl_rtable *table;
+static struct ovl_rtable *tables[4]; /* index: bit 0 10.99.0.200, bit 1 10.99.0.1 take partial checksums */
+static struct ovl_rtable *table;      /* the one in use */
+static unsigned table_idx;
+#define TABLE_START 1u
 static int tun_rd, tun_wr;
 static uint8_t *udpbuf, *arena, *scratch;
 static uint8_t *stubs, *gather; /* the engine's header stubs; one queued message gathered */
@@ -178,15 +195,65 @@ static bool rl4_ok(const uint8_t *p, size_t len) {
 }
 /* An IPv6 packet the engine may send: version 6 and payload length = len - 40. */
 static bool rip6_ok(const uint8_t *p, size_t len) { return len >= 40 && (p[0] >> 4) == 6 && rd16(p + 4) + 40u == len; }
-static bool rl4_6_ok(const uint8_t *p, size_t len) { return rsum(p + 40, len - 40, rpseudo6(p, p[6], len - 40)) == 0xffff; }
-/* Repairs of the input (flags bits 0-2) on one packet of len bytes. */
-static void repair(uint8_t *p, size_t len, unsigned flags, bool l4) {
+/* Independent reference of ovl_csum_partial: TCP or UDP right after the IP header (IPv4
+ * not a fragment, total length = len; IPv6 payload length = len - 40), the whole L4 header
+ * there, and the checksum field = the pseudo-header sum. Returns the L4 offset (0: no) and
+ * the field's offset in it. */
+static size_t rl4hdr(const uint8_t *p, size_t len, size_t *coff, uint8_t *l4proto);
+static size_t rpartial(const uint8_t *p, size_t len, size_t *coff) {
+  uint8_t proto;
+  size_t iphl = rl4hdr(p, len, coff, &proto);
+  if (iphl == 0) return 0;
+  uint32_t ps = is6(p, len) ? rpseudo6(p, proto, len - 40) : rpseudo(p, proto, len - iphl); /* IHL 10 is 40 bytes too */
+  return rd16(p + iphl + *coff) == ps ? iphl : 0;
+}
+/* The structure rpartial asks for (not the field): the L4 offset or 0, the field's offset
+ * and the protocol. */
+static size_t rl4hdr(const uint8_t *p, size_t len, size_t *coff, uint8_t *l4proto) {
+  size_t iphl;
+  uint8_t proto;
+  if (len < 20 || len > 65535 + 40) return 0;
+  if ((p[0] >> 4) == 4) {
+    iphl = (size_t)(p[0] & 15) * 4;
+    if (iphl < 20 || iphl > len || rd16(p + 2) != len || (rd16(p + 6) & 0x3fff) != 0) return 0;
+    proto = p[9];
+  } else if ((p[0] >> 4) == 6 && len >= 40) {
+    iphl = 40;
+    if (rd16(p + 4) != len - 40) return 0;
+    proto = p[6];
+  } else {
+    return 0;
+  }
+  size_t off = proto == 6 ? 16 : proto == 17 ? 6 : 0, l4h = proto == 6 ? 20 : 8;
+  if (off == 0 || iphl + l4h > len) return 0;
+  *coff = off;
+  *l4proto = proto;
+  return iphl;
+}
+/* Finishes the partial checksum of p (rpartial gave iphl/off): 0 is stored as 0xffff. */
+static void rfinish(uint8_t *p, size_t len, size_t iphl, size_t off) {
+  uint32_t c = ~rsum(p + iphl, len - iphl, 0) & 0xffff;
+  wr16(p + iphl + off, c == 0 ? 0xffff : c);
+}
+/* The peer that the routes of this harness send dst (of p) to: 1 10.99.0.200, 2 10.99.0.1,
+ * 0 none (fd00:10:244:200::/64 and 10.244.200.0/24; fd00:10:244:1::/64 and 10.244.1.0/24). */
+static unsigned rpeer_bit(const uint8_t *p, size_t len) {
+  static const uint8_t n200[8] = {0xfd, 0, 0, 0x10, 0x02, 0x44, 0x02, 0x00}, n1[8] = {0xfd, 0, 0, 0x10, 0x02, 0x44, 0x00, 0x01};
+  if (is6(p, len)) return memcmp(p + 24, n200, 8) == 0 ? 1 : memcmp(p + 24, n1, 8) == 0 ? 2 : 0;
+  if (len < 20) return 0;
+  uint32_t net = rd32(p + 16) >> 8;
+  return net == (ip4(10, 244, 200, 0) >> 8) ? 1 : net == (ip4(10, 244, 1, 0) >> 8) ? 2 : 0;
+}
+/* Repairs of the input (flags bits 0-2) on one packet of len bytes; partial: the L4
+ * checksum (bit 2) is left at the pseudo-header sum. */
+static void repair(uint8_t *p, size_t len, unsigned flags, bool l4, bool partial) {
   if (is6(p, len)) {
     if (flags & 1) wr16(p + 4, (uint32_t)(len - 40));
     size_t off = p[6] == 6 ? 16 : p[6] == 17 ? 6 : 0;
     if (!l4 || !(flags & 4) || off == 0 || 40 + off + 2 > len) return;
     wr16(p + 40 + off, 0);
-    wr16(p + 40 + off, ~rsum(p + 40, len - 40, rpseudo6(p, p[6], len - 40)) & 0xffff);
+    uint32_t ps6 = rpseudo6(p, p[6], len - 40);
+    wr16(p + 40 + off, partial ? ps6 : ~rsum(p + 40, len - 40, ps6) & 0xffff);
     return;
   }
   if (len < 20) return;
@@ -200,7 +267,8 @@ static void repair(uint8_t *p, size_t len, unsigned flags, bool l4) {
     size_t off = p[9] == 6 ? 16 : p[9] == 17 ? 6 : 0;
     if (off == 0 || ihl + off + 2 > len) return;
     wr16(p + ihl + off, 0);
-    wr16(p + ihl + off, ~rsum(p + ihl, len - ihl, rpseudo(p, p[9], len - ihl)) & 0xffff);
+    uint32_t ps = rpseudo(p, p[9], len - ihl);
+    wr16(p + ihl + off, partial ? ps : ~rsum(p + ihl, len - ihl, ps) & 0xffff);
   }
 }
 
@@ -234,8 +302,20 @@ static void take_write(struct capture *c, const uint8_t *m, size_t n, bool gro) 
   const uint8_t *p = m + OVL_VNET_HDR_LEN;
   size_t len = n - OVL_VNET_HDR_LEN;
   if (h.gso_type == OVL_VNET_GSO_NONE) {
-    if (h.flags || h.hdr_len || h.gso_size || h.csum_start || h.csum_offset) FAIL("plain write with header fields set");
-    cap_add(c, p, len);
+    size_t coff, iphl = rpartial(p, len, &coff);
+    if (h.hdr_len || h.gso_size) FAIL("plain write with hdr_len %u, gso_size %u", h.hdr_len, h.gso_size);
+    if (iphl == 0) {
+      if (h.flags || h.csum_start || h.csum_offset) FAIL("plain write with header fields set");
+      cap_add(c, p, len);
+      return;
+    }
+    /* a checksum left partial by the peer: NEEDS_CSUM at its L4 offset; compared finished */
+    if (h.flags != OVL_VNET_F_NEEDS_CSUM || h.csum_start != iphl || h.csum_offset != coff)
+      FAIL("a partial checksum written with flags %u csum %u/%u (L4 at %zu, field %zu)", h.flags, h.csum_start,
+           h.csum_offset, iphl, coff);
+    memcpy(scratch, p, len);
+    rfinish(scratch, len, iphl, coff);
+    cap_add(c, scratch, len);
     return;
   }
   if (!gro) FAIL("a super-packet written with GRO off");
@@ -287,11 +367,14 @@ static void drain(struct capture *c, bool gro) {
 
 /* ---- setup and one run ---- */
 static void setup(void) {
-  const struct ovl_route routes[] = {
-      {.net = ip4(10, 244, 200, 0), .len = 24, .peer = ip4(10, 99, 0, 200)},
-      {.net = ip4(10, 244, 1, 0), .len = 24, .peer = ip4(10, 99, 0, 1)},
-  };
-  if (ovl_rtable_build(&table, routes, 2) != 0) abort();
+  for (unsigned k = 0; k < 4; k++) {
+    const struct ovl_route routes[] = {
+        {.net = ip4(10, 244, 200, 0), .len = 24, .peer = ip4(10, 99, 0, 200), .flags = (uint8_t)(k & 1u)},
+        {.net = ip4(10, 244, 1, 0), .len = 24, .peer = ip4(10, 99, 0, 1), .flags = (uint8_t)((k >> 1) & 1u)},
+    };
+    if (ovl_rtable_build(&tables[k], routes, 2) != 0) abort();
+  }
+  table = tables[TABLE_START];
   struct ovl_route6 r6[2] = {
       {.net = {0xfd, 0, 0, 0x10, 0x02, 0x44, 0x02, 0x00}, .len = 64, .peer = ip4(10, 99, 0, 200), .has_peer6 = true},
       {.net = {0xfd, 0, 0, 0x10, 0x02, 0x44, 0x00, 0x01}, .len = 64, .peer = ip4(10, 99, 0, 1)},
@@ -331,6 +414,8 @@ static void setup(void) {
 }
 
 static void worker_reset(bool gro) {
+  table_idx = TABLE_START;
+  table = tables[TABLE_START];
   /* the production limit, full, at the same fake time in both runs: they must agree */
   fake_now_ns = FAKE_START_NS;
   refuse_gso_write = false;
@@ -418,11 +503,16 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
         FAIL("%llu GRO fallbacks, %llu re-enables after %u refused writes", (unsigned long long)A(OVL_EC_TUN_GRO_FALLBACK),
              (unsigned long long)A(OVL_EC_TUN_GRO_REENABLE), gso_refusals);
       refuse_gso_write = gro && (flags & 0x40u);
+      if (flags & 1u) {
+        table_idx = (flags >> 1) & 3u;
+        table = tables[table_idx];
+      }
       continue;
     }
     if (type == 0) {
       uint8_t *buf = udpbuf + (size_t)slot * GRO_BUF;
-      uint32_t seg = arg;
+      uint32_t seg = arg & 0x7fffu;
+      const bool leave_partial = (arg & 0x8000u) != 0;
       unsigned fs = (flags >> 6) & (FLOW_SLOTS - 1);
       const uint8_t *pv = prev[fs];
       size_t pvl = prev_len[fs];
@@ -442,7 +532,7 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
       }
       for (size_t off = 0; off < len; off += seg ? seg : len) {
         size_t l = seg && len - off > seg ? seg : len - off;
-        repair(buf + off, l, flags, true);
+        repair(buf + off, l, flags, true, leave_partial);
       }
       unsigned who = (flags >> 4) & 3u;
       union ovl_sa from;
@@ -481,8 +571,24 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
     }
     if (len == 0) continue; /* the engine drops a read of only a header before this */
     memcpy(arena, body, len);
-    repair(arena, len, flags & 3u, false);
+    repair(arena, len, flags & 3u, false, false);
     if (type == 2 && (flags & 4)) repair_uso(arena, len, &h);
+    if (type == 2 && (flags & 8)) { /* a partial checksum as the kernel leaves it */
+      size_t iphl = is6(arena, len) ? 40 : len >= 20 ? (size_t)(arena[0] & 15) * 4 : 0;
+      uint8_t proto = is6(arena, len) ? arena[6] : iphl ? arena[9] : 0;
+      size_t off = proto == 6 ? 16 : proto == 17 ? 6 : 0;
+      if (off && iphl >= 20 && iphl + off + 2 <= len) {
+        wr16(arena + iphl + off, is6(arena, len) ? rpseudo6(arena, proto, len - 40) : rpseudo(arena, proto, len - iphl));
+        h.flags = OVL_VNET_F_NEEDS_CSUM;
+        h.csum_start = (uint16_t)iphl;
+        h.csum_offset = (uint16_t)off;
+      }
+    }
+    /* the peer of this read takes partial checksums (the routes in use); the read as it
+     * is a partial checksum that outbound_vnet may keep */
+    const bool to_partial = (table_idx & rpeer_bit(arena, len)) != 0;
+    size_t in_coff = 0, in_l4 = h.gso_type == OVL_VNET_GSO_NONE && (h.flags & OVL_VNET_F_NEEDS_CSUM) ? rpartial(arena, len, &in_coff) : 0;
+    if (in_l4 && (h.csum_start != in_l4 || h.csum_offset != in_coff)) in_l4 = 0;
     const bool uso = h.gso_type == OVL_VNET_GSO_UDP_L4;
     const size_t uso_hdr = len >= 20 ? ((arena[0] >> 4) == 6 ? 40u : (size_t)(arena[0] & 15) * 4) + 8u : 0;
     size_t uso_done = 0; /* payload bytes of the UDP super-packet seen in its datagrams so far */
@@ -514,13 +620,24 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
         if (v6) {
           if (!rip6_ok(p, l)) FAIL("queued datagram: invalid IPv6 header/length");
           if (p[7] + 1u != ttl) FAIL("queued datagram: hop limit %u, read with %u", p[7], ttl);
-          if (h.gso_type != OVL_VNET_GSO_NONE && (p[6] != (uso ? 17 : 6) || !rl4_6_ok(p, l)))
-            FAIL("segment of a TSO6/USO super-packet: not TCP/UDP or bad TCP/UDP checksum");
+          if (h.gso_type != OVL_VNET_GSO_NONE && p[6] != (uso ? 17 : 6))
+            FAIL("segment of a TSO6/USO super-packet: not TCP/UDP");
         } else {
           if (!rip_ok(p, l)) FAIL("queued datagram: invalid IPv4 header");
           if (p[8] + 1u != ttl) FAIL("queued datagram: TTL %u, read with %u", p[8], ttl);
-          if (h.gso_type != OVL_VNET_GSO_NONE && (p[9] != (uso ? 17 : 6) || !rl4_ok(p, l)))
-            FAIL("segment of a super-packet: not TCP/UDP or bad TCP/UDP checksum");
+          if (h.gso_type != OVL_VNET_GSO_NONE && p[9] != (uso ? 17 : 6)) FAIL("segment of a super-packet: not TCP/UDP");
+        }
+        if (h.gso_type != OVL_VNET_GSO_NONE || in_l4) {
+          /* toward a peer that takes them: the checksum left partial (the field = the
+           * segment's pseudo-header sum) where the peer recognises one (not an IPv4
+           * fragment, ...: rl4hdr); else a valid full checksum */
+          size_t coff;
+          uint8_t l4p;
+          const bool want_partial = to_partial && rl4hdr(p, l, &coff, &l4p) != 0;
+          if (want_partial ? rpartial(p, l, &coff) == 0 : !rl4_ok(p, l))
+            FAIL("%s: checksum %#x not %s", h.gso_type != OVL_VNET_GSO_NONE ? "segment of a super-packet" : "a partial read",
+                 rd16(p + (v6 ? 40 : (size_t)(p[0] & 15) * 4) + (uso || (v6 ? p[6] : p[9]) == 17 ? 6 : 16)),
+                 want_partial ? "partial (the pseudo-header sum)" : "valid");
         }
         if (uso) { /* a datagram cut from a UDP super-packet: its part of the payload, in order */
           size_t iphl = uso_hdr - 8;

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the seed corpus: real packets as they arrive from a peer and from the TUN (an ICMP
-echo, a TCP SYN, a UDP datagram, a fragment, a packet with options), each behind the
-fuzzer's mode byte. Usage: mkseeds.py DIR"""
+echo, a TCP SYN, a UDP datagram, a fragment, a packet with options; TCP and UDP with
+checksums left partial, on queues with and without a virtio_net_hdr, toward peers with and
+without OVL_ROUTE_PARTIAL_CSUM), each behind the fuzzer's mode byte. Usage: mkseeds.py DIR"""
 import os, struct, sys
 
 def csum(b):
@@ -72,6 +73,21 @@ seeds.update({
     'out6-too-big': b'\3' + ip6(own6, peer6, 17, udp + b'y' * 1460),
     'out6-bad-length': b'\3' + ip6(own6, peer6, 17, udp, plen=7),
 })
+# Partial checksums (byte 0 bit 3: 10.99.0.200 takes them; bit 4: the TCP/UDP checksum
+# field set to the pseudo-header sum; bit 5: a TUN queue with a virtio_net_hdr)
+ack = struct.pack('!HHIIBBHHH', 40000, 80, 1, 1, 0x50, 0x10, 502, 0, 0) + b'data' * 100
+for name, pkt in [('in-udp', ip(peer, own, 17, udp)), ('in-tcp', ip(peer, own, 6, ack)),
+                  ('in6-udp', ip6(peer6, own6, 17, udp)), ('in6-tcp', ip6(peer6, own6, 6, ack))]:
+    seeds['partial-' + name] = bytes([0x10]) + pkt
+    seeds['partial-' + name + '-vnet'] = bytes([0x30]) + pkt
+opts20 = b'\x01' * 19 + b'\x00'  # a 40-byte IPv4 header, as long as IPv6's
+seeds['partial-in-ihl10-vnet'] = bytes([0x30]) + ip(peer, own, 17, udp, options=opts20)
+seeds['partial-in-ihl10'] = bytes([0x10]) + ip(peer, own, 6, ack, options=opts20)
+for name, pkt in [('out-ihl10', ip(own, peer, 17, udp, options=opts20)), ('out-udp', ip(own, peer, 17, udp)), ('out-tcp', ip(own, peer, 6, ack)),
+                  ('out-tcp-245', ip(own, [10, 245, 3, 3], 6, ack)), ('out-to-1', ip(own, other, 6, ack)),
+                  ('out6-udp', ip6(own6, peer6, 17, udp)), ('out6-tcp-to-1', ip6(own6, other6, 6, ack))]:
+    seeds['partial-' + name + '-routes'] = bytes([0x3b]) + pkt
+    seeds['partial-' + name + '-no-routes'] = bytes([0x33]) + pkt
 os.makedirs(sys.argv[1], exist_ok=True)
 for name, data in seeds.items():
     with open(os.path.join(sys.argv[1], name), 'wb') as f:

@@ -7,7 +7,8 @@ wrap-around, the 64-segment GRO limit, super-packets of 64 KB, TTL 1 and no rout
 small a gso_size, a UDP datagram whose checksum computes to 0, USO super-packets (UDP,
 IPv4 and IPv6, gso_type 5), and more ICMP errors than
 the rate limit's burst, 4 interleaved flows (IPv4; IPv6 and mixed handed straight to
-deliver()). Every record asks for its lengths and checksums to be repaired
+deliver()), partial checksums both ways (received, read from the TUN, routes with and
+without OVL_ROUTE_PARTIAL_CSUM). Every record asks for its lengths and checksums to be repaired
 (flags 7) so that mutations still reach the offload code. Usage: mkseeds_offload.py DIR"""
 import os, struct, sys
 
@@ -209,6 +210,41 @@ seeds.update({
     'uso6-short-last': uso6(7777, 1232),
     'uso6-hop1': uso6(3000, 1000, hl=1),
     'uso-mixed': uso4(4000, 1300) + uso6(4000, 1300) + super_packet(3000, 1000) + one_by_one(inbound_run(3, 500)),
+})
+# Partial checksums between overlayd peers: bit 15 of a receive's argument leaves the
+# repaired TCP/UDP checksums at the pseudo-header sum; a type 2 read with flags bit 3 is
+# NEEDS_CSUM with the field at the pseudo-header sum; type 1 flags bit 0 sets which peers
+# take partial checksums (bit 1: 10.99.0.200, bit 2: 10.99.0.1; a run starts with 10.99.0.200)
+P = 0x8000
+POD_1 = bytes([10, 244, 1, 9])  # routed to 10.99.0.1
+udp_in = ip(PEER_POD, OWN_POD, 17, struct.pack('!HHHH', 53, 5000, 108, 0) + pay(100))
+udp_out = ip(OWN_POD, PEER_POD, 17, struct.pack('!HHHH', 5000, 53, 108, 0) + pay(100))
+gro_pkts = inbound_run(10, 1000, last_flags=0x10)
+seeds.update({
+    'partial-in-run': b''.join(rec(0, p, arg=P) for p in inbound_run(4, 1000)) + rec(1, b''),
+    'partial-in-mixed': b''.join(rec(0, p, arg=P if i % 2 else 0) for i, p in enumerate(inbound_run(6, 1000))) + rec(1, b''),
+    'partial-in-udp-gro-receive': rec(0, b''.join(gro_pkts), arg=len(gro_pkts[0]) | P) + rec(1, b''),
+    'partial-in-udp': rec(0, udp_in, arg=P) + rec(1, b''),
+    'partial-in6': b''.join(rec(0, p, arg=P, flags=FROM6) for p in run6) + rec(1, b''),
+    'partial-in-single': rec(0, tcp(PEER_POD, OWN_POD, 1, pay(10), flags=0x18), arg=P) + rec(1, b''),
+    'partial-in-refused-gro': rec(1, b'', flags=0x40) + b''.join(rec(0, p, arg=P) for p in inbound_run(4, 1000)) + rec(1, b''),
+    'partial-read-udp': rec(2, vnet(0, 0, 0, 20, 6) + udp_out, flags=3 | 8),
+    'partial-read-tcp6': rec(2, vnet(0, 0, 0, 40, 16) + tcp6(OWN6, PEER6, 1, pay(500)), flags=1 | 8),
+    'partial-read-to-1': rec(2, vnet(0, 0, 0, 20, 16) + tcp(OWN_POD, POD_1, 1, pay(300)), flags=3 | 8),
+    'full-routes': rec(1, b'', flags=1) + super_packet(20000, 1400) + uso4(5000, 1000) + rec(2, vnet(0, 0, 0, 20, 6) + udp_out, flags=3 | 8)
+                   + super6(5000, 1200),
+    # an IPv4 TSO super-packet with fragment bits: cut with full checksums (a receiver
+    # never takes a fragment's checksum as partial)
+    'partial-tso-fragment': b''.join(rec(2, vnet(1, 52, 1000, 20, 16) + p[:6] + frag + p[8:], flags=3)
+                                     for p in [tcp(OWN_POD, PEER_POD, 5, pay(3000), partial=True)]
+                                     for frag in [b'\x41\x00', b'\x20\x00']),
+    # IPv4 with 20 bytes of options: a 40-byte header, as long as IPv6's
+    'partial-in-ihl10': rec(0, ip(PEER_POD, OWN_POD, 17, struct.pack('!HHHH', 53, 5000, 108, 0) + pay(100),
+                                  options=b'\x01' * 19 + b'\x00'), arg=P) + rec(1, b''),
+    'partial-read-ihl10': rec(2, vnet(0, 0, 0, 40, 6) + ip(OWN_POD, PEER_POD, 17, struct.pack('!HHHH', 5000, 53, 108, 0)
+                                                            + pay(100), options=b'\x01' * 19 + b'\x00'), flags=3 | 8),
+    'partial-both-peers': rec(1, b'', flags=1 | 2 | 4) + super_packet(20000, 1400, dst=POD_1) + uso4(5000, 1000, dst=POD_1)
+                          + rec(2, vnet(0, 0, 0, 20, 16) + tcp(OWN_POD, POD_1, 1, pay(300)), flags=3 | 8),
 })
 os.makedirs(sys.argv[1], exist_ok=True)
 for name, data in seeds.items():

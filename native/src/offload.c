@@ -129,6 +129,7 @@ bool ovl_l4_checksum_ok(const uint8_t *pkt, size_t len) {
 bool ovl_csum_partial(const uint8_t *pkt, size_t len, struct ovl_vnet_hdr *h) {
   size_t iphl;
   uint32_t proto;
+  bool v6 = false; /* not iphl == IP6_HEADER: an IPv4 header with IHL 10 is 40 bytes too */
   if (len < OVL_IPV4_MIN_HEADER || len > IP_LEN_MAX + IP6_HEADER) return false;
   if (ip_version(pkt) == IP_V4) {
     iphl = ovl_ipv4_header_len(pkt);
@@ -136,6 +137,7 @@ bool ovl_csum_partial(const uint8_t *pkt, size_t len, struct ovl_vnet_hdr *h) {
     if (be16(pkt + IP4_FRAG) & IP4_MF_OFFSET) return false; /* MF or an offset: a fragment */
     proto = pkt[IP4_PROTO];
   } else if (is_v6(pkt) && len >= IP6_HEADER) {
+    v6 = true;
     iphl = IP6_HEADER;
     if (be16(pkt + IP6_PLEN) != len - IP6_HEADER) return false; /* a jumbogram or padding */
     proto = pkt[IP6_NEXT];
@@ -151,7 +153,7 @@ bool ovl_csum_partial(const uint8_t *pkt, size_t len, struct ovl_vnet_hdr *h) {
     return false;
   if (iphl + off + CSUM_LEN > len || (proto == OVL_PROTO_TCP && iphl + OVL_TCP_MIN_HEADER > len)) return false;
   uint32_t l4 = (uint32_t)(len - iphl);
-  uint32_t ps = iphl == IP6_HEADER ? pseudo_sum6(pkt, proto, l4) : pseudo_sum(pkt, proto, l4);
+  uint32_t ps = v6 ? pseudo_sum6(pkt, proto, l4) : pseudo_sum(pkt, proto, l4);
   if (be16(pkt + iphl + off) != ps) return false;
   memset(h, 0, sizeof(*h));
   h->flags = OVL_VNET_F_NEEDS_CSUM;
@@ -301,7 +303,8 @@ int ovl_gso_cut(const uint8_t *pkt, size_t len, const struct ovl_vnet_hdr *h, ui
   int err = gso_plan(pkt, len, h, max_segs, &c);
   if (err) return err;
   if (c.nseg * c.hdr > stubs_cap) return -ENOBUFS;
-  c.partial = (flags & OVL_CUT_PARTIAL_CSUM) != 0;
+  /* partial only where the peer recognises it (ovl_csum_partial): never on an IPv4 fragment */
+  c.partial = (flags & OVL_CUT_PARTIAL_CSUM) != 0 && (c.v6 || (be16(pkt + IP4_FRAG) & IP4_MF_OFFSET) == 0);
   for (size_t i = 0; i < c.nseg; i++) {
     size_t plen = gso_plen(&c, i);
     const uint8_t *payload = pkt + c.hdr + i * c.mss;

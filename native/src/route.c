@@ -87,7 +87,8 @@
 struct slot {
   uint32_t key;
   uint32_t val;
-  uint32_t used;
+  uint8_t used;
+  uint8_t flags; /* the route maps: the OVL_ROUTE_* flags of the route put last */
 };
 
 /* Open addressing with linear probing; capacity a power of two, at most half full, so
@@ -115,16 +116,17 @@ static int hmap_init(struct hmap *h, size_t count) {
   return 0;
 }
 
-/* Inserts or overwrites key; returns true when the key was new. */
-static bool hmap_put(struct hmap *h, uint32_t key, uint32_t val) {
+/* Inserts or overwrites key (its val and flags); returns true when the key was new. */
+static bool hmap_put(struct hmap *h, uint32_t key, uint32_t val, uint8_t flags) {
   for (uint32_t i = hash32(key) & h->mask;; i = (i + 1) & h->mask) {
     struct slot *s = &h->slots[i];
     if (!s->used) {
-      *s = (struct slot){.key = key, .val = val, .used = 1};
+      *s = (struct slot){.key = key, .val = val, .used = 1, .flags = flags};
       return true;
     }
     if (s->key == key) {
       s->val = val;
+      s->flags = flags;
       return false;
     }
   }
@@ -192,7 +194,7 @@ int ovl_rtable_build(struct ovl_rtable **out, const struct ovl_route *routes, si
   if (t->nlevels > INDEX_MIN_LEVELS && (t->blocks = calloc(INDEX_BLOCKS, sizeof(uint32_t))) == NULL) goto nomem;
   for (size_t i = 0; i < n; i++) {
     const struct ovl_route *r = &routes[i];
-    if (hmap_put(&t->levels[t->level_of[r->len]].map, r->net, r->peer)) t->routes++;
+    if (hmap_put(&t->levels[t->level_of[r->len]].map, r->net, r->peer, r->flags & OVL_ROUTE_FLAGS)) t->routes++;
   }
   /* Peers from the routes that survived (a later duplicate may have replaced a peer), and
    * the block index: a /L route overlaps 2^(16-L) blocks when L < 16 (at most 2^16 block
@@ -202,20 +204,21 @@ int ovl_rtable_build(struct ovl_rtable **out, const struct ovl_route *routes, si
     uint32_t len = (uint32_t)__builtin_popcount(t->levels[l].mask);
     for (uint32_t i = 0; i <= m->mask; i++) {
       if (!m->slots[i].used) continue;
-      (void)hmap_put(&t->peers, m->slots[i].val, 0);
+      (void)hmap_put(&t->peers, m->slots[i].val, 0, 0);
       if (t->blocks == NULL || len == 0) continue;
       uint32_t first = m->slots[i].key >> 16, count = len < 16 ? 1u << (16 - len) : 1u;
       for (uint32_t b = 0; b < count; b++) t->blocks[first + b] |= 1u << (len - 1);
     }
   }
-  /* The peers' flags, from the routes that survived (the one in the map has this peer) */
-  for (size_t i = 0; i < n; i++) {
-    const struct ovl_route *r = &routes[i];
-    if (r->flags == 0) continue;
-    const struct slot *s = hmap_get(&t->levels[t->level_of[r->len]].map, r->net);
-    if (s == NULL || s->val != r->peer) continue;
-    struct slot *p = (struct slot *)hmap_get(&t->peers, r->peer); /* the table is still private */
-    if (p != NULL) p->val |= r->flags & OVL_ROUTE_FLAGS;
+  /* The peers' flags, from the routes that survived (a replaced duplicate's flags went
+   * with it): peers' val = the OR of their routes' flags */
+  for (uint32_t l = 0; l < t->nlevels; l++) {
+    const struct hmap *m = &t->levels[l].map;
+    for (uint32_t i = 0; i <= m->mask; i++) {
+      if (!m->slots[i].used || m->slots[i].flags == 0) continue;
+      struct slot *p = (struct slot *)hmap_get(&t->peers, m->slots[i].val); /* the table is still private */
+      p->val |= m->slots[i].flags;
+    }
   }
   *out = t;
   return 0;

@@ -114,14 +114,25 @@ static ssize_t recv_within(int fd, uint8_t *buf, size_t cap, int timeout_ms, str
   return from ? recvfrom(fd, buf, cap, MSG_DONTWAIT, (struct sockaddr *)from, &fl) : recv(fd, buf, cap, MSG_DONTWAIT);
 }
 
-static void set_routes(struct fx *f, uint32_t peer_for_a) {
+/* The routes: 10.244.2.0/24 to peer_for_a (its OVL_ROUTE_* flags: flags_a), 10.244.4.0/24
+ * to peer B, 10.244.5.0/24 to a broadcast address. */
+static void set_routes_flags(struct fx *f, uint32_t peer_for_a, uint8_t flags_a) {
   struct ovl_route r[] = {
-      {.net = IP(10, 244, 2, 0), .len = 24, .peer = peer_for_a},
+      {.net = IP(10, 244, 2, 0), .len = 24, .peer = peer_for_a, .flags = flags_a},
       {.net = IP(10, 244, 4, 0), .len = 24, .peer = PEER_B},
       {.net = IP(10, 244, 5, 0), .len = 24, .peer = PEER_BCAST}, /* sendto fails: EACCES */
   };
   TAP_ASSERT(ovl_routes_set(f->routes, r, 3) == 0, "routes set");
+  /* every table before these retired: no thread still reads one, its next turn reads these */
+  bool settled = false;
+  for (double t0 = now_sec(); !settled && now_sec() - t0 < WAIT_MS / 1000.0;) {
+    settled = ovl_routes_reclaim(f->routes) == 0;
+    struct timespec ts = {0, 1000000};
+    if (!settled) nanosleep(&ts, NULL);
+  }
+  TAP_ASSERT(settled, "the engine left the previous routes");
 }
+static void set_routes(struct fx *f, uint32_t peer_for_a) { set_routes_flags(f, peer_for_a, 0); }
 
 static void fx_start_opts(struct fx *f, uint32_t queues, bool offloads, uint32_t icmp_rate, uint32_t icmp_burst);
 static void fx_start(struct fx *f, uint32_t queues) { fx_start_opts(f, queues, false, 0, 0); }
@@ -634,6 +645,25 @@ static size_t tcp_seg(uint8_t *p, uint32_t src, uint32_t dst, uint32_t seq, cons
   return len;
 }
 
+/* Sends len bytes of datagrams of seg bytes each (the last shorter) from sock to the node
+ * as one UDP_SEGMENT message (the engine receives them at once with UDP_GRO). */
+static void send_gso(struct fx *f, int sock, uint8_t *pkt, size_t len, uint16_t seg) {
+  struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(f->port), .sin_addr.s_addr = htonl(NODE)};
+  struct iovec iov = {.iov_base = pkt, .iov_len = len};
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } ctl;
+  struct msghdr m = {.msg_name = &to, .msg_namelen = sizeof(to), .msg_iov = &iov, .msg_iovlen = 1,
+                     .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_UDP;
+  c->cmsg_type = 103; /* UDP_SEGMENT */
+  c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+  memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+  TAP_ASSERT(sendmsg(sock, &m, 0) == (ssize_t)len, "sendmsg(UDP_SEGMENT): %s", strerror(errno));
+}
+
 static void test_offloads(void) {
   struct fx f;
   fx_start_opts(&f, 1, true, 0, 0);
@@ -681,21 +711,7 @@ static void test_offloads(void) {
                    (uint16_t)(200 + i));
     off += slen;
   }
-  struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(f.port), .sin_addr.s_addr = htonl(NODE)};
-  struct iovec iov = {.iov_base = pkt, .iov_len = off};
-  union {
-    char buf[CMSG_SPACE(sizeof(uint16_t))];
-    struct cmsghdr align;
-  } ctl;
-  struct msghdr m = {.msg_name = &to, .msg_namelen = sizeof(to), .msg_iov = &iov, .msg_iovlen = 1,
-                     .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)};
-  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-  c->cmsg_level = SOL_UDP;
-  c->cmsg_type = 103; /* UDP_SEGMENT */
-  c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-  uint16_t seg = (uint16_t)(40 + mss);
-  memcpy(CMSG_DATA(c), &seg, sizeof(seg));
-  TAP_ASSERT(sendmsg(f.peer_a, &m, 0) == (ssize_t)off, "sendmsg(UDP_SEGMENT): %s", strerror(errno));
+  send_gso(&f, f.peer_a, pkt, off, (uint16_t)(40 + mss));
   ssize_t r = recv_within(f.tun_test[0], got, sizeof(got), 2000, NULL);
   struct ovl_vnet_hdr gh;
   memcpy(&gh, got, sizeof(gh));
@@ -762,9 +778,167 @@ static void test_super_policy(void) {
   fx_stop(&f);
 }
 
+/* ---------------------------------------------------------------- partial checksums ---- */
+
+/* Receives the datagrams cut from a super-packet (IPv4, headers hdr bytes, payload data of
+ * plen bytes in pieces of mss) at sock: TTL - 1, header checksum, the payload in order,
+ * TCP: sequence numbers from seq; the TCP/UDP checksum field the datagram's pseudo-header
+ * sum (partial) or a valid full checksum. Returns how many were right. */
+static int recv_cut(int sock, size_t hdr, size_t plen, size_t mss, uint32_t seq, const uint8_t *data, bool partial) {
+  static uint8_t got[2048];
+  size_t n = (plen + mss - 1) / mss, done = 0;
+  int good = 0;
+  for (size_t i = 0; i < n; i++) {
+    ssize_t r = recv_within(sock, got, sizeof(got), 2000, NULL);
+    if (r < 0) break;
+    size_t gp = i + 1 < n ? mss : plen - done;
+    bool tcp = got[9] == 6;
+    bool ok = (size_t)r == hdr + gp && rd16(got + 2) == r && got[8] == 63 && ref_sum(got, 20) == 0xffff &&
+              memcmp(got + hdr, data + done, gp) == 0 && (!tcp || rd32(got + 24) == seq + done);
+    ok &= partial ? rd16(got + 20 + tp_csum_off(got[9])) == tp_pseudo(got, (size_t)r) : tp_l4_ok(got, (size_t)r);
+    good += ok;
+    done += gp;
+  }
+  return good;
+}
+
+/* With the offloads (a TUN stand-in with virtio_net_hdr): toward a peer whose route has
+ * OVL_ROUTE_PARTIAL_CSUM, TCP and UDP super-packets are cut with partial checksums and a
+ * NEEDS_CSUM packet goes as it is; toward another peer every checksum is full. Inbound
+ * partial packets are written with NEEDS_CSUM at their L4 offset; partial TCP segments
+ * coalesce. */
+static void test_partial_vnet(void) {
+  struct fx f;
+  fx_start_opts(&f, 1, true);
+  set_routes_flags(&f, PEER_A, OVL_ROUTE_PARTIAL_CSUM);
+  static uint8_t data[20000], pkt[70000], got[70000], want[2048];
+  for (size_t i = 0; i < sizeof(data); i++) data[i] = (uint8_t)rnd();
+  const size_t mss = 1000, plen = 9 * mss + 500;
+  struct ovl_vnet_hdr h = {.flags = OVL_VNET_F_NEEDS_CSUM, .gso_type = OVL_VNET_GSO_TCPV4, .hdr_len = 40,
+                           .gso_size = (uint16_t)mss, .csum_start = 20, .csum_offset = 16};
+  uint8_t *ip = pkt + OVL_VNET_HDR_LEN;
+  for (int to_b = 0; to_b <= 1; to_b++) {
+    memcpy(pkt, &h, OVL_VNET_HDR_LEN);
+    size_t len = tcp_seg(ip, LOCAL_POD, to_b ? POD_B : POD_A, 7000, data, plen, 100);
+    tp_set_partial(ip, len); /* as the kernel hands a TSO super-packet over */
+    inject(&f, 0, pkt, OVL_VNET_HDR_LEN + len);
+    int good = recv_cut(to_b ? f.peer_b : f.peer_a, 40, plen, mss, 7000, data, !to_b);
+    tap_ok(good == 10, "partial checksums: a TCP super-packet to peer %s (route %s) goes out as 10 segments with %s "
+                       "checksums (%d right)", to_b ? "B" : "A", to_b ? "unflagged" : "flagged", to_b ? "full" : "partial", good);
+  }
+  /* a UDP super-packet (USO) */
+  const size_t gso = 1200, uplen = 5000;
+  struct ovl_vnet_hdr uh = {.flags = OVL_VNET_F_NEEDS_CSUM, .gso_type = OVL_VNET_GSO_UDP_L4, .hdr_len = 28,
+                            .gso_size = (uint16_t)gso, .csum_start = 20, .csum_offset = 6};
+  for (int to_b = 0; to_b <= 1; to_b++) {
+    memcpy(pkt, &uh, OVL_VNET_HDR_LEN);
+    make_pkt(ip, 28 + uplen, 5, 17, 64, LOCAL_POD, to_b ? POD_B : POD_A);
+    wr16(ip + 24, (uint32_t)(8 + uplen));
+    memcpy(ip + 28, data, uplen);
+    tp_set_partial(ip, 28 + uplen);
+    inject(&f, 0, pkt, OVL_VNET_HDR_LEN + 28 + uplen);
+    int good = recv_cut(to_b ? f.peer_b : f.peer_a, 28, uplen, gso, 0, data, !to_b);
+    tap_ok(good == 5, "partial checksums: a UDP super-packet (USO) to peer %s goes out as 5 datagrams with %s checksums "
+                      "(%d right)", to_b ? "B" : "A", to_b ? "full" : "partial", good);
+  }
+  /* one packet with NEEDS_CSUM, no GSO: as it is to A, finished to B */
+  struct ovl_vnet_hdr nh = {.flags = OVL_VNET_F_NEEDS_CSUM, .csum_start = 20, .csum_offset = 6};
+  for (int to_b = 0; to_b <= 1; to_b++) {
+    memcpy(pkt, &nh, OVL_VNET_HDR_LEN);
+    make_pkt(ip, 300, 5, 17, 64, LOCAL_POD, to_b ? POD_B : POD_A);
+    wr16(ip + 24, 280);
+    tp_set_partial(ip, 300);
+    memcpy(want, ip, 300);
+    expect_forwarded(want);
+    if (to_b) tp_set_full(want, 300);
+    inject(&f, 0, pkt, OVL_VNET_HDR_LEN + 300);
+    ssize_t r = recv_within(to_b ? f.peer_b : f.peer_a, got, sizeof(got), 2000, NULL);
+    tap_ok(r == 300 && memcmp(got, want, 300) == 0 && (to_b ? tp_l4_ok(got, 300) : rd16(got + 26) == tp_pseudo(got, 300)),
+           "partial checksums: a NEEDS_CSUM UDP packet to peer %s arrives %s", to_b ? "B" : "A",
+           to_b ? "finished (valid)" : "as it was read (the pseudo-header sum)");
+  }
+  tap_ok(ctr_is(&f, OVL_EC_TX, 2 * 10 + 2 * 5 + 2) && ctr(&f, OVL_EC_DROP_MALFORMED) == 0,
+         "partial checksums: tx %llu (32 datagrams), nothing malformed", (unsigned long long)ctr(&f, OVL_EC_TX));
+
+  /* inbound: a partial UDP packet from peer A: written with NEEDS_CSUM at the UDP header */
+  make_pkt(ip, 200, 5, 17, 64, POD_A, LOCAL_POD);
+  wr16(ip + 24, 180);
+  tp_set_partial(ip, 200);
+  memcpy(want, ip, 200);
+  expect_forwarded(want);
+  send_from(f.peer_a, f.port, ip, 200);
+  ssize_t r = recv_within(f.tun_test[0], got, sizeof(got), 2000, NULL);
+  struct ovl_vnet_hdr gh;
+  memcpy(&gh, got, sizeof(gh));
+  tap_ok(r == OVL_VNET_HDR_LEN + 200 && gh.flags == OVL_VNET_F_NEEDS_CSUM && gh.gso_type == 0 && gh.hdr_len == 0 &&
+             gh.gso_size == 0 && gh.csum_start == 20 && gh.csum_offset == 6 && memcmp(got + OVL_VNET_HDR_LEN, want, 200) == 0,
+         "partial checksums: a partial UDP packet from a peer reaches the TUN as it came (TTL - 1) with NEEDS_CSUM 20/6");
+  /* a partial TCP segment alone (a run of one): NEEDS_CSUM at the TCP header */
+  size_t len = tcp_seg(ip, POD_A, LOCAL_POD, 5, data, 700, 9);
+  tp_set_partial(ip, len);
+  memcpy(want, ip, len);
+  expect_forwarded(want);
+  send_from(f.peer_a, f.port, ip, len);
+  r = recv_within(f.tun_test[0], got, sizeof(got), 2000, NULL);
+  memcpy(&gh, got, sizeof(gh));
+  tap_ok(r == (ssize_t)(OVL_VNET_HDR_LEN + len) && gh.flags == OVL_VNET_F_NEEDS_CSUM && gh.gso_type == 0 &&
+             gh.csum_start == 20 && gh.csum_offset == 16 && memcmp(got + OVL_VNET_HDR_LEN, want, len) == 0,
+         "partial checksums: a lone partial TCP segment reaches the TUN with NEEDS_CSUM 20/16");
+  /* 10 partial TCP segments in one UDP_SEGMENT message: one super-packet */
+  size_t off = 0;
+  for (int i = 0; i < 10; i++) {
+    size_t sl = tcp_seg(pkt + off, POD_A, LOCAL_POD, 90000 + (uint32_t)(i * mss), data + i * mss, i < 9 ? mss : 500,
+                        (uint16_t)(200 + i));
+    tp_set_partial(pkt + off, sl);
+    TAP_ASSERT(!tp_l4_ok(pkt + off, sl), "a partial segment's full checksum does not verify");
+    off += sl;
+  }
+  uint64_t gro0 = ctr(&f, OVL_EC_TUN_GRO_WRITES);
+  send_gso(&f, f.peer_a, pkt, off, (uint16_t)(40 + mss));
+  r = recv_within(f.tun_test[0], got, sizeof(got), 2000, NULL);
+  memcpy(&gh, got, sizeof(gh));
+  const uint8_t *sp = got + OVL_VNET_HDR_LEN;
+  tap_ok(r == (ssize_t)(OVL_VNET_HDR_LEN + 40 + plen) && gh.gso_type == OVL_VNET_GSO_TCPV4 && gh.gso_size == mss &&
+             gh.flags == OVL_VNET_F_NEEDS_CSUM && gh.csum_start == 20 && gh.csum_offset == 16 &&
+             rd32(sp + 24) == 90000 && memcmp(sp + 40, data, plen) == 0 && rd16(sp + 36) == tp_pseudo(sp, (size_t)r - OVL_VNET_HDR_LEN),
+         "partial checksums: 10 partial TCP segments coalesce into one super-packet (%zd bytes), payload in order", r);
+  tap_ok(ctr_is(&f, OVL_EC_TUN_GRO_WRITES, gro0 + 1) && ctr_is(&f, OVL_EC_TUN_TX, 12) && ctr(&f, OVL_EC_DROP_MALFORMED) == 0,
+         "partial checksums: 1 coalesced write, tun_tx 12, nothing malformed");
+  fx_stop(&f);
+}
+
+/* Without a virtio_net_hdr on the TUN, partial packets from a peer are finished before
+ * they are written (the full checksum verifies, every other byte as forwarded). */
+static void test_partial_plain(void) {
+  struct fx f;
+  fx_start(&f, 1);
+  static uint8_t data[2000], ip[2048], got[2048], want[2048];
+  for (size_t i = 0; i < sizeof(data); i++) data[i] = (uint8_t)rnd();
+  for (int tcp = 0; tcp <= 1; tcp++) {
+    size_t len = 400;
+    if (tcp) {
+      len = tcp_seg(ip, POD_A, LOCAL_POD, 77, data, 360, 3);
+    } else {
+      make_pkt(ip, len, 5, 17, 64, POD_A, LOCAL_POD);
+      wr16(ip + 24, (uint32_t)(len - 20));
+    }
+    tp_set_partial(ip, len);
+    memcpy(want, ip, len);
+    expect_forwarded(want);
+    tp_set_full(want, len);
+    send_from(f.peer_a, f.port, ip, len);
+    ssize_t r = recv_within(f.tun_test[0], got, sizeof(got), 2000, NULL);
+    tap_ok(r == (ssize_t)len && memcmp(got, want, len) == 0 && tp_l4_ok(got, len),
+           "no virtio_net_hdr: a partial %s packet from a peer is written finished (valid checksum)", tcp ? "TCP" : "UDP");
+  }
+  fx_stop(&f);
+}
+
 int main(void) {
   test_config();
   test_offloads();
+  test_partial_vnet();
+  test_partial_plain();
   test_super_policy();
   struct fx f;
   fx_start(&f, 1);

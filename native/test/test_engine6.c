@@ -176,6 +176,29 @@ static int icmp6_ok(const uint8_t *o, ssize_t n, uint8_t type, uint8_t code, uin
   return ref_sum(ps, (size_t)n) == 0xffff;
 }
 
+/* The routes: 10.244.2.0/24 and fd00:10:244:2::/64 to peer A (127.0.0.2, [fd99::2]; its
+ * IPv4 route's OVL_ROUTE_* flags: flags_a, which its IPv6 route shares), 10.244.4.0/24 and
+ * fd00:10:244:4::/64 to peer B (127.0.0.4, no IPv6 underlay). */
+static void set_routes(struct fx *f, uint8_t flags_a) {
+  uint32_t a = IP(127, 0, 0, 2), b = IP(127, 0, 0, 4);
+  struct ovl_route r4[] = {{.net = IP(10, 244, 2, 0), .len = 24, .peer = a, .flags = flags_a},
+                           {.net = IP(10, 244, 4, 0), .len = 24, .peer = b}};
+  TAP_ASSERT(ovl_routes_set(f->routes, r4, 2) == 0, "v4 routes");
+  struct ovl_route6 r6[2] = {{.len = 64, .peer = a, .has_peer6 = true}, {.len = 64, .peer = b}};
+  memcpy(r6[0].net, POD_A6, 8);
+  memcpy(r6[0].peer6, PEER_A6, 16);
+  memcpy(r6[1].net, POD_B6, 8);
+  TAP_ASSERT(ovl_routes_set6(f->routes, r6, 2) == 0, "v6 routes");
+  /* every table before these retired: no thread still reads one, its next turn reads these */
+  bool settled = false;
+  for (double t0 = now_sec(); !settled && now_sec() - t0 < WAIT_MS / 1000.0;) {
+    settled = ovl_routes_reclaim(f->routes) == 0;
+    struct timespec ts = {0, 1000000};
+    if (!settled) nanosleep(&ts, NULL);
+  }
+  TAP_ASSERT(settled, "the engine left the previous routes");
+}
+
 /* offloads: the TUN stand-in carries a virtio_net_hdr both ways, UDP GSO and GRO on both
  * sockets (TUN GRO too: IPv6 is never coalesced by it, so it must pass plainly). */
 static void fx_start(struct fx *f, bool ipv6, bool offloads) {
@@ -199,13 +222,7 @@ static void fx_start(struct fx *f, bool ipv6, bool offloads) {
   f->peer_b = bound(AF_INET, &b, f->port);
   f->peer_a6 = bound(AF_INET6, PEER_A6, f->port);
   TAP_ASSERT(ovl_routes_create(&f->routes, 1) == 0, "routes");
-  struct ovl_route r4[] = {{.net = IP(10, 244, 2, 0), .len = 24, .peer = a}, {.net = IP(10, 244, 4, 0), .len = 24, .peer = b}};
-  TAP_ASSERT(ovl_routes_set(f->routes, r4, 2) == 0, "v4 routes");
-  struct ovl_route6 r6[2] = {{.len = 64, .peer = a, .has_peer6 = true}, {.len = 64, .peer = b}};
-  memcpy(r6[0].net, POD_A6, 8);
-  memcpy(r6[0].peer6, PEER_A6, 16);
-  memcpy(r6[1].net, POD_B6, 8);
-  TAP_ASSERT(ovl_routes_set6(f->routes, r6, 2) == 0, "v6 routes");
+  set_routes(f, 0);
   f->ctr = aligned_alloc(64, sizeof(*f->ctr));
   memset(f->ctr, 0, sizeof(*f->ctr));
   struct ovl_engine_config cfg = {
@@ -421,6 +438,50 @@ static void test_uso(struct fx *f) {
          "tun_uso_reads 1 (and tun_gso_reads + 1), tx + %d", nseg);
 }
 
+/* Partial checksums over IPv6: peer A's IPv4 route flagged OVL_ROUTE_PARTIAL_CSUM, its
+ * IPv6 route (same peer) follows it: a TSO6 super-packet to A goes out with partial
+ * checksums, one to B with full ones; a partial IPv6 packet from A reaches the TUN with
+ * NEEDS_CSUM at the L4 header. */
+static void test_partial6(struct fx *f) {
+  enum { PAYLOAD = 3000, MSS = 1000 };
+  static uint8_t p[10 + 60 + PAYLOAD], got[2048], want[400];
+  set_routes(f, OVL_ROUTE_PARTIAL_CSUM);
+  struct ovl_vnet_hdr h = {.flags = OVL_VNET_F_NEEDS_CSUM, .gso_type = OVL_VNET_GSO_TCPV6, .hdr_len = 60, .gso_size = MSS,
+                           .csum_start = 40, .csum_offset = 16};
+  uint8_t *ip = p + 10;
+  for (int to_b = 0; to_b <= 1; to_b++) {
+    memcpy(p, &h, 10);
+    make6(ip, 60 + PAYLOAD, LOCAL_POD6, to_b ? POD_B6 : POD_A6, 6, 64);
+    ip[40 + 12] = 0x50;
+    ip[40 + 13] = 0x10;
+    tp_set_partial(ip, 60 + PAYLOAD);
+    TAP_ASSERT(write(f->tun_test, p, sizeof(p)) == (ssize_t)sizeof(p), "inject super-packet");
+    int good = 0;
+    for (int i = 0; i < PAYLOAD / MSS; i++) {
+      ssize_t n = recv_within(to_b ? f->peer_b : f->peer_a6, got, sizeof(got), WAIT_MS);
+      if (n != 60 + MSS) break;
+      good += got[7] == 63 && memcmp(got + 60, ip + 60 + i * MSS, MSS) == 0 &&
+              (to_b ? tp_l4_ok(got, (size_t)n) : rd16(got + 56) == tp_pseudo(got, (size_t)n));
+    }
+    tap_ok(good == PAYLOAD / MSS, "partial checksums, IPv6: a TSO6 super-packet to peer %s: %d of %d segments with %s checksums",
+           to_b ? "B (unflagged, IPv4 underlay)" : "A (flagged, IPv6 underlay)", good, PAYLOAD / MSS, to_b ? "full" : "partial");
+  }
+  uint8_t q[300];
+  make6(q, sizeof(q), POD_A6, LOCAL_POD6, 17, 64);
+  wr16(q + 44, sizeof(q) - 40);
+  tp_set_partial(q, sizeof(q));
+  memcpy(want, q, sizeof(q));
+  want[7] = 63;
+  send6(f, f->peer_a6, q, sizeof(q));
+  ssize_t n = recv_within(f->tun_test, got, sizeof(got), WAIT_MS);
+  struct ovl_vnet_hdr gh;
+  memcpy(&gh, got, sizeof(gh));
+  tap_ok(n == 10 + (ssize_t)sizeof(q) && gh.flags == OVL_VNET_F_NEEDS_CSUM && gh.gso_type == 0 && gh.csum_start == 40 &&
+             gh.csum_offset == 6 && memcmp(got + 10, want, sizeof(q)) == 0,
+         "partial checksums, IPv6: a partial UDP packet from A reaches the TUN as it came (hop limit 63) with NEEDS_CSUM 40/6");
+  set_routes(f, 0);
+}
+
 static void test_ipv6_off(void) {
   struct fx f;
   fx_start(&f, false, false);
@@ -447,6 +508,7 @@ int main(void) {
   fx_start(&f, true, true);
   test_offloads(&f);
   test_uso(&f);
+  test_partial6(&f);
   fx_stop(&f);
   test_ipv6_off();
   return tap_done();

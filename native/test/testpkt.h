@@ -64,6 +64,53 @@ TP_FN void expect_forwarded(uint8_t *p) {
   wr16(p + 10, ref_header_checksum(p, (size_t)(p[0] & 0xf) * 4));
 }
 
+/* TCP/UDP checksums of an IPv4 packet (IHL from its header) or an IPv6 one (TCP/UDP right
+ * after the fixed header): the header length, the checksum field's offset in the L4
+ * header, the pseudo-header sum built byte by byte, full verification, and the field set
+ * full (0 stored as 0xffff) or partial (the pseudo-header sum, as a TSO/partial sender
+ * leaves it). */
+TP_FN size_t tp_iphl(const uint8_t *s) { return (s[0] >> 4) == 6 ? 40u : (size_t)(s[0] & 15) * 4u; }
+TP_FN size_t tp_csum_off(uint8_t proto) { return proto == 6 ? 16u : 6u; } /* TCP (6) or UDP */
+TP_FN uint8_t tp_proto(const uint8_t *s) { return (s[0] >> 4) == 6 ? s[6] : s[9]; }
+
+/* The folded sum of the pseudo header of s (len bytes), built byte by byte. */
+TP_FN uint32_t tp_pseudo(const uint8_t *s, size_t len) {
+  uint8_t ph[40];
+  size_t iphl = tp_iphl(s), l4 = len - iphl;
+  if ((s[0] >> 4) == 6) {
+    memcpy(ph, s + 8, 32);
+    wr32(ph + 32, (uint32_t)l4);
+    ph[36] = ph[37] = ph[38] = 0;
+    ph[39] = s[6];
+    return ref_sum(ph, 40);
+  }
+  memcpy(ph, s + 12, 8);
+  ph[8] = 0;
+  ph[9] = s[9];
+  wr16(ph + 10, (uint32_t)l4);
+  return ref_sum(ph, 12);
+}
+
+/* The full TCP/UDP checksum of s verifies (pseudo header + L4 bytes sum to 0xffff). */
+TP_FN int tp_l4_ok(const uint8_t *s, size_t len) {
+  size_t iphl = tp_iphl(s);
+  uint64_t x = (uint64_t)tp_pseudo(s, len) + ref_sum(s + iphl, len - iphl);
+  while (x >> 16) x = (x & 0xffff) + (x >> 16);
+  return x == 0xffff;
+}
+
+/* Writes the full checksum of s (field 0 summed, complemented; 0 stored as 0xffff). */
+TP_FN void tp_set_full(uint8_t *s, size_t len) {
+  size_t iphl = tp_iphl(s), off = iphl + tp_csum_off(tp_proto(s));
+  wr16(s + off, 0);
+  uint64_t x = (uint64_t)tp_pseudo(s, len) + ref_sum(s + iphl, len - iphl);
+  while (x >> 16) x = (x & 0xffff) + (x >> 16);
+  uint32_t c = ~x & 0xffff;
+  wr16(s + off, c == 0 ? 0xffff : c);
+}
+
+TP_FN void tp_set_partial(uint8_t *s, size_t len) { wr16(s + tp_iphl(s) + tp_csum_off(tp_proto(s)), tp_pseudo(s, len)); }
+
 #ifdef OVERLAYD_H
 #include <errno.h>
 /* The zero-copy cut (ovl_gso_cut) of the super-packet pkt gives exactly the n segments the
