@@ -809,7 +809,7 @@ static int recv_cut(int sock, size_t hdr, size_t plen, size_t mss, uint32_t seq,
  * coalesce. */
 static void test_partial_vnet(void) {
   struct fx f;
-  fx_start_opts(&f, 1, true);
+  fx_start_opts(&f, 1, true, 0, 0);
   set_routes_flags(&f, PEER_A, OVL_ROUTE_PARTIAL_CSUM);
   static uint8_t data[20000], pkt[70000], got[70000], want[2048];
   for (size_t i = 0; i < sizeof(data); i++) data[i] = (uint8_t)rnd();
