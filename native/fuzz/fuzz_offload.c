@@ -28,7 +28,7 @@
  *
  * Flags of types 0/2/3 repair what random bytes rarely get right, so that the fuzzer
  * reaches the checks behind them: bit 0 IPv4 total length = the packet's length, bit 1 the
- * IPv4 header checksum, bit 2 the TCP/UDP checksum (type 0; each datagram of a receive;
+ * IPv4 header checksum, bit 2 the TCP/UDP checksum (and a UDP length) (type 0; each datagram of a receive;
  * left partial, the pseudo-header sum, when bit 15 of the argument is set: the segment
  * size is the low 15 bits);
  * bits 4-5 of type 0 pick the sender (0 the peer, 1 the peer from another port, 2 a
@@ -36,7 +36,8 @@
  * type 0 pick one of FLOW_SLOTS flow slots: a single datagram (no segment size) is
  * remembered in its slot, and with bit 3 it is made the NEXT TCP segment of the datagram
  * remembered there (its IP + TCP headers, sequence number advanced by its payload, IPv4 id
- * + 1) with the record's bytes as payload, so that one mutation of a header (options, data
+ * + 1; or, when that one is UDP, the next datagram of its flow: its IP + UDP headers, IPv4
+ * id + 1, so that UDP runs form) with the record's bytes as payload, so that one mutation of a header (options, data
  * offset, flags) carries over to a whole flow and up to FLOW_SLOTS flows interleave in one
  * burst (as TCP streams between two nodes arrive in one UDP GRO receive). The TUN is a
  * SOCK_SEQPACKET socketpair whose other end this file reads.
@@ -48,6 +49,8 @@
  *
  * The sequence runs twice: with TUN GRO on, and with it off (every packet written alone).
  * Checked, beyond what ASan/UBSan catch (any failure aborts: a finding):
+ *  - UDP runs: every UDP_L4 super-packet written is well formed (take_udp_run) and its cut
+ *    gives the datagrams of the run without GRO, IPv4 ids included when DF is clear.
  *  - GRO: every super-packet written is well formed (virtio_net_hdr TCPV4/NEEDS_CSUM with
  *    csum_start 20, or TCPV6 with csum_start 40; csum_offset 16, hdr_len = the headers,
  *    gso_size > 0; IPv4 total length and header checksum, or IPv6 payload length; the TCP
@@ -251,6 +254,7 @@ static void repair(uint8_t *p, size_t len, unsigned flags, bool l4, bool partial
     if (flags & 1) wr16(p + 4, (uint32_t)(len - 40));
     size_t off = p[6] == 6 ? 16 : p[6] == 17 ? 6 : 0;
     if (!l4 || !(flags & 4) || off == 0 || 40 + off + 2 > len) return;
+    if (p[6] == 17) wr16(p + 44, (uint32_t)(len - 40)); /* the UDP length too */
     wr16(p + 40 + off, 0);
     uint32_t ps6 = rpseudo6(p, p[6], len - 40);
     wr16(p + 40 + off, partial ? ps6 : ~rsum(p + 40, len - 40, ps6) & 0xffff);
@@ -266,6 +270,7 @@ static void repair(uint8_t *p, size_t len, unsigned flags, bool l4, bool partial
   if (l4 && (flags & 4) && ihl >= 20 && ihl <= len) {
     size_t off = p[9] == 6 ? 16 : p[9] == 17 ? 6 : 0;
     if (off == 0 || ihl + off + 2 > len) return;
+    if (p[9] == 17) wr16(p + ihl + 4, (uint32_t)(len - ihl)); /* the UDP length too */
     wr16(p + ihl + off, 0);
     uint32_t ps = rpseudo(p, p[9], len - ihl);
     wr16(p + ihl + off, partial ? ps : ~rsum(p + ihl, len - ihl, ps) & 0xffff);
@@ -294,6 +299,47 @@ static void cap_add(struct capture *c, const uint8_t *p, size_t len) {
   c->used += len;
 }
 
+/* A UDP run written as one UDP_L4 super-packet: its header checked (NEEDS_CSUM at the UDP
+ * checksum, hdr_len = IP + 8, gso_size > 0, IPv4 IHL 5 with a valid header or IPv6 with
+ * UDP right after the fixed header, UDP length = the rest, the checksum field = the
+ * pseudo-header sum, 2..64 datagrams), then cut here as the kernel does (each datagram:
+ * its lengths, IPv4 id = the first's + i, header and UDP checksums computed in full) into c. */
+static void take_udp_run(struct capture *c, const struct ovl_vnet_hdr *h, const uint8_t *p, size_t len) {
+  bool v6 = is6(p, len);
+  size_t iphl = v6 ? 40 : 20, hdr = iphl + 8;
+  if (h->flags != OVL_VNET_F_NEEDS_CSUM || h->csum_start != iphl || h->csum_offset != 6 || h->hdr_len != hdr ||
+      h->gso_size == 0)
+    FAIL("UDP super-packet header: flags %u csum %u/%u hdr_len %u gso_size %u", h->flags, h->csum_start, h->csum_offset,
+         h->hdr_len, h->gso_size);
+  if (v6 ? len <= hdr || p[6] != 17 || rd16(p + 4) != len - 40 : len <= hdr || (p[0] >> 4) != 4 || (p[0] & 15) != 5 || p[9] != 17 || !rip_ok(p, len))
+    FAIL("UDP super-packet IP header (IPv%d)", v6 ? 6 : 4);
+  if (rd16(p + iphl + 4) != len - iphl) FAIL("UDP super-packet: UDP length %u of %zu", rd16(p + iphl + 4), len - iphl);
+  if (rd16(p + iphl + 6) != (v6 ? rpseudo6(p, 17, len - 40) : rpseudo(p, 17, len - 20)))
+    FAIL("UDP super-packet checksum field is not the pseudo-header sum");
+  size_t payload = len - hdr, nseg = (payload + h->gso_size - 1) / h->gso_size;
+  if (nseg < 2 || nseg > OVL_GRO_SEGS_MAX) FAIL("UDP super-packet of %zu datagrams", nseg);
+  for (size_t i = 0; i < nseg; i++) {
+    size_t pl = i + 1 < nseg ? h->gso_size : payload - i * h->gso_size, sl = hdr + pl;
+    memcpy(scratch, p, hdr);
+    memcpy(scratch + hdr, p + hdr + i * h->gso_size, pl);
+    if (v6) {
+      wr16(scratch + 4, (uint32_t)(sl - 40));
+    } else {
+      wr16(scratch + 2, (uint32_t)sl);
+      wr16(scratch + 4, (rd16(p + 4) + (uint32_t)i) & 0xffffu);
+      wr16(scratch + 10, 0);
+      wr16(scratch + 10, ~rsum(scratch, 20, 0) & 0xffff);
+    }
+    uint8_t *uh = scratch + iphl;
+    wr16(uh + 4, (uint32_t)(sl - iphl));
+    wr16(uh + 6, 0);
+    uint32_t ps = v6 ? rpseudo6(scratch, 17, sl - 40) : rpseudo(scratch, 17, sl - 20);
+    uint32_t ck = ~rsum(uh, sl - iphl, ps) & 0xffff;
+    wr16(uh + 6, ck ? ck : 0xffff);
+    cap_add(c, scratch, sl);
+  }
+}
+
 /* One TUN write (virtio_net_hdr + packet), checked and normalized into c. */
 static void take_write(struct capture *c, const uint8_t *m, size_t n, bool gro) {
   if (n < OVL_VNET_HDR_LEN) FAIL("TUN write of %zu bytes: no virtio_net_hdr", n);
@@ -319,6 +365,10 @@ static void take_write(struct capture *c, const uint8_t *m, size_t n, bool gro) 
     return;
   }
   if (!gro) FAIL("a super-packet written with GRO off");
+  if (h.gso_type == OVL_VNET_GSO_UDP_L4) {
+    take_udp_run(c, &h, p, len);
+    return;
+  }
   bool v6 = h.gso_type == OVL_VNET_GSO_TCPV6;
   size_t iphl = v6 ? 40 : 20;
   if ((h.gso_type != OVL_VNET_GSO_TCPV4 && !v6) || h.flags != OVL_VNET_F_NEEDS_CSUM || h.csum_start != iphl ||
@@ -430,6 +480,7 @@ static void worker_reset(bool gro) {
   ovl_rcache_init(&wk.cache);
   wk.vnet = true;
   wk.tun_gro = gro;
+  wk.udp_runs = gro; /* as worker_init: UDP runs with TUN GRO */
   wk.udp_gso = true;
   wk.udp_gro = true;
   ovl_offload_gate_init(&wk.gro_gate, gro);
@@ -518,8 +569,15 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
       size_t pvl = prev_len[fs];
       bool pv6 = is6(pv, pvl);
       size_t ihl = pv6 ? 40 : pvl >= 20 ? (size_t)(pv[0] & 15) * 4 : 0;
-      size_t hdr = ihl >= 20 && ihl + 20 <= pvl ? ihl + (size_t)(pv[ihl + 12] >> 4) * 4 : 0;
-      if ((flags & 8) && seg == 0 && hdr >= 40 && hdr <= pvl && hdr + len <= GRO_BUF) {
+      const bool pudp = ihl >= 20 && pvl >= 20 && (pv6 ? pv[6] : pv[9]) == 17;
+      size_t hdr = pudp ? (ihl + 8 <= pvl ? ihl + 8 : 0) : ihl >= 20 && ihl + 20 <= pvl ? ihl + (size_t)(pv[ihl + 12] >> 4) * 4 : 0;
+      if ((flags & 8) && seg == 0 && pudp && hdr > 0 && hdr + len <= GRO_BUF) {
+        /* the NEXT datagram of the remembered UDP flow: its headers, IPv4 id + 1 */
+        memcpy(buf, pv, hdr);
+        memcpy(buf + hdr, body, len);
+        if (!pv6) wr16(buf + 4, rd16(pv + 4) + 1);
+        len += hdr;
+      } else if ((flags & 8) && seg == 0 && hdr >= 40 && hdr <= pvl && hdr + len <= GRO_BUF) {
         memcpy(buf, pv, hdr);
         memcpy(buf + hdr, body, len);
         uint32_t seq = rd32(pv + ihl + 4) + (uint32_t)(pvl - hdr);
@@ -666,20 +724,23 @@ static void run(const uint8_t *data, size_t size, bool gro, struct capture *c) {
 
 /* ---- comparing the two runs ---- */
 static const struct capture *cmp_cap;
-#define KEY_LEN 37u /* family, addresses (up to 32 bytes), ports */
+#define KEY_LEN 37u /* family and protocol, addresses (up to 32 bytes), ports */
+/* TCP flows and UDP flows (ports readable: not a later fragment) keep their order; the
+ * rest (key 0) keep their order among themselves. */
 static void flow_key(const uint8_t *p, size_t len, uint8_t key[KEY_LEN]) {
   memset(key, 0, KEY_LEN);
   if (is6(p, len)) {
-    if (p[6] == 6 && len >= 60) {
-      key[0] = 6;
+    if ((p[6] == 6 && len >= 60) || (p[6] == 17 && len >= 48)) {
+      key[0] = p[6] == 6 ? 6 : 16;
       memcpy(key + 1, p + 8, 32);
       memcpy(key + 33, p + 40, 4);
     }
     return;
   }
   size_t ihl = len >= 20 && (p[0] >> 4) == 4 ? (size_t)(p[0] & 15) * 4 : 0;
-  if (ihl >= 20 && p[9] == 6 && ihl + 20 <= len) {
-    key[0] = 4;
+  bool first = len >= 20 && (rd16(p + 6) & 0x1fff) == 0;
+  if (ihl >= 20 && ((p[9] == 6 && ihl + 20 <= len) || (p[9] == 17 && first && ihl + 8 <= len))) {
+    key[0] = p[9] == 6 ? 4 : 14;
     memcpy(key + 1, p + 12, 8);
     memcpy(key + 9, p + ihl, 4);
   }
@@ -698,20 +759,26 @@ static void sort_flows(const struct capture *c, uint32_t *order) {
   cmp_cap = c;
   qsort(order, c->n, sizeof(*order), by_flow);
 }
-/* Equal but for the IPv4 id and checksums; the GRO run's TCP segments must verify. */
+/* Equal but for the IPv4 id (kept by UDP runs without DF: compared there) and the
+ * checksums; the GRO run's TCP segments and UDP datagrams must verify where the plain
+ * run's do. */
 static bool same_packet(const uint8_t *a, size_t la, const uint8_t *b, size_t lb) {
   if (la != lb) return false;
   if (la < 20) return memcmp(a, b, la) == 0;
   bool v6 = is6(a, la);
   size_t ihl = v6 ? 40 : (size_t)(a[0] & 15) * 4;
   bool tcp = (v6 ? a[6] == 6 : a[9] == 6) && ihl >= 20 && ihl + 20 <= la;
+  bool udp = (v6 ? a[6] == 17 : a[9] == 17) && ihl >= 20 && ihl + 8 <= la && (v6 || (rd16(a + 6) & 0x3fff) == 0);
+  bool udp_ids = udp && !v6 && !(rd16(a + 6) & 0x4000); /* no DF: ids matter */
+  size_t coff = tcp ? 16 : 6;
   for (size_t i = 0; i < la; i++) {
-    if (!v6 && (i == 4 || i == 5 || i == 10 || i == 11)) continue;
-    if (tcp && (i == ihl + 16 || i == ihl + 17)) continue;
+    if (!v6 && (i == 10 || i == 11)) continue;
+    if (!v6 && !udp_ids && (i == 4 || i == 5)) continue;
+    if ((tcp || udp) && (i == ihl + coff || i == ihl + coff + 1)) continue;
     if (a[i] != b[i]) return false;
   }
-  if (v6 && tcp && rl4_ok(b, lb) && !rl4_ok(a, la)) return false;
-  if (!v6 && tcp && rip_ok(b, lb) && rl4_ok(b, lb) && !(rip_ok(a, la) && rl4_ok(a, la))) return false;
+  if (v6 && (tcp || udp) && rl4_ok(b, lb) && !rl4_ok(a, la)) return false;
+  if (!v6 && (tcp || udp) && rip_ok(b, lb) && rl4_ok(b, lb) && !(rip_ok(a, la) && rl4_ok(a, la))) return false;
   return true;
 }
 

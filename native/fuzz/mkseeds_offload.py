@@ -247,6 +247,30 @@ seeds.update({
                           + rec(2, vnet(0, 0, 0, 20, 16) + tcp(OWN_POD, POD_1, 1, pay(300)), flags=3 | 8),
 })
 os.makedirs(sys.argv[1], exist_ok=True)
+def udp4(payload, ident, df=True, sport=4433, partial=False):
+    u = struct.pack('!HHHH', sport, 443, 8 + len(payload), 0) + payload
+    if partial:
+        ph = PEER_POD + OWN_POD + struct.pack('!BBH', 0, 17, len(u))
+        u = u[:6] + struct.pack('!H', csum_sum(ph)) + u[8:]
+    else:
+        u = l4_csum(PEER_POD, OWN_POD, 17, u, 6)
+    return ip(PEER_POD, OWN_POD, 17, u, ident=ident, df=df)
+
+def udp_run(n, size, df=True, partial=False, short_last=0):
+    # the first datagram, then its next ones (flag 8: the harness copies the headers, id + 1)
+    first = udp4(pay(size, 0), ident=100, df=df, partial=partial)
+    out = rec(0, first, arg=0x8000 if partial else 0)
+    for i in range(1, n):
+        out += rec(0, pay(size - (short_last if i == n - 1 else 0), i), arg=0x8000 if partial else 0, flags=7 | 8)
+    return out + rec(1, b'')
+
+seeds.update({
+    'udp-run-df': udp_run(8, 1200),
+    'udp-run-nodf': udp_run(8, 1200, df=False),
+    'udp-run-partial': udp_run(6, 1000, partial=True, short_last=300),
+    'udp-run-gro-receive': gro_receive([udp4(pay(1000, i), ident=200 + i) for i in range(10)]),
+})
+
 for name, data in seeds.items():
     with open(os.path.join(sys.argv[1], name), 'wb') as f:
         f.write(data)
