@@ -109,13 +109,7 @@ static uint64_t outcomes(void) {
 }
 
 /* ---- independent references (byte-wise sums) ---- */
-static uint32_t rsum(const uint8_t *b, size_t len, uint32_t s) {
-  uint64_t x = s;
-  for (size_t i = 0; i < len; i++) x += (i & 1) ? b[i] : (uint32_t)b[i] << 8;
-  while (x >> 16) x = (x & 0xffff) + (x >> 16);
-  return (uint32_t)x;
-}
-static uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
+#include "fuzz_ref.h"
 /* The pseudo-header sum of p (IPv4 header iphl bytes, or IPv6: iphl 40) for proto. */
 static uint32_t rpseudo(const uint8_t *p, size_t len, size_t iphl, uint8_t proto) {
   uint8_t ph[40];

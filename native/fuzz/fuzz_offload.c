@@ -155,18 +155,7 @@ static const uint8_t PEER6[16] = {0x20, 0x01, 0x0d, 0xb8, [14] = 0x02, [15] = 0x
   } while (0)
 
 /* ---- independent references (byte-wise, not packet.c's word-at-a-time sum) ---- */
-static uint32_t rsum(const uint8_t *b, size_t len, uint32_t s) {
-  uint64_t x = s;
-  for (size_t i = 0; i < len; i++) x += (i & 1) ? b[i] : (uint32_t)b[i] << 8;
-  while (x >> 16) x = (x & 0xffff) + (x >> 16);
-  return (uint32_t)x;
-}
-static uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] << 8 | p[1]; }
-static uint32_t rd32(const uint8_t *p) { return rd16(p) << 16 | rd16(p + 2); }
-static void wr16(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)(v >> 8);
-  p[1] = (uint8_t)v;
-}
+#include "fuzz_ref.h"
 static uint32_t rpseudo(const uint8_t *ip, uint32_t proto, size_t l4len) {
   uint8_t ph[12];
   memcpy(ph, ip + 12, 8);

@@ -124,13 +124,7 @@ static void set_routes_flags(struct fx *f, uint32_t peer_for_a, uint8_t flags_a)
   };
   TAP_ASSERT(ovl_routes_set(f->routes, r, 3) == 0, "routes set");
   /* every table before these retired: no thread still reads one, its next turn reads these */
-  bool settled = false;
-  for (double t0 = now_sec(); !settled && now_sec() - t0 < WAIT_MS / 1000.0;) {
-    settled = ovl_routes_reclaim(f->routes) == 0;
-    struct timespec ts = {0, 1000000};
-    if (!settled) nanosleep(&ts, NULL);
-  }
-  TAP_ASSERT(settled, "the engine left the previous routes");
+  TAP_ASSERT(tp_routes_settled(f->routes, WAIT_MS), "the engine left the previous routes");
 }
 static void set_routes(struct fx *f, uint32_t peer_for_a) { set_routes_flags(f, peer_for_a, 0); }
 

@@ -190,13 +190,7 @@ static void set_routes(struct fx *f, uint8_t flags_a) {
   memcpy(r6[1].net, POD_B6, 8);
   TAP_ASSERT(ovl_routes_set6(f->routes, r6, 2) == 0, "v6 routes");
   /* every table before these retired: no thread still reads one, its next turn reads these */
-  bool settled = false;
-  for (double t0 = now_sec(); !settled && now_sec() - t0 < WAIT_MS / 1000.0;) {
-    settled = ovl_routes_reclaim(f->routes) == 0;
-    struct timespec ts = {0, 1000000};
-    if (!settled) nanosleep(&ts, NULL);
-  }
-  TAP_ASSERT(settled, "the engine left the previous routes");
+  TAP_ASSERT(tp_routes_settled(f->routes, WAIT_MS), "the engine left the previous routes");
 }
 
 /* offloads: the TUN stand-in carries a virtio_net_hdr both ways, UDP GSO and GRO on both

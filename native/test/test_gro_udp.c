@@ -48,22 +48,9 @@ static struct ovl_vnet_hdr uso_hdr(int v6, unsigned gso) {
 /* Sets datagram s's UDP checksum to its pseudo-header sum (what a peer that leaves it
  * partial sends), via ovl_csum_partial's own rule checked against a reference below. */
 static void make_partial(uint8_t *s, size_t len, int v6) {
-  size_t iphl = v6 ? 40 : 20, l4 = len - iphl;
+  size_t iphl = v6 ? 40 : 20;
   uint8_t ps[40];
-  size_t n;
-  if (v6) {
-    memcpy(ps, s + 8, 32);
-    wr32(ps + 32, (uint32_t)l4);
-    ps[36] = ps[37] = ps[38] = 0;
-    ps[39] = 17;
-    n = 40;
-  } else {
-    memcpy(ps, s + 12, 8);
-    ps[8] = 0;
-    ps[9] = 17;
-    wr16(ps + 10, (uint32_t)l4);
-    n = 12;
-  }
+  size_t n = tp_pseudo_header(ps, s, len, iphl, v6, 17);
   wr16(s + iphl + 6, ref_sum(ps, n));
 }
 

@@ -42,20 +42,7 @@ static struct ovl_vnet_hdr vh(int v6, unsigned ihl, unsigned gso) {
  * built here byte by byte. */
 static int udp_checksum_ok(const uint8_t *s, size_t len, size_t iphl, int v6) {
   static uint8_t ps[40 + 70000];
-  size_t l4 = len - iphl, n;
-  if (v6) {
-    memcpy(ps, s + 8, 32);
-    wr32(ps + 32, (uint32_t)l4);
-    ps[36] = ps[37] = ps[38] = 0;
-    ps[39] = 17;
-    n = 40;
-  } else {
-    memcpy(ps, s + 12, 8);
-    ps[8] = 0;
-    ps[9] = 17;
-    wr16(ps + 10, (uint32_t)l4);
-    n = 12;
-  }
+  size_t l4 = len - iphl, n = tp_pseudo_header(ps, s, len, iphl, v6, 17);
   memcpy(ps + n, s + iphl, l4);
   return rd16(s + iphl + 6) != 0 && ref_sum(ps, n + l4) == 0xffff;
 }

@@ -58,6 +58,24 @@ TP_FN void make_pkt(uint8_t *p, size_t len, unsigned ihl, uint8_t proto, uint8_t
   wr16(p + 10, ref_header_checksum(p, ihl * 4u));
 }
 
+/* The pseudo header of the L4 part of s (IP header iphl bytes; len bytes in all) for proto,
+ * built byte by byte into ps (RFC 768 / RFC 8200 8.1): its length, 12 (IPv4) or 40 (IPv6). */
+TP_FN size_t tp_pseudo_header(uint8_t ps[40], const uint8_t *s, size_t len, size_t iphl, int v6, uint8_t proto) {
+  size_t l4 = len - iphl;
+  if (v6) {
+    memcpy(ps, s + 8, 32);
+    wr32(ps + 32, (uint32_t)l4);
+    ps[36] = ps[37] = ps[38] = 0;
+    ps[39] = proto;
+    return 40;
+  }
+  memcpy(ps, s + 12, 8);
+  ps[8] = 0;
+  ps[9] = proto;
+  wr16(ps + 10, (uint32_t)l4);
+  return 12;
+}
+
 /* The expected forwarded form of p: TTL - 1, checksum fully recomputed. */
 TP_FN void expect_forwarded(uint8_t *p) {
   p[8] = (uint8_t)(p[8] - 1);
@@ -113,6 +131,17 @@ TP_FN void tp_set_partial(uint8_t *s, size_t len) { wr16(s + tp_iphl(s) + tp_csu
 
 #ifdef OVERLAYD_H
 #include <errno.h>
+#include <time.h>
+/* Waits (at most wait_ms, polling every millisecond) until every route table retired from
+ * r is freed: no forwarding thread reads an old one any more. 1 when it happened. */
+TP_FN int tp_routes_settled(struct ovl_routes *r, unsigned wait_ms) {
+  for (unsigned waited = 0;; waited++) {
+    if (ovl_routes_reclaim(r) == 0) return 1;
+    if (waited >= wait_ms) return 0;
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
 /* The zero-copy cut (ovl_gso_cut) of the super-packet pkt gives exactly the n segments the
  * copying cut wrote back to back into out (lengths lens[]): each header stub followed by
  * its payload slice equals the copied segment byte for byte (checksums included), every
