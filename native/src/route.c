@@ -132,6 +132,21 @@ static bool hmap_put(struct hmap *h, uint32_t key, uint32_t val, uint8_t flags) 
   }
 }
 
+/* The peer set: inserts key with val = bits, or ORs bits into the val it has. */
+static void hmap_or(struct hmap *h, uint32_t key, uint32_t bits) {
+  for (uint32_t i = hash32(key) & h->mask;; i = (i + 1) & h->mask) {
+    struct slot *s = &h->slots[i];
+    if (!s->used) {
+      *s = (struct slot){.key = key, .val = bits, .used = 1};
+      return;
+    }
+    if (s->key == key) {
+      s->val |= bits;
+      return;
+    }
+  }
+}
+
 static inline const struct slot *hmap_get(const struct hmap *h, uint32_t key) {
   for (uint32_t i = hash32(key) & h->mask;; i = (i + 1) & h->mask) {
     const struct slot *s = &h->slots[i];
@@ -196,7 +211,8 @@ int ovl_rtable_build(struct ovl_rtable **out, const struct ovl_route *routes, si
     const struct ovl_route *r = &routes[i];
     if (hmap_put(&t->levels[t->level_of[r->len]].map, r->net, r->peer, r->flags & OVL_ROUTE_FLAGS)) t->routes++;
   }
-  /* Peers from the routes that survived (a later duplicate may have replaced a peer), and
+  /* Peers, with their flags, from the routes that survived (a later duplicate may have
+   * replaced a peer, and its flags went with it), and
    * the block index: a /L route overlaps 2^(16-L) blocks when L < 16 (at most 2^16 block
    * updates per length, as there are at most 2^L such routes), one block otherwise. */
   for (uint32_t l = 0; l < t->nlevels; l++) {
@@ -204,20 +220,10 @@ int ovl_rtable_build(struct ovl_rtable **out, const struct ovl_route *routes, si
     uint32_t len = (uint32_t)__builtin_popcount(t->levels[l].mask);
     for (uint32_t i = 0; i <= m->mask; i++) {
       if (!m->slots[i].used) continue;
-      (void)hmap_put(&t->peers, m->slots[i].val, 0, 0);
+      hmap_or(&t->peers, m->slots[i].val, m->slots[i].flags); /* peers' val: the OR of their routes' flags */
       if (t->blocks == NULL || len == 0) continue;
       uint32_t first = m->slots[i].key >> 16, count = len < 16 ? 1u << (16 - len) : 1u;
       for (uint32_t b = 0; b < count; b++) t->blocks[first + b] |= 1u << (len - 1);
-    }
-  }
-  /* The peers' flags, from the routes that survived (a replaced duplicate's flags went
-   * with it): peers' val = the OR of their routes' flags */
-  for (uint32_t l = 0; l < t->nlevels; l++) {
-    const struct hmap *m = &t->levels[l].map;
-    for (uint32_t i = 0; i <= m->mask; i++) {
-      if (!m->slots[i].used || m->slots[i].flags == 0) continue;
-      struct slot *p = (struct slot *)hmap_get(&t->peers, m->slots[i].val); /* the table is still private */
-      p->val |= m->slots[i].flags;
     }
   }
   *out = t;

@@ -9,7 +9,7 @@
  * lease has one; else inner IPv6 rides the IPv4 underlay to PublicIP. IPv4-only leases (an
  * older flannel, an IPv4-only node) get their IPv4 route only.
  */
-import type { Route, Route6, RouteSink } from '../dataplane/types';
+import { samePeer, type Route, type Route6, type RouteSink } from '../dataplane/types';
 import { formatIp, formatPrefix, prefixCovers, prefixEquals, prefixId, type Prefix } from '../net/addr';
 import { formatIp6, formatPrefix6, prefix6Covers, prefix6Equals, type Prefix6 } from '../net/addr6';
 import type { Logger } from '../ops/log';
@@ -23,7 +23,7 @@ export interface RouteDiff {
 
 /** Same subnet, same peer, same advertised capability. */
 export function sameRoute(a: Route, b: Route): boolean {
-  return a.publicIp === b.publicIp && a.partialChecksums === b.partialChecksums && prefixEquals(a.subnet, b.subnet);
+  return samePeer(a, b) && prefixEquals(a.subnet, b.subnet);
 }
 
 /**

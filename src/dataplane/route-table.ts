@@ -5,7 +5,7 @@
  */
 import { formatPrefix, maskOf } from '../net/addr';
 import { PrefixTable, isUint32, type AddressOps, type RouteTableOptions } from './prefix-table';
-import type { Route } from './types';
+import { samePeer, type Route } from './types';
 
 export { DEFAULT_ROUTE_CACHE_SIZE, type RouteTableOptions } from './prefix-table';
 
@@ -31,8 +31,7 @@ export class RouteTable extends PrefixTable<number, Route> {
     return Object.freeze(route.partialChecksums === true ? { subnet: s, publicIp, partialChecksums: true as const } : { subnet: s, publicIp });
   }
 
-  /** The same peer, advertising the same (a changed capability is a change to publish). */
   protected override samePeers(a: Route, b: Route): boolean {
-    return a.publicIp === b.publicIp && a.partialChecksums === b.partialChecksums;
+    return samePeer(a, b);
   }
 }

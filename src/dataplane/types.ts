@@ -13,6 +13,11 @@ export interface Route {
   readonly partialChecksums?: true;
 }
 
+/** `a` and `b` name the same peer, advertising the same (a changed capability is a change to publish). */
+export function samePeer(a: Route, b: Route): boolean {
+  return a.publicIp === b.publicIp && a.partialChecksums === b.partialChecksums;
+}
+
 /**
  * One peer's IPv6 subnet (dual-stack lease). Inner IPv6 packets for `subnet` go in UDP to
  * [publicIpv6]:port over the IPv6 underlay when `publicIpv6` is set, else to publicIp:port
